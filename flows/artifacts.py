@@ -1,0 +1,81 @@
+"""Prefect artifacts: one markdown card per decision, one table per flow run.
+
+Artifact keys must be lowercase letters, digits and dashes, so every key is made by
+:func:`artifact_key` (``decision``, ``BRK.B``, ``2026-05-12`` -> ``decision-brk-b-2026-05-12``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["artifact_key", "decision_card", "run_table", "write_decision_card", "write_run_table"]
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def artifact_key(*parts: Any) -> str:
+    """A Prefect artifact key from ``parts``: lowercase, runs of other characters become '-'."""
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    slug = _NOT_SLUG.sub("-", text.lower()).strip("-")
+    if not slug:
+        raise ValueError(f"no artifact key can be made from {parts!r}")
+    return slug
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> str:
+    """Markdown for one decision: verdict, confidence, score, the agents' signals, where."""
+    decision = envelope["decision"]
+    synthesis, target = decision["synthesis"], decision["target"]
+    demo = " (DEMO: not a real analysis)" if envelope.get("meta", {}).get("demo") else ""
+    lines = [
+        f"# {target['ticker']} {target['trade_date']}: {synthesis['verdict']}{demo}",
+        "",
+        f"- confidence **{synthesis['confidence']:.2f}**, ensemble score "
+        f"**{synthesis['ensemble_score']:+.3f}**",
+        f"- arena id `{envelope.get('arena_id', '')}`, correlation id "
+        f"`{envelope['correlation_id']}`",
+        f"- written to {row.get('where', '')}: stream entry `{row.get('entry_id', '')}`, "
+        f"hash `{row.get('hash_key', '')}`",
+        "",
+        "| agent | domain | signal | confidence | summary |",
+        "|---|---|---|---|---|",
+    ]
+    for s in decision.get("agent_signals", []):
+        lines.append(f"| {_cell(s['agent'])} | {_cell(s['domain'])} | {s['signal']} | "
+                     f"{s['confidence']:.2f} | {_cell(s.get('summary'))} |")
+    if synthesis.get("reasoning"):
+        lines += ["", "> " + _cell(synthesis["reasoning"])[:1000]]
+    return "\n".join(lines)
+
+
+TABLE_COLUMNS = ("ticker", "trade_date", "status", "verdict", "confidence", "entry_id", "error")
+
+
+def run_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The flow run's table: one row per (ticker, date) with status, verdict, entry id, error."""
+    return [{c: ("" if r.get(c) is None else r.get(c)) for c in TABLE_COLUMNS} for r in rows]
+
+
+async def write_decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+    """Create the card under ``decision-{ticker}-{date}`` (a new version per publish)."""
+    from prefect.artifacts import acreate_markdown_artifact
+
+    target = envelope["decision"]["target"]
+    await acreate_markdown_artifact(
+        key=artifact_key("decision", target["ticker"], target["trade_date"]),
+        markdown=decision_card(envelope, row),
+        description=f"{target['ticker']} {target['trade_date']} decision",
+    )
+
+
+async def write_run_table(key: str, rows: Iterable[Mapping[str, Any]], title: str) -> None:
+    """Create this flow run's table artifact."""
+    from prefect.artifacts import acreate_table_artifact
+
+    await acreate_table_artifact(key=key, table=run_table(rows), description=title)

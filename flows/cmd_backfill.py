@@ -1,0 +1,232 @@
+"""``ti backfill`` (a date range through the backfill flow) and ``ti status`` (the coverage grid).
+
+``backfill`` checks its arguments, the calendar and the demo guard before Prefect is imported,
+draws a progress bar while the flow runs, and exits 1 naming every failed (ticker, date).
+``status`` reads Redis only (no Prefect): a ticker x session grid of published / failed /
+missing, as a table or ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from ti_core.errors import TiError
+
+__all__ = ["register"]
+
+MARKS = {"published": "#", "failed": "x", "missing": "."}
+STYLES = {"published": "green", "failed": "bold red", "missing": "dim"}
+
+
+def _tickers(text: str) -> list[str]:
+    from ti_core.keys import normalize_ticker
+
+    names = [normalize_ticker(t) for t in text.split(",") if t.strip()]
+    if not names:
+        raise TiError("--tickers needs at least one ticker, e.g. --tickers NVDA,AAPL")
+    return list(dict.fromkeys(names))
+
+
+def _add_range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tickers", required=True, help="comma-separated, e.g. NVDA,AAPL,BRK.B")
+    parser.add_argument("--start", required=True, help="first date, YYYY-MM-DD (inclusive)")
+    parser.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    parser.add_argument("--calendar", default=None,
+                        help="exchange_calendars code (XNYS, XLON, ...) or 'weekdays'; "
+                        "default TI_CALENDAR or XNYS")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``backfill`` and ``status``."""
+    p = subparsers.add_parser(
+        "backfill", help="publish every session of a date range (resumable)",
+        description="Publish one decision per ticker per trading session from --start to --end "
+        "(inclusive), in batches. Re-running is safe: published items are skipped.")
+    _add_range(p)
+    p.add_argument("--arena", default=None, help="runner spec: replay:DIR, module:function, demo")
+    p.add_argument("--only", choices=("missing", "failed", "all"), default="missing",
+                   help="missing: not yet published (default); failed: recorded failures; "
+                   "all: everything (identical decisions still add nothing)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, publish nothing")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)")
+    p.add_argument("--allow-demo", action="store_true",
+                   help="let the demo arena publish to a configured TI_REDIS_URL")
+    p.set_defaults(func=_backfill)
+    s = subparsers.add_parser(
+        "status", help="ticker x session grid: published / failed / missing",
+        description="Coverage of a date range, read from Redis: one row per ticker, one mark "
+        "per session (# published, x failed, . missing).")
+    _add_range(s)
+    s.add_argument("--json", action="store_true", help="print the grid as JSON")
+    s.set_defaults(func=_status)
+
+
+def _calendar(args: argparse.Namespace) -> str:
+    from ti_core.settings import TiSettings
+
+    return str(args.calendar or TiSettings().calendar)
+
+
+def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
+    """Everything that can be refused before Prefect starts."""
+    from ti_core.arena import ensure_demo_allowed, load_arena
+    from ti_core.calendar import sessions
+    from ti_core.settings import TiSettings
+
+    if args.allow_demo:
+        os.environ["TI_ALLOW_DEMO_PUBLISH"] = "1"
+    if args.concurrency is not None and args.concurrency < 1:
+        raise TiError("--concurrency must be at least 1")
+    names = _tickers(args.tickers)
+    calendar = _calendar(args)
+    sessions(args.start, args.end, calendar)
+    settings = TiSettings()
+    runner = load_arena(args.arena, settings=settings)
+    if not args.dry_run:
+        ensure_demo_allowed(runner, settings)
+    if not args.debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # Per-state coercion warnings would flood the terminal over thousands of decisions
+        # (cli.main already keeps Prefect's own records off the terminal).
+        logging.getLogger("ti_core.builder").setLevel(logging.ERROR)
+    return names, calendar
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from flows.backfill_server import EarlyPrefectServer
+
+    _tickers(args.tickers)  # the cheapest refusal first
+    # Prefect's temporary server boots (seconds) while the calendar, Prefect and the flow load.
+    with EarlyPrefectServer() as server:
+        names, calendar = _prepare(args)
+        from flows.backfill import backfill
+
+        server.wait_ready()
+        return _run_flow(args, backfill, names, calendar)
+
+
+def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from flows.backfill import ON_PROGRESS, BackfillSummary
+    from flows.backfill_plan import DryRunPlan
+    from ti_core.backfill import BatchReport, Outcome
+    from ti_core.calendar import sessions
+
+    err = Console(stderr=True)
+    total = len(names) * len(sessions(args.start, args.end, calendar).sessions)
+    failed: list[Outcome] = []
+    bar = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), console=err, transient=True,
+                   disable=args.dry_run or not err.is_terminal)
+
+    with bar:
+        job = bar.add_task("items", total=total, note="")
+
+        def on_batch(report: BatchReport) -> None:
+            failed.extend(o for o in report.outcomes if o.status == "failed")
+            bar.update(job, advance=report.planned, note=f"{len(failed)} failed")
+
+        token = ON_PROGRESS.set(on_batch)
+        try:
+            result = asyncio.run(backfill(
+                names, args.start, args.end, args.arena, calendar, args.only, args.dry_run,
+                args.concurrency))
+        except Exception as exc:  # one line, not a traceback; the run's logs have the rest
+            if args.debug:
+                raise
+            result = exc
+        finally:
+            ON_PROGRESS.reset(token)
+    if isinstance(result, DryRunPlan):
+        return _print_plan(result, args.only)
+    if isinstance(result, BackfillSummary):
+        print(_summary_line(result))
+        return 0
+    for o in failed:
+        print(f"FAILED {o.ticker} {o.trade_date}: {o.reason}", file=sys.stderr)
+    hint = "; re-run with --only failed to retry them" if failed else ""
+    text = str(result) if isinstance(result, TiError) else f"{type(result).__name__}: {result}"
+    print(f"ti: {' '.join(text.split())}{hint}", file=sys.stderr)
+    return 1
+
+
+def _summary_line(summary: Any) -> str:
+    return (f"backfill done: {summary.planned} items over {summary.sessions} sessions "
+            f"({len(summary.skipped_days)} days skipped): {summary.published} published, "
+            f"{summary.unchanged} unchanged, {summary.skipped} already done, 0 failed")
+
+
+def _print_plan(plan: Any, only: str) -> int:
+    print(f"dry run (only={only}, calendar {plan.calendar}): {len(plan.sessions)} sessions, "
+          f"{plan.published} already published, {len(plan.failed)} recorded failures, "
+          f"{len(plan.todo)} to do; nothing published")
+    for day, reason in plan.skipped_days:
+        if reason != "weekend":
+            print(f"skip {day}: {reason}")
+    from flows.backfill_plan import todo_by_ticker
+
+    for ticker, ranges in todo_by_ticker(plan).items():
+        print(f"todo {ticker}: {ranges}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ti_core.backfill_status import status_grid
+    from ti_core.calendar import sessions
+    from ti_core.connection import connect
+    from ti_core.settings import TiSettings
+
+    names = _tickers(args.tickers)
+    plan = sessions(args.start, args.end, _calendar(args))
+    settings = TiSettings()
+
+    async def read() -> Any:
+        async with connect(settings=settings) as client:
+            return await status_grid(client, names, plan, stream_name=settings.stream_name)
+
+    grid = asyncio.run(read())
+    if args.json:
+        print(json.dumps(grid.as_dict(), indent=2))
+        return 0
+    _print_grid(grid)
+    return 0
+
+
+def _print_grid(grid: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    months = sorted({d[:7] for d in grid.sessions})
+    table = Table(title=f"coverage ({grid.calendar}): # published  x failed  . missing")
+    table.add_column("ticker", style="bold")
+    for month in months:
+        table.add_column(month, no_wrap=True)
+    for column in ("published", "failed", "missing"):
+        table.add_column(column, justify="right")
+    for ticker, row in grid.cells.items():
+        cells: list[Any] = []
+        for month in months:
+            text = Text()
+            for day, state in zip(grid.sessions, row, strict=True):
+                if day.startswith(month):
+                    text.append(MARKS[state], style=STYLES[state])
+            cells.append(text)
+        counts = [str(row.count(state)) for state in ("published", "failed", "missing")]
+        table.add_row(ticker, *cells, *counts)
+    console = Console()
+    console.print(table)
+    for item, reason in grid.failures.items():
+        console.print(f"failed {item}: {reason}", markup=False, highlight=False)
+    holidays = [f"{d} ({r})" for d, r in grid.skipped if r != "weekend"]
+    if holidays:
+        console.print("not sessions: " + ", ".join(holidays), markup=False, highlight=False)

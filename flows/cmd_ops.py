@@ -1,0 +1,224 @@
+"""``ti serve``, ``ti emit-arena-completed`` and ``ti verify``: running and auditing the stage.
+
+``ti serve`` is the one-machine form of prefect.yaml: the same three deployments (same names,
+schedule and trigger; a test keeps the two in step), served from this process by Prefect's
+``serve`` instead of a work pool and workers. Schedules need a Prefect server's scheduler
+(``prefect server start`` and ``PREFECT_API_URL``); event triggers also work on the
+temporary server Prefect starts when no URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from ti_core.connection import connect
+from ti_core.errors import ConfigError
+from ti_core.settings import TiSettings
+from ti_core.verify import INCONSISTENT, INFORMATIONAL, VerifyReport, verify_store
+
+__all__ = [
+    "ARENA_TRIGGER_PARAMETERS",
+    "DAILY_CRON",
+    "DAILY_TIMEZONE",
+    "EXIT_INCONSISTENT",
+    "register",
+    "serve_deployments",
+]
+
+DAILY_CRON = "30 17 * * 1-5"  # 17:30 New York, Monday to Friday: after the 16:00 US close
+DAILY_TIMEZONE = "America/New_York"
+EXIT_INCONSISTENT = 2
+# The trigger's parameters, templated from the event's resource labels (as in prefect.yaml).
+ARENA_TRIGGER_PARAMETERS = {
+    "ticker": "{{ event.resource['ti.ticker'] }}",
+    "trade_date": "{{ event.resource['ti.trade-date'] }}",
+    "arena": "replay:{{ event.resource['ti.state-dir'] }}",
+}
+
+
+def serve_deployments(
+    tickers: list[str],
+    *,
+    arena: str | None = None,
+    cron: str = DAILY_CRON,
+    timezone: str = DAILY_TIMEZONE,
+) -> list[Any]:
+    """The three deployments of prefect.yaml as Prefect ``RunnerDeployment`` objects."""
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron
+
+    from flows.arena_events import ARENA_COMPLETED, RESOURCE_PREFIX
+    from flows.backfill import backfill
+    from flows.pipeline import daily, publish_decision
+
+    daily_parameters: dict[str, Any] = {"tickers": tickers}
+    if arena is not None:
+        daily_parameters["arena"] = arena
+    trigger = DeploymentEventTrigger(
+        name="publish-on-arena-complete__ti-arena-completed",
+        expect={ARENA_COMPLETED},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}.*"},
+        parameters=dict(ARENA_TRIGGER_PARAMETERS),
+    )
+    return [
+        daily.to_deployment(
+            name="daily-publish",
+            schedules=[Cron(cron, timezone=timezone)],
+            parameters=daily_parameters,
+            tags=["ti", "scheduled"],
+        ),
+        backfill.to_deployment(name="backfill", tags=["ti", "on-demand"]),
+        publish_decision.to_deployment(
+            name="publish-on-arena-complete", triggers=[trigger], tags=["ti", "event"]
+        ),
+    ]
+
+
+def _ticker_list(text: str) -> list[str]:
+    """``NVDA,aapl`` -> ``["NVDA", "AAPL"]``, each checked as a ticker."""
+    from ti_core.errors import InvalidStateError
+    from ti_core.keys import normalize_ticker
+
+    try:
+        tickers = [normalize_ticker(t) for t in text.split(",") if t.strip()]
+    except InvalidStateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not tickers:
+        raise argparse.ArgumentTypeError("no tickers given")
+    return tickers
+
+
+async def _deployed_by_prefect_deploy(deployments: list[Any]) -> list[str]:
+    """Names among ``deployments`` that exist on the server as work-pool deployments."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    taken = []
+    async with get_client() as client:
+        for deployment in deployments:
+            try:
+                existing = await client.read_deployment_by_name(deployment.full_name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name or existing.pull_steps:
+                taken.append(deployment.full_name)
+    return taken
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # from the environment or the active Prefect profile
+        print(
+            "ti serve: PREFECT_API_URL is not set, so Prefect starts a temporary server: event "
+            "triggers work, cron schedules do not (run `prefect server start` and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api for those)",
+            file=sys.stderr,
+        )
+    deployments = serve_deployments(
+        args.tickers, arena=args.arena, cron=args.cron, timezone=args.timezone
+    )
+    # Serving over a `prefect deploy` deployment would keep its pull steps and break its runs.
+    taken = asyncio.run(_deployed_by_prefect_deploy(deployments))
+    if taken:
+        raise ConfigError(
+            f"{', '.join(taken)} already served by a work pool (prefect deploy); remove them "
+            f"first ({'; '.join(f'prefect deployment delete {n}' for n in taken)}) or let "
+            "workers run them"
+        )
+    serve(*deployments, limit=args.limit)
+    return 0
+
+
+def _emit(args: argparse.Namespace) -> int:
+    from flows.arena_events import emit_arena_completed
+
+    event_id = emit_arena_completed(
+        args.ticker, args.trade_date, args.state_dir, check_state=not args.no_check
+    )
+    print(f"emitted ti.arena.completed {args.ticker.upper()} {args.trade_date} (event {event_id})")
+    return 0
+
+
+def _print_report(report: VerifyReport, settings: TiSettings) -> None:
+    verdict = "consistent" if report.ok else f"INCONSISTENT ({report.problems} problems)"
+    print(f"{settings.redis_url_redacted()} {report.stream_name}: {verdict}")
+    bound = report.stream_bound or "unbounded"
+    print(f"  stream {report.stream_length} entries (bound {bound}), {report.hashes} hashes")
+    for kind in INCONSISTENT + INFORMATIONAL:
+        count = report.counts.get(kind, 0)
+        if not count:
+            continue
+        label = "problem" if kind in INCONSISTENT else "note"
+        print(f"  {label} {kind}: {count}")
+        for example in report.examples.get(kind, []):
+            print(f"    {example}")
+
+
+async def _audit(settings: TiSettings, page_size: int) -> VerifyReport:
+    async with connect(settings=settings) as client:
+        return await verify_store(
+            client,
+            stream_name=settings.stream_name,
+            maxlen=settings.stream_maxlen,
+            approximate=settings.stream_trim_approximate,
+            page_size=page_size,
+        )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    settings = TiSettings()
+    report = asyncio.run(_audit(settings, args.page_size))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report, settings)
+    return 0 if report.ok else EXIT_INCONSISTENT
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serve``, ``emit-arena-completed`` and ``verify`` to the ``ti`` command."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve the daily, backfill and arena-triggered deployments from this process",
+        description="Serve daily-publish (cron), backfill (on demand) and "
+        "publish-on-arena-complete (event ti.arena.completed) without workers.",
+    )
+    serve.add_argument("--tickers", required=True, metavar="A,B,C", type=_ticker_list,
+                       help="comma-separated tickers the daily schedule publishes")
+    serve.add_argument("--arena", default=None, help="arena spec for the daily runs "
+                       "(default TI_ARENA)")
+    serve.add_argument("--cron", default=DAILY_CRON,
+                       help=f"daily schedule (default {DAILY_CRON!r})")
+    serve.add_argument("--timezone", default=DAILY_TIMEZONE,
+                       help=f"time zone of the schedule (default {DAILY_TIMEZONE})")
+    serve.add_argument("--limit", type=int, default=None, help="flow runs at once (default no cap)")
+    serve.set_defaults(func=_serve)
+
+    emit = subparsers.add_parser(
+        "emit-arena-completed",
+        help="tell Prefect an arena run finished (triggers publish-on-arena-complete)",
+        description="Emit ti.arena.completed for TICKER DATE, whose state is "
+        "STATE_DIR/TICKER/DATE.json. Needs PREFECT_API_URL.",
+    )
+    emit.add_argument("ticker")
+    emit.add_argument("trade_date", metavar="DATE")
+    emit.add_argument("--state-dir", required=True, help="replay directory holding the state")
+    emit.add_argument("--no-check", action="store_true",
+                      help="do not require the state file to exist here (shared storage)")
+    emit.set_defaults(func=_emit)
+
+    verify = subparsers.add_parser(
+        "verify",
+        help="audit Redis: hashes vs stream entries, orphans, stream length vs its bound",
+        description="Read-only audit. Exit 0: consistent; 2: inconsistencies found; "
+        "1: Redis unreachable or another error.",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--page-size", type=int, default=500, help="keys per SCAN/XRANGE page")
+    verify.set_defaults(func=_verify)

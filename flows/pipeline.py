@@ -1,0 +1,215 @@
+"""The Prefect flows: ``publish_decision`` (one ticker and date) and ``daily`` (a fan-out).
+
+Each decision is run-arena -> build-envelope -> publish-stream -> publish-hash, then a
+markdown card (``decision-{ticker}-{date}``) and a ``ti.decision.published`` event; a failure
+becomes a row with its reason, a failure record in Redis (best effort) and a
+``ti.decision.failed`` event. A flow run with any failure ends Failed after the others have
+published, and its table artifact says which and why.
+
+The correlation id of a decision is derived from (flow run id, ticker, date): a retried flow
+run rebuilds the same id, so publishing again finds the entry already written instead of
+appending a copy; run-arena and build-envelope results are reused from the first attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+
+from flows.artifacts import artifact_key, write_decision_card, write_run_table
+from flows.events import emit_decision_event
+from flows.tasks import (
+    build_envelope,
+    configured,
+    publish_hash,
+    publish_stream,
+    record_failure,
+    run_arena,
+)
+from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
+from ti_core.calendar import current_session
+from ti_core.connection import embedded_store_path
+from ti_core.errors import TiError
+from ti_core.keys import normalize_ticker, normalize_trade_date
+from ti_core.settings import TiSettings
+
+__all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
+
+# Set by the ``ti`` command to follow a run's progress: called with each finished row.
+ON_DECISION: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar(
+    "ti_on_decision", default=None
+)
+
+
+def decision_correlation_id(flow_run_id: str, ticker: str, trade_date: str) -> str:
+    """Stable across retries of one flow run, different for every new flow run."""
+    return hashlib.sha256(f"{flow_run_id}|{ticker}|{trade_date}".encode()).hexdigest()[:32]
+
+
+def where_written(settings: TiSettings) -> str:
+    """Where decisions go, safe to print: the redacted URL or the embedded store's path."""
+    if settings.redis_url is not None:
+        return settings.redis_url_redacted()
+    return f"embedded store {embedded_store_path(settings)}"
+
+
+def _reason(stage: str, exc: BaseException) -> str:
+    """``stage: message`` on one line, at most ~300 characters, for rows, events and records."""
+    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return f"{stage}: {text if len(text) <= 300 else text[:297] + '...'}"
+
+
+def _flow_run_id() -> str:
+    context = get_run_context()
+    return str(context.flow_run.id)  # type: ignore[union-attr]
+
+
+class _Decision:
+    """One (ticker, date) through the four tasks; ``run`` returns its table row."""
+
+    def __init__(self, ticker: str, trade_date: str, runner: ArenaRunner, force: bool,
+                 settings: TiSettings, limit: asyncio.Semaphore) -> None:
+        self.ticker, self.trade_date, self.runner = ticker, trade_date, runner
+        self.force, self.settings, self.limit = force, settings, limit
+        self.row: dict[str, Any] = {
+            "ticker": ticker, "trade_date": trade_date, "status": "failed", "verdict": None,
+            "confidence": None, "entry_id": None, "hash_key": None, "error": None,
+            "where": where_written(settings), "demo": runner.is_demo,
+        }
+        self.error: BaseException | None = None
+
+    async def run(self) -> dict[str, Any]:
+        stage = "run-arena"
+        s = self.settings
+        try:
+            async with self.limit:
+                state = await configured(run_arena, s)(self.ticker, self.trade_date,
+                                                       self.runner.spec)
+            stage = "build-envelope"
+            cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
+            envelope_json = await build_envelope(state, self.ticker, self.trade_date, cid,
+                                           self.runner.is_demo)
+            stage = "publish-stream"
+            stream = await configured(publish_stream, s)(envelope_json, self.force)
+            stage = "publish-hash"
+            hash_key = await configured(publish_hash, s)(envelope_json, self.force)
+        except Exception as exc:
+            return await self._failed(stage, exc)
+        envelope = json.loads(envelope_json)
+        synthesis = envelope["decision"]["synthesis"]
+        self.row.update(
+            status="published" if stream["created"] else "unchanged",
+            verdict=synthesis["verdict"], confidence=synthesis["confidence"],
+            score=synthesis["ensemble_score"], entry_id=stream["entry_id"], hash_key=hash_key,
+            correlation_id=envelope["correlation_id"], stream=s.stream_name,
+        )
+        await write_decision_card(envelope, self.row)
+        emit_decision_event(self.row)
+        return self.row
+
+    async def _failed(self, stage: str, exc: BaseException) -> dict[str, Any]:
+        self.error = exc
+        self.row["error"] = _reason(stage, exc)
+        get_run_logger().warning("%s %s failed at %s", self.ticker, self.trade_date,
+                                 self.row["error"])
+        await record_failure(self.ticker, self.trade_date, self.row["error"])
+        emit_decision_event(self.row)
+        return self.row
+
+
+def _notify(row: dict[str, Any]) -> None:
+    callback = ON_DECISION.get()
+    if callback is not None:
+        callback(row)
+
+
+async def _one(decision: _Decision) -> dict[str, Any]:
+    row = await decision.run()
+    _notify(row)
+    return row
+
+
+@flow(name="publish-decision", flow_run_name="{ticker}-{trade_date}")
+async def publish_decision(
+    ticker: str, trade_date: str, arena: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Run the arena for one (ticker, date) and publish its decision; the flow fails if it does.
+
+    ``arena`` is a runner spec (default ``TI_ARENA``, else the demo); ``force`` appends even an
+    identical decision and overwrites a newer lookup hash.
+    """
+    s = TiSettings()
+    ticker, trade_date = normalize_ticker(ticker), normalize_trade_date(trade_date)
+    runner = load_arena(arena, settings=s)
+    ensure_demo_allowed(runner, s)
+    decision = _Decision(ticker, trade_date, runner, force, s, asyncio.Semaphore(1))
+    row = await _one(decision)
+    await write_run_table(artifact_key("publish", ticker, trade_date), [row],
+                          f"publish {ticker} {trade_date}")
+    if decision.error is not None:
+        raise decision.error
+    return row
+
+
+def _targets(tickers: list[str] | str, trade_date: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Valid, de-duplicated tickers, and failed rows for the invalid ones."""
+    raw = tickers.split(",") if isinstance(tickers, str) else list(tickers)
+    good: list[str] = []
+    bad: list[dict[str, Any]] = []
+    for item in raw:
+        try:
+            ticker = normalize_ticker(item)
+        except TiError as exc:
+            bad.append({"ticker": str(item)[:20], "trade_date": trade_date, "status": "failed",
+                        "error": _reason("input", exc)})
+            continue
+        if ticker not in good:
+            good.append(ticker)
+    return good, bad
+
+
+@flow(name="daily", flow_run_name="daily-{trade_date}")
+async def daily(
+    tickers: list[str],
+    trade_date: str | None = None,
+    arena: str | None = None,
+    calendar: str = "XNYS",
+) -> dict[str, Any]:
+    """Publish one decision per ticker for ``trade_date`` (default: today's session).
+
+    With no date on a weekend or holiday it does nothing and says why. Arena runs are limited
+    to ``TI_ARENA_CONCURRENCY`` at once. Returns ``{"trade_date", "skipped", "rows"}``; if any
+    ticker fails, the flow run fails after the others have published.
+    """
+    s = TiSettings()
+    logger = get_run_logger()
+    if trade_date is None:
+        session, reason = current_session(calendar)
+        if session is None:
+            logger.warning("nothing to publish: %s", reason)
+            return {"trade_date": None, "skipped": reason, "rows": []}
+        trade_date = session
+    trade_date = normalize_trade_date(trade_date)
+    runner = load_arena(arena, settings=s)
+    ensure_demo_allowed(runner, s)
+    good, rows = _targets(tickers, trade_date)
+    for row in rows:
+        _notify(row)
+    limit = asyncio.Semaphore(s.arena_concurrency)
+    rows += await asyncio.gather(
+        *(_one(_Decision(t, trade_date, runner, False, s, limit)) for t in good)
+    )
+    await write_run_table(artifact_key("daily", trade_date), rows, f"daily {trade_date}")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        detail = "; ".join(f"{r['ticker']}: {r['error']}" for r in failed[:5])
+        raise TiError(f"{len(failed)} of {len(rows)} decisions failed for {trade_date}: {detail}")
+    return {"trade_date": trade_date, "skipped": None, "rows": rows}

@@ -1,0 +1,139 @@
+"""The pipeline's Prefect tasks: run-arena, build-envelope, publish-stream, publish-hash.
+
+Tasks take and return plain values (a state dict, an envelope as JSON text, an entry id) and
+open their own Redis client, so a retry or a retried flow run starts from clean inputs.
+
+- Retries (``TI_TASK_RETRIES``, first delay ``TI_TASK_RETRY_DELAY`` doubling, with jitter)
+  happen only when :func:`ti_core.errors.is_retryable` says so: Redis unreachable or a
+  runner's :class:`ArenaTransientError`. An invalid state fails at once with the builder's
+  message.
+- run-arena and build-envelope persist their results under a cache key of their inputs plus
+  the flow run id: retrying a flow run reuses what already succeeded (no second arena run,
+  the same envelope and correlation id), while a new flow run computes afresh. The publish
+  tasks are not cached; they are idempotent by correlation id instead.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.tasks import exponential_backoff
+
+from ti_core.arena import DEMO_META, load_arena
+from ti_core.builder import build_envelope_from_state
+from ti_core.connection import connect
+from ti_core.errors import is_retryable
+from ti_core.keys import failure_key
+from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.publish import TrimPolicy, append_envelope, publish_decision_hash
+from ti_core.settings import TiSettings
+from ti_core.wire import payload_and_digest
+
+__all__ = [
+    "build_envelope",
+    "configured",
+    "publish_hash",
+    "publish_stream",
+    "record_failure",
+    "retry_worthy",
+    "run_arena",
+]
+
+RETRY_JITTER = 0.5
+_CACHED = INPUTS + RUN_ID
+
+
+def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect ``retry_condition_fn``: retry only what a later attempt may cure."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:
+            return False
+    return isinstance(exc, BaseException) and is_retryable(exc)
+
+
+@task(name="run-arena", cache_policy=_CACHED, persist_result=True,
+      retry_condition_fn=retry_worthy)
+async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
+    """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
+    return await load_arena(arena).run(ticker, trade_date)
+
+
+@task(name="build-envelope", cache_policy=_CACHED, persist_result=True)
+async def build_envelope(
+    state: dict[str, Any], ticker: str, trade_date: str, correlation_id: str, demo: bool = False
+) -> str:
+    """The v1 envelope as JSON; the same inputs in the same flow run give the same envelope."""
+    envelope = build_envelope_from_state(
+        state,
+        correlation_id=correlation_id,
+        extra_meta=DEMO_META if demo else None,
+        ticker=ticker,
+        trade_date=trade_date,
+    )
+    return payload_and_digest(envelope)[0]  # the builder already serialised it
+
+
+@task(name="publish-stream", cache_policy=NO_CACHE, retry_condition_fn=retry_worthy)
+async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, Any]:
+    """Append the envelope to the stream: ``{"entry_id", "created"}``; a retry gets the same id.
+
+    ``created`` is False when this envelope (a retry) or an identical decision was already the
+    pair's last entry, so nothing was appended.
+    """
+    s = TiSettings()
+    envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
+    async with connect(settings=s) as client:
+        entry_id, created = await append_envelope(
+            client,
+            s.stream_name,
+            envelope,
+            force=force,
+            trim=TrimPolicy.from_settings(s),
+            idempotency_ttl=s.idempotency_ttl_seconds,
+        )
+    return {"entry_id": entry_id, "created": created}
+
+
+@task(name="publish-hash", cache_policy=NO_CACHE, retry_condition_fn=retry_worthy)
+async def publish_hash(envelope_json: str, force: bool = False) -> str:
+    """Write the lookup hash (after the stream entry) and clear any failure record of the pair."""
+    s = TiSettings()
+    envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
+    target = envelope.decision.target
+    async with connect(settings=s) as client:
+        key = await publish_decision_hash(client, envelope, force=force, stream_name=s.stream_name)
+        await client.hdel(failure_key(s.stream_name), f"{target.ticker}:{target.trade_date}")
+    return key
+
+
+async def record_failure(ticker: str, trade_date: str, reason: str) -> bool:
+    """Best effort: note a failed pair in the failure hash (for ``ti status``); False if not."""
+    s = TiSettings()
+    record = json.dumps({"reason": reason[:500], "at": datetime.now(UTC).isoformat()})
+    try:
+        async with connect(settings=s) as client:
+            await client.hset(failure_key(s.stream_name), f"{ticker}:{trade_date}", record)
+    except Exception:  # Redis is often the reason we are here; the flow still reports it
+        return False
+    return True
+
+
+def configured(t: Task[Any, Any], settings: TiSettings) -> Task[Any, Any]:
+    """``t`` with the retry policy from settings (retrying tasks only)."""
+    if t.retry_condition_fn is None:
+        return t
+    return t.with_options(
+        retries=settings.task_retries,
+        retry_delay_seconds=exponential_backoff(settings.task_retry_delay)(
+            max(settings.task_retries, 1)
+        ),
+        retry_jitter_factor=RETRY_JITTER,
+    )

@@ -1,0 +1,116 @@
+"""Shared fixtures: a real redis-server per session (started here, on a free port), fakeredis."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+from tests.redisproc import RedisProcess
+
+DATA = Path(__file__).parent / "data"
+
+# CI replays the same generated cases every run (a failure there reproduces locally with
+# CI=true); elsewhere hypothesis explores new ones each time.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One real redis-server for the session; tests that kill servers start their own."""
+    proc = RedisProcess(tmp_path_factory.mktemp("redis-session")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_proc: RedisProcess) -> str:
+    """URL of the session server, flushed for this test."""
+    with redis_proc.sync_client() as client:
+        client.flushall()
+    return redis_proc.url
+
+
+@pytest.fixture
+async def real_redis(redis_url: str) -> AsyncIterator[Any]:
+    from ti_core.connection import open_redis
+
+    client = open_redis(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[Any]:
+    import fakeredis
+
+    client = fakeredis.FakeAsyncRedis()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def sample_states() -> dict[str, dict[str, Any]]:
+    """The three sample arena states shipped with the contract (copied into tests/data)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(DATA.glob("*-20??-??-??-*.json"))}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the user's real embedded store or a developer's TI_* settings."""
+    monkeypatch.setenv("TI_DATA_DIR", str(tmp_path / "ti-data"))
+    monkeypatch.delenv("TI_REDIS_URL", raising=False)
+    monkeypatch.delenv("TI_ARENA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One Prefect test server (temporary database) for the whole session: it takes ~9 s.
+
+    Prefect is imported here, lazily, so tests that do not run flows do not pay for it; task
+    results (the retry cache) go to a temporary directory.
+    """
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        mp.setenv("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+        mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp_path_factory.mktemp("prefect-results")))
+        if "PREFECT_HOME" not in os.environ:
+            mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+        import prefect.results
+        from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+        from prefect.testing.utilities import prefect_test_harness
+
+        # Prefect 3.8.8 reads the server's default result storage with a client it never
+        # closes, once per flow run: the leaked socket fails tests under filterwarnings=error.
+        mp.setattr(prefect.results, "_read_server_default_result_storage_block_id",
+                   _closing_default_storage_read)
+        storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
+        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+            with prefect_test_harness(server_startup_timeout=60):
+                yield
+
+
+def _closing_default_storage_read() -> Any:
+    """Prefect's own lookup of the server's default result storage block, closing its client."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_server_default_result_storage().default_result_storage_block_id
+    except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
+        return None

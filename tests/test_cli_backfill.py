@@ -1,0 +1,188 @@
+"""``ti backfill`` and ``ti status`` as a user runs them (real redis-server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from flows.cli import main
+from tests.backfill_replay import (
+    PREFECT_SOCKETS,
+    assert_exactly_once,
+    prefect_sockets_collected,  # noqa: F401  (fixture)
+    write_replay_dir,
+)
+from ti_core.backfill import plan_items
+from ti_core.calendar import sessions
+from ti_core.keys import DEFAULT_STREAM_NAME
+
+pytestmark = pytest.mark.redis_server
+
+TICKERS = ["NVDA", "BRK.B"]
+PLAN = sessions("2026-04-01", "2026-04-14")  # 9 sessions (Good Friday closed)
+RANGE = ["--tickers", "nvda,BRK.B", "--start", "2026-04-01", "--end", "2026-04-14"]
+HOLE = ("BRK.B", "2026-04-08")
+MAIN = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> Path:
+    monkeypatch.setenv("TI_REDIS_URL", redis_url)
+    monkeypatch.setenv("TI_BATCH_SIZE", "7")
+    # What the command sets for itself, set here so the test restores it afterwards.
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    return write_replay_dir(tmp_path / "replay", TICKERS, PLAN.sessions)
+
+
+@pytest.mark.prefect
+@PREFECT_SOCKETS
+@pytest.mark.usefixtures("prefect_sockets_collected")
+def test_backfill_names_failures_then_only_failed_finishes(
+    prefect_harness: None, cli_env: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hole = cli_env / HOLE[0] / f"{HOLE[1]}.json"
+    saved = hole.read_text()
+    hole.unlink()
+    arena = ["--arena", f"replay:{cli_env}"]
+
+    assert main(["backfill", *RANGE, *arena, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "18 to do; nothing published" in out and "skip 2026-04-03: holiday" in out
+    assert "todo NVDA: 2026-04-01..2026-04-14 (9)" in out
+
+    assert main(["backfill", *RANGE, *arena, "--concurrency", "2"]) == 1
+    captured = capsys.readouterr()
+    assert f"FAILED {HOLE[0]} {HOLE[1]}: StateNotFoundError" in captured.err
+    assert "--only failed" in captured.err and "Traceback" not in captured.err
+
+    assert main(["status", *RANGE]) == 0
+    grid = capsys.readouterr().out
+    assert "#########" in grid and "####x####" in grid  # NVDA complete, BRK.B one failure
+
+    hole.write_text(saved)
+    assert main(["backfill", *RANGE, *arena, "--only", "failed"]) == 0
+    out = capsys.readouterr().out
+    assert "1 published" in out and "17 already done" in out and "0 failed" in out
+    assert_exactly_once(redis_url, [(i.ticker, i.trade_date)
+                                    for i in plan_items(TICKERS, PLAN.sessions)])
+
+
+def test_status_json_grid(
+    cli_env: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from ti_core.arena import load_arena
+    from ti_core.backfill import Item, run_items
+    from ti_core.connection import open_redis
+
+    async def publish_two() -> None:
+        async with open_redis(redis_url) as client:
+            await run_items(client, load_arena(f"replay:{cli_env}"),
+                            [Item("NVDA", "2026-04-01"), Item("NVDA", "2026-04-02")])
+
+    asyncio.run(publish_two())
+    assert main(["status", *RANGE, "--json"]) == 0
+    grid = json.loads(capsys.readouterr().out)
+    assert grid["counts"] == {"published": 2, "failed": 0, "missing": 16}
+    assert grid["tickers"]["NVDA"]["2026-04-01"] == "published"
+    assert grid["tickers"]["BRK.B"]["2026-04-01"] == "missing"
+    assert {"date": "2026-04-03", "reason": "holiday"} in grid["skipped"]
+    assert len(grid["sessions"]) == 9
+
+
+PROBE = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+         "print('PREFECT' if 'prefect' in sys.modules else 'CLEAN'); sys.exit(rc)")
+
+
+def test_status_never_imports_prefect(cli_env: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE, "status", *RANGE], cwd=MAIN,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("CLEAN")
+    assert "NVDA" in done.stdout and "BRK.B" in done.stdout
+
+
+def test_a_refused_backfill_does_not_start_prefect(cli_env: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE, "backfill", *RANGE, "--calendar", "NOPE"],
+                          cwd=MAIN, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "unknown calendar" in done.stderr
+    assert done.stdout.strip() == "CLEAN"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--start", "2026-02-30"], "not a real date"),
+    (["--calendar", "NOPE"], "get_calendar_names"),
+    (["--end", "2026-03-01"], "before start"),
+    (["--arena", "nonsense spec"], "arena spec"),
+    (["--concurrency", "0"], "at least 1"),
+])
+def test_bad_arguments_fail_in_one_line(
+    cli_env: Path, redis_url: str, capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:
+    base = dict(zip(RANGE[::2], RANGE[1::2], strict=True))
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = ["backfill", *[x for kv in base.items() for x in kv]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.xlen(DEFAULT_STREAM_NAME) == 0
+
+
+EARLY = """
+import os, sys, time
+from flows.backfill_server import EarlyPrefectServer
+server = EarlyPrefectServer().__enter__()
+print(server.proc.pid, os.environ["PREFECT_API_URL"] == server.url, flush=True)
+if sys.argv[1] == "exit":
+    server.__exit__(None, None, None)
+    print(server.proc is None and "PREFECT_API_URL" not in os.environ, flush=True)
+else:
+    time.sleep(60)
+"""
+
+
+def _gone(pid: int, within: float = 15.0) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().split()[2] == "Z":  # reaped soon by init: it has exited
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux only")
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_early_prefect_server_never_outlives_ti(tmp_path: Path, how: str) -> None:
+    import os
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    proc = subprocess.Popen([sys.executable, "-c", EARLY, how], cwd=MAIN, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pid_text, same = proc.stdout.readline().split()
+    assert same == "True"
+    if how == "exit":
+        assert proc.stdout.readline().strip() == "True"  # stopped, PREFECT_API_URL restored
+    else:
+        proc.send_signal(signal.SIGKILL)  # ti killed: its server gets SIGTERM from the kernel
+    proc.wait(30)
+    proc.stdout.close()
+    assert _gone(int(pid_text)), "the temporary Prefect server outlived ti"

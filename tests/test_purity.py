@@ -1,0 +1,52 @@
+"""``ti_core`` is the pure core: importing it (or any submodule) never loads Prefect."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import ti_core
+
+CORE = Path(ti_core.__file__).parent
+PREFECT_IMPORT = re.compile(r"^\s*(import\s+prefect\b|from\s+prefect\b)", re.MULTILINE)
+
+
+def _submodules() -> list[str]:
+    return sorted(f"ti_core.{m.name}" for m in pkgutil.iter_modules([str(CORE)]))
+
+
+def test_every_submodule_is_found() -> None:
+    names = _submodules()
+    for expected in ("builder", "decoder", "keys", "models", "settings", "errors"):
+        assert f"ti_core.{expected}" in names
+
+
+def test_importing_ti_core_loads_no_prefect() -> None:
+    modules = ["ti_core", *_submodules()]
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'prefect' "
+        "or m.startswith('prefect.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_no_prefect_import_statement_in_the_source() -> None:
+    files = sorted(CORE.glob("*.py"))
+    assert len(files) >= 6
+    offenders = [p.name for p in files if PREFECT_IMPORT.search(p.read_text())]
+    assert offenders == []
+
+
+def test_the_scan_would_catch_an_import() -> None:
+    assert PREFECT_IMPORT.search("x = 1\nfrom prefect import flow\n")
+    assert PREFECT_IMPORT.search("    import prefect.events\n")
+    assert not PREFECT_IMPORT.search("# prefect lives in flows\nimport prefecture\n")

@@ -1,0 +1,291 @@
+"""Backfills: (ticker, session) items streamed in batches, classified, run and recorded in Redis.
+
+A backfill never holds the whole range: the plan is a generator of :class:`Item` (session by
+session, every ticker), consumed in batches. Each batch is classified with one pipelined
+round trip (decision hash present = published; a field in the failure hash = failed), the
+selected items run through the arena concurrently (bounded), are built, published with
+``publish_many`` (idempotent and content-aware, so a re-run adds nothing), and the outcome of
+each is recorded: a failure as ``TICKER:DATE`` -> ``{"reason", "at"}`` in
+``keys.failure_key(stream)``, a success by deleting that field. One bad item fails only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Literal, TypeVar
+
+from redis import exceptions as redis_errors
+
+from ti_core.arena import ArenaRunner
+from ti_core.backfill_status import Found, Item, classify, clear_failures, record_failures
+from ti_core.builder import build_envelope_from_state
+from ti_core.errors import (
+    ArenaTransientError,
+    InvalidStateError,
+    PublishError,
+    RedisUnavailableError,
+)
+from ti_core.keys import DEFAULT_STREAM_NAME, normalize_ticker, normalize_trade_date, shorten
+from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.publish import DEFAULT_IDEMPOTENCY_TTL, PublishResult, TrimPolicy, publish_many
+
+__all__ = [
+    "ONLY_MODES",
+    "BatchReport",
+    "Found",
+    "Item",
+    "Outcome",
+    "backfill_batch",
+    "batched",
+    "classify",
+    "plan_items",
+    "run_items",
+    "selected",
+]
+
+logger = logging.getLogger(__name__)
+
+ONLY_MODES: tuple[str, ...] = ("missing", "failed", "all")
+T = TypeVar("T")
+DEFAULT_REDIS_WAIT = 15.0  # seconds a batch waits for Redis to come back before the run fails
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a run did with one item: ``published`` (new entry), ``unchanged`` or ``failed``."""
+
+    ticker: str
+    trade_date: str
+    status: Literal["published", "unchanged", "failed"]
+    entry_id: str = ""
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """A batch's skipped items (already published, or not failed with ``only="failed"``) and
+    the outcome of each item it ran, in plan order."""
+
+    planned: int = 0
+    skipped: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+def plan_items(tickers: Iterable[str], session_days: Iterable[str]) -> Iterator[Item]:
+    """Every (ticker, session), session by session so the stream stays roughly time-ordered.
+
+    Tickers are normalised and de-duplicated (order kept); raises ``InvalidStateError``.
+    """
+    names = list(dict.fromkeys(normalize_ticker(t) for t in tickers))
+    if not names:
+        raise InvalidStateError("no tickers given")
+    for day in session_days:
+        text = normalize_trade_date(day)
+        for ticker in names:
+            yield Item(ticker, text)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to ``size`` items, pulled lazily from ``items``."""
+    if size < 1:
+        raise InvalidStateError(f"batch size must be at least 1, got {size}")
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def selected(found: Found, only: str) -> bool:
+    """Whether ``only`` runs an item: missing = not published, failed = has a failure record."""
+    if only == "all":
+        return True
+    if only == "failed":
+        return found.failure is not None
+    if only == "missing":
+        return not found.published
+    raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
+
+
+def _plain(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+async def _state_of(
+    runner: ArenaRunner, item: Item, retries: int, delay: float
+) -> TradingIntelligenceEnvelope | BaseException:
+    """Run the arena (retrying transient failures) and build the envelope, or the error."""
+    for attempt in range(retries + 1):
+        try:
+            state = await runner.run(item.ticker, item.trade_date)
+            return build_envelope_from_state(state, ticker=item.ticker,
+                                             trade_date=item.trade_date)
+        except ArenaTransientError as exc:
+            if attempt == retries:
+                return exc
+            await asyncio.sleep(delay * (2**attempt))
+        except Exception as exc:  # one bad item fails only itself
+            return exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _build_all(
+    runner: ArenaRunner, items: Sequence[Item], concurrency: int, retries: int, delay: float
+) -> list[TradingIntelligenceEnvelope | BaseException]:
+    """Envelopes (or errors) in item order, with at most ``concurrency`` arena runs at once:
+    that many workers share one iterator (not a task per item)."""
+    built: list[TradingIntelligenceEnvelope | BaseException] = [
+        InvalidStateError("not run")] * len(items)
+    todo = iter(enumerate(items))
+
+    async def worker() -> None:
+        for index, item in todo:
+            built[index] = await _state_of(runner, item, retries, delay)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+    return built
+
+
+_UNREACHABLE = (RedisUnavailableError, redis_errors.ConnectionError, redis_errors.TimeoutError,
+                OSError)
+
+
+async def _patiently(call: Callable[[], Awaitable[T]], wait: float, what: str) -> T:
+    """``call()``, again and again (backoff to 1 s) while Redis is unreachable, for up to
+    ``wait`` seconds; then ``RedisUnavailableError``. Every call here is idempotent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    pause = 0.05
+    while True:
+        try:
+            return await call()
+        except _UNREACHABLE as exc:
+            if loop.time() + pause > deadline:
+                if isinstance(exc, RedisUnavailableError):
+                    raise
+                raise RedisUnavailableError(
+                    f"Redis unavailable while {what}: {type(exc).__name__}"
+                ) from exc
+            logger.warning("Redis unavailable while %s; retrying in %.2fs", what, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+async def _publish(
+    client: Any, envelopes: list[TradingIntelligenceEnvelope], publish: dict[str, Any],
+    redis_wait: float,
+) -> list[PublishResult | PublishError]:
+    """``publish_many``, retried while Redis is unreachable (for up to ``redis_wait`` seconds);
+    a refused batch is re-published one by one so only the refused envelope fails."""
+    try:
+        return list(await _patiently(lambda: publish_many(client, envelopes, **publish),
+                                     redis_wait, "publishing"))
+    except RedisUnavailableError:
+        raise
+    except PublishError:
+        if len(envelopes) == 1:
+            raise
+    out: list[PublishResult | PublishError] = []
+    for envelope in envelopes:
+        try:
+            out.extend(await _publish(client, [envelope], publish, redis_wait))
+        except RedisUnavailableError:
+            raise
+        except PublishError as exc:
+            out.append(exc)
+    return out
+
+
+async def _server_ms(client: Any) -> int | None:
+    """Redis's clock in ms (entry ids use it), or None where TIME is not available."""
+    try:
+        seconds, micros = await client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+    except Exception:  # the embedded store, or a failure the publish itself will report
+        return None
+
+
+def _entry_ms(entry_id: str) -> int:
+    head = entry_id.partition("-")[0]
+    return int(head) if head.isdigit() else 0
+
+
+async def run_items(
+    client: Any,
+    runner: ArenaRunner,
+    items: Sequence[Item],
+    *,
+    stream_name: str = DEFAULT_STREAM_NAME,
+    concurrency: int = 4,
+    trim: TrimPolicy | None = None,
+    idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL,
+    arena_retries: int = 2,
+    retry_delay: float = 0.5,
+    redis_wait: float = DEFAULT_REDIS_WAIT,
+) -> list[Outcome]:
+    """Arena + build concurrently (up to ``concurrency``), one ``publish_many``, outcomes recorded.
+
+    Raises ``RedisUnavailableError`` only when Redis stays unreachable for ``redis_wait``
+    seconds: nothing else can be recorded then, and a re-run resumes where this one stopped.
+    """
+    built = await _build_all(runner, items, concurrency, arena_retries, retry_delay)
+    envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
+    publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
+    since = await _server_ms(client) if envelopes else None
+    results = iter(await _publish(client, envelopes, publish, redis_wait) if envelopes else [])
+    outcomes: list[Outcome] = []
+    for item, value in zip(items, built, strict=True):
+        got = next(results) if isinstance(value, TradingIntelligenceEnvelope) else value
+        if isinstance(got, PublishResult):
+            # A retried or re-split batch finds what its first attempt wrote (created=False):
+            # an entry newer than the batch is still this run's.
+            fresh = got.created or (since is not None and _entry_ms(got.entry_id) >= since)
+            status: Literal["published", "unchanged"] = "published" if fresh else "unchanged"
+            outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id))
+        else:
+            outcomes.append(Outcome(item.ticker, item.trade_date, "failed", reason=_plain(got)))
+    await _record(client, outcomes, stream_name, redis_wait)
+    return outcomes
+
+
+async def _record(client: Any, outcomes: list[Outcome], stream_name: str, wait: float) -> None:
+    failed = [o for o in outcomes if o.status == "failed"]
+    done = [o for o in outcomes if o.status != "failed"]
+
+    async def write() -> None:
+        await record_failures(client, {f"{o.ticker}:{o.trade_date}": o.reason for o in failed},
+                              stream_name=stream_name)
+        await clear_failures(client, [f"{o.ticker}:{o.trade_date}" for o in done],
+                             stream_name=stream_name)
+
+    await _patiently(write, wait, "recording outcomes")
+
+
+async def backfill_batch(
+    client: Any,
+    runner: ArenaRunner,
+    items: Sequence[Item],
+    *,
+    only: str = "missing",
+    stream_name: str = DEFAULT_STREAM_NAME,
+    on_classified: Callable[[int], None] | None = None,
+    **run_options: Any,
+) -> BatchReport:
+    """Classify ``items``, run those ``only`` selects (see :func:`run_items`), report all."""
+    wait = float(run_options.get("redis_wait", DEFAULT_REDIS_WAIT))
+    found = await _patiently(lambda: classify(client, items, stream_name=stream_name), wait,
+                             "classifying")
+    todo = [item for item, f in zip(items, found, strict=True) if selected(f, only)]
+    report = BatchReport(planned=len(items), skipped=len(items) - len(todo))
+    if on_classified is not None:
+        on_classified(report.skipped)
+    if todo:
+        report.outcomes = await run_items(client, runner, todo, stream_name=stream_name,
+                                          **run_options)
+    return report

@@ -1,0 +1,178 @@
+"""What Redis knows about backfill items, and the ticker x session coverage grid.
+
+An item (ticker, session) is *published* when its decision hash exists, *failed* when the
+failure hash ``keys.failure_key(stream)`` has a ``TICKER:DATE`` field (JSON
+``{"reason", "at"}``, written by a failed attempt, deleted by a successful one), else
+*missing*. :func:`classify` answers for a batch in one pipelined round trip; the grid is built
+from it in chunks, so ``ti status`` over hundreds of tickers and sessions needs no Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from ti_core.calendar import SessionPlan
+from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key, normalize_ticker
+from ti_core.replies import pipeline, text
+
+__all__ = [
+    "STATES",
+    "Found",
+    "Item",
+    "StatusGrid",
+    "classify",
+    "clear_failures",
+    "record_failures",
+    "status_grid",
+]
+
+ItemState = Literal["published", "failed", "missing"]
+STATES = ("published", "failed", "missing")
+_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One (ticker, session) of a backfill; ``field`` is its name in the failure hash."""
+
+    ticker: str
+    trade_date: str
+
+    @property
+    def field(self) -> str:
+        return f"{self.ticker}:{self.trade_date}"
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What Redis holds for an item: a decision hash, and the reason of a recorded failure."""
+
+    published: bool
+    failure: str | None
+
+    @property
+    def state(self) -> ItemState:
+        """``published`` wins over a failure record: a later attempt failed, the decision stands."""
+        if self.published:
+            return "published"
+        return "failed" if self.failure is not None else "missing"
+
+
+async def classify(
+    client: Any, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
+) -> list[Found]:
+    """Per item, what Redis holds: one pipeline of HEXISTS per decision hash, plus one HMGET
+    of the failure hash."""
+    if not items:
+        return []
+    pipe = pipeline(client)
+    for item in items:
+        pipe.hexists(decision_hash_key(item.ticker, item.trade_date), "json")
+    names = [item.field for item in items]
+    many = hasattr(pipe, "hmget")  # the embedded store's pipeline has HGET only
+    if many:
+        pipe.hmget(failure_key(stream_name), names)
+    else:
+        for name in names:
+            pipe.hget(failure_key(stream_name), name)
+    replies = list(await pipe.execute(raise_on_error=False))
+    failures = replies.pop() if many else replies[len(items):]
+    del replies[len(items):]
+    # A key of the wrong type answers with an error: not a decision, not a failure record.
+    if isinstance(failures, Exception):
+        failures = [None] * len(items)
+    failures = [None if isinstance(f, Exception) else f for f in failures]
+    return [
+        Found(published is True or published == 1,
+              None if failure is None else _failure_reason(failure))
+        for published, failure in zip(replies, failures, strict=True)
+    ]
+
+
+def _failure_reason(raw: Any) -> str:
+    try:
+        record = json.loads(text(raw))
+        return str(record.get("reason", "")) if isinstance(record, dict) else text(raw)
+    except ValueError:
+        return text(raw)
+
+
+async def record_failures(
+    client: Any, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
+) -> None:
+    """Write ``TICKER:DATE`` -> ``{"reason", "at"}`` for each failed item (``Item.field``)."""
+    if not reasons:
+        return
+    at = datetime.now(UTC).isoformat()
+    mapping = {name: json.dumps({"reason": reason, "at": at}) for name, reason in reasons.items()}
+    await client.hset(failure_key(stream_name), mapping=mapping)
+
+
+async def clear_failures(
+    client: Any, names: Sequence[str], *, stream_name: str = DEFAULT_STREAM_NAME
+) -> None:
+    """Delete the failure records of items (``Item.field``) that are now published."""
+    if names:
+        await client.hdel(failure_key(stream_name), *names)
+
+
+@dataclass(slots=True)
+class StatusGrid:
+    """``cells[ticker][i]`` is the state of ``sessions[i]``; ``failures`` maps ``TICKER:DATE``
+    to the recorded reason (also for published pairs whose later attempt failed)."""
+
+    calendar: str
+    sessions: list[str]
+    skipped: list[tuple[str, str]]
+    cells: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """How many cells are in each state."""
+        totals = dict.fromkeys(STATES, 0)
+        for row in self.cells.values():
+            for state in row:
+                totals[state] += 1
+        return totals
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: calendar, sessions, skipped days, the grid, counts and failures."""
+        return {
+            "calendar": self.calendar,
+            "sessions": self.sessions,
+            "skipped": [{"date": d, "reason": r} for d, r in self.skipped],
+            "tickers": {t: dict(zip(self.sessions, row, strict=True))
+                        for t, row in self.cells.items()},
+            "counts": self.counts(),
+            "failures": self.failures,
+        }
+
+
+async def status_grid(
+    client: Any,
+    tickers: Iterable[str],
+    plan: SessionPlan,
+    *,
+    stream_name: str = DEFAULT_STREAM_NAME,
+) -> StatusGrid:
+    """The grid for ``tickers`` over ``plan``'s sessions, in chunks of pipelined reads."""
+    grid = StatusGrid(plan.calendar, list(plan.sessions), list(plan.skipped))
+    names = list(dict.fromkeys(normalize_ticker(t) for t in tickers))
+    grid.cells = {name: ["missing"] * len(grid.sessions) for name in names}
+    for name in names:
+        for start in range(0, len(grid.sessions), _CHUNK):
+            days = grid.sessions[start:start + _CHUNK]
+            found = await classify(client, [Item(name, d) for d in days],
+                                   stream_name=stream_name)
+            for offset, (day, f) in enumerate(zip(days, found, strict=True)):
+                grid.cells[name][start + offset] = f.state
+                if f.failure is not None:
+                    grid.failures[f"{name}:{day}"] = f.failure
+    return grid
+

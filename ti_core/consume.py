@@ -1,0 +1,270 @@
+"""Reading decisions back: a point lookup, a tail that never dies, a trade-date replay.
+
+The original gave consumers a tail loop that crashed on the first bad entry and a lookup
+recipe that parsed the hash's ``json`` field (a whole envelope) as a bare decision. Here every
+reader decodes with :func:`ti_core.decoder.explain_payload`, skips what it cannot read with one
+warning, and keeps going. All functions take a client the caller owns (``redis.asyncio`` or the
+embedded store). For acknowledged, crash-safe consumption use :mod:`ti_core.groups`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from ti_core.decoder import explain_payload
+from ti_core.errors import InvalidStateError
+from ti_core.keys import (
+    DEFAULT_STREAM_NAME,
+    dead_letter_key,
+    decision_hash_key,
+    normalize_ticker,
+    normalize_trade_date,
+    validate_stream_name,
+)
+from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.replies import text
+
+__all__ = [
+    "Entry",
+    "entry_payload",
+    "get_decision",
+    "group_lag",
+    "read_batch",
+    "replay_range",
+    "safe_block_ms",
+    "stream_last_id",
+    "tail",
+    "text",
+]
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[str, TradingIntelligenceEnvelope]
+
+
+
+def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
+    """The ``data`` field of a stream entry, or ``(None, reason)`` when it has none."""
+    if not fields:
+        return None, "entry has no fields (trimmed or deleted from the stream)"
+    for key in (b"data", "data"):
+        if key in fields:
+            return fields[key], ""
+    names = sorted(text(k) for k in fields)[:5]
+    return None, f"entry has no 'data' field (fields: {', '.join(names)})"
+
+
+def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
+    """``block_ms`` capped below the client's socket timeout.
+
+    redis-py applies its socket timeout to blocking reads too: an XREAD blocking longer than
+    it fails with a TimeoutError instead of returning empty. Never 0 (that blocks forever).
+    """
+    if block_ms is None:
+        return None
+    pool = getattr(client, "connection_pool", None)
+    timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    limit = block_ms
+    if isinstance(timeout, int | float) and timeout > 0:
+        limit = min(block_ms, int(timeout * 1000 * 0.8))
+    return max(1, limit)
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id`` (exclusive ranges, without ``(`` syntax)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+async def get_decision(
+    client: Any, ticker: str, trade_date: str
+) -> TradingIntelligenceEnvelope | None:
+    """The envelope in the lookup hash for (ticker, date), or ``None`` if absent or unreadable.
+
+    The hash's ``json`` field holds the whole envelope; read the verdict at
+    ``envelope.decision.synthesis``.
+    """
+    key = decision_hash_key(ticker, trade_date)
+    raw = await client.hget(key, "json")
+    if raw is None:
+        return None
+    envelope, reason = explain_payload(raw)
+    if envelope is None:
+        logger.warning("get_decision: %s is unreadable: %s", key, reason)
+    return envelope
+
+
+async def stream_last_id(client: Any, stream_name: str) -> str:
+    """The stream's last generated id (``0-0`` if it does not exist): what ``$`` means now."""
+    try:
+        info = await client.xinfo_stream(stream_name)
+    except redis_errors.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return "0-0"
+        raise
+    return text(info.get("last-generated-id") or info.get(b"last-generated-id") or "0-0")
+
+
+def _decoded(stream_name: str, entries: Iterable[tuple[Any, Any]]) -> Iterator[Entry]:
+    """Decode lazily, one entry at a time: a batch of live envelopes would only feed the GC."""
+    for raw_id, fields in entries:
+        entry_id = text(raw_id)
+        payload, reason = entry_payload(fields)
+        envelope = None
+        if payload is not None:
+            envelope, reason = explain_payload(payload)
+        if envelope is None:
+            logger.warning("skipping entry %s of %s: %s", entry_id, stream_name, reason)
+            continue
+        yield entry_id, envelope
+
+
+async def _xread(
+    client: Any, stream_name: str, after: str, count: int, block_ms: int | None
+) -> list[tuple[Any, Any]]:
+    block = safe_block_ms(client, block_ms)
+    reply = await client.xread({stream_name: after}, count=count, block=block)
+    if not reply:
+        return []
+    return list(reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0])
+
+
+async def read_batch(
+    client: Any,
+    *,
+    stream_name: str = DEFAULT_STREAM_NAME,
+    after: str = "0-0",
+    count: int = 100,
+    block_ms: int | None = None,
+) -> tuple[str, list[Entry]]:
+    """One XREAD after ``after``: the new cursor and the entries that decode (others skipped)."""
+    entries = await _xread(client, stream_name, after, count, block_ms)
+    if not entries:
+        return after, []
+    return text(entries[-1][0]), list(_decoded(stream_name, entries))
+
+
+async def tail(
+    client: Any,
+    *,
+    stream_name: str = DEFAULT_STREAM_NAME,
+    start: str = "$",
+    count: int = 100,
+    block_ms: int = 5000,
+) -> AsyncIterator[Entry]:
+    """Yield ``(entry_id, envelope)`` forever, skipping undecodable entries with a warning.
+
+    ``start="$"`` yields entries added after the call (resolved once, so nothing published
+    between two reads is missed); ``"0"`` replays history first; any entry id resumes after it.
+    """
+    validate_stream_name(stream_name)
+    cursor = await stream_last_id(client, stream_name) if start == "$" else start
+    while True:
+        entries = await _xread(client, stream_name, cursor, count, block_ms)
+        if entries:
+            cursor = text(entries[-1][0])
+            for entry in _decoded(stream_name, entries):
+                yield entry
+
+
+def _date_range(start_date: Any, end_date: Any) -> tuple[str, str]:
+    first = normalize_trade_date(start_date, field="start_date")
+    last = normalize_trade_date(end_date, field="end_date")
+    if first > last:
+        raise InvalidStateError(f"start_date {first} is after end_date {last}")
+    return first, last
+
+
+async def replay_range(
+    client: Any,
+    start_date: Any,
+    end_date: Any,
+    *,
+    tickers: Iterable[str] | None = None,
+    stream_name: str = DEFAULT_STREAM_NAME,
+    page: int = 500,
+) -> AsyncIterator[Entry]:
+    """Yield, in stream order, every readable entry whose trade date is in [start, end].
+
+    Entry ids are publish times, not trade dates, so the whole stream is scanned (in pages of
+    ``page``); entries already trimmed are gone. ``tickers`` narrows the replay.
+    """
+    validate_stream_name(stream_name)
+    first, last = _date_range(start_date, end_date)
+    wanted = {normalize_ticker(t) for t in tickers} if tickers is not None else None
+    cursor = "-"
+    while True:
+        entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
+        if not entries:
+            return
+        for entry_id, envelope in _decoded(stream_name, entries):
+            target = envelope.decision.target
+            if first <= target.trade_date <= last and (wanted is None or target.ticker in wanted):
+                yield entry_id, envelope
+        if len(entries) < page:
+            return
+        cursor = next_id(text(entries[-1][0]))
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _lost(group: dict[str, Any], removed: int | None, first_id: str | None) -> int | None:
+    """Entries trimmed before ``group`` read them: 0, a count, or None when Redis cannot tell.
+
+    Trimming removes the oldest entries, so a group positioned at or after the first remaining
+    entry lost nothing; one positioned before it lost the removed entries it had not read.
+    """
+    if removed is None:
+        return None
+    if removed == 0 or (first_id is not None and _id_tuple(group["last_delivered_id"])
+                        >= _id_tuple(first_id)):
+        return 0
+    if group["entries_read"] is not None:
+        return max(0, removed - int(group["entries_read"]))
+    return removed if group["last_delivered_id"] == "0-0" else None
+
+
+async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
+    """Stream length and, per consumer group: consumers, pending, entries read, lag, lost.
+
+    ``lag`` is Redis 7's count of entries not yet delivered to the group (``None`` when Redis
+    cannot tell or before 7.0). ``lost`` counts entries trimmed before the group read them
+    (``None``: unknown, up to ``removed``); Redis's own lag leaves those out. ``exists`` is
+    False (and ``groups`` empty) when nothing was published yet.
+    """
+    validate_stream_name(stream_name)
+    out: dict[str, Any] = {"stream": stream_name, "exists": False, "length": 0, "groups": [],
+                           "dead_letters": int(await client.xlen(dead_letter_key(stream_name)))}
+    try:
+        info = await client.xinfo_stream(stream_name)
+    except redis_errors.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return out
+        raise
+    length = int(info.get("length", 0))
+    added = info.get("entries-added")
+    removed = None if added is None else max(0, int(added) - length)
+    first = info.get("first-entry")
+    first_id = text(first[0]) if first else None
+    out.update(exists=True, length=length, removed=removed,
+               last_generated_id=text(info.get("last-generated-id") or "0-0"))
+    for row in await client.xinfo_groups(stream_name):
+        lag, read = row.get("lag"), row.get("entries-read")
+        group = {
+            "name": text(row.get("name", "")),
+            "consumers": int(row.get("consumers", 0)),
+            "pending": int(row.get("pending", 0)),
+            "last_delivered_id": text(row.get("last-delivered-id") or "0-0"),
+            "entries_read": None if read is None else int(read),
+            "lag": None if lag is None else int(lag),
+        }
+        group["lost"] = _lost(group, removed, first_id)
+        out["groups"].append(group)
+    return out

@@ -1,0 +1,82 @@
+"""Every error this package raises on purpose derives from :class:`TiError`.
+
+Hierarchy::
+
+    TiError
+    ├── InvalidStateError (also ValueError)   the state or arguments cannot make a valid envelope
+    ├── ConfigError                           a setting, URL or arena spec is unusable
+    │   └── DemoRefusedError                  the demo arena would publish to a configured server
+    ├── PublishError                          a write to Redis did not complete
+    │   ├── RedisUnavailableError             connection refused, reset or timed out (retryable)
+    │   └── NotPublishedError                 a hash write for an envelope with no stream entry
+    └── ArenaError                            an arena runner failed
+        ├── ArenaTransientError               a runner's failure that is worth retrying
+        └── StateNotFoundError                a replayed state file is missing or unreadable
+
+Callers catch ``TiError`` for "this package refused", and ``RedisUnavailableError`` or
+``ArenaTransientError`` (see :func:`is_retryable`) for "try again later".
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArenaError",
+    "ArenaTransientError",
+    "ConfigError",
+    "DemoRefusedError",
+    "InvalidStateError",
+    "NotPublishedError",
+    "PublishError",
+    "RedisUnavailableError",
+    "StateNotFoundError",
+    "TiError",
+    "is_retryable",
+]
+
+
+class TiError(Exception):
+    """Root of every error raised on purpose by ``ti_core`` and ``flows``."""
+
+
+class InvalidStateError(TiError, ValueError):
+    """The arena state (or a caller argument) cannot become a valid v1 envelope.
+
+    The message names the field and the offending value, truncated. Retrying cannot help.
+    """
+
+
+class ConfigError(TiError):
+    """A setting, Redis URL or arena spec is malformed or cannot be used."""
+
+
+class DemoRefusedError(ConfigError):
+    """The offline demo arena was asked to publish to a configured Redis server."""
+
+
+class PublishError(TiError):
+    """A write to Redis did not complete; nothing is known to be half-written."""
+
+
+class RedisUnavailableError(PublishError):
+    """Redis was unreachable or too slow to answer; safe to retry (writes are idempotent)."""
+
+
+class NotPublishedError(PublishError):
+    """A lookup hash was requested for an envelope that has no stream entry yet."""
+
+
+class ArenaError(TiError):
+    """An arena runner failed to produce a state."""
+
+
+class ArenaTransientError(ArenaError):
+    """An arena failure the runner declares temporary (rate limit, timeout): worth retrying."""
+
+
+class StateNotFoundError(ArenaError):
+    """A replayed arena state file is missing, unreadable or not a JSON object."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for failures that a later attempt may cure: Redis unreachable or a transient arena."""
+    return isinstance(exc, RedisUnavailableError | ArenaTransientError)

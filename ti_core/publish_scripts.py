@@ -1,0 +1,178 @@
+"""The Lua scripts that publish, and the arguments they take from an envelope.
+
+Three scripts: the stream entry alone, the lookup hash alone, and any number of envelopes'
+entry + hash together. They call only GET/SET/HGET/HSET/XADD, so they also run on the
+embedded store (burner-redis). The envelope's payload travels once: the scripts use it both
+as the entry's ``data`` and as the hash's ``json``. ``producer_acl_rule`` is the least
+privilege that running them (and the rest of a producer) needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, validate_stream_name
+from ti_core.models import TradingIntelligenceEnvelope
+
+__all__ = [
+    "BATCH_SCRIPT",
+    "HASH_SCRIPT",
+    "SCRIPTS",
+    "SCRIPT_SHAS",
+    "STREAM_SCRIPT",
+    "argv",
+    "hash_fields",
+    "producer_acl_rule",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Per envelope, ARGV holds 13 values (from offset ``a``): 1 payload, 2 digest, 3 ttl,
+# 4 force ('0'/'1'), 5 published_ts, 6 correlation id, 7-13 the hash's other fields in
+# _HASH_ORDER. Keys are bound to ks (stream), kc (cid record), kl (latest record), kh (hash).
+# Every envelope's part reads each key it will write before its first write: a key of the
+# wrong type fails it before anything of that envelope is written, so no entry is ever left
+# without its records. Reads that only some paths need come later, on keys already checked.
+_STREAM_READ = """
+local entry = redis.call('GET', kc)
+local last_digest = redis.call('HGET', kl, 'digest')
+"""
+_STREAM_WRITE = """
+local created = 0
+if not entry and ARGV[a + 4] == '0' and last_digest == ARGV[a + 2] then
+  entry = redis.call('HGET', kl, 'entry_id')
+  if entry then redis.call('SET', kc, entry, 'EX', ARGV[a + 3]) end
+end
+if not entry then
+  entry = redis.call('XADD', ks, '*', 'data', ARGV[a + 1])
+  redis.call('SET', kc, entry, 'EX', ARGV[a + 3])
+  redis.call('HSET', kl, 'digest', ARGV[a + 2], 'entry_id', entry)
+  created = 1
+end
+"""
+# The hash is kept (not written), unless forced, when it already holds this entry, or a
+# later published_ts, or the same one from a greater correlation id (a total order).
+_HASH_READ = """
+local cur_ts = tonumber(redis.call('HGET', kh, 'published_ts') or '')
+"""
+_HASH_WRITE = """
+local keep = false
+if ARGV[a + 4] == '0' then
+  local ts = tonumber(ARGV[a + 5])
+  if created == 0 and redis.call('HGET', kh, 'entry_id') == entry then
+    keep = true
+  elseif cur_ts and cur_ts > ts then
+    keep = true
+  elseif cur_ts == ts and (redis.call('HGET', kh, 'correlation_id') or '') > ARGV[a + 6] then
+    keep = true
+  end
+end
+local written = 0
+if not keep then
+  redis.call('HSET', kh, 'entry_id', entry, 'json', ARGV[a + 1], 'published_ts', ARGV[a + 5],
+    'correlation_id', ARGV[a + 6], 'ticker', ARGV[a + 7], 'trade_date', ARGV[a + 8],
+    'verdict', ARGV[a + 9], 'confidence', ARGV[a + 10], 'ensemble_score', ARGV[a + 11],
+    'published_at', ARGV[a + 12], 'arena_id', ARGV[a + 13])
+  written = 1
+end
+"""
+# KEYS: stream, cid, latest; ARGV 1-4. Returns {entry id, created}.
+STREAM_SCRIPT = (
+    "local ks, kc, kl, a = KEYS[1], KEYS[2], KEYS[3], 0\n"
+    + _STREAM_READ + _STREAM_WRITE + "return {entry, created}\n"
+)
+# KEYS: hash, cid. Returns {entry id or '' if not on the stream, 0, written}.
+HASH_SCRIPT = (
+    "local kh, kc, a = KEYS[1], KEYS[2], 0\n"
+    "local entry = redis.call('GET', kc)\n"
+    + _HASH_READ
+    + "if not entry then return {'', 0, 0} end\nlocal created = 0\n"
+    + _HASH_WRITE
+    + "return {entry, 0, written}\n"
+)
+# Any number of envelopes, each: KEYS stream, cid, latest, hash; 13 ARGV. Each envelope's
+# entry, records and hash are written together, in order. Returns {entry, created, written}
+# per envelope, flat.
+BATCH_SCRIPT = (
+    "local out = {}\n"
+    "for i = 0, #KEYS / 4 - 1 do\n"
+    "local ks, kc, kl, kh = KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3], KEYS[i * 4 + 4]\n"
+    "local a = i * 13\n"
+    + _STREAM_READ + _HASH_READ + _STREAM_WRITE + _HASH_WRITE
+    + "out[i * 3 + 1], out[i * 3 + 2], out[i * 3 + 3] = entry, created, written\n"
+    "end\n"
+    "return out\n"
+)
+SCRIPTS = {"stream": STREAM_SCRIPT, "hash": HASH_SCRIPT, "batch": BATCH_SCRIPT}
+SCRIPT_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
+
+
+# What a producer sends: the scripts (and the commands they call), their reload, the trim;
+# the pipeline's and backfill's bookkeeping (failure records: HSET/HDEL/HMGET; "only
+# missing": HEXISTS; entry lag: TIME); CLIENT SETNAME, which redis-py sends on connect for
+# our client name. (redis-py also tries CLIENT SETINFO, Redis >= 7.2 only, and ignores a
+# refusal: on 7.2+ add ``+client|setinfo`` to keep it out of ACL LOG.)
+_PRODUCER_COMMANDS = (
+    "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
+    "+hdel", "+hmget", "+hexists", "+time", "+client|setname",
+)
+
+
+def producer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
+    """The ACL rules (for ``ACL SETUSER name on >password ...``) a producer needs, no more.
+
+    Keys: the stream, its records (``{stream}:cid:*``, ``{stream}:latest:*``, failures) and
+    the lookup hashes. Add ``+select`` if the URL names a database other than 0.
+    """
+    validate_stream_name(stream_name)
+    keys = f"~{stream_name} ~{stream_name}:* ~{DECISION_HASH_PREFIX}:*"
+    return f"resetkeys {keys} resetchannels -@all {' '.join(_PRODUCER_COMMANDS)}"
+
+
+def _published_ts(envelope: TradingIntelligenceEnvelope) -> str:
+    """``published_at`` as integer microseconds since the epoch (exact; naive means UTC)."""
+    moment = envelope.published_at
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def hash_fields(envelope: TradingIntelligenceEnvelope, payload: str) -> dict[str, str]:
+    """The contract's lookup-hash fields (plus ``published_ts`` for ordering), from one payload."""
+    return {"json": payload, **_scalar_fields(envelope)}
+
+
+def _scalar_fields(envelope: TradingIntelligenceEnvelope) -> dict[str, str]:
+    d = envelope.decision
+    return {
+        "ticker": d.target.ticker,
+        "trade_date": d.target.trade_date,
+        "verdict": d.synthesis.verdict,
+        "confidence": str(d.synthesis.confidence),
+        "ensemble_score": str(d.synthesis.ensemble_score),
+        "published_at": envelope.published_at.isoformat(),
+        "correlation_id": envelope.correlation_id,
+        "arena_id": envelope.arena_id,
+        "published_ts": _published_ts(envelope),
+    }
+
+
+# Values sent after ARGV[6], in the order the scripts name them (field names are in the script).
+_HASH_ORDER = ("ticker", "trade_date", "verdict", "confidence", "ensemble_score",
+               "published_at", "arena_id")
+
+
+def argv(
+    envelope: TradingIntelligenceEnvelope, payload: str, digest: str, ttl: int, force: bool
+) -> list[str]:
+    """One envelope's 13 ARGV values, in the layout every script reads (see above).
+
+    After ARGV[6], the values of ``_HASH_ORDER`` (the script names the fields); built
+    directly rather than through ``_scalar_fields``: this runs once per envelope published.
+    """
+    t, y = envelope.decision.target, envelope.decision.synthesis
+    return [payload, digest, str(ttl), "1" if force else "0", _published_ts(envelope),
+            envelope.correlation_id, t.ticker, t.trade_date, y.verdict, str(y.confidence),
+            str(y.ensemble_score), envelope.published_at.isoformat(), envelope.arena_id]

@@ -1,0 +1,141 @@
+"""Settings from the environment (prefix ``TI_``); explicit function arguments override them.
+
+The Redis URL is a secret: it is held as ``SecretStr`` and only ever shown through
+:func:`redact_url`, so a password cannot reach a log line, an error, a ``repr`` or an artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ti_core.keys import DEFAULT_STREAM_NAME, validate_stream_name
+
+__all__ = ["TiSettings", "default_data_dir", "redact_url"]
+
+
+# redis-py also reads credentials from the query string: ?password=...&username=...
+_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:password|username|user)=)[^&]*")
+
+
+def redact_url(url: str | SecretStr | None) -> str:
+    """The URL with any password (and user name, in the netloc or query) as ``***``; printable."""
+    if url is None:
+        return "(embedded store)"
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    netloc, query = parts.netloc, _SECRET_QUERY.sub(r"\1***", parts.query)
+    if "@" not in raw and query == parts.query:
+        return raw
+    if "@" in netloc:
+        netloc = (f"***@[{host}]" if ":" in host else f"***@{host}") + (f":{port}" if port else "")
+    text = (f"{parts.scheme}://" if parts.scheme else "") + netloc + parts.path
+    text += (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    if "@" in text.replace("***@", "", 1):  # credentials where no URL parser looks for them
+        return "<URL hidden: unexpected '@'>"
+    return text
+
+
+def default_data_dir() -> Path:
+    """Where the embedded store lives: ``$XDG_DATA_HOME/ti`` or the platform's equivalent."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "ti"
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "ti"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ti"
+
+
+class TiSettings(BaseSettings):
+    """Everything the publisher, consumer and pipeline read from ``TI_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TI_", frozen=True, extra="ignore")
+
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis://, rediss://, unix://). Unset: the embedded, "
+        "file-backed store in data_dir is used.",
+    )
+    stream_name: str = Field(
+        default=DEFAULT_STREAM_NAME, description="Stream that decisions are appended to."
+    )
+    stream_maxlen: int = Field(
+        default=100_000,
+        ge=0,
+        description="Trim the stream to about this many entries (0: never trim).",
+    )
+    stream_trim_approximate: bool = Field(
+        default=True,
+        description="Trim with MAXLEN ~ (cheap, may keep a few more entries) instead of exact.",
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=30 * 24 * 3600,
+        ge=60,
+        description="How long a correlation id remembers its stream entry (retry window).",
+    )
+    socket_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for a Redis reply before retrying."
+    )
+    connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for a Redis connection."
+    )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        description="Client retries on connection errors and timeouts (writes are idempotent).",
+    )
+    arena: str | None = Field(
+        default=None,
+        description="Arena runner spec: 'replay:DIR', 'package.module:function' or 'demo'.",
+    )
+    allow_demo_publish: bool = Field(
+        default=False,
+        description="Let the demo arena publish to a configured (non-embedded) Redis.",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory of the embedded store and other local state.",
+    )
+    calendar: str = Field(
+        default="XNYS",
+        description="Exchange calendar (exchange_calendars code, or 'weekdays').",
+    )
+    arena_concurrency: int = Field(
+        default=4, ge=1, description="Arena runs in flight at once in daily and backfill runs."
+    )
+    batch_size: int = Field(
+        default=500, ge=1, description="Decisions per publish batch in backfills."
+    )
+    task_retries: int = Field(
+        default=4, ge=0, description="Pipeline task retries on retryable failures (Prefect)."
+    )
+    task_retry_delay: float = Field(
+        default=2.0,
+        ge=0,
+        description="First pipeline retry delay in seconds; doubles each retry, with jitter.",
+    )
+
+    @field_validator("stream_name")
+    @classmethod
+    def _stream_is_a_key(cls, value: str) -> str:
+        return validate_stream_name(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    def redis_url_redacted(self) -> str:
+        """The configured URL without its credentials, or a note that the embedded store is used."""
+        return redact_url(self.redis_url)

@@ -1,0 +1,303 @@
+"""Audit what is in Redis: do the lookup hashes and the stream agree, and is the stream bounded?
+
+Two passes, each paged and pipelined so memory stays bounded whatever the key count:
+
+- **Hashes** (``SCAN`` over ``DECISION_HASH_PREFIX:*``): each hash's ``entry_id`` must name an
+  entry on the stream whose ``data`` decodes to the same decision (same content digest) for
+  the same (ticker, date) as the key. An entry older than the stream's first one was trimmed
+  away by ``MAXLEN``: reported as ``trimmed``, which is expected, not an inconsistency.
+- **Stream** (``XRANGE`` in pages): every entry must decode, and its (ticker, date) must have a
+  hash. An entry whose hash points at another entry was ``superseded`` (a revised decision);
+  an entry with no hash at all is an ``orphan_entry``, what a publish that died between its
+  two writes would leave.
+
+Finally ``XLEN`` is held against the configured bound (``MAXLEN ~`` may keep one radix-tree
+node more, so approximate trimming gets that much slack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from ti_core.decoder import explain_payload
+from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
+from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
+from ti_core.publish import content_digest
+from ti_core.replies import pipeline, text
+
+__all__ = ["INCONSISTENT", "INFORMATIONAL", "VerifyReport", "verify_store"]
+
+# Problems: any of these makes the audit fail.
+INCONSISTENT = (
+    "missing_entry",  # a hash names an entry that is not on the stream and was not trimmed
+    "content_mismatch",  # the entry a hash names says something else (or does not decode)
+    "key_mismatch",  # a hash's key is not the (ticker, date) of the decision it holds
+    "undecodable_hash",  # a hash's json field is missing or does not decode
+    "undecodable_entry",  # a stream entry a consumer would have to skip
+    "orphan_entry",  # an entry whose (ticker, date) has no lookup hash
+    "over_bound",  # the stream is longer than TI_STREAM_MAXLEN allows
+)
+# Facts worth showing that are expected in a healthy store.
+INFORMATIONAL = (
+    "trimmed",  # a hash's entry is older than the stream's first entry (MAXLEN did it)
+    "superseded",  # an entry whose (ticker, date) hash now names a later decision
+    "unlinked",  # a hash without entry_id (written by the original module or another tool)
+)
+# XTRIM MAXLEN ~ removes whole radix-tree nodes (stream-node-max-entries, 100 by default).
+APPROXIMATE_SLACK = 100
+_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+@dataclass
+class VerifyReport:
+    """Counts per kind, a few examples of each, and the sizes that were audited."""
+
+    stream_name: str
+    stream_length: int = 0
+    stream_bound: int = 0
+    hashes: int = 0
+    entries: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 10
+
+    def add(self, kind: str, example: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < self.max_examples:
+            shown.append(example)
+
+    @property
+    def problems(self) -> int:
+        """How many inconsistencies were found (0: the store is consistent)."""
+        return sum(self.counts.get(kind, 0) for kind in INCONSISTENT)
+
+    @property
+    def ok(self) -> bool:
+        return self.problems == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "stream": self.stream_name,
+            "stream_length": self.stream_length,
+            "stream_bound": self.stream_bound,
+            "hashes": self.hashes,
+            "entries": self.entries,
+            "problems": self.problems,
+            "counts": {k: self.counts.get(k, 0) for k in INCONSISTENT + INFORMATIONAL},
+            "examples": {k: v for k, v in self.examples.items() if v},
+        }
+
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int] | None:
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return None
+
+
+def _next_id(entry_id: str) -> str:
+    parsed = _id_tuple(entry_id)
+    assert parsed is not None
+    return f"{parsed[0]}-{parsed[1] + 1}"
+
+
+
+async def _execute(pipe: Any) -> list[Any]:
+    try:
+        return list(await pipe.execute(raise_on_error=False))
+    except _UNAVAILABLE as exc:
+        raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+
+
+@dataclass
+class _StreamBounds:
+    """The oldest entry still on the stream, and the last id it ever generated."""
+
+    exists: bool
+    first: tuple[int, int] | None
+    last_generated: tuple[int, int] | None
+
+    def trimmed(self, entry_id: str) -> bool:
+        wanted = _id_tuple(entry_id)
+        if wanted is None or not self.exists:
+            return False
+        if self.first is not None:
+            return wanted < self.first
+        return self.last_generated is not None and wanted <= self.last_generated
+
+
+async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
+    pipe = pipeline(client)
+    pipe.exists(stream)
+    pipe.xlen(stream)
+    pipe.xrange(stream, "-", "+", count=1)
+    exists, length, first = await _execute(pipe)
+    for result in (exists, length, first):
+        if isinstance(result, Exception):
+            raise TiError(f"cannot read stream {stream}: {result}")
+    last_generated = None
+    if exists and not first:  # empty but present: everything ever written was trimmed
+        try:
+            info = await client.xinfo_stream(stream)
+            last_generated = _id_tuple(text(info.get("last-generated-id", b"")))
+        except redis_errors.ResponseError:
+            last_generated = None
+    first_id = _id_tuple(text(first[0][0])) if first else None
+    return _StreamBounds(bool(exists), first_id, last_generated), int(length)
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    return {text(k): v for k, v in dict(raw or {}).items()}
+
+
+def _check_hash(report: VerifyReport, key: str, fields: Any, entry: Any,
+                bounds: _StreamBounds) -> None:
+    """Judge one hash against the entry it names (``entry`` is the XRANGE result or None)."""
+    fields = _fields(fields)
+    envelope, reason = explain_payload(fields.get("json"))
+    if envelope is None:
+        report.add("undecodable_hash", f"{key}: {reason or 'no json field'}")
+        return
+    target = envelope.decision.target
+    try:
+        expected_key = decision_hash_key(target.ticker, target.trade_date)
+    except InvalidStateError as exc:
+        expected_key = f"<{exc}>"
+    if expected_key != key:
+        report.add("key_mismatch", f"{key}: holds {target.ticker} {target.trade_date}")
+    if "entry_id" not in fields:
+        report.add("unlinked", key)
+        return
+    entry_id = text(fields["entry_id"])
+    if not entry:
+        kind = "trimmed" if bounds.trimmed(entry_id) else "missing_entry"
+        report.add(kind, f"{key} -> {entry_id}")
+        return
+    on_stream, why = explain_payload(_fields(entry[0][1]).get("data"))
+    if on_stream is None:
+        report.add("content_mismatch", f"{key} -> {entry_id}: entry does not decode: {why}")
+    elif content_digest(on_stream) != content_digest(envelope):
+        report.add("content_mismatch", f"{key} -> {entry_id}: the entry holds another decision")
+
+
+async def _audit_hash_page(client: Any, report: VerifyReport, stream: str, keys: list[str],
+                           bounds: _StreamBounds) -> None:
+    pipe = pipeline(client)
+    for key in keys:
+        pipe.hgetall(key)
+    rows = await _execute(pipe)
+    pipe = pipeline(client)
+    wanted: list[int] = []
+    for index, row in enumerate(rows):
+        if isinstance(row, Exception):
+            continue
+        entry_id = row.get(b"entry_id", row.get("entry_id"))
+        if entry_id is not None and _id_tuple(text(entry_id)) is not None:
+            pipe.xrange(stream, text(entry_id), text(entry_id))
+            wanted.append(index)
+    found = dict(zip(wanted, await _execute(pipe) if wanted else [], strict=True))
+    if any(not entry for entry in found.values()):
+        bounds, _ = await _bounds(client, stream)  # a trim may have run since the audit began
+    for index, (key, row) in enumerate(zip(keys, rows, strict=True)):
+        report.hashes += 1
+        if isinstance(row, Exception):
+            report.add("undecodable_hash", f"{key}: {shorten(str(row), 80)}")
+            continue
+        entry = found.get(index)
+        if isinstance(entry, Exception):
+            raise TiError(f"cannot read stream {stream}: {entry}")
+        _check_hash(report, key, row, entry, bounds)
+
+
+async def _audit_hashes(client: Any, report: VerifyReport, stream: str, page: int,
+                        bounds: _StreamBounds) -> None:
+    batch: list[str] = []
+    try:
+        async for raw in client.scan_iter(match=f"{DECISION_HASH_PREFIX}:*", count=page):
+            batch.append(text(raw))
+            if len(batch) >= page:
+                await _audit_hash_page(client, report, stream, batch, bounds)
+                batch = []
+    except _UNAVAILABLE as exc:
+        raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+    if batch:
+        await _audit_hash_page(client, report, stream, batch, bounds)
+
+
+async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any]) -> None:
+    pipe = pipeline(client)
+    judged: list[tuple[str, str]] = []  # (entry id, hash key) of each decodable entry
+    for raw_id, raw_fields in entries:
+        entry_id = text(raw_id)
+        report.entries += 1
+        envelope, reason = explain_payload(_fields(raw_fields).get("data"))
+        if envelope is None:
+            report.add("undecodable_entry", f"{entry_id}: {reason or 'no data field'}")
+            continue
+        target = envelope.decision.target
+        try:
+            key = decision_hash_key(target.ticker, target.trade_date)
+        except InvalidStateError as exc:
+            report.add("undecodable_entry", f"{entry_id}: {exc}")
+            continue
+        pipe.exists(key)
+        pipe.hget(key, "entry_id")
+        judged.append((entry_id, key))
+    if not judged:
+        return
+    results = await _execute(pipe)
+    for index, (entry_id, key) in enumerate(judged):
+        exists, linked = results[2 * index], results[2 * index + 1]
+        if isinstance(exists, Exception) or isinstance(linked, Exception):
+            continue  # the hash pass reports a key of the wrong type
+        if not exists:
+            report.add("orphan_entry", f"{entry_id}: no hash {key}")
+        elif linked is not None and text(linked) != entry_id:
+            report.add("superseded", f"{entry_id}: {key} -> {text(linked)}")
+
+
+async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: int) -> None:
+    start = "-"
+    while True:
+        try:
+            entries = await client.xrange(stream, start, "+", count=page)
+        except _UNAVAILABLE as exc:
+            raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+        if not entries:
+            return
+        await _audit_entry_page(client, report, entries)
+        if len(entries) < page:
+            return
+        start = _next_id(text(entries[-1][0]))
+
+
+async def verify_store(
+    client: Any,
+    *,
+    stream_name: str = DEFAULT_STREAM_NAME,
+    maxlen: int = 100_000,
+    approximate: bool = True,
+    page_size: int = 500,
+    max_examples: int = 10,
+) -> VerifyReport:
+    """Audit hashes against the stream and the stream against its bound; never writes.
+
+    ``maxlen`` 0 means the stream is unbounded (no length check). Raises
+    ``RedisUnavailableError`` if Redis cannot be reached.
+    """
+    report = VerifyReport(stream_name=stream_name, stream_bound=maxlen, max_examples=max_examples)
+    bounds, report.stream_length = await _bounds(client, stream_name)
+    await _audit_hashes(client, report, stream_name, page_size, bounds)
+    await _audit_stream(client, report, stream_name, page_size)
+    allowed = maxlen + (APPROXIMATE_SLACK if approximate else 0)
+    if maxlen > 0 and report.stream_length > allowed:
+        report.add("over_bound", f"{stream_name}: {report.stream_length} entries, bound {maxlen}"
+                   + (f" (~, +{APPROXIMATE_SLACK} slack)" if approximate else ""))
+    return report
