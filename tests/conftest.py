@@ -22,6 +22,16 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start Prefect run last, keeping their relative order.
+
+    Prefect leaves threads behind (its events client pings a websocket, drawing from the global
+    ``random``); hypothesis reads any change to that state during generation as a strategy
+    using ``random`` and fails, so property tests must not share the process with them.
+    """
+    items.sort(key=lambda item: "prefect_harness" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """One real redis-server for the session; tests that kill servers start their own."""

@@ -130,7 +130,9 @@ def test_ti_tail_prints_new_decisions_and_exits_0_on_sigint(
     publish(redis_url, [envelope(sample_states, trade_date="2026-05-08")])  # history: not shown
     tail = run([TI, "tail"], env_for(redis_url))
     wait_blocked(redis_url, "xread", tail)
-    (entry_id,) = publish(redis_url, [envelope(sample_states)], {"data": "not json"})
+    # The bad entry goes first: once the good one is printed, the bad one was read and skipped.
+    publish(redis_url, [], {"data": "not json"})
+    (entry_id,) = publish(redis_url, [envelope(sample_states)])
     line = tail.line()
     assert line.startswith(f"{entry_id}  NVDA   2026-05-11  BUY  confidence 0.78")
     code, err = tail.stop()
