@@ -7,6 +7,7 @@ with Lua is faithful; faults and concurrency across connections are in test_publ
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -366,6 +367,32 @@ async def test_publish_many_is_lazy_and_a_failing_source_leaves_whole_chunks(r: 
     assert [res.created for res in results] == [False] * 200 + [True] * 50
     with pytest.raises(ValueError, match="chunk_size"):
         await publish_many(r, envs, chunk_size=0)
+
+
+async def test_a_sent_chunk_reaches_redis_while_the_next_is_being_built(
+    real_redis: Any, redis_url: str
+) -> None:
+    """The overlap ``publish_many`` promises: a generator that builds envelopes runs while the
+    chunk before is with Redis (if the chunk were still in our buffers, Redis would sit idle).
+    The first chunk is awaited whole (its connection may need opening); later ones overlap."""
+    import redis
+
+    envs = many_envelopes(300)
+    lengths = []
+
+    def source() -> Any:
+        with redis.Redis.from_url(redis_url) as watcher:
+            for i, env in enumerate(envs):
+                if i in (100, 200):  # the first envelope of the next chunk is being built
+                    deadline = time.monotonic() + 5
+                    while watcher.xlen(S) < i and time.monotonic() < deadline:
+                        time.sleep(0.005)  # the event loop is blocked, as in a real build
+                    lengths.append(watcher.xlen(S))
+                yield env
+
+    results = await publish_many(real_redis, source(), chunk_size=100)
+    assert lengths == [100, 200]
+    assert len(results) == 300 and all(r.created for r in results)
 
 
 async def test_a_failing_envelope_stops_its_script_call_whole_envelopes_only(r: Any) -> None:
