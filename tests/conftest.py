@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,46 @@ def _closing_default_storage_read() -> Any:
             return client.read_server_default_result_storage().default_result_storage_block_id
     except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
         return None
+
+
+Opener = Callable[[], Any]
+
+
+@pytest.fixture(params=["fake", "real", "embedded"])
+async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
+    """The same test on fakeredis, a real redis-server and the embedded store: a factory of
+    clients that all see the same data (first call: the main client)."""
+    async with AsyncExitStack() as stack:
+        if request.param == "fake":
+            import fakeredis
+
+            server = fakeredis.FakeServer()
+
+            def open_fake() -> Any:
+                client = fakeredis.FakeAsyncRedis(server=server)
+                stack.push_async_callback(client.aclose)
+                return client
+
+            yield open_fake
+        elif request.param == "real":
+            from ti_core.connection import open_redis
+
+            url = request.getfixturevalue("redis_url")
+
+            def open_real() -> Any:
+                client = open_redis(url)
+                stack.push_async_callback(client.aclose)
+                return client
+
+            yield open_real
+        else:
+            from ti_core import TiSettings, connect
+
+            store = await stack.enter_async_context(connect(settings=TiSettings()))
+            yield lambda: store
+
+
+@pytest.fixture
+def r(clients: Opener) -> Any:
+    """The main client of ``clients``: one store, three implementations."""
+    return clients()

@@ -17,7 +17,9 @@ from typing import Any
 from ti_core import build_envelope_from_state, decision_hash_key, decode_envelope
 from ti_core.models import TradingIntelligenceEnvelope
 
-__all__ = ["SAMPLE", "assert_exactly_once", "envelope", "many_envelopes", "stream_entries"]
+__all__ = [
+    "SAMPLE", "assert_exactly_once", "envelope", "many_envelopes", "read_hash", "stream_entries",
+]
 
 SAMPLE = Path(__file__).parent / "data" / "nvda-2026-05-11-full.json"
 _BASE_DATE = date(2026, 1, 5)
@@ -121,3 +123,10 @@ def _check_hash(env: TradingIntelligenceEnvelope, fields: dict[bytes, bytes],
     assert entries[entry_id] == env
     assert decode_envelope(fields[b"json"]) == env  # each pair's only envelope
     assert fields[b"correlation_id"].decode() == env.correlation_id
+
+
+async def read_hash(client: Any, env: TradingIntelligenceEnvelope) -> dict[str, str]:
+    """The lookup hash of ``env``'s (ticker, date), decoded (empty when there is none)."""
+    t = env.decision.target
+    raw = await client.hgetall(decision_hash_key(t.ticker, t.trade_date))
+    return {k.decode(): v.decode() for k, v in raw.items()}

@@ -12,215 +12,28 @@ it, failed instead when ``TI_REQUIRE_REDIS_SERVER=1`` (CI).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.redisproc import REQUIRE_ENV, RedisProcess, free_port
+from tests.prefect_stack import DATA, DAY, ROOT, Stack, Webhook, stop_group, unavailable
 from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key
-from ti_core.settings import redact_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(240)]
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).parent / "data"
-BIN = Path(sys.executable).parent
-PG_URL = os.environ.get("TI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-DAY = "2026-05-11"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{reason}; {REQUIRE_ENV}=1 makes the end-to-end tests required")
-    pytest.skip(reason)
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_URL, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _fresh_database() -> str:
-    try:
-        import asyncpg  # noqa: F401
-    except ImportError:
-        _unavailable("asyncpg is not installed")
-    name = f"ti_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # refused, timed out, auth rejected: no database for the server
-        _unavailable(f"PostgreSQL is not usable at {redact_url(PG_URL)}: "
-                     f"{type(exc).__name__}: {exc}")
-    return name
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """Stop a process group this module started (its own session): TERM, then KILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-class _Webhook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        type(self).received.append(json.loads(body or b"{}"))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class Stack:
-    """A Prefect server on PostgreSQL, the deployments, a worker, Redis and replay states."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.states = tmp / "states"
-        self.redis = RedisProcess(tmp / "redis")
-        self.database = ""
-        self.server: subprocess.Popen[bytes] | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
-        self.hook: ThreadingHTTPServer | None = None
-        self.timings: dict[str, float] = {}
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        self.port = port
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TI_"))}
-        self.env = base | {
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PREFECT_HOME": str(tmp / "prefect-home"),
-            "PREFECT_API_URL": self.api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # no 17:30 run mid-test
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "TI_DATA_DIR": str(tmp / "ti-data"),
-        }
-
-    def timed(self, label: str, start: float) -> None:
-        self.timings[label] = round(time.monotonic() - start, 1)
-
-    def cli(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=self.env,
-                              stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def _popen(self, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(self.tmp / log, "wb") as out:
-            return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-
-    def start_server(self) -> None:
-        self.database = _fresh_database()
-        db_url = PG_URL.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
-        env = self.env | {"PREFECT_API_DATABASE_CONNECTION_URL": f"{db_url}/{self.database}"}
-        self.server = self._popen([str(BIN / "prefect"), "server", "start", "--host",
-                                   "127.0.0.1", "--port", str(self.port)], "server.log", env)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.server.poll() is not None:
-                pytest.fail(f"prefect server exited:\n{self.log('server.log')}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"prefect server did not answer in 90 s:\n{self.log('server.log')}")
-
-    def start_worker(self) -> None:
-        env = self.env | {
-            "TI_REDIS_URL": self.redis.url,
-            "TI_TASK_RETRIES": "1",
-            "TI_TASK_RETRY_DELAY": "0.1",
-            "TI_RETRIES": "0",
-            "TI_CONNECT_TIMEOUT": "1",
-            "TI_SOCKET_TIMEOUT": "2",
-        }
-        self.worker = self._popen([str(BIN / "prefect"), "worker", "start", "--pool",
-                                   "ti-process"], "worker.log", env)
-
-    def start_webhook(self) -> str:
-        _Webhook.received = []
-        self.hook = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
-        threading.Thread(target=self.hook.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.hook.server_address[1]}/hook"
-
-    def log(self, name: str) -> str:
-        path = self.tmp / name
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30)
-        assert response.status_code < 300, f"{method} {path}: {response.text[:500]}"
-        return response.json()
-
-    def deployment_id(self, flow: str, name: str) -> str:
-        return str(self.api("GET", f"/deployments/name/{flow}/{name}")["id"])
-
-    def run(self, flow: str, name: str, parameters: dict[str, Any]) -> str:
-        deployment = self.deployment_id(flow, name)
-        run = self.api("POST", f"/deployments/{deployment}/create_flow_run",
-                       {"parameters": parameters})
-        return str(run["id"])
-
-    def wait(self, run_id: str, timeout: float = 60, attempt: int = 1,
-             log: str = "worker.log") -> dict[str, Any]:
-        """The flow run once its ``attempt``-th run has reached a terminal state."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.api("GET", f"/flow_runs/{run_id}")
-            if run["run_count"] >= attempt and (run["state"] or {}).get("type") in TERMINAL:
-                return dict(run)
-            time.sleep(0.5)
-        pytest.fail(f"flow run {run_id} not finished in {timeout} s:\n{self.log(log)}")
-
-    def close(self) -> None:
-        _stop(self.worker)
-        _stop(self.server)
-        self.redis.stop()
-        if self.hook is not None:
-            self.hook.shutdown()
-            self.hook.server_close()
-        if self.database:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not installed")
+        unavailable("redis-server is not installed")
     s = Stack(tmp_path_factory.mktemp("e2e"))
     try:
         start = time.monotonic()
@@ -320,10 +133,10 @@ def test_redis_down_fails_the_run_then_retry_publishes_once(stack: Stack) -> Non
         assert client.xlen(DEFAULT_STREAM_NAME) == 2
 
     deadline = time.monotonic() + 30  # the automation's webhook, for the failed run
-    while time.monotonic() < deadline and not _Webhook.received:
+    while time.monotonic() < deadline and not Webhook.received:
         time.sleep(0.5)
-    assert _Webhook.received, "automation ti-publish-failed did not notify"
-    message = _Webhook.received[0]
+    assert Webhook.received, "automation ti-publish-failed did not notify"
+    message = Webhook.received[0]
     assert "is Failed" in message["subject"] and "2 of 2 decisions failed" in message["body"]
 
 
@@ -354,7 +167,7 @@ def test_arena_completed_event_triggers_the_deployment(stack: Stack) -> None:
 def test_ti_serve_runs_the_same_deployments_without_a_worker(stack: Stack) -> None:
     """Last: ``ti serve`` refuses to take over `prefect deploy`'s deployments; once they are
     deleted it serves its own, and with the worker stopped only it can run them."""
-    _stop(stack.worker)
+    stop_group(stack.worker)
     with stack.redis.sync_client() as client:
         client.flushall()
     start = time.monotonic()
@@ -389,4 +202,4 @@ def test_ti_serve_runs_the_same_deployments_without_a_worker(stack: Stack) -> No
             try:
                 serve.wait(20)
             except subprocess.TimeoutExpired:
-                _stop(serve)
+                stop_group(serve)

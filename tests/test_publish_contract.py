@@ -7,23 +7,21 @@ with Lua is faithful; faults and concurrency across connections are in test_publ
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.publish_workload import assert_exactly_once, envelope, many_envelopes, stream_entries
+from tests.publish_workload import (
+    envelope,
+    many_envelopes,
+    read_hash,
+    stream_entries,
+)
 from ti_core import (
     DEFAULT_STREAM_NAME,
-    InvalidStateError,
     NotPublishedError,
-    PublishError,
-    TiSettings,
-    build_envelope_from_state,
-    connect,
     decision_hash_key,
     decode_envelope,
 )
@@ -32,9 +30,7 @@ from ti_core.publish import (
     DEFAULT_IDEMPOTENCY_TTL,
     TrimPolicy,
     append_envelope,
-    content_digest,
     hash_fields,
-    payload_and_digest,
     publish_decision_hash,
     publish_envelope,
     publish_many,
@@ -46,48 +42,6 @@ CONTRACT_FIELDS = {"json", "ticker", "trade_date", "verdict", "confidence", "ens
 T0 = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
 
 Opener = Callable[[], Any]
-
-
-@pytest.fixture(params=["fake", "real", "embedded"])
-async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
-    """A factory of clients that all see the same data (first call: the main client)."""
-    async with AsyncExitStack() as stack:
-        if request.param == "fake":
-            import fakeredis
-
-            server = fakeredis.FakeServer()
-
-            def open_fake() -> Any:
-                client = fakeredis.FakeAsyncRedis(server=server)
-                stack.push_async_callback(client.aclose)
-                return client
-
-            yield open_fake
-        elif request.param == "real":
-            from ti_core.connection import open_redis
-
-            url = request.getfixturevalue("redis_url")
-
-            def open_real() -> Any:
-                client = open_redis(url)
-                stack.push_async_callback(client.aclose)
-                return client
-
-            yield open_real
-        else:
-            store = await stack.enter_async_context(connect(settings=TiSettings()))
-            yield lambda: store
-
-
-@pytest.fixture
-def r(clients: Opener) -> Any:
-    return clients()
-
-
-async def h(client: Any, env: Any) -> dict[str, str]:
-    t = env.decision.target
-    raw = await client.hgetall(decision_hash_key(t.ticker, t.trade_date))
-    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 async def test_publish_twice_one_entry_same_id(r: Any) -> None:
@@ -123,7 +77,7 @@ async def test_decision_hash_fields_and_repeat(r: Any) -> None:
     key = await publish_decision_hash(r, env)
     t = env.decision.target
     assert key == decision_hash_key(t.ticker, t.trade_date)
-    fields = await h(r, env)
+    fields = await read_hash(r, env)
     assert CONTRACT_FIELDS | {"entry_id"} <= set(fields)
     assert fields == {**hash_fields(env, env.model_dump_json()), "entry_id": entry_id}
     assert fields["entry_id"] == entry_id
@@ -133,7 +87,7 @@ async def test_decision_hash_fields_and_repeat(r: Any) -> None:
     assert fields["correlation_id"] == env.correlation_id
     assert fields["confidence"] == str(env.decision.synthesis.confidence)
     assert await publish_decision_hash(r, env) == key
-    assert await h(r, env) == fields
+    assert await read_hash(r, env) == fields
     assert await r.xlen(S) == 1
 
 
@@ -141,7 +95,7 @@ async def test_hash_before_stream_raises_and_writes_nothing(r: Any) -> None:
     env = envelope()
     with pytest.raises(NotPublishedError, match=env.correlation_id):
         await publish_decision_hash(r, env)
-    assert await h(r, env) == {}
+    assert await read_hash(r, env) == {}
     assert await r.xlen(S) == 0
 
 
@@ -161,14 +115,14 @@ async def test_older_decision_never_replaces_newer_unless_forced(r: Any, path: s
     newer_id = await publish(newer)
     older_id = await publish(older)
     assert older_id != newer_id  # different content: it is on the stream (a log) ...
-    fields = await h(r, newer)
+    fields = await read_hash(r, newer)
     assert (fields["verdict"], fields["entry_id"]) == ("SELL", newer_id)  # ... not the hash
     await publish(older, force=True)
-    fields = await h(r, newer)
+    fields = await read_hash(r, newer)
     assert (fields["verdict"], fields["correlation_id"]) == ("BUY", older.correlation_id)
     assert fields["entry_id"] == older_id
     await publish(newer)  # newer again (a retry): wins back, no new entry
-    assert (await h(r, newer))["entry_id"] == newer_id
+    assert (await read_hash(r, newer))["entry_id"] == newer_id
     assert await r.xlen(S) == 2
 
 
@@ -178,16 +132,16 @@ async def test_publish_many_reports_older_hash_not_written(r: Any) -> None:
     res_new, res_old = await publish_many(r, [newer, older])
     assert (res_new.created, res_new.hash_written) == (True, True)
     assert (res_old.created, res_old.hash_written) == (True, False)
-    assert (await h(r, newer))["entry_id"] == res_new.entry_id
+    assert (await read_hash(r, newer))["entry_id"] == res_new.entry_id
 
 
 async def test_equal_times_are_ordered_by_correlation_id(r: Any) -> None:
     a = envelope(verdict="SELL", published_at=T0, correlation_id="a" * 32)
     b = envelope(verdict="BUY", published_at=T0, correlation_id="b" * 32)
     await publish_many(r, [b, a])
-    assert (await h(r, a))["correlation_id"] == "b" * 32
+    assert (await read_hash(r, a))["correlation_id"] == "b" * 32
     await publish_many(r, [a])
-    assert (await h(r, a))["correlation_id"] == "b" * 32
+    assert (await read_hash(r, a))["correlation_id"] == "b" * 32
 
 
 async def test_legacy_hash_without_published_ts_counts_as_older(r: Any) -> None:
@@ -197,7 +151,7 @@ async def test_legacy_hash_without_published_ts_counts_as_older(r: Any) -> None:
                  mapping={"json": "{}", "verdict": "HOLD", "published_at": "2099-01-01"})
     (res,) = await publish_many(r, [env])
     assert res.hash_written
-    assert (await h(r, env))["verdict"] == "BUY"
+    assert (await read_hash(r, env))["verdict"] == "BUY"
 
 
 async def test_identical_content_new_correlation_id_returns_existing_entry(r: Any) -> None:
@@ -297,139 +251,3 @@ def test_default_trim_policy_and_settings(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TI_STREAM_MAXLEN", "500")
     monkeypatch.setenv("TI_STREAM_TRIM_APPROXIMATE", "false")
     assert TrimPolicy.from_settings() == TrimPolicy(500, approximate=False)
-
-
-async def test_wrong_type_key_fails_before_any_write(r: Any) -> None:
-    env = envelope()
-    t = env.decision.target
-    await r.set(decision_hash_key(t.ticker, t.trade_date), "not a hash")
-    with pytest.raises(PublishError, match="WRONGTYPE"):
-        await publish_many(r, [env])
-    assert await r.xlen(S) == 0
-    assert await r.get(correlation_key(S, env.correlation_id)) is None
-
-
-def test_payload_and_digest_match_the_plain_serialisation(sample_states: dict[str, Any]) -> None:
-    tricky = envelope(correlation_id="c" * 32)
-    decision = tricky.decision.model_copy(update={"phase_timings": [
-        {"published_at": "x", "correlation_id": "c" * 32, "arena_id": "\"},\n\u2028é"}]})
-    tricky = tricky.model_copy(update={
-        "decision": decision, "arena_id": 'a"rena\\', "meta": {"published_at": 1, "é": [None]}})
-    envs = [build_envelope_from_state(s) for s in sample_states.values()] + [envelope(), tricky]
-    for env in envs:
-        payload, digest = payload_and_digest(env)
-        assert payload == env.model_dump_json()
-        assert digest == content_digest(env)
-    later = tricky.model_copy(update={"published_at": T0, "correlation_id": "d" * 32,
-                                      "meta": {}})
-    assert payload_and_digest(later)[1] == payload_and_digest(tricky)[1]
-    other = tricky.model_copy(update={"arena_id": "other"})
-    assert payload_and_digest(other)[1] != payload_and_digest(tricky)[1]
-
-
-def test_hiredis_packing_sends_the_same_bytes_as_redis_py() -> None:
-    from redis.asyncio.connection import Connection
-    from redis.exceptions import DataError
-
-    from ti_core.connection import open_redis
-
-    ours = open_redis("redis://127.0.0.1:1/0").connection_pool.make_connection()
-    plain = Connection()
-    env = envelope()
-    commands = [
-        ("EVALSHA", "0" * 40, 2, "k:1", "k:2", env.model_dump_json(), "é", 1.5, -3, b"\x00\xff"),
-        ("CLIENT SETNAME", "ti"), (b"CLIENT SETINFO", b"LIB-NAME", "x"), ("XADD", "s", "*",
-                                                                          "data", "x" * 70_000),
-    ]
-    for command in commands:
-        assert b"".join(ours.pack_command(*command)) == b"".join(plain.pack_command(*command))
-    assert len(ours.pack_command(*commands[0])) == 1  # it went through hiredis
-    for bad in (True, None, [1]):
-        with pytest.raises(DataError):
-            ours.pack_command("SET", "k", bad)
-
-
-async def test_publish_many_is_lazy_and_a_failing_source_leaves_whole_chunks(r: Any) -> None:
-    envs = many_envelopes(250)
-    pulled = []
-
-    def source() -> Any:
-        for env in envs:
-            pulled.append(env)
-            yield env
-        raise InvalidStateError("the arena state for the next one is broken")
-
-    with pytest.raises(InvalidStateError, match="broken"):
-        await publish_many(r, source(), chunk_size=100)
-    assert len(pulled) == 250
-    assert await r.xlen(S) == 200  # the two full chunks sent before the failure, whole
-    results = await publish_many(r, envs, chunk_size=100)  # the caller's retry
-    assert [res.created for res in results] == [False] * 200 + [True] * 50
-    with pytest.raises(ValueError, match="chunk_size"):
-        await publish_many(r, envs, chunk_size=0)
-
-
-async def test_a_sent_chunk_reaches_redis_while_the_next_is_being_built(
-    real_redis: Any, redis_url: str
-) -> None:
-    """The overlap ``publish_many`` promises: a generator that builds envelopes runs while the
-    chunk before is with Redis (if the chunk were still in our buffers, Redis would sit idle).
-    The first chunk is awaited whole (its connection may need opening); later ones overlap."""
-    import redis
-
-    envs = many_envelopes(300)
-    lengths = []
-
-    def source() -> Any:
-        with redis.Redis.from_url(redis_url) as watcher:
-            for i, env in enumerate(envs):
-                if i in (100, 200):  # the first envelope of the next chunk is being built
-                    deadline = time.monotonic() + 5
-                    while watcher.xlen(S) < i and time.monotonic() < deadline:
-                        time.sleep(0.005)  # the event loop is blocked, as in a real build
-                    lengths.append(watcher.xlen(S))
-                yield env
-
-    results = await publish_many(real_redis, source(), chunk_size=100)
-    assert lengths == [100, 200]
-    assert len(results) == 300 and all(r.created for r in results)
-
-
-async def test_a_failing_envelope_stops_its_script_call_whole_envelopes_only(r: Any) -> None:
-    good, bad, later = envelope("GOOD"), envelope("BAD"), envelope("LATER")
-    bad_key = decision_hash_key("BAD", "2026-05-11")
-    await r.set(bad_key, "not a hash")
-    with pytest.raises(PublishError, match="WRONGTYPE"):
-        await publish_many(r, [good, bad, later])
-    entries = await stream_entries(r, S)
-    assert [e.correlation_id for e in entries.values()] == [good.correlation_id]
-    assert (await h(r, good))["correlation_id"] == good.correlation_id  # entry + hash, whole
-    assert await h(r, later) == {}
-    assert await r.get(correlation_key(S, bad.correlation_id)) is None
-    await r.delete(bad_key)
-    results = await publish_many(r, [good, bad, later])  # the caller's retry, once fixed
-    assert [res.created for res in results] == [False, True, True]
-    await assert_exactly_once(r, S, [good, bad, later])
-
-
-async def test_bad_arguments_are_refused_before_redis(r: Any) -> None:
-    for ttl in (0, -5, 1.5, True):
-        with pytest.raises(InvalidStateError, match="idempotency_ttl"):
-            await publish_envelope(r, S, envelope(), idempotency_ttl=ttl)
-        with pytest.raises(InvalidStateError, match="idempotency_ttl"):
-            await publish_many(r, [envelope()], idempotency_ttl=ttl)
-    with pytest.raises(InvalidStateError, match="stream name"):
-        await publish_envelope(r, "bad key*", envelope())
-    assert await r.xlen(S) == 0
-
-
-def test_argv_follows_the_hash_order_the_scripts_name(sample_states: dict[str, Any]) -> None:
-    """``argv`` builds its values directly; they must stay in ``_HASH_ORDER``'s order."""
-    from ti_core.publish_scripts import _HASH_ORDER, _scalar_fields, argv
-
-    for state in sample_states.values():
-        env = build_envelope_from_state(state)
-        values = argv(env, "payload", "digest", 60, False)
-        fields = _scalar_fields(env)
-        assert values[4:6] == [fields["published_ts"], env.correlation_id]
-        assert values[6:] == [fields[name] for name in _HASH_ORDER]
