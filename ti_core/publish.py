@@ -250,6 +250,7 @@ async def publish_many(
     Each envelope's two writes are one script. ``envelopes`` is consumed lazily: while one
     chunk is with Redis, the next is taken (so a generator that builds envelopes overlaps
     with the writes) and prepared; chunks are still sent one after the other, in order.
+    The first chunk is awaited before the second is taken (it may open the connection).
     On a failure the whole call can be repeated: envelopes written by the failed attempt
     come back with ``created=False``.
     """
