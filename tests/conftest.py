@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from tests.publish_workload import Opener
 from tests.redisproc import RedisProcess
 
 DATA = Path(__file__).parent / "data"
@@ -126,8 +127,6 @@ def _closing_default_storage_read() -> Any:
     except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
         return None
 
-
-Opener = Callable[[], Any]
 
 
 @pytest.fixture(params=["fake", "real", "embedded"])

@@ -10,6 +10,7 @@ import copy
 import json
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ from ti_core import build_envelope_from_state, decision_hash_key, decode_envelop
 from ti_core.models import TradingIntelligenceEnvelope
 
 __all__ = [
-    "SAMPLE", "assert_exactly_once", "envelope", "many_envelopes", "read_hash", "stream_entries",
+    "SAMPLE", "Opener", "assert_exactly_once", "envelope", "many_envelopes", "read_hash",
+    "stream_entries",
 ]
+
+# A factory of clients on one store (the ``clients`` fixture in conftest yields one).
+Opener = Callable[[], Any]
 
 SAMPLE = Path(__file__).parent / "data" / "nvda-2026-05-11-full.json"
 _BASE_DATE = date(2026, 1, 5)

@@ -7,13 +7,13 @@ with Lua is faithful; faults and concurrency across connections are in test_publ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.publish_workload import (
+    Opener,
     envelope,
     many_envelopes,
     read_hash,
@@ -40,8 +40,6 @@ S = DEFAULT_STREAM_NAME
 CONTRACT_FIELDS = {"json", "ticker", "trade_date", "verdict", "confidence", "ensemble_score",
                    "published_at", "correlation_id", "arena_id"}
 T0 = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
-
-Opener = Callable[[], Any]
 
 
 async def test_publish_twice_one_entry_same_id(r: Any) -> None:

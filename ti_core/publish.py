@@ -261,13 +261,12 @@ async def publish_many(
     try:
         for batch in _batches(envelopes, chunk_size):
             prepared = _prepare(batch, stream_name, force, idempotency_ttl)
+            if not out:  # the first chunk: the connection may need opening, so wait for it
+                out.extend(await _send(client, prepared, stream_name, policy))
+                continue
             if in_flight is not None:
                 out.extend(await in_flight)
             in_flight = asyncio.ensure_future(_send(client, prepared, stream_name, policy))
-            if not out:  # the first chunk: the connection may need opening, so wait for it
-                out.extend(await in_flight)
-                in_flight = None
-                continue
             for _ in range(_TURNS_TO_WRITE):
                 await asyncio.sleep(0)
         if in_flight is not None:
