@@ -180,4 +180,5 @@ def test_embedded_store_keeps_every_write_across_connections_and_processes(
     out = subprocess.run([sys.executable, "-c", reader], env=env, check=True, timeout=60,
                          capture_output=True, text=True)
     assert out.stdout.split() == ["b'1'", "b'1'", "30"]
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["store.dat", "store.lock"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "store.dat", "store.dat.prev", "store.lock"]

@@ -168,9 +168,13 @@ def _first_line(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def connect(
-    url: str | SecretStr | None = None, *, settings: TiSettings | None = None
+    url: str | SecretStr | None = None, *, settings: TiSettings | None = None,
+    readonly: bool = False,
 ) -> AsyncIterator[Any]:
     """Yield a client for ``url`` (or ``TI_REDIS_URL``); with neither, the embedded store.
+
+    ``readonly`` promises the block only reads: the embedded store then takes no lock and
+    never writes its file (a Redis server is unaffected).
 
     A redis-py connection failure escaping the block leaves it as a ``ti_core`` error (see
     :func:`redis_failure`) naming the redacted URL, so callers need not know redis-py.
@@ -179,7 +183,7 @@ async def connect(
     target = url if url is not None else s.redis_url
     raw = target.get_secret_value() if isinstance(target, SecretStr) else target
     if not raw:
-        async with embedded_store(s) as store:
+        async with embedded_store(s, readonly=readonly) as store:
             yield store
         return
     client = open_redis(raw, s)

@@ -1,33 +1,64 @@
 """The embedded, file-backed Redis-compatible store used when no Redis URL is configured.
 
-burner-redis runs in process and persists to a file. One process at a time owns the file
-(an exclusive lock); inside a process, concurrent ``connect()`` calls share one open store
-(reference-counted) instead of queueing on the lock, and each user's writes are saved when
-it leaves, so a later process (``ti get``) finds them.
+burner-redis runs in process. Its own persistence is not used: it would start empty on a
+file it cannot read and save every store it ever opened at exit. Instead the file
+(``ti_core.store_file``) is checked, copied to a private directory, loaded from there, and
+that directory is removed at once, so burner-redis's exit-time save has nowhere to write.
+
+Writers take an exclusive lock on ``store.lock`` (waiting up to 30 s), clean up what killed
+writers left, and save atomically when each user leaves. Inside a process, concurrent writers
+share one open store instead of queueing on the lock. Readers (``readonly=True``) take no
+lock and never write in the data directory: renames make every file they read complete, and
+they load their copy in the system's temporary directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
+import contextlib
 import fcntl
-import itertools
+import logging
 import os
 import shutil
+import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ti_core.errors import RedisUnavailableError
+from ti_core.errors import StoreBusyError
 from ti_core.settings import TiSettings
+from ti_core.store_file import (
+    FileCheck,
+    check_file,
+    clean_leftovers,
+    damaged,
+    private_path,
+    replace_keeping_previous,
+    seal,
+    store_failure,
+)
 
-__all__ = ["EMBEDDED_FILE", "embedded_store", "embedded_store_path"]
+__all__ = [
+    "EMBEDDED_FILE",
+    "LARGE_STORE_BYTES",
+    "check_writable",
+    "embedded_store",
+    "empty_and_close",
+    "embedded_store_path",
+    "load_snapshot",
+]
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED_FILE = "store.dat"
+# Past this size a save holds several copies of the store in memory (see docs/store.md).
+LARGE_STORE_BYTES = 100 * 1024 * 1024
 _LOCK_WAIT_SECONDS = 30.0
+_LOAD_FAILED = "failed to load persistence file"
 
 
 def embedded_store_path(settings: TiSettings | None = None) -> Path:
@@ -37,11 +68,10 @@ def embedded_store_path(settings: TiSettings | None = None) -> Path:
 
 @dataclass
 class _SharedStore:
-    """One open embedded store, shared by every ``connect()`` in this process while in use."""
+    """One open writable store, shared by every writer in this process while in use."""
 
     store: Any
     fd: int
-    work: Path
     users: int = 1
     saving: bool = False
 
@@ -49,14 +79,89 @@ class _SharedStore:
 # Open stores by path. An entry lives only while a connect() uses it (not a client cache):
 # concurrent tasks of one process share one store object instead of waiting on the file lock.
 _OPEN: dict[Path, _SharedStore] = {}
+# The last snapshot a reader loaded, by path, with the file's identity when it was read: a
+# poller (`ti tail`) reloads only when the file was replaced.
+_READ: dict[Path, tuple[tuple[int, ...], Any]] = {}
 _GUARD = threading.Lock()
-_WORK_FILES: set[Path] = set()
-_opened = itertools.count()
+_warned: set[Path] = set()
 
 
-def _try_lock(path: Path) -> int | None:
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[bytes]]:
+    """Capture file descriptor 2 (burner-redis reports a failed load there, from Rust)."""
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield chunks
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        reader.join(timeout=5)
+        os.close(read_end)
+
+
+def load_snapshot(path: Path, workdir: Path) -> tuple[Any, FileCheck]:
+    """A burner-redis store holding ``path``'s data, loaded through ``workdir`` (then removed).
+
+    Raises ``StoreDamagedError`` (nothing written to ``path``) when the file does not load;
+    a missing file gives an empty in-memory store.
+    """
+    from burner_redis import BurnerRedis  # type: ignore[import-untyped]  # embedded path only
+
+    try:
+        workdir.mkdir(mode=0o700)
+    except OSError as exc:
+        raise store_failure(exc, "create the private directory", workdir) from exc
+    try:
+        snapshot = workdir / "snapshot"
+        try:
+            with open(snapshot, "wb") as out:
+                check = check_file(path, out)
+        except OSError as exc:
+            raise store_failure(exc, "copy the store to", workdir) from exc
+        if check.problem:
+            raise damaged(path, check.problem)
+        if not check.exists:
+            return BurnerRedis(), check
+        with _stderr_captured() as said:
+            store = BurnerRedis(persistence_path=str(snapshot))
+        text = b"".join(said).decode("utf-8", "replace")
+        if _LOAD_FAILED in text:
+            reason = text.split("': ", 1)[-1].split(". Starting with empty store", 1)[0]
+            raise damaged(path, f"burner-redis cannot read it: {' '.join(reason.split())}")
+        if text:
+            sys.stderr.write(text)  # someone else's output during the load
+        return store, check
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def empty_and_close(store: Any) -> None:
+    """Delete every key, then close: burner-redis keeps a store alive until exit (its exit
+    hook holds it), so emptying is what frees the memory."""
+    keys = list(await store.keys("*"))
+    for start in range(0, len(keys), 1000):
+        await store.delete(*keys[start:start + 1000])
+    await store.aclose()
+
+
+def _lock(path: Path) -> int | None:
     """An exclusive, non-blocking lock on ``path``: the fd, or None if another holder has it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise store_failure(exc, "open the lock file", path) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -70,34 +175,82 @@ def _unlock(fd: int) -> None:
     os.close(fd)
 
 
-def _remove_work_files() -> None:
-    for work in list(_WORK_FILES):
-        for leftover in (work, work.with_name(work.name + ".tmp")):
-            leftover.unlink(missing_ok=True)
+def _make_data_dir(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise store_failure(exc, "create the data directory", path.parent) from exc
 
 
-def _open_store(path: Path) -> tuple[Any, Path]:
-    """Open ``path`` through a private hard link (see below); returns (store, work file).
+def check_writable(settings: TiSettings) -> None:
+    """Refuse now, before a flow starts, when the embedded store could not be written.
 
-    burner-redis saves every store it ever opened to its ``persistence_path`` at interpreter
-    exit, so a store closed earlier would overwrite newer data with its stale copy. Each store
-    is therefore opened from a private link to the file and saved explicitly to the real path
-    (write-then-rename, which leaves the link's old inode alone); the exit-time saves land on
-    the private links, which an exit hook registered before them removes afterwards.
+    Checks the file (trailer and checksum; a file from an older ``ti`` is loaded once), the
+    data directory and the lock file, and that the free space holds one more copy.
     """
-    from burner_redis import BurnerRedis  # type: ignore[import-untyped]  # embedded path only
-
-    if not _WORK_FILES:
-        atexit.register(_remove_work_files)  # registered first, so it runs after their saves
-    work = path.with_name(f".{path.name}.{os.getpid()}.{next(_opened)}.work")
-    _WORK_FILES.add(work)
-    work.unlink(missing_ok=True)
-    if path.exists():
+    if settings.redis_url is not None:
+        return
+    path = embedded_store_path(settings)
+    _make_data_dir(path)
+    try:
+        os.close(os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600))
+        free = os.statvfs(path.parent)
+    except OSError as exc:
+        raise store_failure(exc, "write in", path.parent) from exc
+    check = check_file(path)
+    if check.problem:
+        raise damaged(path, check.problem)
+    if check.exists and not check.sealed:  # written by an older ti: only burner-redis can tell
+        scratch = _scratch_dir()
         try:
-            os.link(path, work)
-        except OSError:  # a file system without hard links: copy instead
-            shutil.copyfile(path, work)
-    return BurnerRedis(persistence_path=str(work)), work
+            store, _ = load_snapshot(path, scratch / "load")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        asyncio.run(empty_and_close(store))
+    if free.f_bavail * free.f_frsize < check.size + (1 << 20):
+        raise store_failure(OSError(28, "full"), "save a new copy of", path)
+
+
+def _scratch_dir() -> Path:
+    """A new private directory in the system's temporary directory (readers load there)."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="ti-store-"))
+    except OSError as exc:
+        raise store_failure(exc, "create a private directory in",
+                            Path(tempfile.gettempdir())) from exc
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise store_failure(exc, "read", path) from exc
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+async def _reader(path: Path) -> tuple[Any, _SharedStore | None]:
+    """This process's open writer if any, else the file's snapshot (cached while unchanged)."""
+    with _GUARD:
+        shared = _OPEN.get(path)
+        if shared is not None:
+            shared.users += 1
+            return shared.store, shared
+    identity = _identity(path)
+    cached = _READ.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1], None
+    scratch = _scratch_dir()
+    try:
+        store, _ = load_snapshot(path, scratch / "load")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    old = _READ.pop(path, None)
+    _READ[path] = (identity, store)
+    if old is not None:
+        await empty_and_close(old[1])
+    return store, None
 
 
 async def _acquire(path: Path) -> _SharedStore:
@@ -110,53 +263,65 @@ async def _acquire(path: Path) -> _SharedStore:
             if shared is not None:
                 shared.users += 1
                 return shared
-            fd = _try_lock(path.with_suffix(".lock"))
+            fd = _lock(path.with_suffix(".lock"))
             if fd is not None:
                 try:
-                    store, work = _open_store(path)
+                    clean_leftovers(path)
+                    store, _ = load_snapshot(path, private_path(path, "work"))
                 except BaseException:
                     _unlock(fd)
                     raise
-                shared = _OPEN[path] = _SharedStore(store, fd, work)
+                shared = _OPEN[path] = _SharedStore(store, fd)
                 return shared
         if loop.time() > deadline:
-            raise RedisUnavailableError(
-                f"the embedded store {path.parent} is in use by another process"
-            )
+            raise StoreBusyError(
+                f"the embedded store {path} stayed locked by another process for "
+                f"{_LOCK_WAIT_SECONDS:.0f} s; retry when it finishes, or set TI_REDIS_URL to "
+                "share a Redis server")
         await asyncio.sleep(0.05)
 
 
 async def _save(shared: _SharedStore, path: Path) -> None:
-    """Save to ``path``, one save at a time (saves write the same temporary file)."""
+    """Save atomically to ``path`` (see ``ti_core.store_file``), one save at a time."""
     while True:
         with _GUARD:
             if not shared.saving:
                 shared.saving = True
                 break
         await asyncio.sleep(0.01)
+    new = private_path(path, "new")
     try:
-        await shared.store.save(str(path))
+        await shared.store.save(str(new))
+        seal(new)
+        replace_keeping_previous(new, path)
+    except OSError as exc:
+        raise store_failure(exc, "save", path) from exc
     finally:
+        for leftover in (new, new.with_name(new.name + ".tmp")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
         with _GUARD:
             shared.saving = False
+    _warn_if_large(path)
 
 
-async def _close(shared: _SharedStore) -> None:
-    """Empty and close a store nobody uses: its exit-time save then frees memory, writes nothing."""
+def _warn_if_large(path: Path) -> None:
     try:
-        keys = list(await shared.store.keys("*"))
-        for start in range(0, len(keys), 1000):
-            await shared.store.delete(*keys[start:start + 1000])
-        await shared.store.aclose()
-    finally:
-        _unlock(shared.fd)
-        shared.work.unlink(missing_ok=True)
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size > LARGE_STORE_BYTES and path not in _warned:
+        _warned.add(path)
+        logger.warning("the embedded store %s is %d MB: each save now holds several copies of "
+                       "it in memory; set TI_REDIS_URL to publish to a Redis server "
+                       "(docs/store.md)", path, size >> 20)
 
 
-async def _release(path: Path, shared: _SharedStore) -> None:
+async def _release(path: Path, shared: _SharedStore, save: bool) -> None:
     """Save what this user wrote; the last user closes the store and drops the file lock."""
     try:
-        await _save(shared, path)
+        if save:
+            await _save(shared, path)
     finally:
         with _GUARD:
             shared.users -= 1
@@ -164,16 +329,31 @@ async def _release(path: Path, shared: _SharedStore) -> None:
             if last:
                 del _OPEN[path]
         if last:
-            await _close(shared)
+            try:
+                await empty_and_close(shared.store)
+            finally:
+                _unlock(shared.fd)
 
 
 @asynccontextmanager
-async def embedded_store(settings: TiSettings) -> AsyncIterator[Any]:
-    """The embedded store; saved when each user leaves, so what a caller wrote is on disk."""
+async def embedded_store(settings: TiSettings, *, readonly: bool = False) -> AsyncIterator[Any]:
+    """The embedded store; a writer's changes are saved when it leaves, a reader's never.
+
+    ``readonly``: no lock, nothing written in the data directory, a missing file reads as
+    empty. Never pass it to a block that writes: its writes would be lost.
+    """
     path = embedded_store_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if readonly:
+        store, shared = await _reader(path)
+        try:
+            yield store
+        finally:
+            if shared is not None:
+                await _release(path, shared, save=False)
+        return
+    _make_data_dir(path)
     shared = await _acquire(path)
     try:
         yield shared.store
-    finally:
-        await _release(path, shared)
+    finally:  # also after a failure: keep what was written before it
+        await _release(path, shared, save=True)

@@ -8,10 +8,13 @@ Hierarchy::
     │   └── DemoRefusedError                  the demo arena would publish to a configured server
     ├── PublishError                          a write to Redis did not complete
     │   ├── RedisUnavailableError             connection refused, reset or timed out (retryable)
+    │   │   └── StoreBusyError                the embedded store stayed locked by another process
     │   └── NotPublishedError                 a hash write for an envelope with no stream entry
-    └── ArenaError                            an arena runner failed
-        ├── ArenaTransientError               a runner's failure that is worth retrying
-        └── StateNotFoundError                a replayed state file is missing or unreadable
+    ├── ArenaError                            an arena runner failed
+    │   ├── ArenaTransientError               a runner's failure that is worth retrying
+    │   └── StateNotFoundError                a replayed state file is missing or unreadable
+    └── StoreError                            the embedded store's file or directory is unusable
+        └── StoreDamagedError                 the store file does not load (left untouched)
 
 Callers catch ``TiError`` for "this package refused", and ``RedisUnavailableError`` or
 ``ArenaTransientError`` (see :func:`is_retryable`) for "try again later".
@@ -29,6 +32,9 @@ __all__ = [
     "PublishError",
     "RedisUnavailableError",
     "StateNotFoundError",
+    "StoreBusyError",
+    "StoreDamagedError",
+    "StoreError",
     "TiError",
     "is_retryable",
 ]
@@ -65,6 +71,10 @@ class NotPublishedError(PublishError):
     """A lookup hash was requested for an envelope that has no stream entry yet."""
 
 
+class StoreBusyError(RedisUnavailableError):
+    """The embedded store stayed locked by another process past the wait (30 s)."""
+
+
 class ArenaError(TiError):
     """An arena runner failed to produce a state."""
 
@@ -75,6 +85,21 @@ class ArenaTransientError(ArenaError):
 
 class StateNotFoundError(ArenaError):
     """A replayed arena state file is missing, unreadable or not a JSON object."""
+
+
+class StoreError(TiError):
+    """The embedded store cannot be used: full disk, read-only or missing directory, no rights.
+
+    Raised before anything was written, or after a save that failed and left the file as it
+    was. The message names the path and the cause.
+    """
+
+
+class StoreDamagedError(StoreError):
+    """The embedded store's file does not load (truncated, altered, empty, not a file).
+
+    The file is left byte for byte as it is; the message says how to recover (``ti store``).
+    """
 
 
 def is_retryable(exc: BaseException) -> bool:
