@@ -39,7 +39,7 @@ async def dry_run_plan(
 ) -> DryRunPlan:
     """Classify every item (in chunks) and, with ``record``, write the ``backfill-plan`` card."""
     result = DryRunPlan(plan.calendar, list(plan.sessions), list(plan.skipped))
-    async with connect(settings=s) as client:
+    async with connect(settings=s, readonly=True) as client:
         for chunk in batched(plan_items(names, plan.sessions), _PLAN_CHUNK):
             found = await classify(client, chunk, stream_name=s.stream_name)
             for item, f in zip(chunk, found, strict=True):

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "flows.cmd_backfill",  # backfill, status
     "flows.cmd_consume",  # tail, lag
     "flows.cmd_ops",  # serve, emit, verify
+    "flows.cmd_store",  # store check, restore, reset
 )
 
 
@@ -93,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"ti: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # last resort: a file or disk failure no layer below mapped
+        if args.debug:
+            raise
+        print(f"ti: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     finally:
         drain_prefect()

@@ -103,6 +103,10 @@ def _backfill(args: argparse.Namespace) -> int:
     from flows.backfill_server import EarlyPrefectServer
 
     _tickers(args.tickers)  # the cheapest refusal first
+    from ti_core.embedded import check_writable
+    from ti_core.settings import TiSettings
+
+    check_writable(TiSettings())  # a damaged or unwritable embedded store: before Prefect
     # Prefect's temporary server boots (seconds) while the calendar, Prefect and the flow load.
     with EarlyPrefectServer() as server:
         names, calendar = _prepare(args)
@@ -190,7 +194,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = TiSettings()
 
     async def read() -> Any:
-        async with connect(settings=settings) as client:
+        async with connect(settings=settings, readonly=True) as client:
             return await status_grid(client, names, plan, stream_name=settings.stream_name)
 
     grid = asyncio.run(read())

@@ -150,7 +150,7 @@ async def _tail_group(settings: TiSettings, stream: str, group: str, consumer: s
 async def _poll_embedded(settings: TiSettings, stream: str, start: str, show: Any) -> int:
     cursor = start
     while True:
-        async with connect(settings=settings) as store:
+        async with connect(settings=settings, readonly=True) as store:
             if cursor == "$":
                 cursor = await stream_last_id(store, stream)
             while True:
@@ -177,7 +177,7 @@ def _lag_command(args: argparse.Namespace) -> int:
 
 
 async def _lag(settings: TiSettings, stream: str) -> dict[str, Any]:
-    async with connect(settings=settings) as client:
+    async with connect(settings=settings, readonly=True) as client:
         return await group_lag(client, stream)
 
 

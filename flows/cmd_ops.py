@@ -161,7 +161,7 @@ def _print_report(report: VerifyReport, settings: TiSettings) -> None:
 
 
 async def _audit(settings: TiSettings, page_size: int) -> VerifyReport:
-    async with connect(settings=settings) as client:
+    async with connect(settings=settings, readonly=True) as client:
         return await verify_store(
             client,
             stream_name=settings.stream_name,

@@ -19,7 +19,8 @@ from typing import Any
 
 from ti_core.connection import connect
 from ti_core.errors import TiError
-from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
+from ti_core.keys import normalize_ticker, normalize_trade_date
+from ti_core.lookup import Lookup, read_decision
 from ti_core.settings import TiSettings
 
 __all__ = ["format_row", "register"]
@@ -53,9 +54,11 @@ def _prepare(args: argparse.Namespace) -> TiSettings:
     if getattr(args, "allow_demo", False):
         os.environ["TI_ALLOW_DEMO_PUBLISH"] = "1"
     from ti_core.arena import ensure_demo_allowed, load_arena
+    from ti_core.embedded import check_writable
 
     settings = TiSettings()
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)
+    check_writable(settings)  # a damaged or unwritable embedded store: refuse before Prefect
     if not args.debug:
         # Failures are reported by this command in one line; tracebacks stay in the run's logs.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
@@ -216,12 +219,12 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(fields: dict[str, str], as_json: bool) -> str:
+def _show(found: Lookup, as_json: bool) -> str:
     if as_json:
-        return json.dumps(json.loads(fields["json"]), indent=2, sort_keys=False)
-    envelope = json.loads(fields["json"])
-    meta = envelope.get("meta", {})
-    demo = " [DEMO arena: not a real analysis]" if meta.get("demo") else ""
+        return json.dumps(json.loads(found.fields["json"]), indent=2, sort_keys=False)
+    envelope, fields = found.envelope, found.fields
+    assert envelope is not None
+    demo = " [DEMO arena: not a real analysis]" if envelope.meta.get("demo") else ""
     return (
         f"{fields['ticker']} {fields['trade_date']}: {fields['verdict']} confidence "
         f"{float(fields['confidence']):.2f} score {float(fields['ensemble_score']):+.3f}{demo} "
@@ -230,26 +233,25 @@ def _show(fields: dict[str, str], as_json: bool) -> str:
     )
 
 
-async def _read_hash(key: str, settings: TiSettings) -> dict[str, str]:
-    async with connect(settings=settings) as client:
-        raw = await client.hgetall(key)
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in (raw or {}).items()
-    }
+async def _lookup(ticker: str, trade_date: str, settings: TiSettings) -> Lookup:
+    async with connect(settings=settings, readonly=True) as client:
+        return await read_decision(client, ticker, trade_date)
 
 
 def _get(args: argparse.Namespace) -> int:
-    key = decision_hash_key(args.ticker, args.trade_date)
+    ticker, trade_date = normalize_ticker(args.ticker), normalize_trade_date(args.trade_date)
     settings = TiSettings()
-    fields = asyncio.run(_read_hash(key, settings))
-    if "json" not in fields:
-        where = settings.redis_url_redacted() if settings.redis_url else _where(settings)
-        print(f"ti: no decision for {normalize_ticker(args.ticker)} "
-              f"{normalize_trade_date(args.trade_date)} (hash {key}) in {where}",
+    found = asyncio.run(_lookup(ticker, trade_date, settings))
+    where = settings.redis_url_redacted() if settings.redis_url else _where(settings)
+    if found.problem:
+        print(f"ti: {found.key} is unreadable: {found.problem} (in {where}; `ti verify` "
+              "lists every such hash)", file=sys.stderr)
+        return 1
+    if found.envelope is None:
+        print(f"ti: no decision for {ticker} {trade_date} (hash {found.key}) in {where}",
               file=sys.stderr)
         return 1
-    print(_show(fields, args.json))
+    print(_show(found, args.json))
     return 0
 
 

@@ -20,11 +20,11 @@ from ti_core.errors import InvalidStateError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
     dead_letter_key,
-    decision_hash_key,
     normalize_ticker,
     normalize_trade_date,
     validate_stream_name,
 )
+from ti_core.lookup import read_decision
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.replies import text
 
@@ -86,16 +86,13 @@ async def get_decision(
     """The envelope in the lookup hash for (ticker, date), or ``None`` if absent or unreadable.
 
     The hash's ``json`` field holds the whole envelope; read the verdict at
-    ``envelope.decision.synthesis``.
+    ``envelope.decision.synthesis``. The hash is judged by :func:`ti_core.lookup.read_decision`
+    (``ti get`` prints its reason).
     """
-    key = decision_hash_key(ticker, trade_date)
-    raw = await client.hget(key, "json")
-    if raw is None:
-        return None
-    envelope, reason = explain_payload(raw)
-    if envelope is None:
-        logger.warning("get_decision: %s is unreadable: %s", key, reason)
-    return envelope
+    found = await read_decision(client, ticker, trade_date)
+    if found.problem:
+        logger.warning("get_decision: %s is unreadable: %s", found.key, found.problem)
+    return found.envelope
 
 
 async def stream_last_id(client: Any, stream_name: str) -> str:

@@ -45,11 +45,14 @@ from ti_core.store_file import (
 __all__ = [
     "EMBEDDED_FILE",
     "LARGE_STORE_BYTES",
+    "StoreSummary",
     "check_writable",
     "embedded_store",
     "empty_and_close",
+    "inspect_store",
     "embedded_store_path",
     "load_snapshot",
+    "store_lock",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,6 +221,64 @@ def _scratch_dir() -> Path:
     except OSError as exc:
         raise store_failure(exc, "create a private directory in",
                             Path(tempfile.gettempdir())) from exc
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What ``ti store check`` reports of one store file (``problem`` empty: it loads)."""
+
+    path: Path
+    exists: bool
+    size: int = 0
+    sealed: bool = False
+    problem: str = ""
+    keys: int = 0
+    decisions: int = 0
+    entries: int = 0
+
+
+async def inspect_store(path: Path, stream_name: str) -> StoreSummary:
+    """Load ``path`` privately (never writing it) and count its keys, hashes and entries."""
+    from ti_core.errors import StoreDamagedError
+    from ti_core.keys import DECISION_HASH_PREFIX
+
+    scratch = _scratch_dir()
+    try:
+        store, check = load_snapshot(path, scratch / "load")
+    except StoreDamagedError:
+        check = check_file(path)
+        return StoreSummary(path, check.exists, check.size, check.sealed,
+                            check.problem or "burner-redis cannot read it")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in await store.keys("*")]
+        decisions = sum(k.startswith(DECISION_HASH_PREFIX + ":") for k in keys)
+        entries = int(await store.xlen(stream_name)) if stream_name in keys else 0
+    finally:
+        await empty_and_close(store)
+    return StoreSummary(path, check.exists, check.size, check.sealed, "", len(keys), decisions,
+                        entries)
+
+
+@contextlib.contextmanager
+def store_lock(settings: TiSettings) -> Iterator[Path]:
+    """Hold the writers' lock (waiting up to 30 s) outside any store: for ``ti store``."""
+    import time
+
+    path = embedded_store_path(settings)
+    _make_data_dir(path)
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while (fd := _lock(path.with_suffix(".lock"))) is None:
+        if time.monotonic() > deadline:
+            raise StoreBusyError(f"the embedded store {path} stayed locked by another process "
+                                 f"for {_LOCK_WAIT_SECONDS:.0f} s; retry when it finishes")
+        time.sleep(0.05)
+    try:
+        clean_leftovers(path)
+        yield path
+    finally:
+        _unlock(fd)
 
 
 def _identity(path: Path) -> tuple[int, ...]:

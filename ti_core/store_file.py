@@ -14,6 +14,7 @@ and fsyncs the directory: a crash at any point leaves the old or the new file. E
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -34,8 +35,10 @@ __all__ = [
     "check_file",
     "clean_leftovers",
     "damaged",
+    "move_aside",
     "private_path",
     "replace_keeping_previous",
+    "restore_previous",
     "seal",
     "store_failure",
 ]
@@ -194,6 +197,43 @@ def replace_keeping_previous(new: Path, path: Path) -> None:
         os.replace(link, previous)
     os.replace(new, path)
     _fsync_dir(path.parent)
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename ``path`` to ``path.damaged-YYYYMMDDTHHMMSSZ`` (kept, never deleted); the new name."""
+    from datetime import UTC, datetime
+
+    if not os.path.lexists(path):
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        os.rename(path, aside)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise store_failure(exc, "move aside", path) from exc
+    return aside
+
+
+def restore_previous(path: Path) -> Path | None:
+    """Put a copy of ``path.prev`` in place of ``path`` (moved aside first); the aside name.
+
+    The copy is fsynced and renamed in, so ``.prev`` stays as it is for another attempt.
+    """
+    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
+    copy = private_path(path, "restore")
+    try:
+        shutil.copyfile(previous, copy)
+        with open(copy, "rb+") as f:
+            os.fsync(f.fileno())
+        aside = move_aside(path)
+        os.replace(copy, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            copy.unlink(missing_ok=True)
+        raise store_failure(exc, "restore the previous copy to", path) from exc
+    return aside
 
 
 def clean_leftovers(path: Path) -> list[Path]:

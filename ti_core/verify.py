@@ -25,6 +25,7 @@ from redis import exceptions as redis_errors
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
+from ti_core.lookup import explain_hash
 from ti_core.publish import content_digest
 from ti_core.replies import pipeline, text
 
@@ -160,6 +161,7 @@ def _fields(raw: Any) -> dict[str, Any]:
 def _check_hash(report: VerifyReport, key: str, fields: Any, entry: Any,
                 bounds: _StreamBounds) -> None:
     """Judge one hash against the entry it names (``entry`` is the XRANGE result or None)."""
+    judged = explain_hash(key, fields)
     fields = _fields(fields)
     envelope, reason = explain_payload(fields.get("json"))
     if envelope is None:
@@ -172,6 +174,8 @@ def _check_hash(report: VerifyReport, key: str, fields: Any, entry: Any,
         expected_key = f"<{exc}>"
     if expected_key != key:
         report.add("key_mismatch", f"{key}: holds {target.ticker} {target.trade_date}")
+    elif judged.problem:  # the flat fields `ti get` shows: missing, not numbers, disagreeing
+        report.add("undecodable_hash", f"{key}: {judged.problem}")
     if "entry_id" not in fields:
         report.add("unlinked", key)
         return
