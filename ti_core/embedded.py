@@ -15,6 +15,7 @@ they load their copy in the system's temporary directory.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import logging
@@ -82,9 +83,21 @@ class _SharedStore:
 # Open stores by path. An entry lives only while a connect() uses it (not a client cache):
 # concurrent tasks of one process share one store object instead of waiting on the file lock.
 _OPEN: dict[Path, _SharedStore] = {}
-# The last snapshot a reader loaded, by path, with the file's identity when it was read: a
-# poller (`ti tail`) reloads only when the file was replaced.
-_READ: dict[Path, tuple[tuple[int, ...], Any]] = {}
+
+
+@dataclass
+class _Loaded:
+    """A loaded store no writer holds, valid while the file keeps ``identity``."""
+
+    identity: tuple[int, ...]
+    store: Any
+    readers: int = 0
+    stale: bool = False
+
+
+# The last store loaded or saved, by path: the next open (a poller's, the next batch of a
+# backfill) reuses it while the file is unchanged instead of loading it again.
+_LOADED: dict[Path, _Loaded] = {}
 _GUARD = threading.Lock()
 _warned: set[Path] = set()
 
@@ -288,30 +301,70 @@ def _identity(path: Path) -> tuple[int, ...]:
         return ()
     except OSError as exc:
         raise store_failure(exc, "read", path) from exc
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-async def _reader(path: Path) -> tuple[Any, _SharedStore | None]:
-    """This process's open writer if any, else the file's snapshot (cached while unchanged)."""
+async def _reader(path: Path) -> tuple[Any, _SharedStore | _Loaded]:
+    """This process's open writer if any, else the file's snapshot (reused while unchanged)."""
     with _GUARD:
         shared = _OPEN.get(path)
         if shared is not None:
             shared.users += 1
             return shared.store, shared
     identity = _identity(path)
-    cached = _READ.get(path)
-    if cached is not None and cached[0] == identity:
-        return cached[1], None
+    with _GUARD:
+        loaded = _LOADED.get(path)
+        if loaded is not None and loaded.identity == identity:
+            loaded.readers += 1
+            return loaded.store, loaded
     scratch = _scratch_dir()
     try:
         store, _ = load_snapshot(path, scratch / "load")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    old = _READ.pop(path, None)
-    _READ[path] = (identity, store)
-    if old is not None:
-        await empty_and_close(old[1])
-    return store, None
+    _empty_at_exit(store)
+    fresh = _Loaded(identity, store, readers=1)
+    await _retire(_LOADED.get(path))
+    _LOADED[path] = fresh
+    return store, fresh
+
+
+async def _retire(loaded: _Loaded | None) -> None:
+    """Forget a loaded store; emptied now, or by its last reader."""
+    if loaded is None:
+        return
+    loaded.stale = True
+    if loaded.readers == 0:
+        await empty_and_close(loaded.store)
+
+
+async def _leave_reader(path: Path, loaded: _Loaded) -> None:
+    loaded.readers -= 1
+    if loaded.stale and loaded.readers == 0 and _LOADED.get(path) is not loaded:
+        await empty_and_close(loaded.store)
+
+
+def _empty_at_exit(store: Any) -> None:
+    """burner-redis serialises every store it made at exit (the write then fails, its
+    directory is gone): empty ours first. atexit runs this before burner's own hook, which
+    was registered earlier (at construction)."""
+
+    def empty() -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run(empty_and_close(store))
+
+    atexit.register(empty)
+
+
+def _reusable(path: Path) -> Any:
+    """The loaded store of ``path`` if the file did not change since (call holding the lock)."""
+    loaded = _LOADED.get(path)
+    if loaded is None:
+        return None
+    if loaded.identity != _identity(path) or loaded.readers:
+        return None
+    del _LOADED[path]
+    return loaded.store
 
 
 async def _acquire(path: Path) -> _SharedStore:
@@ -328,7 +381,10 @@ async def _acquire(path: Path) -> _SharedStore:
             if fd is not None:
                 try:
                     clean_leftovers(path)
-                    store, _ = load_snapshot(path, private_path(path, "work"))
+                    store = _reusable(path)
+                    if store is None:
+                        store, _ = load_snapshot(path, private_path(path, "work"))
+                        _empty_at_exit(store)
                 except BaseException:
                     _unlock(fd)
                     raise
@@ -379,10 +435,12 @@ def _warn_if_large(path: Path) -> None:
 
 
 async def _release(path: Path, shared: _SharedStore, save: bool) -> None:
-    """Save what this user wrote; the last user closes the store and drops the file lock."""
+    """Save what this user wrote; the last user keeps the store for reuse and drops the lock."""
+    saved = False
     try:
         if save:
             await _save(shared, path)
+            saved = True
     finally:
         with _GUARD:
             shared.users -= 1
@@ -391,7 +449,12 @@ async def _release(path: Path, shared: _SharedStore, save: bool) -> None:
                 del _OPEN[path]
         if last:
             try:
-                await empty_and_close(shared.store)
+                stale = _LOADED.pop(path, None)
+                if saved or not save:
+                    _LOADED[path] = _Loaded(_identity(path), shared.store)
+                else:  # a failed save: memory and file differ, drop the store
+                    await empty_and_close(shared.store)
+                await _retire(stale)
             finally:
                 _unlock(shared.fd)
 
@@ -405,12 +468,14 @@ async def embedded_store(settings: TiSettings, *, readonly: bool = False) -> Asy
     """
     path = embedded_store_path(settings)
     if readonly:
-        store, shared = await _reader(path)
+        store, holder = await _reader(path)
         try:
             yield store
         finally:
-            if shared is not None:
-                await _release(path, shared, save=False)
+            if isinstance(holder, _SharedStore):
+                await _release(path, holder, save=False)
+            else:
+                await _leave_reader(path, holder)
         return
     _make_data_dir(path)
     shared = await _acquire(path)
