@@ -22,7 +22,7 @@ __all__ = ["register"]
 
 _DESCRIPTION = """\
 The embedded store (no TI_REDIS_URL) lives in TI_DATA_DIR/store.dat. Every save writes a new
-file, checks it in with a checksum and renames it over the old one, which is kept as
+file sealed with a checksum and renames it over the old one, which is kept as
 store.dat.prev. A store.dat that does not load is left untouched and every command refuses
 to use it; then:
 

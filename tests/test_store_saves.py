@@ -227,3 +227,21 @@ def test_ti_tail_on_the_embedded_store_does_not_rewrite_it(tmp_path: Path) -> No
         assert fingerprint(store) == after
         code, err = tail.stop()
     assert code == 0 and "Traceback" not in err
+
+
+def test_a_store_past_the_size_limit_warns_once_pointing_at_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("ti_core.embedded.LARGE_STORE_BYTES", 10_000)
+    publish_store(tmp_path / "ti-data", 5)
+    publish_store(tmp_path / "ti-data", 6)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ti_core.embedded"]
+    assert len(warnings) == 1 and "set TI_REDIS_URL" in warnings[0], warnings
+
+
+def test_ti_store_help_explains_the_recovery(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["store", "--help"])
+    text = capsys.readouterr().out
+    for phrase in ("store.dat.prev", "ti store restore", "ti store reset --yes", "damaged-"):
+        assert phrase in text
