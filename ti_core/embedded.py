@@ -99,12 +99,23 @@ class _Loaded:
 # backfill) reuses it while the file is unchanged instead of loading it again.
 _LOADED: dict[Path, _Loaded] = {}
 _GUARD = threading.Lock()
+_CAPTURE = threading.Lock()
 _warned: set[Path] = set()
 
 
 @contextlib.contextmanager
 def _stderr_captured() -> Iterator[list[bytes]]:
-    """Capture file descriptor 2 (burner-redis reports a failed load there, from Rust)."""
+    """Capture file descriptor 2 (burner-redis reports a failed load there, from Rust).
+
+    One capture at a time: fd 2 is the process's, and nested swaps would lose it.
+    """
+    with _CAPTURE:
+        with _fd2_to_pipe() as chunks:
+            yield chunks
+
+
+@contextlib.contextmanager
+def _fd2_to_pipe() -> Iterator[list[bytes]]:
     sys.stderr.flush()
     read_end, write_end = os.pipe()
     saved = os.dup(2)
