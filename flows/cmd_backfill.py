@@ -103,10 +103,11 @@ def _backfill(args: argparse.Namespace) -> int:
     from flows.backfill_server import EarlyPrefectServer
 
     _tickers(args.tickers)  # the cheapest refusal first
-    from ti_core.embedded import check_writable
+    from ti_core.embedded import check_store
     from ti_core.settings import TiSettings
 
-    check_writable(TiSettings())  # a damaged or unwritable embedded store: before Prefect
+    # A damaged (or, unless a dry run, unwritable) embedded store: refused before Prefect.
+    check_store(TiSettings(), write=not args.dry_run)
     # Prefect's temporary server boots (seconds) while the calendar, Prefect and the flow load.
     with EarlyPrefectServer() as server:
         names, calendar = _prepare(args)

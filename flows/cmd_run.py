@@ -54,11 +54,11 @@ def _prepare(args: argparse.Namespace) -> TiSettings:
     if getattr(args, "allow_demo", False):
         os.environ["TI_ALLOW_DEMO_PUBLISH"] = "1"
     from ti_core.arena import ensure_demo_allowed, load_arena
-    from ti_core.embedded import check_writable
+    from ti_core.embedded import check_store
 
     settings = TiSettings()
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)
-    check_writable(settings)  # a damaged or unwritable embedded store: refuse before Prefect
+    check_store(settings)  # a damaged or unwritable embedded store: refuse before Prefect
     if not args.debug:
         # Failures are reported by this command in one line; tracebacks stay in the run's logs.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

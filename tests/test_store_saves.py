@@ -245,3 +245,23 @@ def test_ti_store_help_explains_the_recovery(capsys: pytest.CaptureFixture[str])
     text = capsys.readouterr().out
     for phrase in ("store.dat.prev", "ti store restore", "ti store reset --yes", "damaged-"):
         assert phrase in text
+
+
+def test_a_store_from_an_older_ti_without_checksum_is_read_then_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before the trailer existed, store.dat was burner-redis's plain snapshot."""
+    from ti_core.store_file import check_file
+
+    data_dir = tmp_path / "ti-data"
+    monkeypatch.setenv("TI_DATA_DIR", str(data_dir))
+    publish_store(data_dir, 3)
+    store = data_dir / "store.dat"
+    store.write_bytes(store.read_bytes()[:-56])  # strip the trailer: an older ti's file
+    assert not check_file(store).sealed
+    assert main(["store", "check"]) == 0
+    assert "no checksum (written by an older ti)" in capsys.readouterr().out
+    assert main(["get", "T1", "2026-01-05"]) == 0
+    publish_store(data_dir, 4)
+    assert check_file(store).sealed
+    assert main(["get", "T3", "2026-01-05"]) == 0

@@ -47,7 +47,7 @@ __all__ = [
     "EMBEDDED_FILE",
     "LARGE_STORE_BYTES",
     "StoreSummary",
-    "check_writable",
+    "check_store",
     "embedded_store",
     "empty_and_close",
     "inspect_store",
@@ -209,21 +209,22 @@ def _make_data_dir(path: Path) -> None:
         raise store_failure(exc, "create the data directory", path.parent) from exc
 
 
-def check_writable(settings: TiSettings) -> None:
-    """Refuse now, before a flow starts, when the embedded store could not be written.
+def check_store(settings: TiSettings, *, write: bool = True) -> None:
+    """Refuse now, before a flow starts, when the embedded store could not be used.
 
-    Checks the file (trailer and checksum; a file from an older ``ti`` is loaded once), the
-    data directory and the lock file, and that the free space holds one more copy.
+    Checks the file (trailer and checksum; a file from an older ``ti`` is loaded once) and,
+    for ``write``, the data directory, the lock file, and free space for one more copy.
     """
     if settings.redis_url is not None:
         return
     path = embedded_store_path(settings)
-    _make_data_dir(path)
-    try:
-        os.close(os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600))
-        free = os.statvfs(path.parent)
-    except OSError as exc:
-        raise store_failure(exc, "write in", path.parent) from exc
+    if write:
+        _make_data_dir(path)
+        try:
+            os.close(os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600))
+            free = os.statvfs(path.parent)
+        except OSError as exc:
+            raise store_failure(exc, "write in", path.parent) from exc
     check = check_file(path)
     if check.problem:
         raise damaged(path, check.problem)
@@ -234,7 +235,7 @@ def check_writable(settings: TiSettings) -> None:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         asyncio.run(empty_and_close(store))
-    if free.f_bavail * free.f_frsize < check.size + (1 << 20):
+    if write and free.f_bavail * free.f_frsize < check.size + (1 << 20):
         raise store_failure(OSError(28, "full"), "save a new copy of", path)
 
 
