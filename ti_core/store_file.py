@@ -146,7 +146,10 @@ def _copy_checked(path: Path, f: BinaryIO, size: int, out: BinaryIO | None) -> F
             break
         hasher.update(chunk)
         if out is not None:
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:  # the private copy's disk, not the store's
+                raise store_failure(exc, "copy to a private file", Path(out.name)) from exc
         left -= len(chunk)
     if left:
         return FileCheck(path, True, size, sealed, "it is shorter than when it was read")
