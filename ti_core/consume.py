@@ -29,7 +29,7 @@ from ti_core.keys import (
 )
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.reconnect import CONNECTION_LOST, Outage
-from ti_core.replies import text
+from ti_core.replies import pipeline, text
 
 __all__ = [
     "Entry",
@@ -295,7 +295,7 @@ async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict
     last_id = text(info.get("last-generated-id") or "0-0")
     out.update(exists=True, length=length, removed=removed, last_generated_id=last_id)
     rows = await client.xinfo_groups(stream_name)
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for row in rows:
         pipe.hgetall(group_lost_key(stream_name, text(row.get("name", ""))))
     recorded = await pipe.execute() if rows else []

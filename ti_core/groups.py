@@ -1,8 +1,8 @@
 """Consumer-group reading that never loses a good decision and never dies on one.
 
-A :class:`GroupReader` reads new entries with XREADGROUP (inside :data:`~ti_core.group_scripts.
-READ_NEW`, which also records entries trimmed before the group read them) and acknowledges an
-entry only after the handler returned. Delivery is at least once: handlers must be idempotent.
+A :class:`GroupReader` reads new entries with XREADGROUP (in one MULTI with
+:data:`~ti_core.group_scripts.GAP_CHECK`, which records entries trimmed before the group read
+them) and acknowledges an entry only after the handler returned. Delivery is at least once: handlers must be idempotent.
 
 **Attempts, not deliveries.** What decides that an entry is bad is how many times the *handler
 ran* on it and did not finish, recorded in Redis beside the group
@@ -57,7 +57,7 @@ from redis import exceptions as redis_errors
 from ti_core.consume import entry_payload, safe_block_ms, text
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
-from ti_core.group_scripts import CREATE_GROUP, READ_NEW
+from ti_core.group_scripts import CREATE_GROUP, GAP_CHECK
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
     attempts_key,
@@ -167,7 +167,6 @@ class GroupReader:
         self.block_ms = block_ms
         self.dead_letter_maxlen = dead_letter_maxlen
         self.give_up_after = give_up_after
-        self._read_new = _script(client, READ_NEW)
         self._group_ready = False
         self._pending_cursor: str | None = "0"  # own pending entries first, after a restart
         self._claim_cursor = "0-0"
@@ -221,14 +220,16 @@ class GroupReader:
         except BrokenPipeError:
             raise  # the handler's output is gone: not a Redis problem
         except redis_errors.ResponseError as exc:
-            if not str(exc).startswith("NOGROUP"):
+            if "NOGROUP " not in str(exc):  # alone, or quoted by a failed MULTI
                 raise
             await self._recreate_group()
             return GroupStats()
         except CONNECTION_LOST as exc:
             if isinstance(exc, RedisUnavailableError):
                 raise
-            raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+            detail = " ".join(str(exc).split())[:160]
+            raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}"
+                                        + (f": {detail}" if detail else "")) from exc
 
     async def _recreate_group(self) -> None:
         """The group (or the stream) was deleted under us: make it again where configured."""
@@ -265,20 +266,29 @@ class GroupReader:
     # -- sources ----------------------------------------------------------------------------
 
     async def _new_entries(self) -> list[tuple[str, Any]]:
-        """Entries never delivered to the group (XREADGROUP >); trim gaps are recorded."""
-        top, lost, entries = await self._read_new(
-            keys=[self.stream_name, self.lost_key],
-            args=[self.group, self.consumer, self.count])
+        """Entries never delivered to the group (XREADGROUP >); a trim gap passed is recorded.
+
+        One MULTI: the gap check, the read, and the stream's last id (what to wait after).
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.eval(GAP_CHECK, 2, self.stream_name, self.lost_key, self.group)
+        pipe.xreadgroup(self.group, self.consumer, {self.stream_name: ">"}, count=self.count)
+        (lost, top), reply = await pipe.execute()
         self._top = text(top)
         if lost:
             how_many = "an unknown number of" if int(lost) < 0 else str(lost)
             logger.warning("group %s lost %s entries of %s: trimmed before it read them "
                            "(recorded in %s)", self.group, how_many, self.stream_name,
                            self.lost_key)
-        return [(text(e[0]), _pairs(e[1])) for e in entries]
+        return [(text(entry_id), entry_fields) for entry_id, entry_fields in _entries(reply)]
 
     async def _wait_for_new(self) -> bool:
-        """Block (XREAD, not XREADGROUP) until the stream has an entry after the last seen."""
+        """Block until the stream has an entry after the last id seen by the empty read.
+
+        A blocking XREADGROUP cannot run in the MULTI that checks for trim gaps (and one issued
+        after it could pass a gap opened in between), so the reader waits with XREAD, which
+        delivers nothing, then reads through :meth:`_new_entries` again.
+        """
         until_claim = int((self._next_claim - self._now()) * 1000)
         block_ms = safe_block_ms(self.client, min(self.block_ms, max(1, until_claim)))
         reply = await self.client.xread({self.stream_name: self._top or "$"}, count=1,
@@ -445,13 +455,6 @@ def _decode(entry_fields: Any) -> tuple[TradingIntelligenceEnvelope | None, Any,
         return None, None, reason
     envelope, reason = explain_payload(payload)
     return envelope, payload, reason
-
-
-def _pairs(flat: Any) -> dict[Any, Any]:
-    """An entry's fields from a script reply (a flat list) as the mapping XREADGROUP gives."""
-    if isinstance(flat, Mapping):
-        return dict(flat)
-    return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
 def _entries(reply: Any) -> list[tuple[Any, Any]]:

@@ -31,6 +31,8 @@ CONNECTION_LOST = (redis_errors.ConnectionError, redis_errors.TimeoutError,
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RedisUnavailableError):
+        return str(exc)
     text = " ".join(str(exc).split())[:160]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
