@@ -202,6 +202,8 @@ def test_example_consumer_runs(run: Any, redis_url: str, sample_states: Any) -> 
     consumer = run([sys.executable, str(ROOT / "examples" / "consumer.py"),
                         "--url", redis_url, "--consumer", "e1", "--claim-idle-ms", "500"],
                        env_for(None))
+    started = f"consumer e1 of group engine started on {DEFAULT_STREAM_NAME}"
+    assert consumer.line().startswith(started)
     wait_blocked(redis_url, "xread", consumer)
     ids += publish(redis_url, [envelope(sample_states, ticker="TSLA", verdict="SELL")],
                    {"data": "not json"})

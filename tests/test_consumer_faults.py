@@ -55,15 +55,22 @@ async def test_poison_entry_that_kills_the_process_is_the_only_dead_letter(
 ) -> None:
     tickers = [f"T{i:03d}" for i in range(100)]
     tickers[9] = "POISON"
-    ids = [r.entry_id for r in await publish_many(
-        real_redis, [envelope(sample_states, ticker=t) for t in tickers])]
+    ids = [
+        r.entry_id
+        for r in await publish_many(
+            real_redis, [envelope(sample_states, ticker=t) for t in tickers]
+        )
+    ]
     script = tmp_path / "consumer.py"
     script.write_text(POISONED_CONSUMER)
     codes = []
     for restart in range(12):  # a new consumer name each time: the dead one's entries are
         proc = subprocess.run(  # reclaimed with XAUTOCLAIM, a whole batch at once
-            [sys.executable, str(script), redis_url, f"c{restart}"], timeout=60,
-            capture_output=True, text=True)
+            [sys.executable, str(script), redis_url, f"c{restart}"],
+            timeout=60,
+            capture_output=True,
+            text=True,
+        )
         codes.append(proc.returncode)
         assert proc.returncode in (0, 17), proc.stderr[-2000:]
         if proc.returncode == 0:
@@ -83,13 +90,19 @@ async def test_poison_entry_that_kills_the_process_is_the_only_dead_letter(
     assert await real_redis.hgetall(attempts_key(S, "engine")) == {}
 
 
-@pytest.mark.parametrize("broken", [ConsumerBrokenError("gateway refused us"),
-                                    BrokenPipeError(32, "Broken pipe"), MemoryError()])
+@pytest.mark.parametrize(
+    "broken",
+    [ConsumerBrokenError("gateway refused us"), BrokenPipeError(32, "Broken pipe"), MemoryError()],
+)
 async def test_a_broken_consumer_stops_and_leaves_the_entry_pending_uncharged(
     real_redis: Any, sample_states: Any, broken: BaseException
 ) -> None:
-    ids = [r.entry_id for r in await publish_many(
-        real_redis, [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT", "NVDA")])]
+    ids = [
+        r.entry_id
+        for r in await publish_many(
+            real_redis, [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT", "NVDA")]
+        )
+    ]
     seen: list[str] = []
 
     def handler(entry_id: str, env: Any) -> None:
@@ -110,8 +123,7 @@ async def test_a_broken_consumer_stops_and_leaves_the_entry_pending_uncharged(
     assert attempts in (None, b"0")
 
     handled: list[str] = []
-    reader = GroupReader(real_redis, "engine", "c1", lambda i, e: handled.append(i),
-                         max_attempts=1)
+    reader = GroupReader(real_redis, "engine", "c1", lambda i, e: handled.append(i), max_attempts=1)
     await asyncio.wait_for(reader.drain(), 5)
     assert handled == ids[1:]
 
@@ -119,8 +131,12 @@ async def test_a_broken_consumer_stops_and_leaves_the_entry_pending_uncharged(
 async def test_lost_connection_in_the_handler_pauses_run_and_retries_the_entry(
     real_redis: Any, sample_states: Any
 ) -> None:
-    ids = [r.entry_id for r in await publish_many(
-        real_redis, [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT")])]
+    ids = [
+        r.entry_id
+        for r in await publish_many(
+            real_redis, [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT")]
+        )
+    ]
     calls: list[str] = []
     stop = asyncio.Event()
 
@@ -131,8 +147,9 @@ async def test_lost_connection_in_the_handler_pauses_run_and_retries_the_entry(
         if entry_id == ids[1]:
             stop.set()
 
-    reader = GroupReader(real_redis, "engine", "c1", handler, start="0", max_attempts=1,
-                         block_ms=50)
+    reader = GroupReader(
+        real_redis, "engine", "c1", handler, start="0", max_attempts=1, block_ms=50
+    )
     await asyncio.wait_for(reader.run(stop=stop), 20)
     assert calls == [ids[0], ids[0], ids[0], ids[1]]  # paused twice, never dead-lettered
     assert await real_redis.xlen(DLQ) == 0
@@ -143,13 +160,19 @@ async def test_lost_connection_in_the_handler_pauses_run_and_retries_the_entry(
 async def test_a_recreated_group_gets_no_old_entry(
     real_redis: Any, sample_states: Any, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    old = [r.entry_id for r in await publish_many(
-        real_redis, [envelope(sample_states, trade_date=f"2026-04-{d:02d}") for d in range(1, 29)]
-        + [envelope(sample_states, ticker=f"OLD{i}") for i in range(22)])]
+    old = [
+        r.entry_id
+        for r in await publish_many(
+            real_redis,
+            [envelope(sample_states, trade_date=f"2026-04-{d:02d}") for d in range(1, 29)]
+            + [envelope(sample_states, ticker=f"OLD{i}") for i in range(22)],
+        )
+    ]
     dump = await real_redis.dump(S)  # a backup taken before the group existed
     handled: list[str] = []
-    reader = GroupReader(real_redis, "engine", "c1", lambda i, e: handled.append(i),
-                         start="$", block_ms=50)
+    reader = GroupReader(
+        real_redis, "engine", "c1", lambda i, e: handled.append(i), start="$", block_ms=50
+    )
     await reader.step(block=False)  # creates the group at the end
     (first,) = [r.entry_id for r in await publish_many(real_redis, [envelope(sample_states)])]
     await asyncio.wait_for(reader.drain(), 5)
@@ -159,8 +182,9 @@ async def test_a_recreated_group_gets_no_old_entry(
         await real_redis.delete(S)
         await real_redis.restore(S, 0, dump)
     await asyncio.wait_for(reader.step(block=False), 5)  # NOGROUP: recreated at "$"
-    (second,) = [r.entry_id for r in await publish_many(
-        real_redis, [envelope(sample_states, ticker="TSLA")])]
+    (second,) = [
+        r.entry_id for r in await publish_many(real_redis, [envelope(sample_states, ticker="TSLA")])
+    ]
     await asyncio.wait_for(reader.drain(), 5)
     assert handled == [first, second]
     assert not set(handled) & set(old)
@@ -168,14 +192,18 @@ async def test_a_recreated_group_gets_no_old_entry(
 
 
 async def test_loss_to_a_trim_is_still_reported_after_the_group_caught_up(
-    real_redis: Any, sample_states: Any, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], redis_url: str,
+    real_redis: Any,
+    sample_states: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
 ) -> None:
     envs = [envelope(sample_states, ticker=f"T{i:02d}") for i in range(20)]
     ids = [r.entry_id for r in await publish_many(real_redis, envs)]
     handled: list[str] = []
-    reader = GroupReader(real_redis, "engine", "c1", lambda i, e: handled.append(i),
-                         start="0", count=5)
+    reader = GroupReader(
+        real_redis, "engine", "c1", lambda i, e: handled.append(i), start="0", count=5
+    )
     await reader.step(block=False)  # reads 5, then lags 15 behind
     await GroupReader(real_redis, "idle", "i1", lambda i, e: None, start="$").step(block=False)
     await real_redis.xtrim(S, maxlen=10, approximate=False)  # 5 it had not read are gone
@@ -211,8 +239,10 @@ async def test_several_consumers_count_one_gap_once(real_redis: Any, sample_stat
     await GroupReader(real_redis, "engine", "a", lambda i, e: None, start="$").step(block=False)
     await publish_many(real_redis, [envelope(sample_states, ticker=f"T{i:02d}") for i in range(30)])
     await real_redis.xtrim(S, maxlen=12, approximate=False)
-    readers = [GroupReader(real_redis, "engine", name, lambda i, e: None, count=4)
-               for name in ("a", "b", "c")]
+    readers = [
+        GroupReader(real_redis, "engine", name, lambda i, e: None, count=4)
+        for name in ("a", "b", "c")
+    ]
     deadline = time.monotonic() + 10
     while (await group_lag(real_redis))["groups"][0]["lag"]:
         assert time.monotonic() < deadline

@@ -301,7 +301,7 @@ async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict
     recorded = await pipe.execute() if rows else []
     for row, losses in zip(rows, recorded, strict=True):
         lag, read = row.get("lag"), row.get("entries-read")
-        group = {
+        group: dict[str, Any] = {
             "name": text(row.get("name", "")),
             "consumers": int(row.get("consumers", 0)),
             "pending": int(row.get("pending", 0)),

@@ -38,7 +38,9 @@ end
 # Returns 1 if created, 0 if it existed (BUSYGROUP). A new group's counter is set (Redis 7) so
 # that its position is known from the start: "$" -> entries added so far; "0" -> the entries
 # already trimmed (a new group does not "lose" what was gone before it existed).
-CREATE_GROUP = _FIELD + """
+CREATE_GROUP = (
+    _FIELD
+    + """
 local args = {'XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM'}
 if redis.REDIS_VERSION_NUM and redis.REDIS_VERSION_NUM >= 0x070000 then
   local added, length = 0, 0
@@ -60,13 +62,16 @@ end
 redis.call('DEL', KEYS[2])
 return 1
 """
+)
 
 # KEYS[1] stream, KEYS[2] lost hash; ARGV[1] group. Runs in one MULTI with the XREADGROUP ... >
 # that follows it. A group positioned before the stream's first entry while entries were
 # trimmed is about to read past a gap (that read returns at least the first entry): record the
 # entries it never read, and set its counter past them. Returns {the count (-1: unknown), the
 # stream's last id} (after an empty read, the reader blocks for entries after that id).
-GAP_CHECK = _FIELD + """
+GAP_CHECK = (
+    _FIELD
+    + """
 local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
 if info.err then return {0, '0-0'} end
 local top = field(info, 'last-generated-id')
@@ -104,3 +109,4 @@ redis.call('HSETNX', KEYS[2], 'first_at_ms', ms)
 redis.call('HSET', KEYS[2], 'last_at_ms', ms, 'last_gap', last .. ' ' .. first[1])
 return {lost, top}
 """
+)

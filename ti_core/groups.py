@@ -2,7 +2,8 @@
 
 A :class:`GroupReader` reads new entries with XREADGROUP (in one MULTI with
 :data:`~ti_core.group_scripts.GAP_CHECK`, which records entries trimmed before the group read
-them) and acknowledges an entry only after the handler returned. Delivery is at least once: handlers must be idempotent.
+them) and acknowledges an entry only after the handler returned. Delivery is at least once:
+handlers must be idempotent.
 
 **Attempts, not deliveries.** What decides that an entry is bad is how many times the *handler
 ran* on it and did not finish, recorded in Redis beside the group

@@ -26,8 +26,13 @@ logger = logging.getLogger(__name__)
 # What "the connection to Redis is gone (for now)" looks like: redis-py's own errors (a server
 # still loading its data is a ConnectionError too), ours, and the OS's. BrokenPipeError is a
 # ConnectionError subclass but means a closed *output*; callers test for it first.
-CONNECTION_LOST = (redis_errors.ConnectionError, redis_errors.TimeoutError,
-                   RedisUnavailableError, ConnectionError, TimeoutError)
+CONNECTION_LOST = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    RedisUnavailableError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def _reason(exc: BaseException) -> str:
@@ -40,8 +45,9 @@ def _reason(exc: BaseException) -> str:
 class Outage:
     """The state of one reader's connection: fine, or lost since a given time."""
 
-    def __init__(self, what: str, give_up_after: float, *, base: float = 0.1,
-                 cap: float = 2.0) -> None:
+    def __init__(
+        self, what: str, give_up_after: float, *, base: float = 0.1, cap: float = 2.0
+    ) -> None:
         self.what = what
         self.give_up_after = give_up_after
         self.base = base
@@ -54,13 +60,18 @@ class Outage:
         now = time.monotonic()
         if self.since is None:
             self.since, self.tries = now, 0
-            logger.warning("%s: lost Redis (%s); reconnecting, giving up after %.0f s",
-                           self.what, _reason(exc), self.give_up_after)
+            logger.warning(
+                "%s: lost Redis (%s); reconnecting, giving up after %.0f s",
+                self.what,
+                _reason(exc),
+                self.give_up_after,
+            )
         elapsed = now - self.since
         if elapsed >= self.give_up_after:
             raise RedisUnavailableError(
                 f"{self.what}: Redis unreachable for {elapsed:.0f} s, giving up "
-                f"(last: {_reason(exc)})") from exc
+                f"(last: {_reason(exc)})"
+            ) from exc
         self.tries += 1
         delay = min(self.cap, self.base * 2 ** min(self.tries, 16))
         delay = delay / 2 + random.uniform(0, delay / 2)  # equal jitter: spread the herd
@@ -69,6 +80,7 @@ class Outage:
     def recovered(self) -> None:
         """After a success: if an outage was running, log that it is over."""
         if self.since is not None:
-            logger.warning("%s: Redis is back after %.1f s; resuming", self.what,
-                           time.monotonic() - self.since)
+            logger.warning(
+                "%s: Redis is back after %.1f s; resuming", self.what, time.monotonic() - self.since
+            )
             self.since = None
