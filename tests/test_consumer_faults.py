@@ -219,6 +219,10 @@ async def test_loss_to_a_trim_is_still_reported_after_the_group_caught_up(
     assert (rows["engine"]["lag"], rows["engine"]["pending"]) == (0, 0)
     assert rows["engine"]["lost_since"] is not None
     assert rows["idle"]["lost"] == 0  # created after the head was read: lost nothing
+    late = GroupReader(real_redis, "late", "l1", lambda i, e: None, start="0")
+    await asyncio.wait_for(late.drain(), 5)  # from the start, created after the trim
+    row = {g["name"]: g for g in (await group_lag(real_redis))["groups"]}["late"]
+    assert (row["lost"], row["lag"], row["entries_read"]) == (0, 0, 21)
     recorded = await real_redis.hgetall(group_lost_key(S, "engine"))
     assert (recorded[b"entries"], recorded[b"events"]) == (b"5", b"1")
 
