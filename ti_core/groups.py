@@ -225,9 +225,7 @@ class GroupReader:
                 raise
             await self._recreate_group()
             return GroupStats()
-        except CONNECTION_LOST as exc:
-            if isinstance(exc, RedisUnavailableError):
-                raise
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             detail = " ".join(str(exc).split())[:160]
             raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}"
                                         + (f": {detail}" if detail else "")) from exc

@@ -34,6 +34,8 @@ CONNECTION_LOST = (
     TimeoutError,
 )
 
+_REDIS_LOST = (redis_errors.ConnectionError, redis_errors.TimeoutError, RedisUnavailableError)
+
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, RedisUnavailableError):
@@ -54,22 +56,25 @@ class Outage:
         self.cap = cap
         self.since: float | None = None
         self.tries = 0
+        self.lost = "Redis"
 
     async def wait(self, exc: BaseException) -> None:
         """After a failure: log once, raise past the deadline, else sleep a jittered backoff."""
         now = time.monotonic()
         if self.since is None:
             self.since, self.tries = now, 0
+            self.lost = "Redis" if isinstance(exc, _REDIS_LOST) else "a connection"
             logger.warning(
-                "%s: lost Redis (%s); reconnecting, giving up after %.0f s",
+                "%s: lost %s (%s); retrying, giving up after %.0f s",
                 self.what,
+                self.lost,
                 _reason(exc),
                 self.give_up_after,
             )
         elapsed = now - self.since
         if elapsed >= self.give_up_after:
             raise RedisUnavailableError(
-                f"{self.what}: Redis unreachable for {elapsed:.0f} s, giving up "
+                f"{self.what}: {self.lost} unreachable for {elapsed:.0f} s, giving up "
                 f"(last: {_reason(exc)})"
             ) from exc
         self.tries += 1
@@ -80,7 +85,8 @@ class Outage:
     def recovered(self) -> None:
         """After a success: if an outage was running, log that it is over."""
         if self.since is not None:
+            back = "Redis is back" if self.lost == "Redis" else "working again"
             logger.warning(
-                "%s: Redis is back after %.1f s; resuming", self.what, time.monotonic() - self.since
+                "%s: %s after %.1f s; resuming", self.what, back, time.monotonic() - self.since
             )
             self.since = None
