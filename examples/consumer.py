@@ -2,8 +2,11 @@
 
 Run several copies with different ``--consumer`` names to share the work; kill one and the
 others pick up what it left pending after ``--claim-idle-ms``. Undecodable entries and entries
-your handler keeps failing on land in the dead-letter stream (``{stream}:dead``) with a reason;
-this process never stops on bad data. Stop it with Ctrl-C or SIGTERM.
+your handler keeps failing on (``--max-attempts`` calls that raised or crashed the process)
+land in the dead-letter stream (``{stream}:dead``) with a reason; this process never stops on
+bad data. It stops, leaving the entry pending for another consumer, when the failure is its
+own: a halt flag (raised as ``ConsumerBrokenError``), a closed output. A Redis restart or a
+dropped connection is ridden out (``--give-up-after`` seconds). Stop it with Ctrl-C or SIGTERM.
 
     python examples/consumer.py --url redis://localhost:6379/0 --group engine --consumer e1
 
@@ -11,6 +14,10 @@ The "engine" here is a toy: it turns each decision into a target position (+1 BU
 0 HOLD or low confidence) kept in a Redis hash. Replace :class:`Engine` with your strategy,
 keeping it idempotent: an entry can be delivered more than once (after a crash before its
 acknowledgement), so record what you applied in the same atomic step as the effect.
+
+What the handler raises tells the reader whose fault a failure is (docs/consuming.md):
+``ConsumerBrokenError``, ``BrokenPipeError``, ``OSError``, Redis errors, ``MemoryError`` mean
+"this consumer", and never count against the entry; any other exception means "this entry".
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ import sys
 from typing import Any
 
 from ti_core.connection import connect
-from ti_core.errors import RedisUnavailableError, TiError
-from ti_core.groups import GroupReader
+from ti_core.errors import TiError
+from ti_core.groups import ConsumerBrokenError, GroupReader
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.settings import TiSettings
+from ti_core.settings import TiSettings, redact_url
 
 log = logging.getLogger("example-consumer")
 
@@ -48,9 +55,13 @@ class Engine:
         self.client = client
         self.applied_key = f"example:{name}:applied"  # your engine's own keys
         self.positions_key = f"example:{name}:positions"
+        self.halt_key = f"example:{name}:halt"  # an operator sets it to stop trading
         self.min_confidence = min_confidence
 
     async def __call__(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> None:
+        if await self.client.exists(self.halt_key):
+            # Our problem, not the decision's: stop, and leave it pending for later.
+            raise ConsumerBrokenError(f"trading halted ({self.halt_key} is set)")
         d = envelope.decision
         s = d.synthesis
         position = {"BUY": 1, "SELL": -1, "HOLD": 0}[s.verdict]
@@ -64,30 +75,26 @@ class Engine:
               f"confidence {s.confidence:.2f} -> position {position:+d} ({entry_id})", flush=True)
 
 
-async def consume(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    """Read until ``stop``; on a Redis outage, reconnect with backoff instead of dying."""
+async def consume(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Read until ``stop``; ``GroupReader.run`` itself rides out Redis outages."""
     settings = TiSettings()
-    backoff = 1.0
-    while not stop.is_set():
+    stream = args.stream or settings.stream_name
+    async with connect(args.url, settings=settings) as client:
+        reader = GroupReader(
+            client, args.group, args.consumer,
+            Engine(client, args.group, args.min_confidence),
+            stream_name=stream, start="0" if args.from_start else "$",
+            max_attempts=args.max_attempts, claim_idle_ms=args.claim_idle_ms, block_ms=1000,
+            give_up_after=args.give_up_after or settings.reconnect_give_up_seconds,
+        )
+        print(f"consumer {args.consumer} of group {args.group} started on {stream} at "
+              f"{redact_url(args.url)}", flush=True)
         try:
-            async with connect(args.url, settings=settings) as client:
-                reader = GroupReader(
-                    client, args.group, args.consumer,
-                    Engine(client, args.group, args.min_confidence),
-                    stream_name=args.stream or settings.stream_name,
-                    start="0" if args.from_start else "$",
-                    max_attempts=args.max_attempts, claim_idle_ms=args.claim_idle_ms,
-                    block_ms=1000,
-                )
-                await reader.run(stop=stop)
-                backoff = 1.0
-        except RedisUnavailableError as exc:
-            log.warning("Redis unavailable (%s); retrying in %.0f s", exc, backoff)
-            try:
-                await asyncio.wait_for(stop.wait(), backoff)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, 30.0)
+            await reader.run(stop=stop)
+        except ConsumerBrokenError as exc:
+            log.error("stopping: %s; the entry stays pending for another consumer", exc)
+            return 3
+    return 0
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -95,8 +102,7 @@ async def main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)  # finish the current step, then leave
-    await consume(args, stop)
-    return 0
+    return await consume(args, stop)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +118,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-confidence", type=float, default=0.6)
     p.add_argument("--max-attempts", type=int, default=5)
     p.add_argument("--claim-idle-ms", type=int, default=60_000)
+    p.add_argument("--give-up-after", type=float,
+                   help="seconds to keep reconnecting to a lost Redis (default: "
+                   "TI_RECONNECT_GIVE_UP_SECONDS)")
     args = p.parse_args(argv)
     if not args.url:
         p.error("a Redis server is needed: pass --url or set TI_REDIS_URL")
@@ -122,6 +131,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         sys.exit(asyncio.run(main(parse_args())))
-    except TiError as exc:
+    except TiError as exc:  # e.g. Redis unreachable past --give-up-after
         print(f"consumer: {exc}", file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:  # our output was closed: stop quietly, the entry stays pending
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

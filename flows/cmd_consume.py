@@ -1,9 +1,12 @@
 """``ti tail`` and ``ti lag``: watch decisions arrive, and see how far behind each group is.
 
 ``ti tail`` prints one line (or one JSON object) per decision until Ctrl-C, which exits 0
-without a traceback. With ``--group`` it reads as a consumer of that group and acknowledges each
-decision once printed. With no ``TI_REDIS_URL`` it polls the embedded store, opening it only
-briefly each second so publishers are not locked out. No Prefect here.
+without a traceback, as does a closed output (``ti tail | head -1``: the decision it could not
+print stays pending for the group). With ``--group`` it reads as a consumer of that group and
+acknowledges each decision once printed. A Redis restart or dropped connection is ridden out
+(one line on stderr when lost, one when back; ``--give-up-after`` seconds, then exit 1). With
+no ``TI_REDIS_URL`` it polls the embedded store, opening it only briefly each second so
+publishers are not locked out. No Prefect here.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stream", help="stream name (default: TI_STREAM_NAME or the contract's)")
     p.add_argument("--claim-idle-ms", type=int, default=60_000,
                    help="with --group: reclaim entries another consumer left pending this long")
+    p.add_argument("--give-up-after", type=float, metavar="SECONDS",
+                   help="keep reconnecting to a lost Redis this long, then exit 1 "
+                   "(default: TI_RECONNECT_GIVE_UP_SECONDS, 300)")
     p.set_defaults(func=_tail_command)
     q = subparsers.add_parser(
         "lag", help="show each consumer group's lag and pending entries (XINFO GROUPS)",
@@ -105,6 +111,8 @@ def _until_signal(work: Callable[[], Awaitable[int]]) -> int:
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
         return 0
     except BrokenPipeError:  # `ti tail | head`: the reader left; so do we, quietly
+        # Python flushes stdout at exit: point it at /dev/null first, or that flush raises
+        # again (the recipe in the docs of the signal module, "Note on SIGPIPE").
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
@@ -117,32 +125,38 @@ def _tail_command(args: argparse.Namespace) -> int:
         raise ConfigError("--consumer needs --group")
     if args.group and settings.redis_url is None:
         raise ConfigError("consumer groups need a Redis server: set TI_REDIS_URL")
+    if args.give_up_after is not None and args.give_up_after <= 0:
+        raise ConfigError("--give-up-after must be a positive number of seconds")
 
     def show(entry_id: str, envelope: TradingIntelligenceEnvelope) -> None:
         _emit(format_line(entry_id, envelope, args.json))
 
     start = "0" if args.from_start else "$"
+    give_up = args.give_up_after or settings.reconnect_give_up_seconds
     if args.group:
         consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
         return _until_signal(lambda: _tail_group(settings, stream, args.group, consumer, start,
-                                                 args.claim_idle_ms, show))
+                                                 args.claim_idle_ms, give_up, show))
     if settings.redis_url is None:
         return _until_signal(lambda: _poll_embedded(settings, stream, start, show))
-    return _until_signal(lambda: _tail_server(settings, stream, start, show))
+    return _until_signal(lambda: _tail_server(settings, stream, start, give_up, show))
 
 
-async def _tail_server(settings: TiSettings, stream: str, start: str, show: Any) -> int:
+async def _tail_server(settings: TiSettings, stream: str, start: str, give_up: float,
+                       show: Any) -> int:
     async with connect(settings=settings) as client:
-        async for entry_id, envelope in tail(client, stream_name=stream, start=start):
+        async for entry_id, envelope in tail(client, stream_name=stream, start=start,
+                                             give_up_after=give_up):
             show(entry_id, envelope)
     return 0
 
 
 async def _tail_group(settings: TiSettings, stream: str, group: str, consumer: str, start: str,
-                      claim_idle_ms: int, show: Any) -> int:
+                      claim_idle_ms: int, give_up: float, show: Any) -> int:
+    """A closed output (BrokenPipeError from ``show``) stops the reader with the entry pending."""
     async with connect(settings=settings) as client:
         reader = GroupReader(client, group, consumer, show, stream_name=stream, start=start,
-                             claim_idle_ms=claim_idle_ms)
+                             claim_idle_ms=claim_idle_ms, give_up_after=give_up)
         await reader.run()
     return 0
 
@@ -205,12 +219,17 @@ def lag_lines(report: dict[str, Any]) -> list[str]:
 def _lag_warnings(g: dict[str, Any], maxlen: int, removed: int | None) -> list[str]:
     out = []
     if g["lost"]:
-        out.append(f"warning: {g['name']} lost {g['lost']} entries: trimmed before it read "
-                   "them (raise TI_STREAM_MAXLEN; rebuild from the lookup hashes)")
+        since = f" (first on {g['lost_since']})" if g.get("lost_since") else ""
+        out.append(f"warning: {g['name']} lost {g['lost']} entries{since}: trimmed before it "
+                   "read them (raise TI_STREAM_MAXLEN; rebuild from the lookup hashes)")
     elif g["lost"] is None and removed:
         out.append(f"warning: {g['name']} may have lost up to {removed} trimmed entries "
                    "(its position is before the stream's first entry)")
     if g["lag"] is not None and maxlen and g["lag"] >= 0.8 * maxlen:
         out.append(f"warning: {g['name']} is {g['lag']} entries behind, near the trim limit "
                    f"{maxlen}: raise TI_STREAM_MAXLEN or add consumers")
+    if g.get("lost_unknown_gaps"):
+        out.append(f"warning: {g['name']} read past {g['lost_unknown_gaps']} trim gaps of "
+                   "unknown size (its position was not counted)")
     return out
+

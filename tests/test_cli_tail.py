@@ -163,7 +163,7 @@ def test_ti_tail_group_acknowledges_and_ti_lag_reports(
     tail = run([TI, "tail", "--from-start", "--group", "desk", "--consumer", "d1"],
                    env_for(redis_url))
     assert [tail.line().split()[0] for _ in ids] == ids
-    wait_blocked(redis_url, "xreadgroup", tail)
+    wait_blocked(redis_url, "xread", tail)
     code, err = tail.stop(signal.SIGTERM)
     assert (code, "Traceback" in err) == (0, False), err
 
@@ -202,7 +202,9 @@ def test_example_consumer_runs(run: Any, redis_url: str, sample_states: Any) -> 
     consumer = run([sys.executable, str(ROOT / "examples" / "consumer.py"),
                         "--url", redis_url, "--consumer", "e1", "--claim-idle-ms", "500"],
                        env_for(None))
-    wait_blocked(redis_url, "xreadgroup", consumer)
+    started = f"consumer e1 of group engine started on {DEFAULT_STREAM_NAME}"
+    assert consumer.line().startswith(started)
+    wait_blocked(redis_url, "xread", consumer)
     ids += publish(redis_url, [envelope(sample_states, ticker="TSLA", verdict="SELL")],
                    {"data": "not json"})
     line = consumer.line()

@@ -19,7 +19,7 @@ from tests.test_consume import envelope, invalid_payload, v2_payload
 from ti_core import DEFAULT_STREAM_NAME, publish_many
 from ti_core.consume import group_lag
 from ti_core.groups import GroupReader, ensure_group
-from ti_core.keys import dead_letter_key
+from ti_core.keys import attempts_key, dead_letter_key
 
 S = DEFAULT_STREAM_NAME
 DLQ = dead_letter_key(S)
@@ -153,7 +153,8 @@ async def test_bad_entries_go_to_the_dead_letter_stream_with_reasons(
     assert report["dead_letters"] == 5
     assert report["groups"][0] | {"last_delivered_id": None} == {
         "name": "engine", "consumers": 1, "pending": 0, "last_delivered_id": None,
-        "entries_read": 7, "lag": 0, "lost": 0}
+        "entries_read": 7, "lag": 0, "lost": 0, "lost_recorded": 0, "lost_unknown_gaps": 0,
+        "lost_since": None, "lost_last_at": None}
 
 
 async def test_handler_failing_goes_to_dead_letters_after_max_attempts(
@@ -183,24 +184,26 @@ async def test_handler_failing_goes_to_dead_letters_after_max_attempts(
     assert (await real_redis.xpending(S, "engine"))["pending"] == 0
 
 
-async def test_entry_that_keeps_killing_consumers_is_dead_lettered_unhandled(
+async def test_deliveries_do_not_count_against_an_entry_handler_attempts_do(
     real_redis: Any, sample_states: Any
 ):
     envs = [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT")]
     ids = [r.entry_id for r in await publish_many(real_redis, envs)]
     await ensure_group(real_redis, S, "engine", "0")
-    await real_redis.xreadgroup("engine", "crashy", {S: ">"}, count=1)
-    for _ in range(2):  # two more "restarts" that died on it: delivered 3 times
-        await real_redis.xreadgroup("engine", "crashy", {S: "0"}, count=1)
+    await real_redis.xreadgroup("engine", "crashy", {S: ">"}, count=2)
+    for _ in range(6):  # six "restarts" that died before reaching them: delivered 7 times
+        await real_redis.xreadgroup("engine", "crashy", {S: "0"}, count=2)
+    await real_redis.hset(attempts_key(S, "engine"), ids[0], 3)  # its handler ran 3 times
     await asyncio.sleep(0.05)
     handled: list[str] = []
     reader = GroupReader(real_redis, "engine", "c2", lambda i, e: handled.append(i),
                          max_attempts=3, claim_idle_ms=20)
     await asyncio.wait_for(reader.drain(), 5)
-    assert handled == ids[1:]
+    assert handled == ids[1:]  # delivered 7 times, never attempted: handled normally
     (letter,) = await dead_letters(real_redis)
     assert letter["entry_id"] == ids[0].encode()
-    assert letter["reason"].startswith(b"delivered 4 times without an acknowledgement")
+    assert letter["reason"].startswith(b"handler failed or crashed 3 times")
+    assert await real_redis.hgetall(attempts_key(S, "engine")) == {}
 
 
 async def test_pending_entry_trimmed_away_is_recorded_as_lost(

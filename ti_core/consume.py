@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -20,13 +21,15 @@ from ti_core.errors import InvalidStateError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
     dead_letter_key,
+    group_lost_key,
     normalize_ticker,
     normalize_trade_date,
     validate_stream_name,
 )
 from ti_core.lookup import read_decision
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.replies import text
+from ti_core.reconnect import CONNECTION_LOST, Outage
+from ti_core.replies import pipeline, text
 
 __all__ = [
     "Entry",
@@ -152,16 +155,31 @@ async def tail(
     start: str = "$",
     count: int = 100,
     block_ms: int = 5000,
+    give_up_after: float | None = 300.0,
 ) -> AsyncIterator[Entry]:
     """Yield ``(entry_id, envelope)`` forever, skipping undecodable entries with a warning.
 
     ``start="$"`` yields entries added after the call (resolved once, so nothing published
     between two reads is missed); ``"0"`` replays history first; any entry id resumes after it.
+    A lost connection is ridden out: the tail logs one line, retries with backoff and jitter
+    from the last entry it yielded (so nothing is missed or repeated), logs one line when Redis
+    is back, and raises ``RedisUnavailableError`` after ``give_up_after`` seconds of failure
+    (``None``: at the first failure, after the client's own retries).
     """
     validate_stream_name(stream_name)
-    cursor = await stream_last_id(client, stream_name) if start == "$" else start
+    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0)
+    cursor: str | None = None if start == "$" else start
     while True:
-        entries = await _xread(client, stream_name, cursor, count, block_ms)
+        try:
+            if cursor is None:
+                cursor = await stream_last_id(client, stream_name)
+            entries = await _xread(client, stream_name, cursor, count, block_ms)
+        except CONNECTION_LOST as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            await outage.wait(exc)
+            continue
+        outage.recovered()
         if entries:
             cursor = text(entries[-1][0])
             for entry in _decoded(stream_name, entries):
@@ -212,29 +230,50 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms or 0), int(seq or 0)
 
 
-def _lost(group: dict[str, Any], removed: int | None, first_id: str | None) -> int | None:
-    """Entries trimmed before ``group`` read them: 0, a count, or None when Redis cannot tell.
+def _unread_trimmed(group: dict[str, Any], removed: int | None, first_id: str | None,
+                    last_id: str) -> int | None:
+    """Entries trimmed that ``group`` has not read and has not yet passed: 0, a count or None.
 
-    Trimming removes the oldest entries, so a group positioned at or after the first remaining
-    entry lost nothing; one positioned before it lost the removed entries it had not read.
+    Trimming removes the oldest entries, so a group positioned before the first remaining
+    entry is losing the removed entries it had not read (``removed - entries_read``). Once a
+    ``GroupReader`` reads past the gap it records the loss (see ``ti_core.group_scripts``) and
+    this is 0. A group read some other way and now caught up shows its loss in Redis's ``lag``
+    (entries counted as added, never delivered, none left), which is reported instead.
     """
     if removed is None:
         return None
-    if removed == 0 or (first_id is not None and _id_tuple(group["last_delivered_id"])
-                        >= _id_tuple(first_id)):
-        return 0
+    position = _id_tuple(group["last_delivered_id"])
+    if removed == 0 or (first_id is not None and position >= _id_tuple(first_id)):
+        caught_up = position >= _id_tuple(last_id)
+        return int(group["lag"] or 0) if caught_up and removed else 0
     if group["entries_read"] is not None:
         return max(0, removed - int(group["entries_read"]))
     return removed if group["last_delivered_id"] == "0-0" else None
+
+
+def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
+    """A group's lost hash (written by ``READ_NEW``) as report fields."""
+    fields = {text(k): text(v) for k, v in (raw or {}).items()}
+
+    def when(name: str) -> str | None:
+        ms = fields.get(name)
+        return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(
+            timespec="seconds")
+
+    return {"lost_recorded": int(fields.get("entries", 0)),
+            "lost_unknown_gaps": int(fields.get("unknown", 0)),
+            "lost_since": when("first_at_ms"), "lost_last_at": when("last_at_ms")}
 
 
 async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
     """Stream length and, per consumer group: consumers, pending, entries read, lag, lost.
 
     ``lag`` is Redis 7's count of entries not yet delivered to the group (``None`` when Redis
-    cannot tell or before 7.0). ``lost`` counts entries trimmed before the group read them
-    (``None``: unknown, up to ``removed``); Redis's own lag leaves those out. ``exists`` is
-    False (and ``groups`` empty) when nothing was published yet.
+    cannot tell or before 7.0). ``lost`` counts entries trimmed before the group read them:
+    those a ``GroupReader`` recorded when it read past the gap (``lost_recorded``, kept after
+    the group caught up, with ``lost_since`` and ``lost_last_at``) plus those it has yet to pass
+    (``None``: unknown). ``lost_unknown_gaps`` counts gaps whose size Redis could not tell.
+    ``exists`` is False (and ``groups`` empty) when nothing was published yet.
     """
     validate_stream_name(stream_name)
     out: dict[str, Any] = {"stream": stream_name, "exists": False, "length": 0, "groups": [],
@@ -250,11 +289,16 @@ async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict
     removed = None if added is None else max(0, int(added) - length)
     first = info.get("first-entry")
     first_id = text(first[0]) if first else None
-    out.update(exists=True, length=length, removed=removed,
-               last_generated_id=text(info.get("last-generated-id") or "0-0"))
-    for row in await client.xinfo_groups(stream_name):
+    last_id = text(info.get("last-generated-id") or "0-0")
+    out.update(exists=True, length=length, removed=removed, last_generated_id=last_id)
+    rows = await client.xinfo_groups(stream_name)
+    pipe = pipeline(client)
+    for row in rows:
+        pipe.hgetall(group_lost_key(stream_name, text(row.get("name", ""))))
+    recorded = await pipe.execute() if rows else []
+    for row, losses in zip(rows, recorded, strict=True):
         lag, read = row.get("lag"), row.get("entries-read")
-        group = {
+        group: dict[str, Any] = {
             "name": text(row.get("name", "")),
             "consumers": int(row.get("consumers", 0)),
             "pending": int(row.get("pending", 0)),
@@ -262,6 +306,8 @@ async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict
             "entries_read": None if read is None else int(read),
             "lag": None if lag is None else int(lag),
         }
-        group["lost"] = _lost(group, removed, first_id)
+        group.update(_recorded_loss(losses))
+        unread = _unread_trimmed(group, removed, first_id, last_id)
+        group["lost"] = None if unread is None else unread + group["lost_recorded"]
         out["groups"].append(group)
     return out

@@ -19,10 +19,12 @@ __all__ = [
     "DEFAULT_STREAM_NAME",
     "KEY_PREFIX",
     "TICKER_MAX_LEN",
+    "attempts_key",
     "correlation_key",
     "dead_letter_key",
     "decision_hash_key",
     "failure_key",
+    "group_lost_key",
     "latest_key",
     "normalize_ticker",
     "normalize_trade_date",
@@ -141,3 +143,13 @@ def failure_key(stream_name: str) -> str:
 def dead_letter_key(stream_name: str) -> str:
     """Dead-letter stream of ``stream_name``: entries a consumer group could not handle, and why."""
     return f"{stream_name}:dead"
+
+
+def attempts_key(stream_name: str, group: str) -> str:
+    """Handler attempts per pending entry of ``group``: field entry id -> times the handler ran."""
+    return f"{stream_name}:attempts:{group}"
+
+
+def group_lost_key(stream_name: str, group: str) -> str:
+    """Entries trimmed before ``group`` read them: a hash of counts and when (never trimmed)."""
+    return f"{stream_name}:lost:{group}"

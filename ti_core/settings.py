@@ -95,6 +95,12 @@ class TiSettings(BaseSettings):
         ge=0,
         description="Client retries on connection errors and timeouts (writes are idempotent).",
     )
+    reconnect_give_up_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Consumers (ti tail, GroupReader) keep reconnecting to a lost Redis this "
+        "long, then give up with one line and a non-zero exit.",
+    )
     arena: str | None = Field(
         default=None,
         description="Arena runner spec: 'replay:DIR', 'package.module:function' or 'demo'.",

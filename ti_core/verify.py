@@ -22,6 +22,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
@@ -46,6 +47,7 @@ INFORMATIONAL = (
     "trimmed",  # a hash's entry is older than the stream's first entry (MAXLEN did it)
     "superseded",  # an entry whose (ticker, date) hash now names a later decision
     "unlinked",  # a hash without entry_id (written by the original module or another tool)
+    "group_lost",  # a consumer group lost entries trimmed before it read them (see `ti lag`)
 )
 # XTRIM MAXLEN ~ removes whole radix-tree nodes (stream-node-max-entries, 100 by default).
 APPROXIMATE_SLACK = 100
@@ -302,6 +304,10 @@ async def verify_store(
     bounds, report.stream_length = await _bounds(client, stream_name)
     await _audit_hashes(client, report, stream_name, page_size, bounds)
     await _audit_stream(client, report, stream_name, page_size)
+    for group in (await group_lag(client, stream_name))["groups"] if bounds.exists else []:
+        if group["lost"]:
+            report.add("group_lost", f"group {group['name']} lost {group['lost']} entries "
+                       f"(trimmed before it read them; first {group['lost_since'] or '?'})")
     allowed = maxlen + (APPROXIMATE_SLACK if approximate else 0)
     if maxlen > 0 and report.stream_length > allowed:
         report.add("over_bound", f"{stream_name}: {report.stream_length} entries, bound {maxlen}"
