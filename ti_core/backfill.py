@@ -255,7 +255,8 @@ async def _record(client: Any, outcomes: list[Outcome], stream_name: str, wait: 
         await _patiently(write, wait, "recording outcomes")
     except Exception as exc:  # bookkeeping: never turns published decisions into a failure
         logger.warning("backfill: failure records of %d items not updated (%s); the decisions "
-                       "themselves are as reported", len(outcomes), " ".join(str(exc).split())[:300])
+                       "themselves are as reported", len(outcomes),
+                       " ".join(str(exc).split())[:300])
 
 
 async def backfill_batch(

@@ -5,8 +5,9 @@ it has no hash but an entry was appended for it (the ``{stream}:latest:{T}:{D}``
 publish that wrote the entry alone, e.g. by ``publish_envelope`` or an older version, and
 died before the hash; publishing it again heals it); *failed* when the failure hash
 ``keys.failure_key(stream)`` has a ``TICKER:DATE`` field (JSON ``{"reason", "at"}``, written
-by a failed attempt, deleted by a successful one); else *missing*. :func:`classify` answers for a batch in one pipelined round trip; the grid is built
-from it in chunks, so ``ti status`` over hundreds of tickers and sessions needs no Prefect.
+by a failed attempt, deleted by a successful one); else *missing*. :func:`classify` answers
+for a batch in one pipelined round trip; the grid is built from it in chunks, so
+``ti status`` over hundreds of tickers and sessions needs no Prefect.
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core.decoder import explain_payload
-from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
-from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.connection import raise_mapped
+from ti_core.decoder import explain_payload
+from ti_core.errors import InvalidStateError, TiError
+from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.publish import content_digest
 from ti_core.publish_scripts import publish_order
 from ti_core.replies import pipeline, text
