@@ -245,7 +245,7 @@ async def _audit_hashes(client: Any, report: VerifyReport, stream: str, page: in
 
 async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any]) -> None:
     pipe = pipeline(client)
-    judged: list[tuple[str, str]] = []  # (entry id, hash key) of each decodable entry
+    judged: list[tuple[str, str, int, str]] = []  # (entry id, hash key, order, cid)
     for raw_id, raw_fields in entries:
         entry_id = text(raw_id)
         report.entries += 1
