@@ -112,7 +112,7 @@ class _Decision:
         envelope = json.loads(envelope_json)
         synthesis = envelope["decision"]["synthesis"]
         self.row.update(
-            status="published" if stream["own"] else "unchanged",
+            status="published" if stream["created"] else "unchanged",
             verdict=synthesis["verdict"], confidence=synthesis["confidence"],
             score=synthesis["ensemble_score"], entry_id=stream["entry_id"], hash_key=hash_key,
             correlation_id=envelope["correlation_id"], stream=s.stream_name,
