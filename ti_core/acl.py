@@ -42,12 +42,13 @@ def producer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
 def consumer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
     """The rules a consumer needs: read the hashes, the records ``ti status`` shows and the
     stream; keep its consumer groups on the stream; append only to the dead-letter stream
-    (a Redis 7 selector: ``XADD`` is allowed on that key alone)."""
+    (a Redis 7 selector: ``XADD`` is allowed on that key alone). The selector is quoted, as
+    ``redis-cli`` needs it; split the rule like a shell (``shlex.split``) to send it."""
     validate_stream_name(stream_name)
     reads = (f"%R~{DECISION_HASH_PREFIX}:* %R~{stream_name}:latest:* %R~{stream_name}:failures "
              f"%R~{stream_name}:dead")
     return (f"resetkeys ~{stream_name} {reads} resetchannels -@all "
-            f"{' '.join(_CONSUMER_COMMANDS)} (~{stream_name}:dead +xadd)")
+            f"{' '.join(_CONSUMER_COMMANDS)} \"(~{stream_name}:dead +xadd)\"")
 
 
 def setuser_line(user: str, rule: str) -> str:
