@@ -72,14 +72,21 @@ end
 local ts = tonumber(ts_text)
 """
 # The hash is kept (not written), unless forced, when it already holds this entry, or a
-# later order, or the same one from a greater correlation id (a total order).
+# later order, or the same one from a greater correlation id (a total order). The held order
+# is capped at its own entry's time too: a hash an older version wrote from a clock running
+# ahead does not outrank a later decision.
 _HASH_READ = """
 local cur_ts = tonumber(redis.call('HGET', kh, 'published_ts') or '')
+local cur_entry = redis.call('HGET', kh, 'entry_id')
+if cur_ts and cur_entry then
+  local held_cap = string.match(cur_entry, '^(%d+)')
+  if held_cap and tonumber(held_cap .. '999') < cur_ts then cur_ts = tonumber(held_cap .. '999') end
+end
 """
 _HASH_WRITE = _ORDER + """
 local keep = false
 if ARGV[a + 4] == '0' then
-  if created ~= 1 and redis.call('HGET', kh, 'entry_id') == entry then
+  if created ~= 1 and cur_entry == entry then
     keep = true
   elseif cur_ts and cur_ts > ts then
     keep = true

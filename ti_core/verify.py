@@ -274,7 +274,7 @@ async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any
         if not exists:
             report.add("orphan_entry", f"{entry_id}: no hash {key} (publish again to heal)")
         elif linked is not None and text(linked) != entry_id:
-            held = _order_of(held_ts, held_cid)
+            held = _order_of(held_ts, held_cid, text(linked))
             if held is not None and (order, cid) > held:
                 report.add("stale_hash", f"{key} -> {text(linked)} hides the later-ordered "
                            f"entry {entry_id}")
@@ -282,12 +282,18 @@ async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any
                 report.add("superseded", f"{entry_id}: {key} -> {text(linked)}")
 
 
-def _order_of(ts: Any, cid: Any) -> tuple[int, str] | None:
-    """A hash's (order, correlation id), or None for a hash without ``published_ts``."""
+def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
+    """A hash's (order, correlation id), or None for a hash without ``published_ts``. The
+    order is capped at its entry's time, as the scripts do: a hash an older version wrote
+    from a clock running ahead is judged by when its entry really arrived."""
     try:
-        return int(text(ts)), text(cid) if cid is not None else ""
+        order = int(text(ts))
     except (TypeError, ValueError):
         return None
+    head = entry_id.partition("-")[0]
+    if head.isdigit():
+        order = min(order, int(head) * 1000 + 999)
+    return order, text(cid) if cid is not None else ""
 
 
 async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: int) -> None:
