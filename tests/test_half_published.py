@@ -151,7 +151,8 @@ async def _orphan(client: Any, admin: redis.Redis, ticker: str) -> TradingIntell
     with pytest.raises(PublishError) as caught:
         await publish_decision_hash(client, env)
     message = str(caught.value)
-    assert "out of memory" in message and f"lookup hash of {ticker} {DAY} was not written" in message
+    assert "out of memory" in message
+    assert f"lookup hash of {ticker} {DAY} was not written" in message
     admin.config_set("maxmemory", 0)
     return env
 
