@@ -74,6 +74,11 @@ def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Any:
         raise ConfigError(f"cannot use Redis URL {redact_url(raw)}: {type(exc).__name__}") from None
     pool = client.connection_pool
     pool.connection_class = _hiredis_packing(pool.connection_class)  # before any connection
+    try:  # an option the connection class does not take (?ssl_password= on redis://) fails
+        pool.connection_class(**pool.connection_kwargs)  # here, not at the first command
+    except TypeError as exc:
+        raise ConfigError(f"cannot use Redis URL {redact_url(raw)}: {_first_line(exc)} (TLS "
+                          "options need rediss://)") from None
     return client
 
 
