@@ -208,8 +208,8 @@ def _print_grid(grid: Any) -> None:
     from rich.text import Text
 
     months = sorted({d[:7] for d in grid.sessions})
-    table = Table(title=f"coverage ({grid.calendar}): # published  o orphan_entry (entry "
-                  "without its hash: publish again to heal)  x failed  . missing")
+    table = Table(title=f"coverage ({grid.calendar}): # published  o orphan_entry  x failed  "
+                  ". missing")
     table.add_column("ticker", style="bold")
     for month in months:
         table.add_column(month, no_wrap=True)
@@ -227,6 +227,10 @@ def _print_grid(grid: Any) -> None:
         table.add_row(ticker, *cells, *counts)
     console = Console()
     console.print(table)
+    if grid.counts()["orphan_entry"]:
+        console.print("o orphan_entry: an entry on the stream without its lookup hash; publish "
+                      "again to heal it (ti backfill --only missing)", markup=False,
+                      highlight=False)
     for item, reason in grid.failures.items():
         console.print(f"failed {item}: {reason}", markup=False, highlight=False)
     holidays = [f"{d} ({r})" for d, r in grid.skipped if r != "weekend"]
