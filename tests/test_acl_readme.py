@@ -199,3 +199,40 @@ def test_wrong_password_is_one_line_and_tried_once(
     assert "not-the-SECRET" not in err
     failures = [e for e in admin.acl_log() if e.get("reason") == "auth"]
     assert len(failures) == 1 and failures[0]["count"] == 1  # TI_RETRIES=3: not retried
+
+
+def test_producer_backfills_from_the_readme(server: RedisProcess, admin: redis.Redis) -> None:
+    """The backfill core with the producer's rights: classify (HEXISTS, HMGET), publish,
+    failure records (HSET for a failed item, HDEL for the rest)."""
+    from ti_core.arena import load_arena
+    from ti_core.backfill import backfill_batch, plan_items
+
+    async def go() -> Any:
+        client = open_redis(url(server, "ti-producer"))
+        try:
+            items = list(plan_items(["NVDA", "AAPL"], ["2026-05-11", "2026-05-12"]))
+            first = await backfill_batch(client, load_arena("demo"), items)
+            again = await backfill_batch(client, load_arena("demo"), items)
+        finally:
+            await client.aclose()
+        return first, again
+
+    first, again = asyncio.run(go())
+    assert first.count("published") == 4 and again.skipped == 4
+    assert admin.xlen(S) == 4
+
+
+@pytest.mark.prefect
+def test_ti_run_with_each_user_from_the_readme(
+    prefect_harness: None, server: RedisProcess, admin: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TI_TASK_RETRIES", "0")
+    argv = ["run", "NVDA", "--date", "2026-05-11", "--arena", "tests.arena_fixtures:sync_arena"]
+    code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-consumer"))
+    assert code == 1 and out == ""
+    one_line(err, "user 'ti-consumer'", "lacks the right +evalsha")
+    assert admin.xlen(S) == 0
+    code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-producer"))
+    assert code == 0 and out.startswith("NVDA 2026-05-11: BUY"), err
+    assert admin.xlen(S) == 1

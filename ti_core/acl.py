@@ -15,10 +15,10 @@ __all__ = ["consumer_acl_rule", "producer_acl_rule", "setuser_line"]
 
 # What a producer sends: the publish scripts (and the commands they call), their reload, the
 # trim; the pipeline's and backfill's bookkeeping (failure records: HSET/HDEL/HMGET; "only
-# missing" and ``ti status``: HEXISTS; TIME); CLIENT SETNAME, sent on connect for our name.
+# missing" and ``ti status``: HEXISTS); CLIENT SETNAME, sent on connect for our name.
 _PRODUCER_COMMANDS = (
     "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
-    "+hdel", "+hmget", "+hexists", "+time", "+client|setname",
+    "+hdel", "+hmget", "+hexists", "+client|setname",
 )
 # What a consumer sends: ``ti get`` / get_decision (HGETALL, HGET), tail (XREAD, XRANGE,
 # XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
