@@ -243,3 +243,17 @@ async def test_orphan_entry_is_healed_by_the_next_flow_run(
     row = await publish_decision("TSLA", DAY, arena=ARENA)
     assert row["status"] == "unchanged"  # the identical decision's entry, now with its hash
     await asyncio.to_thread(assert_one_pair, admin, "TSLA", capsys)
+
+
+@pytest.mark.prefect
+async def test_a_broken_failure_record_never_fails_a_published_decision(
+    prefect_harness: None, admin: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.pipeline import publish_decision
+    from ti_core.keys import failure_key
+
+    admin.set(failure_key(S), "a string where the failure hash should be")  # WRONGTYPE
+    state = await publish_decision("MSFT", DAY, arena=ARENA, return_state=True)
+    assert state.is_completed(), state.message
+    assert (await state.result())["status"] == "published"
+    await asyncio.to_thread(assert_one_pair, admin, "MSFT", capsys)
