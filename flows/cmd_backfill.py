@@ -20,8 +20,9 @@ from ti_core.errors import TiError
 
 __all__ = ["register"]
 
-MARKS = {"published": "#", "failed": "x", "missing": "."}
-STYLES = {"published": "green", "failed": "bold red", "missing": "dim"}
+MARKS = {"published": "#", "orphan_entry": "o", "failed": "x", "missing": "."}
+STYLES = {"published": "green", "orphan_entry": "bold yellow", "failed": "bold red",
+          "missing": "dim"}
 
 
 def _tickers(text: str) -> list[str]:
@@ -212,11 +213,12 @@ def _print_grid(grid: Any) -> None:
     from rich.text import Text
 
     months = sorted({d[:7] for d in grid.sessions})
-    table = Table(title=f"coverage ({grid.calendar}): # published  x failed  . missing")
+    table = Table(title=f"coverage ({grid.calendar}): # published  o orphan_entry  x failed  "
+                  ". missing")
     table.add_column("ticker", style="bold")
     for month in months:
         table.add_column(month, no_wrap=True)
-    for column in ("published", "failed", "missing"):
+    for column in STYLES:
         table.add_column(column, justify="right")
     for ticker, row in grid.cells.items():
         cells: list[Any] = []
@@ -226,10 +228,14 @@ def _print_grid(grid: Any) -> None:
                 if day.startswith(month):
                     text.append(MARKS[state], style=STYLES[state])
             cells.append(text)
-        counts = [str(row.count(state)) for state in ("published", "failed", "missing")]
+        counts = [str(row.count(state)) for state in STYLES]
         table.add_row(ticker, *cells, *counts)
     console = Console()
     console.print(table)
+    if grid.counts()["orphan_entry"]:
+        console.print("o orphan_entry: an entry on the stream without its lookup hash; publish "
+                      "again to heal it (ti backfill --only missing)", markup=False,
+                      highlight=False)
     for item, reason in grid.failures.items():
         console.print(f"failed {item}: {reason}", markup=False, highlight=False)
     holidays = [f"{d} ({r})" for d, r in grid.skipped if r != "weekend"]

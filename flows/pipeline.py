@@ -1,6 +1,7 @@
 """The Prefect flows: ``publish_decision`` (one ticker and date) and ``daily`` (a fan-out).
 
-Each decision is run-arena -> build-envelope -> publish-stream -> publish-hash, then a
+Each decision is run-arena -> build-envelope -> publish-stream (entry and hash, one script) ->
+publish-hash (confirms the hash, or heals an entry found without one), then a
 markdown card (``decision-{ticker}-{date}``) and a ``ti.decision.published`` event; a failure
 becomes a row with its reason, a failure record in Redis (best effort) and a
 ``ti.decision.failed`` event. A flow run with any failure ends Failed after the others have
@@ -37,7 +38,7 @@ from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
 from ti_core.calendar import current_session
 from ti_core.connection import embedded_store_path
 from ti_core.errors import TiError
-from ti_core.keys import normalize_ticker, normalize_trade_date
+from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
 from ti_core.settings import TiSettings
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
@@ -97,12 +98,17 @@ class _Decision:
             cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
             envelope_json = await build_envelope(state, self.ticker, self.trade_date, cid,
                                            self.runner.is_demo)
-            stage = "publish-stream"
+            stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
-            stage = "publish-hash"
-            hash_key = await configured(publish_hash, s)(envelope_json, self.force)
         except Exception as exc:
             return await self._failed(stage, exc)
+        try:  # confirms (or heals) the hash publish-stream already wrote with the entry
+            hash_key = await configured(publish_hash, s)(envelope_json, self.force)
+        except Exception as exc:
+            hash_key = decision_hash_key(self.ticker, self.trade_date)
+            self.row["note"] = _reason("publish-hash (entry and hash already written together)",
+                                       exc)
+            get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, self.row["note"])
         envelope = json.loads(envelope_json)
         synthesis = envelope["decision"]["synthesis"]
         self.row.update(

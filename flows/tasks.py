@@ -16,6 +16,7 @@ open their own Redis client, so a retry or a retried flow run starts from clean 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from ti_core.connection import connect
 from ti_core.errors import is_retryable
 from ti_core.keys import failure_key
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.publish import TrimPolicy, append_envelope, publish_decision_hash
+from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.settings import TiSettings
 from ti_core.wire import payload_and_digest
 
@@ -44,6 +45,7 @@ __all__ = [
     "run_arena",
 ]
 
+logger = logging.getLogger(__name__)
 RETRY_JITTER = 0.5
 _CACHED = INPUTS + RUN_ID
 
@@ -83,34 +85,43 @@ async def build_envelope(
 
 @task(name="publish-stream", cache_policy=NO_CACHE, retry_condition_fn=retry_worthy)
 async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, Any]:
-    """Append the envelope to the stream: ``{"entry_id", "created"}``; a retry gets the same id.
+    """Write the entry AND its lookup hash in one script (``publish_many``): no failure after
+    this task can leave the entry without its hash. A retry gets the same entry id.
 
-    ``created`` is False when this envelope (a retry) or an identical decision was already the
-    pair's last entry, so nothing was appended.
+    Returns ``{"entry_id", "created", "own", "hash_written"}``: ``created`` is True when this
+    call appended; ``own`` when the entry is this envelope's (this call or an earlier attempt
+    of it), False when an identical decision already on the stream was returned instead.
     """
     s = TiSettings()
     envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
     async with connect(settings=s) as client:
-        entry_id, created = await append_envelope(
+        (result,) = await publish_many(
             client,
-            s.stream_name,
-            envelope,
+            [envelope],
+            stream_name=s.stream_name,
             force=force,
             trim=TrimPolicy.from_settings(s),
             idempotency_ttl=s.idempotency_ttl_seconds,
         )
-    return {"entry_id": entry_id, "created": created}
+    return {"entry_id": result.entry_id, "created": result.created, "own": result.own_entry,
+            "hash_written": result.hash_written}
 
 
 @task(name="publish-hash", cache_policy=NO_CACHE, retry_condition_fn=retry_worthy)
 async def publish_hash(envelope_json: str, force: bool = False) -> str:
-    """Write the lookup hash (after the stream entry) and clear any failure record of the pair."""
+    """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
+    one), then clear the pair's failure record: best effort, a failed clear never fails the
+    decision, which is published."""
     s = TiSettings()
     envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
     target = envelope.decision.target
     async with connect(settings=s) as client:
         key = await publish_decision_hash(client, envelope, force=force, stream_name=s.stream_name)
-        await client.hdel(failure_key(s.stream_name), f"{target.ticker}:{target.trade_date}")
+        try:
+            await client.hdel(failure_key(s.stream_name), f"{target.ticker}:{target.trade_date}")
+        except Exception as exc:  # bookkeeping only: the decision itself is published
+            logger.warning("%s %s: failure record not cleared (%s)", target.ticker,
+                           target.trade_date, " ".join(str(exc).split())[:200])
     return key
 
 

@@ -30,7 +30,6 @@ from ti_core import (
     DEFAULT_STREAM_NAME,
     ConfigError,
     PublishError,
-    RedisUnavailableError,
     TiSettings,
     connect,
     publish_decision_hash,
@@ -152,7 +151,6 @@ async def test_producer_user_can_publish_everything_it_needs(
     assert await producer.hmget(failure_key(S), ["ACL:2026-05-11"]) == [b"{}"]
     await producer.hdel(failure_key(S), "ACL:2026-05-11")
     assert await producer.hexists(results[0].hash_key, "json")  # backfill --only missing
-    assert (await producer.time())[0] > 0  # backfill's entry lag
     info = {c["name"]: c["user"] for c in admin.client_list()}
     assert info.get("ti") == USER  # CLIENT SETNAME was allowed
 
@@ -164,9 +162,8 @@ async def test_commands_outside_the_rule_are_refused(producer: Any, admin: redis
                     producer.config_get("*")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             await refused
-    with pytest.raises(PublishError, match="NoPermissionError") as caught:
-        await publish_envelope(producer, "other:stream", envelope())
-    assert not isinstance(caught.value, RedisUnavailableError)  # not worth retrying
+    with pytest.raises(ConfigError, match="user 'ti-producer' .* lacks the right access to a key"):
+        await publish_envelope(producer, "other:stream", envelope())  # never retried
     assert admin.exists("other:stream") == 0
 
 

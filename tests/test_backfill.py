@@ -115,7 +115,8 @@ async def test_bad_state_and_refused_write_fail_only_their_item(
     assert report.count("published") == 61
 
     grid = await status_grid(real_redis, TICKERS, APRIL)
-    assert grid.counts() == {"published": 61, "failed": 2, "missing": 0}
+    assert grid.counts() == {"published": 61, "orphan_entry": 0, "failed": 2,
+                             "missing": 0}
     assert grid.cells["NVDA"][APRIL.sessions.index("2026-04-02")] == "failed"
     assert set(grid.failures) == {"NVDA:2026-04-02", "BRK.B:2026-04-06"}
     assert grid.as_dict()["tickers"]["AAPL"]["2026-04-01"] == "published"

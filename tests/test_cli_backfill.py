@@ -89,7 +89,8 @@ def test_status_json_grid(
     asyncio.run(publish_two())
     assert main(["status", *RANGE, "--json"]) == 0
     grid = json.loads(capsys.readouterr().out)
-    assert grid["counts"] == {"published": 2, "failed": 0, "missing": 16}
+    assert grid["counts"] == {"published": 2, "orphan_entry": 0, "failed": 0,
+                              "missing": 16}
     assert grid["tickers"]["NVDA"]["2026-04-01"] == "published"
     assert grid["tickers"]["BRK.B"]["2026-04-01"] == "missing"
     assert {"date": "2026-04-03", "reason": "holiday"} in grid["skipped"]

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from redis import exceptions as redis_errors
 
-from ti_core.arena import ArenaRunner
+from ti_core.arena import DEMO_META, ArenaRunner
 from ti_core.backfill_status import Found, Item, classify, clear_failures, record_failures
 from ti_core.builder import build_envelope_from_state
 from ti_core.errors import (
@@ -125,7 +125,8 @@ async def _state_of(
         try:
             state = await runner.run(item.ticker, item.trade_date)
             return build_envelope_from_state(state, ticker=item.ticker,
-                                             trade_date=item.trade_date)
+                                             trade_date=item.trade_date,
+                                             extra_meta=DEMO_META if runner.is_demo else None)
         except ArenaTransientError as exc:
             if attempt == retries:
                 return exc
@@ -202,20 +203,6 @@ async def _publish(
     return out
 
 
-async def _server_ms(client: Any) -> int | None:
-    """Redis's clock in ms (entry ids use it), or None where TIME is not available."""
-    try:
-        seconds, micros = await client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
-    except Exception:  # the embedded store, or a failure the publish itself will report
-        return None
-
-
-def _entry_ms(entry_id: str) -> int:
-    head = entry_id.partition("-")[0]
-    return int(head) if head.isdigit() else 0
-
-
 async def run_items(
     client: Any,
     runner: ArenaRunner,
@@ -237,16 +224,16 @@ async def run_items(
     built = await _build_all(runner, items, concurrency, arena_retries, retry_delay)
     envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
     publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
-    since = await _server_ms(client) if envelopes else None
     results = iter(await _publish(client, envelopes, publish, redis_wait) if envelopes else [])
     outcomes: list[Outcome] = []
     for item, value in zip(items, built, strict=True):
         got = next(results) if isinstance(value, TradingIntelligenceEnvelope) else value
         if isinstance(got, PublishResult):
-            # A retried or re-split batch finds what its first attempt wrote (created=False):
-            # an entry newer than the batch is still this run's.
-            fresh = got.created or (since is not None and _entry_ms(got.entry_id) >= since)
-            status: Literal["published", "unchanged"] = "published" if fresh else "unchanged"
+            # This run's own entry (appended now, or by a retried/re-split attempt of the same
+            # envelope, found by its correlation id) counts; an identical decision another run
+            # appended (content-aware) does not, however recent its entry.
+            status: Literal["published", "unchanged"] = (
+                "published" if got.own_entry else "unchanged")
             outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id))
         else:
             outcomes.append(Outcome(item.ticker, item.trade_date, "failed", reason=_plain(got)))
@@ -264,7 +251,12 @@ async def _record(client: Any, outcomes: list[Outcome], stream_name: str, wait: 
         await clear_failures(client, [f"{o.ticker}:{o.trade_date}" for o in done],
                              stream_name=stream_name)
 
-    await _patiently(write, wait, "recording outcomes")
+    try:
+        await _patiently(write, wait, "recording outcomes")
+    except Exception as exc:  # bookkeeping: never turns published decisions into a failure
+        logger.warning("backfill: failure records of %d items not updated (%s); the decisions "
+                       "themselves are as reported", len(outcomes),
+                       " ".join(str(exc).split())[:300])
 
 
 async def backfill_batch(

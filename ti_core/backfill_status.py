@@ -1,10 +1,13 @@
 """What Redis knows about backfill items, and the ticker x session coverage grid.
 
-An item (ticker, session) is *published* when its decision hash exists, *failed* when the
-failure hash ``keys.failure_key(stream)`` has a ``TICKER:DATE`` field (JSON
-``{"reason", "at"}``, written by a failed attempt, deleted by a successful one), else
-*missing*. :func:`classify` answers for a batch in one pipelined round trip; the grid is built
-from it in chunks, so ``ti status`` over hundreds of tickers and sessions needs no Prefect.
+An item (ticker, session) is *published* when its decision hash exists; *orphan_entry* when
+it has no hash but an entry was appended for it (the ``{stream}:latest:{T}:{D}`` record: a
+publish that wrote the entry alone, e.g. by ``publish_envelope`` or an older version, and
+died before the hash; publishing it again heals it); *failed* when the failure hash
+``keys.failure_key(stream)`` has a ``TICKER:DATE`` field (JSON ``{"reason", "at"}``, written
+by a failed attempt, deleted by a successful one); else *missing*. :func:`classify` answers
+for a batch in one pipelined round trip; the grid is built from it in chunks, so
+``ti status`` over hundreds of tickers and sessions needs no Prefect.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ti_core.calendar import SessionPlan
-from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key, normalize_ticker
+from ti_core.connection import raise_mapped
+from ti_core.keys import (
+    DEFAULT_STREAM_NAME,
+    decision_hash_key,
+    failure_key,
+    latest_key,
+    normalize_ticker,
+)
 from ti_core.replies import pipeline, text
 
 __all__ = [
@@ -30,8 +40,8 @@ __all__ = [
     "status_grid",
 ]
 
-ItemState = Literal["published", "failed", "missing"]
-STATES = ("published", "failed", "missing")
+ItemState = Literal["published", "orphan_entry", "failed", "missing"]
+STATES = ("published", "orphan_entry", "failed", "missing")
 _CHUNK = 2000
 
 
@@ -55,25 +65,31 @@ class Found:
 
     published: bool
     failure: str | None
+    entry_only: bool = False
 
     @property
     def state(self) -> ItemState:
-        """``published`` wins over a failure record: a later attempt failed, the decision stands."""
+        """``published`` wins over a failure record: a later attempt failed, the decision stands.
+        An entry without its hash is named as such, whatever failure was recorded."""
         if self.published:
             return "published"
+        if self.entry_only:
+            return "orphan_entry"
         return "failed" if self.failure is not None else "missing"
 
 
 async def classify(
     client: Any, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> list[Found]:
-    """Per item, what Redis holds: one pipeline of HEXISTS per decision hash, plus one HMGET
-    of the failure hash."""
+    """Per item, what Redis holds: one pipeline of HEXISTS per decision hash and per
+    latest-entry record, plus one HMGET of the failure hash."""
     if not items:
         return []
     pipe = pipeline(client)
     for item in items:
         pipe.hexists(decision_hash_key(item.ticker, item.trade_date), "json")
+    for item in items:
+        pipe.hexists(latest_key(stream_name, item.ticker, item.trade_date), "entry_id")
     names = [item.field for item in items]
     many = hasattr(pipe, "hmget")  # the embedded store's pipeline has HGET only
     if many:
@@ -82,7 +98,9 @@ async def classify(
         for name in names:
             pipe.hget(failure_key(stream_name), name)
     replies = list(await pipe.execute(raise_on_error=False))
-    failures = replies.pop() if many else replies[len(items):]
+    _raise_unavailable(client, replies)
+    failures = replies.pop() if many else replies[2 * len(items):]
+    entries = replies[len(items):2 * len(items)]
     del replies[len(items):]
     # A key of the wrong type answers with an error: not a decision, not a failure record.
     if isinstance(failures, Exception):
@@ -90,9 +108,17 @@ async def classify(
     failures = [None if isinstance(f, Exception) else f for f in failures]
     return [
         Found(published is True or published == 1,
-              None if failure is None else _failure_reason(failure))
-        for published, failure in zip(replies, failures, strict=True)
+              None if failure is None else _failure_reason(failure),
+              entry is True or entry == 1)
+        for published, failure, entry in zip(replies, failures, entries, strict=True)
     ]
+
+
+def _raise_unavailable(client: Any, replies: list[Any]) -> None:
+    """A refused right or an unreachable server is an error, not a state of the items."""
+    for reply in replies:
+        if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
+            raise_mapped(reply, client, "nothing was written (a read)")
 
 
 def _failure_reason(raw: Any) -> str:

@@ -9,6 +9,7 @@ the data directory is used (``ti_core.embedded``).
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,9 @@ __all__ = [
     "connect",
     "describe_client",
     "embedded_store_path",
+    "client_user",
     "open_redis",
+    "raise_mapped",
     "redis_failure",
 ]
 
@@ -62,7 +65,7 @@ def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Any:
             raw,
             socket_timeout=s.socket_timeout,
             socket_connect_timeout=s.connect_timeout,
-            retry=Retry(EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), s.retries),
+            retry=_Retry(EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), s.retries),
             retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
             health_check_interval=0,
             client_name=CLIENT_NAME,
@@ -71,7 +74,26 @@ def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Any:
         raise ConfigError(f"cannot use Redis URL {redact_url(raw)}: {type(exc).__name__}") from None
     pool = client.connection_pool
     pool.connection_class = _hiredis_packing(pool.connection_class)  # before any connection
+    try:  # an option the connection class does not take (?ssl_password= on redis://) fails
+        pool.connection_class(**pool.connection_kwargs)  # here, not at the first command
+    except TypeError as exc:
+        raise ConfigError(f"cannot use Redis URL {redact_url(raw)}: {_first_line(exc)} (TLS "
+                          "options need rediss://)") from None
     return client
+
+
+class _Retry(Retry):
+    """redis-py's retry, minus refused credentials (a ``ConnectionError`` there): a wrong
+    password stays wrong, and retrying it only delays the one-line error."""
+
+    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
+                              with_failure_count: bool = False) -> Any:
+        def worth(error: Exception) -> bool:
+            if isinstance(error, _REFUSED):
+                return False
+            return bool(is_retryable(error)) if is_retryable is not None else True
+
+        return await super().call_with_retry(do, fail, worth, with_failure_count)
 
 
 class _HiredisPacking:
@@ -127,27 +149,84 @@ def describe_client(client: Any) -> str:
 # redis-py), or a replica refusing writes while a failover promotes another server.
 _TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError,
               OSError)
+# Never worth retrying, although redis-py files them under ConnectionError.
+_REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
+_COMMAND_RIGHT = re.compile(r"run the '([a-z|_-]+)' command", re.IGNORECASE)
 
 
-def redis_failure(exc: BaseException, where: str) -> PublishError | ConfigError | None:
+def client_user(client: Any) -> str:
+    """The ACL user ``client`` authenticates as (``default`` when the URL names none)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    user = kwargs.get("username") if isinstance(kwargs, dict) else None
+    return str(user) if user else "default"
+
+
+def _missing_right(message: str) -> str:
+    """What an ACL refusal was about: ``+xrange``, a key, or the command a script called."""
+    found = _COMMAND_RIGHT.search(message)
+    if found:
+        return f"+{found.group(1).lower()}"
+    lowered = message.lower()
+    if "access a key" in lowered or "access one of the keys" in lowered:
+        return "access to a key (~pattern)"
+    if "script" in lowered:
+        return "a command the script calls"
+    return "a command or key"
+
+
+def _refused_by_acl(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, redis_errors.NoPermissionError) or "NOPERM" in text
+
+
+def redis_failure(
+    exc: BaseException, where: str, *, user: str = "default",
+    written: str = "nothing was written",
+) -> PublishError | ConfigError | None:
     """The ``ti_core`` error for a redis-py failure at ``where`` (a redacted URL), or None.
 
-    Refused credentials or an untrusted TLS certificate are configuration problems, not
-    worth retrying (``ConfigError``); connection errors and timeouts are
-    ``RedisUnavailableError`` (retryable); any other Redis error is a ``PublishError``.
-    Messages carry the redacted location, never the password.
+    The one place redis-py's errors are translated, by cause: refused credentials, a missing
+    ACL right or an untrusted TLS certificate are ``ConfigError`` (never retried; the message
+    names the user and the right); unreachable, timed out or a read-only replica mid-failover
+    are ``RedisUnavailableError`` (retryable); out of memory, a key of the wrong type or any
+    other refusal is ``PublishError``. ``written`` says what the failed call did and did not
+    write. Messages carry the redacted location, never the password.
     """
-    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
-        return ConfigError(f"Redis at {where} refused the credentials ({type(exc).__name__}); "
-                           "check the user name and password in the Redis URL")
+    if isinstance(exc, _REFUSED):
+        return ConfigError(f"Redis at {where} refused the credentials of user {user!r} "
+                           f"({type(exc).__name__}); check the user name and password in the "
+                           "Redis URL")
+    if _refused_by_acl(exc):
+        return ConfigError(f"Redis user {user!r} at {where} lacks the right "
+                           f"{_missing_right(str(exc))} ({_first_line(exc)}); {written}; "
+                           "grant it (see the ACL rules in the README)")
     if _untrusted_certificate(exc):
         return ConfigError(f"the TLS certificate of {where} is not trusted "
                            f"({_first_line(exc)}); give its CA as ?ssl_ca_certs=/path/ca.pem")
+    if isinstance(exc, redis_errors.ReadOnlyError) or str(exc).startswith("READONLY"):
+        return RedisUnavailableError(f"Redis at {where} is a read-only replica "
+                                     f"({_first_line(exc)}); {written}; retry once a primary "
+                                     "is back")
     if isinstance(exc, _TRANSIENT):
         return RedisUnavailableError(f"Redis at {where} unavailable: {_first_line(exc)}")
+    if isinstance(exc, redis_errors.OutOfMemoryError) or str(exc).startswith("OOM"):
+        return PublishError(f"Redis at {where} is out of memory (maxmemory reached: "
+                            f"{_first_line(exc)}); {written}; free memory or raise maxmemory, "
+                            "then publish again")
+    if "WRONGTYPE" in str(exc):
+        return PublishError(f"Redis at {where}: a key holds the wrong type of value "
+                            f"({_first_line(exc)}); {written}; remove or rename that key")
     if isinstance(exc, redis_errors.RedisError):
-        return PublishError(f"Redis at {where} refused a command: {_first_line(exc)}")
+        return PublishError(f"Redis at {where} refused a command: {_first_line(exc)}; {written}")
     return None
+
+
+def raise_mapped(exc: BaseException, client: Any, written: str = "nothing was written") -> None:
+    """Raise :func:`redis_failure`'s error for ``exc`` (from ``exc``), if it is a Redis one."""
+    failure = redis_failure(exc, describe_client(client), user=client_user(client),
+                            written=written)
+    if failure is not None:
+        raise failure from exc
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:
@@ -176,7 +255,7 @@ async def connect(
     ``readonly`` promises the block only reads: the embedded store then takes no lock and
     never writes its file (a Redis server is unaffected).
 
-    A redis-py connection failure escaping the block leaves it as a ``ti_core`` error (see
+    A redis-py failure escaping the block leaves it as a ``ti_core`` error (see
     :func:`redis_failure`) naming the redacted URL, so callers need not know redis-py.
     """
     s = settings or TiSettings()
@@ -189,9 +268,9 @@ async def connect(
     client = open_redis(raw, s)
     try:
         yield client
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        failure = redis_failure(exc, redact_url(raw))
-        if failure is None:  # pragma: no cover - both classes are mapped
+    except (redis_errors.RedisError, OSError) as exc:
+        failure = redis_failure(exc, redact_url(raw), user=client_user(client))
+        if failure is None:  # pragma: no cover - every RedisError is mapped
             raise
         raise failure from exc
     finally:

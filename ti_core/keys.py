@@ -70,13 +70,17 @@ def _remember(seen: dict[str, str], key: str, value: str) -> str:
 
 
 def normalize_ticker(value: Any, *, field: str = "ticker") -> str:
-    """Trim and upper-case a ticker, then check it against the allow-list; raise otherwise."""
+    """Refuse non-ASCII, then trim and upper-case a ticker and check it against the
+    allow-list; raise otherwise."""
     if type(value) is str:
         known = _SEEN_TICKERS.get(value)
         if known is not None:
             return known
     if not isinstance(value, str):
         raise InvalidStateError(f"{field} must be a string, got {shorten(value)}")
+    if not value.isascii():  # before any case mapping: 'ſpy'.upper() is 'SPY', 'ıbm' is 'IBM'
+        raise InvalidStateError(f"{field} {shorten(value)} is not a ticker: non-ASCII characters "
+                                "(look-alike letters are refused, not folded)")
     ticker = value.strip().upper()
     if not _TICKER_RE.fullmatch(ticker):
         raise InvalidStateError(

@@ -8,12 +8,18 @@ Guarantees (each write is one Lua script, so it happens whole or not at all):
 - **Content-aware.** ``{stream}:latest:{ticker}:{date}`` holds the digest of the decision last
   appended for the pair; an identical decision (same ``decision`` and ``arena_id``, whatever
   its correlation id, ``published_at`` or ``meta``) returns that entry instead of appending.
-- **Never back in time.** The lookup hash keeps the decision with the later ``published_at``
-  (ties broken by correlation id), unless ``force``. Old hashes without our ``published_ts``
-  field count as older.
+- **Never back in time, whatever a publisher's clock says.** The lookup hash keeps the
+  decision with the later order (ties broken by correlation id), unless ``force``. An
+  envelope's order is its ``published_at``, capped at the moment the server wrote its entry
+  (the entry id's time): a host whose clock runs ahead cannot hide a later decision, and a
+  delayed publish of a decision built earlier cannot overwrite a newer one. The order is
+  stored as the hash's ``published_ts``; old hashes without it count as older.
 - **Together or not at all.** ``publish_many`` writes an envelope's entry, records and hash
   in one script (up to ``PER_SCRIPT_CALL`` envelopes per call, one after the other; one that
-  fails, e.g. a key of the wrong type, stops the call before any of its own writes).
+  fails, e.g. a key of the wrong type, stops the call before any of its own writes). The
+  pipeline's publish-stream task uses it too; ``publish_decision_hash`` then confirms the
+  hash, or writes it for an entry left without one (by ``publish_envelope`` alone, or an
+  older version), as does any later publish of the same envelope or decision.
 - **Bounded stream.** After each call, ``XTRIM MAXLEN ~ N`` (exact if configured), in the same
   round trip, outside the scripts; a failed trim is logged, never fails a publish.
 
@@ -31,7 +37,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core.connection import describe_client, redis_failure
+from ti_core.connection import raise_mapped
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -103,6 +109,10 @@ class PublishResult:
     created: bool
     hash_written: bool
     hash_key: str
+    own_entry: bool = False
+    """True when the entry is this envelope's own (appended by this call, or by an earlier
+    attempt with the same correlation id); False when an identical decision already there
+    (another envelope's) was returned instead. What "this run published" counts."""
 
 
 
@@ -130,11 +140,12 @@ async def _execute(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPoli
 
 
 async def _run(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None,
-               stream_name: str) -> list[Any]:
+               stream_name: str, written: str) -> list[Any]:
     """Run script calls (plus one trim) in one round trip; load scripts once if Redis lost them.
 
     Retries of lost replies happen inside the client (our policy, see ``connection``); what
-    escapes becomes a ``ti_core`` error: retryable ``RedisUnavailableError``, or not.
+    escapes becomes a ``ti_core`` error (``connection.redis_failure``) saying ``written``:
+    what a failed call did and did not write.
     """
     try:
         results = await _execute(client, calls, trim, stream_name)
@@ -144,14 +155,12 @@ async def _run(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy |
             # Every script is idempotent: running the whole batch again is safe.
             results = await _execute(client, calls, trim, stream_name)
     except Exception as exc:
-        failure = redis_failure(exc, describe_client(client))
-        if failure is None:
-            raise
-        raise failure from exc
+        raise_mapped(exc, client, written)
+        raise
     for result in results:
         if isinstance(result, Exception):
-            failure = redis_failure(result, describe_client(client))
-            raise (failure or PublishError(f"publish failed: {result}")) from result
+            raise_mapped(result, client, written)
+            raise PublishError(f"publish failed: {result}; {written}") from result
     return results
 
 
@@ -186,8 +195,10 @@ async def append_envelope(
     payload, digest = payload_and_digest(envelope)
     args = argv(envelope, payload, digest, idempotency_ttl, force)
     call = _call("stream", _stream_keys(envelope, stream_name), args[:4])
-    (result,) = await _run(client, [call], trim or TrimPolicy(), stream_name)
-    return text(result[0]), bool(int(result[1]))
+    t = envelope.decision.target
+    (result,) = await _run(client, [call], trim or TrimPolicy(), stream_name,
+                           f"no entry was written for {t.ticker} {t.trade_date}")
+    return text(result[0]), int(result[1]) == 1
 
 
 async def publish_envelope(
@@ -226,7 +237,8 @@ async def publish_decision_hash(
     key = decision_hash_key(t.ticker, t.trade_date)
     keys = [key, correlation_key(stream_name, envelope.correlation_id)]
     args = argv(envelope, payload_and_digest(envelope)[0], "", 0, force)
-    (result,) = await _run(client, [_call("hash", keys, args)], None, stream_name)
+    (result,) = await _run(client, [_call("hash", keys, args)], None, stream_name,
+                           f"the lookup hash of {t.ticker} {t.trade_date} was not written")
     if not text(result[0]):
         raise NotPublishedError(
             f"{t.ticker} {t.trade_date}: correlation id {envelope.correlation_id} has no entry on "
@@ -295,6 +307,10 @@ def _batches(
         yield batch
 
 
+_BATCH_WRITTEN = ("each envelope's entry and hash are one script: the failing envelope was not "
+                  "written, those before it in its batch may be; publishing again finishes it")
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     envelopes: list[TradingIntelligenceEnvelope]
@@ -327,17 +343,18 @@ def _prepare(
 async def _send(
     client: Any, prepared: _Prepared, stream_name: str, trim: TrimPolicy
 ) -> list[PublishResult]:
-    flat = [value for result in await _run(client, prepared.calls, trim, stream_name)
-            for value in result]
+    replies = await _run(client, prepared.calls, trim, stream_name, _BATCH_WRITTEN)
+    flat = [value for result in replies for value in result]
     return [
         PublishResult(
             ticker=env.decision.target.ticker,
             trade_date=env.decision.target.trade_date,
             correlation_id=env.correlation_id,
             entry_id=text(flat[3 * i]),
-            created=bool(int(flat[3 * i + 1])),
+            created=int(flat[3 * i + 1]) == 1,
             hash_written=bool(int(flat[3 * i + 2])),
             hash_key=hash_key,
+            own_entry=int(flat[3 * i + 1]) != 0,
         )
         for i, (env, hash_key) in enumerate(zip(prepared.envelopes, prepared.hash_keys,
                                                 strict=True))

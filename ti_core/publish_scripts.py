@@ -1,10 +1,11 @@
 """The Lua scripts that publish, and the arguments they take from an envelope.
 
 Three scripts: the stream entry alone, the lookup hash alone, and any number of envelopes'
-entry + hash together. They call only GET/SET/HGET/HSET/XADD, so they also run on the
-embedded store (burner-redis). The envelope's payload travels once: the scripts use it both
-as the entry's ``data`` and as the hash's ``json``. ``producer_acl_rule`` is the least
-privilege that running them (and the rest of a producer) needs.
+entry + hash together. They call only GET/SET/HGET/HSET/XADD (and Lua's ``string.match``),
+so they also run on the embedded store (burner-redis) and fakeredis. The envelope's payload
+travels once: the scripts use it both as the entry's ``data`` and as the hash's ``json``.
+``producer_acl_rule`` (``ti_core.acl``) is the least privilege that running them (and the rest
+of a producer) needs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, validate_stream_name
+from ti_core.acl import producer_acl_rule
 from ti_core.models import TradingIntelligenceEnvelope
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "argv",
     "hash_fields",
     "producer_acl_rule",
+    "publish_order",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -38,8 +40,11 @@ _STREAM_READ = """
 local entry = redis.call('GET', kc)
 local last_digest = redis.call('HGET', kl, 'digest')
 """
+# ``created``: 1 appended now; 2 this envelope's own entry, appended by an earlier attempt
+# (its correlation id was recorded); 0 another envelope's identical decision (not appended).
 _STREAM_WRITE = """
 local created = 0
+if entry then created = 2 end
 if not entry and ARGV[a + 4] == '0' and last_digest == ARGV[a + 2] then
   entry = redis.call('HGET', kl, 'entry_id')
   if entry then redis.call('SET', kc, entry, 'EX', ARGV[a + 3]) end
@@ -51,16 +56,37 @@ if not entry then
   created = 1
 end
 """
+# Ordering by the server's clock, not the publisher's: an envelope's order is its
+# ``published_ts`` capped at the end of the millisecond its entry was written, read from the
+# entry id that XADD '*' took from the server's clock (so no TIME call, and a retry finds the
+# same order). A host whose clock runs ahead gets the moment its entry arrived; one whose
+# decision was built earlier keeps its earlier stamp. The cap is built as a string (Lua's
+# tostring would round a 16-digit number) and stored as the hash's ``published_ts``.
+_ORDER = """
+local ts_text = ARGV[a + 5]
+local cap = string.match(entry, '^(%d+)')
+if cap then
+  cap = cap .. '999'
+  if tonumber(cap) < tonumber(ts_text) then ts_text = cap end
+end
+local ts = tonumber(ts_text)
+"""
 # The hash is kept (not written), unless forced, when it already holds this entry, or a
-# later published_ts, or the same one from a greater correlation id (a total order).
+# later order, or the same one from a greater correlation id (a total order). The held order
+# is capped at its own entry's time too: a hash an older version wrote from a clock running
+# ahead does not outrank a later decision.
 _HASH_READ = """
 local cur_ts = tonumber(redis.call('HGET', kh, 'published_ts') or '')
+local cur_entry = redis.call('HGET', kh, 'entry_id')
+if cur_ts and cur_entry then
+  local held_cap = string.match(cur_entry, '^(%d+)')
+  if held_cap and tonumber(held_cap .. '999') < cur_ts then cur_ts = tonumber(held_cap .. '999') end
+end
 """
-_HASH_WRITE = """
+_HASH_WRITE = _ORDER + """
 local keep = false
 if ARGV[a + 4] == '0' then
-  local ts = tonumber(ARGV[a + 5])
-  if created == 0 and redis.call('HGET', kh, 'entry_id') == entry then
+  if created ~= 1 and cur_entry == entry then
     keep = true
   elseif cur_ts and cur_ts > ts then
     keep = true
@@ -70,7 +96,7 @@ if ARGV[a + 4] == '0' then
 end
 local written = 0
 if not keep then
-  redis.call('HSET', kh, 'entry_id', entry, 'json', ARGV[a + 1], 'published_ts', ARGV[a + 5],
+  redis.call('HSET', kh, 'entry_id', entry, 'json', ARGV[a + 1], 'published_ts', ts_text,
     'correlation_id', ARGV[a + 6], 'ticker', ARGV[a + 7], 'trade_date', ARGV[a + 8],
     'verdict', ARGV[a + 9], 'confidence', ARGV[a + 10], 'ensemble_score', ARGV[a + 11],
     'published_at', ARGV[a + 12], 'arena_id', ARGV[a + 13])
@@ -82,14 +108,15 @@ STREAM_SCRIPT = (
     "local ks, kc, kl, a = KEYS[1], KEYS[2], KEYS[3], 0\n"
     + _STREAM_READ + _STREAM_WRITE + "return {entry, created}\n"
 )
-# KEYS: hash, cid. Returns {entry id or '' if not on the stream, 0, written}.
+# KEYS: hash, cid. Returns {entry id or '' if not on the stream, 2, written}: confirms the
+# hash of an envelope whose entry is written, or writes it (heals an entry left without it).
 HASH_SCRIPT = (
     "local kh, kc, a = KEYS[1], KEYS[2], 0\n"
     "local entry = redis.call('GET', kc)\n"
     + _HASH_READ
-    + "if not entry then return {'', 0, 0} end\nlocal created = 0\n"
+    + "if not entry then return {'', 0, 0} end\nlocal created = 2\n"
     + _HASH_WRITE
-    + "return {entry, 0, written}\n"
+    + "return {entry, 2, written}\n"
 )
 # Any number of envelopes, each: KEYS stream, cid, latest, hash; 13 ARGV. Each envelope's
 # entry, records and hash are written together, in order. Returns {entry, created, written}
@@ -108,28 +135,6 @@ SCRIPTS = {"stream": STREAM_SCRIPT, "hash": HASH_SCRIPT, "batch": BATCH_SCRIPT}
 SCRIPT_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
 
 
-# What a producer sends: the scripts (and the commands they call), their reload, the trim;
-# the pipeline's and backfill's bookkeeping (failure records: HSET/HDEL/HMGET; "only
-# missing": HEXISTS; entry lag: TIME); CLIENT SETNAME, which redis-py sends on connect for
-# our client name. (redis-py also tries CLIENT SETINFO, Redis >= 7.2 only, and ignores a
-# refusal: on 7.2+ add ``+client|setinfo`` to keep it out of ACL LOG.)
-_PRODUCER_COMMANDS = (
-    "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
-    "+hdel", "+hmget", "+hexists", "+time", "+client|setname",
-)
-
-
-def producer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
-    """The ACL rules (for ``ACL SETUSER name on >password ...``) a producer needs, no more.
-
-    Keys: the stream, its records (``{stream}:cid:*``, ``{stream}:latest:*``, failures) and
-    the lookup hashes. Add ``+select`` if the URL names a database other than 0.
-    """
-    validate_stream_name(stream_name)
-    keys = f"~{stream_name} ~{stream_name}:* ~{DECISION_HASH_PREFIX}:*"
-    return f"resetkeys {keys} resetchannels -@all {' '.join(_PRODUCER_COMMANDS)}"
-
-
 def _published_ts(envelope: TradingIntelligenceEnvelope) -> str:
     """``published_at`` as integer microseconds since the epoch (exact; naive means UTC)."""
     moment = envelope.published_at
@@ -137,6 +142,14 @@ def _published_ts(envelope: TradingIntelligenceEnvelope) -> str:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
     return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def publish_order(envelope: TradingIntelligenceEnvelope, entry_id: str) -> int:
+    """The order the scripts give ``envelope`` on entry ``entry_id``: its ``published_at`` in
+    microseconds, capped at the end of the millisecond the server wrote the entry."""
+    stamp = int(_published_ts(envelope))
+    head = entry_id.partition("-")[0]
+    return min(stamp, int(head) * 1000 + 999) if head.isdigit() else stamp
 
 
 def hash_fields(envelope: TradingIntelligenceEnvelope, payload: str) -> dict[str, str]:

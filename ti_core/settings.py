@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,12 +20,44 @@ from ti_core.keys import DEFAULT_STREAM_NAME, validate_stream_name
 __all__ = ["TiSettings", "default_data_dir", "redact_url"]
 
 
-# redis-py also reads credentials from the query string: ?password=...&username=...
-_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:password|username|user)=)[^&]*")
+# redis-py reads credentials from the query string too (``?password=``, ``?ssl_password=``),
+# after percent-decoding the key (``?passwor%64=`` is a password). A key is secret when, decoded
+# (repeatedly) and reduced to its letters, it contains any of these: over-redacting a path such as
+# ``ssl_keyfile`` costs nothing, printing a password costs a lot.
+_SECRET_KEY_PARTS = ("pass", "user", "secret", "token", "auth", "cred", "key")
+
+
+def _decoded(text: str) -> str:
+    for _ in range(5):  # double-encoded (%2564) still names the same key to a reader
+        decoded = unquote_plus(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _secret_key(key: str) -> bool:
+    letters = re.sub(r"[^a-z]", "", _decoded(key).lower())
+    return any(part in letters for part in _SECRET_KEY_PARTS)
+
+
+def _redacted_query(query: str) -> str:
+    pairs = []
+    for pair in query.split("&"):
+        key, eq, _ = pair.partition("=")
+        pairs.append(f"{key}=***" if eq and _secret_key(key) else
+                     ("***" if not eq and _secret_key(key) else pair))
+    return "&".join(pairs)
 
 
 def redact_url(url: str | SecretStr | None) -> str:
-    """The URL with any password (and user name, in the netloc or query) as ``***``; printable."""
+    """The URL with every credential it can carry as ``***``; printable anywhere.
+
+    Hidden: the userinfo (user and password, however encoded), the value of any query key that
+    decodes to a secret-looking name (``password``, ``ssl_password``, ``passwor%64``,
+    ``username``...), and the fragment. A URL that still holds an ``@`` (raw or encoded) where
+    no parser looks for credentials is hidden whole.
+    """
     if url is None:
         return "(embedded store)"
     raw = url.get_secret_value() if isinstance(url, SecretStr) else url
@@ -35,14 +67,13 @@ def redact_url(url: str | SecretStr | None) -> str:
         port = parts.port
     except ValueError:
         return "<unparseable URL>"
-    netloc, query = parts.netloc, _SECRET_QUERY.sub(r"\1***", parts.query)
-    if "@" not in raw and query == parts.query:
-        return raw
+    netloc = parts.netloc
     if "@" in netloc:
         netloc = (f"***@[{host}]" if ":" in host else f"***@{host}") + (f":{port}" if port else "")
     text = (f"{parts.scheme}://" if parts.scheme else "") + netloc + parts.path
-    text += (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-    if "@" in text.replace("***@", "", 1):  # credentials where no URL parser looks for them
+    query = _redacted_query(parts.query) if parts.query else ""
+    text += (f"?{query}" if query else "") + ("#***" if parts.fragment else "")
+    if "@" in _decoded(text).replace("***@", "", 1):  # credentials where no parser looks
         return "<URL hidden: unexpected '@'>"
     return text
 

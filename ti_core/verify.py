@@ -7,9 +7,12 @@ Two passes, each paged and pipelined so memory stays bounded whatever the key co
   the same (ticker, date) as the key. An entry older than the stream's first one was trimmed
   away by ``MAXLEN``: reported as ``trimmed``, which is expected, not an inconsistency.
 - **Stream** (``XRANGE`` in pages): every entry must decode, and its (ticker, date) must have a
-  hash. An entry whose hash points at another entry was ``superseded`` (a revised decision);
-  an entry with no hash at all is an ``orphan_entry``, what a publish that died between its
-  two writes would leave.
+  hash. An entry whose hash points at another, later-ordered decision was ``superseded`` (a
+  revised decision); one whose order (``published_at`` capped at its entry's time, as the
+  publish scripts order) is later than the hash's is a ``stale_hash``: the hash hides a newer
+  decision (a clock-skewed publisher under an older version, or a lost hash write); an entry
+  with no hash at all is an ``orphan_entry``, what a publish that wrote the entry alone and
+  died before the hash leaves (publishing it again heals it).
 
 Finally ``XLEN`` is held against the configured bound (``MAXLEN ~`` may keep one radix-tree
 node more, so approximate trimming gets that much slack).
@@ -22,12 +25,14 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.connection import raise_mapped
 from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
-from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
+from ti_core.errors import InvalidStateError, TiError
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.lookup import explain_hash
 from ti_core.publish import content_digest
+from ti_core.publish_scripts import publish_order
 from ti_core.replies import pipeline, text
 
 __all__ = ["INCONSISTENT", "INFORMATIONAL", "VerifyReport", "verify_store"]
@@ -39,19 +44,20 @@ INCONSISTENT = (
     "key_mismatch",  # a hash's key is not the (ticker, date) of the decision it holds
     "undecodable_hash",  # a hash's json field is missing or does not decode
     "undecodable_entry",  # a stream entry a consumer would have to skip
-    "orphan_entry",  # an entry whose (ticker, date) has no lookup hash
+    "orphan_entry",  # an entry whose (ticker, date) has no lookup hash (publish again: heals)
+    "stale_hash",  # a hash holding an older-ordered decision than an entry of its pair
     "over_bound",  # the stream is longer than TI_STREAM_MAXLEN allows
 )
 # Facts worth showing that are expected in a healthy store.
 INFORMATIONAL = (
     "trimmed",  # a hash's entry is older than the stream's first entry (MAXLEN did it)
-    "superseded",  # an entry whose (ticker, date) hash now names a later decision
+    "superseded",  # an entry whose (ticker, date) hash now names a later-ordered decision
     "unlinked",  # a hash without entry_id (written by the original module or another tool)
     "group_lost",  # a consumer group lost entries trimmed before it read them (see `ti lag`)
 )
 # XTRIM MAXLEN ~ removes whole radix-tree nodes (stream-node-max-entries, 100 by default).
 APPROXIMATE_SLACK = 100
-_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+_READ_ONLY = "nothing was written (ti verify only reads)"
 
 
 @dataclass
@@ -112,11 +118,16 @@ def _next_id(entry_id: str) -> str:
 
 
 
-async def _execute(pipe: Any) -> list[Any]:
+async def _execute(client: Any, pipe: Any) -> list[Any]:
     try:
-        return list(await pipe.execute(raise_on_error=False))
-    except _UNAVAILABLE as exc:
-        raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+        results = list(await pipe.execute(raise_on_error=False))
+    except Exception as exc:
+        raise_mapped(exc, client, _READ_ONLY)
+        raise
+    for result in results:  # a refused right is the caller's problem, not the store's
+        if isinstance(result, Exception) and "WRONGTYPE" not in str(result):
+            raise_mapped(result, client, _READ_ONLY)
+    return results
 
 
 @dataclass
@@ -141,7 +152,7 @@ async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
     pipe.exists(stream)
     pipe.xlen(stream)
     pipe.xrange(stream, "-", "+", count=1)
-    exists, length, first = await _execute(pipe)
+    exists, length, first = await _execute(client, pipe)
     for result in (exists, length, first):
         if isinstance(result, Exception):
             raise TiError(f"cannot read stream {stream}: {result}")
@@ -200,7 +211,7 @@ async def _audit_hash_page(client: Any, report: VerifyReport, stream: str, keys:
     pipe = pipeline(client)
     for key in keys:
         pipe.hgetall(key)
-    rows = await _execute(pipe)
+    rows = await _execute(client, pipe)
     pipe = pipeline(client)
     wanted: list[int] = []
     for index, row in enumerate(rows):
@@ -210,7 +221,7 @@ async def _audit_hash_page(client: Any, report: VerifyReport, stream: str, keys:
         if entry_id is not None and _id_tuple(text(entry_id)) is not None:
             pipe.xrange(stream, text(entry_id), text(entry_id))
             wanted.append(index)
-    found = dict(zip(wanted, await _execute(pipe) if wanted else [], strict=True))
+    found = dict(zip(wanted, await _execute(client, pipe) if wanted else [], strict=True))
     if any(not entry for entry in found.values()):
         bounds, _ = await _bounds(client, stream)  # a trim may have run since the audit began
     for index, (key, row) in enumerate(zip(keys, rows, strict=True)):
@@ -233,15 +244,16 @@ async def _audit_hashes(client: Any, report: VerifyReport, stream: str, page: in
             if len(batch) >= page:
                 await _audit_hash_page(client, report, stream, batch, bounds)
                 batch = []
-    except _UNAVAILABLE as exc:
-        raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+    except Exception as exc:
+        raise_mapped(exc, client, _READ_ONLY)
+        raise
     if batch:
         await _audit_hash_page(client, report, stream, batch, bounds)
 
 
 async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any]) -> None:
     pipe = pipeline(client)
-    judged: list[tuple[str, str]] = []  # (entry id, hash key) of each decodable entry
+    judged: list[tuple[str, str, int, str]] = []  # (entry id, hash key, order, cid)
     for raw_id, raw_fields in entries:
         entry_id = text(raw_id)
         report.entries += 1
@@ -256,19 +268,40 @@ async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any
             report.add("undecodable_entry", f"{entry_id}: {exc}")
             continue
         pipe.exists(key)
-        pipe.hget(key, "entry_id")
-        judged.append((entry_id, key))
+        for name in ("entry_id", "published_ts", "correlation_id"):
+            pipe.hget(key, name)
+        judged.append((entry_id, key, publish_order(envelope, entry_id),
+                       envelope.correlation_id))
     if not judged:
         return
-    results = await _execute(pipe)
-    for index, (entry_id, key) in enumerate(judged):
-        exists, linked = results[2 * index], results[2 * index + 1]
-        if isinstance(exists, Exception) or isinstance(linked, Exception):
+    results = await _execute(client, pipe)
+    for index, (entry_id, key, order, cid) in enumerate(judged):
+        exists, linked, held_ts, held_cid = results[4 * index:4 * index + 4]
+        if any(isinstance(r, Exception) for r in (exists, linked, held_ts, held_cid)):
             continue  # the hash pass reports a key of the wrong type
         if not exists:
-            report.add("orphan_entry", f"{entry_id}: no hash {key}")
+            report.add("orphan_entry", f"{entry_id}: no hash {key} (publish again to heal)")
         elif linked is not None and text(linked) != entry_id:
-            report.add("superseded", f"{entry_id}: {key} -> {text(linked)}")
+            held = _order_of(held_ts, held_cid, text(linked))
+            if held is not None and (order, cid) > held:
+                report.add("stale_hash", f"{key} -> {text(linked)} hides the later-ordered "
+                           f"entry {entry_id}")
+            else:
+                report.add("superseded", f"{entry_id}: {key} -> {text(linked)}")
+
+
+def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
+    """A hash's (order, correlation id), or None for a hash without ``published_ts``. The
+    order is capped at its entry's time, as the scripts do: a hash an older version wrote
+    from a clock running ahead is judged by when its entry really arrived."""
+    try:
+        order = int(text(ts))
+    except (TypeError, ValueError):
+        return None
+    head = entry_id.partition("-")[0]
+    if head.isdigit():
+        order = min(order, int(head) * 1000 + 999)
+    return order, text(cid) if cid is not None else ""
 
 
 async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: int) -> None:
@@ -276,8 +309,9 @@ async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: in
     while True:
         try:
             entries = await client.xrange(stream, start, "+", count=page)
-        except _UNAVAILABLE as exc:
-            raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}") from exc
+        except Exception as exc:
+            raise_mapped(exc, client, _READ_ONLY)
+            raise
         if not entries:
             return
         await _audit_entry_page(client, report, entries)

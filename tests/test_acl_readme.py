@@ -1,0 +1,238 @@
+"""The README's two ACL lines, read from README.md at test time and pasted onto a real server.
+
+Each role runs every command it is meant for; outside its role, each command fails in one
+line naming the user and the missing right, and a wrong password is refused once (no retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.publish_workload import envelope, many_envelopes
+from tests.redisproc import RedisProcess
+from tests.test_cli_tail import Running
+from ti_core import ConfigError, publish_many
+from ti_core.acl import consumer_acl_rule, producer_acl_rule, setuser_line
+from ti_core.connection import open_redis
+from ti_core.groups import GroupReader
+from ti_core.keys import DEFAULT_STREAM_NAME, dead_letter_key
+
+pytestmark = pytest.mark.redis_server
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PASSWORD = "Acl-pw-9Tq-SECRET"
+S = DEFAULT_STREAM_NAME
+RANGE = ["--start", "2026-05-11", "--end", "2026-05-12", "--calendar", "weekdays"]
+TI = str(Path(sys.executable).with_name("ti"))
+
+
+def readme_line(user: str) -> str:
+    """The one ``ACL SETUSER user ...`` line of the README (inside a code block)."""
+    found = [line.strip() for line in README.read_text().splitlines()
+             if line.strip().startswith(f"ACL SETUSER {user} ")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    proc = RedisProcess(tmp_path_factory.mktemp("redis-acl-readme")).start()
+    with proc.sync_client() as admin:
+        for user in ("ti-producer", "ti-consumer"):
+            # as redis-cli would send it: split like a shell, quotes keep the selector whole
+            admin.execute_command(*shlex.split(readme_line(user).replace("PASSWORD", PASSWORD)))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def admin(server: RedisProcess) -> Iterator[redis.Redis]:
+    with server.sync_client() as client:
+        client.flushall()
+        client.script_flush()
+        client.execute_command("ACL", "LOG", "RESET")
+        yield client
+
+
+def url(server: RedisProcess, user: str, password: str = PASSWORD) -> str:
+    return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+
+
+def ti(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+       redis_url: str) -> tuple[int, str, str]:
+    from flows.cli import main
+
+    monkeypatch.setenv("TI_REDIS_URL", redis_url)
+    monkeypatch.setenv("TI_RETRIES", "3")
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert PASSWORD not in out + err
+    return code, out, err
+
+
+def one_line(err: str, *parts: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ti: "), err
+    assert "Traceback" not in err
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+def test_the_readme_lines_are_the_code_rules() -> None:
+    assert readme_line("ti-producer") == setuser_line("ti-producer", producer_acl_rule())
+    assert readme_line("ti-consumer") == setuser_line("ti-consumer", consumer_acl_rule())
+    assert readme_line("ti-producer").split()[3:5] == ["reset", "on"]  # reset before on
+
+
+def _publish(redis_url: str, envelopes: list[Any]) -> list[Any]:
+    async def go() -> list[Any]:
+        client = open_redis(redis_url)
+        try:
+            return await publish_many(client, envelopes)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_producer_from_the_readme(server: RedisProcess, admin: redis.Redis,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    producer = url(server, "ti-producer")
+    results = _publish(producer, [envelope("NVDA"), *many_envelopes(50)])
+    assert all(r.created and r.hash_written for r in results)
+    assert admin.xlen(S) == 51
+
+    code, out, err = ti(["status", "--tickers", "NVDA", *RANGE, "--json"], monkeypatch,
+                        capsys, producer)
+    assert code == 0 and '"published": 1' in out and err == ""
+    code, out, err = ti(["get", "NVDA", "2026-05-11"], monkeypatch, capsys, producer)
+    assert code == 1 and out == ""
+    one_line(err, "user 'ti-producer'", "lacks the right +hgetall")
+    code, out, err = ti(["verify"], monkeypatch, capsys, producer)
+    assert code == 1
+    one_line(err, "user 'ti-producer'", "lacks the right +")
+    code, out, err = ti(["lag"], monkeypatch, capsys, producer)
+    assert code == 1
+    one_line(err, "user 'ti-producer'", "lacks the right +")
+
+
+def test_consumer_from_the_readme(server: RedisProcess, admin: redis.Redis,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _publish(url(server, "ti-producer"), [envelope("NVDA"), *many_envelopes(20)])
+    admin.xadd(S, {"data": b"not json"})  # a consumer group dead-letters it
+    consumer = url(server, "ti-consumer")
+
+    code, out, err = ti(["get", "NVDA", "2026-05-11"], monkeypatch, capsys, consumer)
+    assert code == 0 and out.startswith("NVDA 2026-05-11: ") and err == ""
+    code, out, err = ti(["status", "--tickers", "NVDA", *RANGE, "--json"], monkeypatch,
+                        capsys, consumer)
+    assert code == 0 and '"published": 1' in out
+    code, out, err = ti(["verify"], monkeypatch, capsys, consumer)
+    assert code == 2 and "undecodable_entry: 1" in out  # it ran: the bad entry is found
+    admin.xdel(S, admin.xrange(S, "-", "+")[-1][0])
+    code, out, err = ti(["verify"], monkeypatch, capsys, consumer)
+    assert code == 0 and ": consistent" in out, out
+    admin.xadd(S, {"data": b"not json"})
+
+    async def groups() -> Any:
+        client = open_redis(consumer)
+        seen: list[str] = []
+
+        async def handler(entry_id: str, _envelope: Any) -> None:
+            seen.append(entry_id)
+
+        try:
+            reader = GroupReader(client, "engines", "c1", handler, start="0", block_ms=100)
+            stats = await reader.drain()
+        finally:
+            await client.aclose()
+        return stats, seen
+
+    stats, seen = asyncio.run(groups())
+    assert stats.handled == 21 and stats.dead_lettered == 1 and len(seen) == 21
+    assert admin.xlen(dead_letter_key(S)) == 1
+    code, out, err = ti(["lag"], monkeypatch, capsys, consumer)
+    assert code == 0 and "engines" in out, out + err
+
+    env = {**_clean_env(), "TI_REDIS_URL": consumer}
+    with Running([TI, "tail", "--from-start"], env) as tail:
+        first = tail.line(timeout=60)
+        assert "NVDA" in first or "2026-05-11" in first
+        tail.proc.send_signal(signal.SIGINT)
+        assert tail.proc.wait(30) == 0
+
+    with pytest.raises(ConfigError, match=r"user 'ti-consumer' .* lacks the right \+evalsha"):
+        _publish(consumer, [envelope("AMD")])
+    consumer_client = redis.Redis.from_url(consumer)
+    with consumer_client, pytest.raises(redis.exceptions.NoPermissionError):
+        consumer_client.xadd(S, {"data": "{}"})  # XADD only on the dead-letter stream
+    assert admin.xlen(S) == 22
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("TI_")}
+
+
+def test_wrong_password_is_one_line_and_tried_once(
+    server: RedisProcess, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wrong = url(server, "ti-consumer", "not-the-SECRET")
+    code, out, err = ti(["get", "NVDA", "2026-05-11"], monkeypatch, capsys, wrong)
+    assert code == 1
+    one_line(err, "refused the credentials of user 'ti-consumer'")
+    assert "not-the-SECRET" not in err
+    failures = [e for e in admin.acl_log() if e.get("reason") == "auth"]
+    assert len(failures) == 1 and failures[0]["count"] == 1  # TI_RETRIES=3: not retried
+
+
+def test_producer_backfills_from_the_readme(server: RedisProcess, admin: redis.Redis) -> None:
+    """The backfill core with the producer's rights: classify (HEXISTS, HMGET), publish,
+    failure records (HSET for a failed item, HDEL for the rest)."""
+    from ti_core.arena import load_arena
+    from ti_core.backfill import backfill_batch, plan_items
+
+    async def go() -> Any:
+        client = open_redis(url(server, "ti-producer"))
+        try:
+            items = list(plan_items(["NVDA", "AAPL"], ["2026-05-11", "2026-05-12"]))
+            first = await backfill_batch(client, load_arena("demo"), items)
+            again = await backfill_batch(client, load_arena("demo"), items)
+        finally:
+            await client.aclose()
+        return first, again
+
+    first, again = asyncio.run(go())
+    assert first.count("published") == 4 and again.skipped == 4
+    assert admin.xlen(S) == 4
+
+
+@pytest.mark.prefect
+def test_ti_run_with_each_user_from_the_readme(
+    prefect_harness: None, server: RedisProcess, admin: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TI_TASK_RETRIES", "0")
+    argv = ["run", "NVDA", "--date", "2026-05-11", "--arena", "tests.arena_fixtures:sync_arena"]
+    code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-consumer"))
+    assert code == 1 and out == ""
+    one_line(err, "user 'ti-consumer'", "lacks the right +evalsha")
+    assert admin.xlen(S) == 0
+    code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-producer"))
+    assert code == 0 and out.startswith("NVDA 2026-05-11: BUY"), err
+    assert admin.xlen(S) == 1

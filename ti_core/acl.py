@@ -1,0 +1,56 @@
+"""The least-privilege ACL rules of the two roles: a producer (publishes) and a consumer (reads).
+
+Each rule is what goes after ``ACL SETUSER NAME reset on >PASSWORD`` (``reset`` first: it
+would undo an ``on`` or a password given before it). The README shows both lines in full and
+the tests paste them from there onto a real server. Add ``+select`` if the URL names a
+database other than 0, and on Redis 7.2+ ``+client|setinfo`` (redis-py announces itself on
+connect and ignores a refusal, which only shows in ``ACL LOG``).
+"""
+
+from __future__ import annotations
+
+from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, validate_stream_name
+
+__all__ = ["consumer_acl_rule", "producer_acl_rule", "setuser_line"]
+
+# What a producer sends: the publish scripts (and the commands they call), their reload, the
+# trim; the pipeline's and backfill's bookkeeping (failure records: HSET/HDEL/HMGET; "only
+# missing" and ``ti status``: HEXISTS); CLIENT SETNAME, sent on connect for our name.
+_PRODUCER_COMMANDS = (
+    "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
+    "+hdel", "+hmget", "+hexists", "+client|setname",
+)
+# What a consumer sends: ``ti get`` / get_decision (HGETALL, HGET), tail (XREAD, XRANGE,
+# XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
+# MULTI/EXEC around a dead letter and its ack), lag (XINFO GROUPS, XLEN), ``ti status``
+# (HEXISTS, HMGET) and ``ti verify`` (SCAN, EXISTS, XLEN, XRANGE, XINFO STREAM, HGETALL, HGET).
+_CONSUMER_COMMANDS = (
+    "+hget", "+hgetall", "+hexists", "+hmget", "+exists", "+scan", "+xlen", "+xrange",
+    "+xread", "+xinfo|stream", "+xinfo|groups", "+xgroup|create", "+xreadgroup", "+xack",
+    "+xautoclaim", "+xpending", "+multi", "+exec", "+client|setname",
+)
+
+
+def producer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
+    """The rules a producer needs, no more: the stream, its records (``{stream}:*``) and the
+    lookup hashes; no stream reads, no other key, no pub/sub."""
+    validate_stream_name(stream_name)
+    keys = f"~{stream_name} ~{stream_name}:* ~{DECISION_HASH_PREFIX}:*"
+    return f"resetkeys {keys} resetchannels -@all {' '.join(_PRODUCER_COMMANDS)}"
+
+
+def consumer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
+    """The rules a consumer needs: read the hashes, the records ``ti status`` shows and the
+    stream; keep its consumer groups on the stream; append only to the dead-letter stream
+    (a Redis 7 selector: ``XADD`` is allowed on that key alone). The selector is quoted, as
+    ``redis-cli`` needs it; split the rule like a shell (``shlex.split``) to send it."""
+    validate_stream_name(stream_name)
+    reads = (f"%R~{DECISION_HASH_PREFIX}:* %R~{stream_name}:latest:* %R~{stream_name}:failures "
+             f"%R~{stream_name}:dead")
+    return (f"resetkeys ~{stream_name} {reads} resetchannels -@all "
+            f"{' '.join(_CONSUMER_COMMANDS)} \"(~{stream_name}:dead +xadd)\"")
+
+
+def setuser_line(user: str, rule: str) -> str:
+    """The whole command, as pasted into ``redis-cli``: ``reset`` first, then on, password."""
+    return f"ACL SETUSER {user} reset on >PASSWORD {rule}"
