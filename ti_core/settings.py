@@ -97,7 +97,8 @@ class TiSettings(BaseSettings):
     )
     arena: str | None = Field(
         default=None,
-        description="Arena runner spec: 'replay:DIR', 'package.module:function' or 'demo'.",
+        description="Arena runner spec: 'replay:DIR', 'package.module:function', "
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'.",
     )
     allow_demo_publish: bool = Field(
         default=False,
@@ -106,6 +107,17 @@ class TiSettings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="Directory of the embedded store and other local state.",
+    )
+    max_state_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest arena state accepted, in bytes of JSON: a bigger one is refused "
+        "before it is read or parsed (and never reaches Prefect's result storage).",
+    )
+    publish_degraded: bool = Field(
+        default=False,
+        description="Publish a state with no readable verdict as HOLD, confidence 0, marked "
+        "meta.degraded (default: it is a failed item).",
     )
     calendar: str = Field(
         default="XNYS",
