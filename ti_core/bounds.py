@@ -81,13 +81,66 @@ def too_deep(what: str, where: str = "") -> InvalidStateError:
     return InvalidStateError(f"{what} is nested over {MAX_STATE_DEPTH} deep{at}")
 
 
+def _quick_members(items: Any, is_dict: bool, depth: int, push: Any) -> int:
+    """The size of one container's members (containers pushed), or -1 to look closer."""
+    size = 2
+    for key, item in items:
+        if is_dict:
+            if type(key) is not str:
+                return -1
+            size += len(key) + 4
+        else:
+            size += 1
+        t = type(item)
+        if t is str:
+            size += len(item) + 2
+        elif t is dict or t is list:
+            push((item, depth + 1))
+        elif t is float:
+            if not math.isfinite(item):
+                return -1
+            size += 3
+        elif t is int:
+            size += item.bit_length() * 3 // 10 + 1
+        elif item is None or t is bool:
+            size += 4
+        else:
+            return -1
+    return size
+
+
+def _quick_size(state: Mapping[str, Any], limit: int) -> int | None:
+    """The common case, fast: plain dicts, lists and scalars within the bounds -> about the
+    JSON size (never more than it); None when anything needs a closer look."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(state, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        kind = type(value)
+        if depth > MAX_STATE_DEPTH or (kind is not dict and kind is not list):
+            return None  # too deep, or a tuple or other Mapping: the careful walk
+        if kind is dict:
+            size = _quick_members(value.items(), True, depth, push)
+        else:
+            size = _quick_members(enumerate(value), False, depth, push)
+        total += size
+        if size < 0 or total > limit:
+            return None
+    return total
+
+
 def check_state(state: Mapping[str, Any], limit: int, what: str = "arena state") -> int:
     """About the compact JSON size of ``state`` in bytes, or ``InvalidStateError`` if it is
     over ``limit`` bytes, nested over :data:`MAX_STATE_DEPTH` deep, or not plain JSON.
 
     Iterative (a deep state cannot exhaust the stack); stops at the first refusal, so its cost
-    is bounded by ``limit``, not by the state's size.
+    is bounded by ``limit``, not by the state's size. A plain state takes one quick pass;
+    anything else a careful one that names where the problem is.
     """
+    quick = _quick_size(state, limit)
+    if quick is not None:
+        return quick
     total = 0
     stack: list[tuple[Any, int, tuple[Any, ...]]] = [(state, 1, ())]
     while stack:
