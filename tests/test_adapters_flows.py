@@ -217,8 +217,10 @@ def _storage() -> dict[Path, int]:
 @pytest.fixture
 def bad_states(tmp_path: Path) -> Iterator[Path]:
     """BIG: 256 MiB (sparse; reading it would take seconds and fail as 'not valid JSON');
-    DEEP: nested 900 deep, which made Prefect's hashing recurse to death."""
+    DEEP: nested 900 deep, which made Prefect's hashing recurse to death; NAN: not JSON."""
     root = tmp_path / "replay"
+    (root / "NAN").mkdir(parents=True)
+    (root / "NAN" / f"{DAY}.json").write_text('{"synthesis_verdict": "BUY", "x": [NaN]}')
     for name in ("BIG", "DEEP"):
         (root / name).mkdir(parents=True)
     with (root / "BIG" / f"{DAY}.json").open("wb") as handle:
@@ -234,16 +236,18 @@ def test_oversized_and_deep_states_get_one_refusal_whichever_command(
     big = (f"arena state {bad_states / 'BIG' / DAY}.json is 268435456 bytes, over the "
            "4194304-byte limit (setting TI_MAX_STATE_BYTES)")
     deep = f"arena state {bad_states / 'DEEP' / DAY}.json is nested over 64 deep"
+    nan = f"arena state {bad_states / 'NAN' / DAY}.json: state.x[0] is nan, which is not JSON"
     before = _storage()
     arena = ["--arena", f"replay:{bad_states}"]
-    for ticker, message in (("BIG", big), ("DEEP", deep)):
+    for ticker, message in (("BIG", big), ("DEEP", deep), ("NAN", nan)):
         assert main(["run", ticker, "--date", DAY, *arena]) == 1
         (line,) = capsys.readouterr().err.splitlines()
         assert line.startswith(f"ti: {ticker} {DAY} not published: {message}"), line
-    assert main(["backfill", "--tickers", "BIG,DEEP", "--start", DAY, "--end", DAY, *arena]) == 1
+    assert main(["backfill", "--tickers", "BIG,DEEP,NAN", "--start", DAY, "--end", DAY,
+                 *arena]) == 1
     err = capsys.readouterr().err
-    assert f"BIG {DAY}: InvalidStateError: {big}" in err
-    assert f"DEEP {DAY}: InvalidStateError: {deep}" in err
+    for ticker, message in (("BIG", big), ("DEEP", deep), ("NAN", nan)):
+        assert f"{ticker} {DAY}: InvalidStateError: {message}" in err
 
     # In-process arenas: refused inside run-arena, before Prefect hashes or stores the state.
     for name, message in (("huge_arena", "is at least"), ("deep_arena", "is nested over 64")):

@@ -47,7 +47,7 @@ def _where(path: tuple[Any, ...]) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _scalar_size(value: Any, path: tuple[Any, ...]) -> int:
+def _scalar_size(value: Any, path: tuple[Any, ...], what: str) -> int:
     kind = type(value)
     if kind is str:
         return len(value) + 2 if value.isascii() else len(value.encode("utf-8", "replace")) + 2
@@ -59,12 +59,12 @@ def _scalar_size(value: Any, path: tuple[Any, ...]) -> int:
         return int(value.bit_length()) * 3 // 10 + 1  # its digits, without printing a huge int
     if kind is float or isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidStateError(f"{_where(path)} is {value!r}, which is not JSON")
+            raise InvalidStateError(f"{what}: {_where(path)} is {value!r}, which is not JSON")
         return len(repr(float(value)))
     if isinstance(value, str):
         return len(value) + 2
     raise InvalidStateError(
-        f"{_where(path)} is a {type(value).__name__}, which is not JSON "
+        f"{what}: {_where(path)} is a {type(value).__name__}, which is not JSON "
         "(states are dicts of text, numbers, booleans, null, lists and dicts)"
     )
 
@@ -154,7 +154,7 @@ def check_state(state: Mapping[str, Any], limit: int, what: str = "arena state")
             for key, child in value.items():
                 if not isinstance(key, str):
                     raise InvalidStateError(
-                        f"{_where(path)} has the key {shorten(key)}, which is not text "
+                        f"{what}: {_where(path)} has the key {shorten(key)}, which is not text "
                         "(JSON object keys are text)"
                     )
                 total += len(key) + 4
@@ -167,7 +167,7 @@ def check_state(state: Mapping[str, Any], limit: int, what: str = "arena state")
                 raise _too_big(what, total + len(value), limit)
             stack.extend((child, depth + 1, (*path, i)) for i, child in enumerate(value))
         else:
-            total += _scalar_size(value, path)
+            total += _scalar_size(value, path, what)
         if total > limit:
             raise _too_big(what, total, limit)
     return total
