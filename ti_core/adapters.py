@@ -59,7 +59,8 @@ from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
-from ti_core.arena import DEFAULT_MAX_STATE_BYTES, CallableArena, resolve
+from ti_core.arena import CallableArena, resolve
+from ti_core.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.errors import ArenaError, ConfigError, InvalidStateError
 from ti_core.keys import shorten
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ti_core.bounds import check_file_size, check_state, too_deep
+from ti_core.bounds import DEFAULT_MAX_STATE_BYTES, check_file_size, check_state, too_deep
 from ti_core.errors import (
     ArenaError,
     ArenaTransientError,
@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 DEMO_META: dict[str, Any] = {"demo": True}
-DEFAULT_MAX_STATE_BYTES = 4 * 1024 * 1024  # TiSettings.max_state_bytes
 _IMPORT_SPEC_RE = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
     r"(\.[A-Za-z_][A-Za-z0-9_]*)*$"

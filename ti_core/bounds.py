@@ -23,8 +23,15 @@ from typing import Any
 from ti_core.errors import InvalidStateError
 from ti_core.keys import shorten
 
-__all__ = ["MAX_STATE_DEPTH", "check_file_size", "check_state", "too_deep"]
+__all__ = [
+    "DEFAULT_MAX_STATE_BYTES",
+    "MAX_STATE_DEPTH",
+    "check_file_size",
+    "check_state",
+    "too_deep",
+]
 
+DEFAULT_MAX_STATE_BYTES = 4 * 1024 * 1024  # setting TI_MAX_STATE_BYTES
 MAX_STATE_DEPTH = 64
 _LIMIT_HINT = "(setting TI_MAX_STATE_BYTES)"
 

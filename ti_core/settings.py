@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ti_core.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.keys import DEFAULT_STREAM_NAME, validate_stream_name
 
 __all__ = ["TiSettings", "default_data_dir", "redact_url"]
@@ -109,7 +110,7 @@ class TiSettings(BaseSettings):
         description="Directory of the embedded store and other local state.",
     )
     max_state_bytes: int = Field(
-        default=4 * 1024 * 1024,
+        default=DEFAULT_MAX_STATE_BYTES,
         ge=1024,
         description="Largest arena state accepted, in bytes of JSON: a bigger one is refused "
         "before it is read or parsed (and never reaches Prefect's result storage).",
