@@ -70,6 +70,7 @@ def assert_hedge_fund(envelope: dict[str, Any], ticker: str) -> None:
         "technical_analyst_agent", "warren_buffett_agent"]
 
 
+@pytest.mark.slow  # eleven flow runs
 def test_ti_run_publishes_every_rating_and_action_as_mapped(
     env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
