@@ -71,6 +71,19 @@ async def test_tradingagents_review_is_no_verdict_unless_published_degraded() ->
     assert envelope.meta["degraded_reason"].startswith("no verdict: tradingagents rating")
 
 
+@pytest.mark.parametrize(("rating", "verdict"), [
+    ("BUY", "BUY"), ("**SELL**", "SELL"), (" hold.\n", "HOLD"), ("Strong Buy", None),
+    ("", None), (None, None), (3, None),
+])
+def test_older_tradingagents_replies_map_only_when_unambiguous(rating: Any,
+                                                               verdict: str | None) -> None:
+    from ti_core.adapters import tradingagents_state
+
+    state = tradingagents_state({"final_trade_decision": "x"}, rating, "NVDA", DAY)
+    assert state.get("synthesis_verdict") == verdict
+    assert ("no_verdict" in state["meta"]) is (verdict is None)
+
+
 async def test_one_graph_runs_one_propagate_at_a_time() -> None:
     graph = tradingagents_standin.TradingAgentsGraph()
     runner = TradingAgentsArena("tradingagents:x:GRAPH", graph)

@@ -122,7 +122,8 @@ def tradingagents_state(
         raise ArenaError(f"tradingagents final_state for {ticker} {trade_date} is a "
                          f"{type(final_state).__name__}, not a mapping")
     word = _word(rating)
-    verdict = TRADINGAGENTS_RATINGS.get(word.lower()) if word else None
+    # Older versions return the LLM's reply itself ("BUY", "**SELL**."): its markup goes.
+    verdict = TRADINGAGENTS_RATINGS.get(word.strip(" *._`'\"").lower()) if word else None
     meta: dict[str, Any] = {
         "framework": "tradingagents",
         "rating": _clip(rating, WORD_CHARS) if word else None,
