@@ -19,6 +19,7 @@ Underweight, Sell       SELL
 anything else (REVIEW)  none     ``meta.no_verdict`` names it
 ======================  =======  ==========================================
 
+Markup around the word (an older version's raw reply, ``**SELL**``) is ignored.
 confidence: none given (0, ``confidence_source: "none"``); reasoning: ``final_trade_decision``;
 target from ``company_of_interest`` and ``trade_date``; no agent signals (its analysts write
 reports, not scored signals; the reports stay off the envelope).
