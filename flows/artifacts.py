@@ -32,10 +32,13 @@ def decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> str:
     """Markdown for one decision: verdict, confidence, score, the agents' signals, where."""
     decision = envelope["decision"]
     synthesis, target = decision["synthesis"], decision["target"]
-    demo = " (DEMO: not a real analysis)" if envelope.get("meta", {}).get("demo") else ""
+    meta = envelope.get("meta", {})
+    demo = " (DEMO: not a real analysis)" if meta.get("demo") else ""
+    degraded = " (DEGRADED: no verdict in the arena state)" if meta.get("degraded") else ""
     lines = [
-        f"# {target['ticker']} {target['trade_date']}: {synthesis['verdict']}{demo}",
+        f"# {target['ticker']} {target['trade_date']}: {synthesis['verdict']}{demo}{degraded}",
         "",
+        *([f"- **degraded**: {_cell(meta.get('degraded_reason'))}"] if degraded else []),
         f"- confidence **{synthesis['confidence']:.2f}**, ensemble score "
         f"**{synthesis['ensemble_score']:+.3f}**",
         f"- arena id `{envelope.get('arena_id', '')}`, correlation id "
@@ -54,12 +57,14 @@ def decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-TABLE_COLUMNS = ("ticker", "trade_date", "status", "verdict", "confidence", "entry_id", "error")
+TABLE_COLUMNS = ("ticker", "trade_date", "status", "verdict", "confidence", "degraded",
+                 "entry_id", "error")
 
 
 def run_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The flow run's table: one row per (ticker, date) with status, verdict, entry id, error."""
-    return [{c: ("" if r.get(c) is None else r.get(c)) for c in TABLE_COLUMNS} for r in rows]
+    return [{c: ("" if r.get(c) is None or r.get(c) is False else r.get(c))
+             for c in TABLE_COLUMNS} for r in rows]
 
 
 async def write_decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> None:

@@ -127,6 +127,7 @@ async def backfill_batch_task(
     arena: str | None = None,
     only: str = "missing",
     concurrency: int | None = None,
+    publish_degraded: bool = False,
 ) -> BatchReport:
     """Classify, run, publish and record one batch; the report has each item's outcome."""
     s = TiSettings()
@@ -137,7 +138,7 @@ async def backfill_batch_task(
             client, runner, items, only=only, stream_name=s.stream_name,
             concurrency=concurrency or s.arena_concurrency,
             trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
-            idempotency_ttl=s.idempotency_ttl_seconds,
+            idempotency_ttl=s.idempotency_ttl_seconds, publish_degraded=publish_degraded,
         )
     return report
 
@@ -205,7 +206,7 @@ def _distributed_runner() -> bool:
 
 async def _run_batches(
     names: list[str], plan: SessionPlan, arena: str, only: str, concurrency: int | None,
-    batch_size: int, summary: BackfillSummary, writes: _ApiWrites,
+    batch_size: int, summary: BackfillSummary, writes: _ApiWrites, degraded: bool = False,
 ) -> None:
     """Two batch tasks in flight (one's Redis and API round trips overlap the other's arena and
     build work); reports are taken in plan order."""
@@ -226,12 +227,13 @@ async def _run_batches(
                                        start=1):
             pairs = [(i.ticker, i.trade_date) for i in chunk]
             if distributed:  # Dask and the like: the runner places the batch on a worker
-                submitted = backfill_batch_task.submit(pairs, number, arena, only, concurrency)
+                submitted = backfill_batch_task.submit(pairs, number, arena, only, concurrency,
+                                                       degraded)
                 pending = asyncio.ensure_future(asyncio.to_thread(submitted.result))
             else:  # in process: run on the flow's own loop, the cheapest path
                 quoted = cast("list[tuple[str, str]]", quote(pairs))  # Prefect need not walk
                 pending = asyncio.ensure_future(
-                    backfill_batch_task(quoted, number, arena, only, concurrency))
+                    backfill_batch_task(quoted, number, arena, only, concurrency, degraded))
             in_flight.append((number, pending))
             if len(in_flight) >= _BATCHES_IN_FLIGHT:
                 await finish()
@@ -253,12 +255,14 @@ async def backfill(
     only: str = "missing",
     dry_run: bool = False,
     concurrency: int | None = None,
+    publish_degraded: bool | None = None,
 ) -> BackfillSummary | DryRunPlan:
     """Publish every (ticker, session) from ``start`` to ``end`` (inclusive) that ``only`` selects.
 
     ``only``: ``missing`` (not yet published, the default), ``failed`` (recorded failures) or
-    ``all``. ``dry_run`` returns the plan and publishes nothing. Ends Failed, naming each
-    failed item, if any item failed.
+    ``all``. ``dry_run`` returns the plan and publishes nothing. ``publish_degraded`` (default
+    ``TI_PUBLISH_DEGRADED``) publishes states with no verdict as HOLD marked degraded. Ends
+    Failed, naming each failed item, if any item failed.
     """
     if only not in ONLY_MODES:
         raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got "
@@ -281,7 +285,8 @@ async def backfill(
     writes = _ApiWrites(progress, total)
     try:
         await _run_batches(names, plan, runner.spec, only, concurrency, s.batch_size, summary,
-                           writes)
+                           writes, s.publish_degraded if publish_degraded is None
+                           else publish_degraded)
     finally:
         await writes.close(summary.planned)
     await _summary_artifacts(summary, f"backfill {plan.start}..{plan.end} ({only})")

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any
 
+from flows.cmd_run import add_publish_degraded
 from ti_core.errors import TiError
 
 __all__ = ["register"]
@@ -50,7 +51,8 @@ def register(subparsers: Any) -> None:
         description="Publish one decision per ticker per trading session from --start to --end "
         "(inclusive), in batches. Re-running is safe: published items are skipped.")
     _add_range(p)
-    p.add_argument("--arena", default=None, help="runner spec: replay:DIR, module:function, demo")
+    p.add_argument("--arena", default=None, help="runner spec: replay:DIR, module:function, "
+                   "tradingagents:MODULE:OBJECT, hedgefund:MODULE:FUNCTION, demo")
     p.add_argument("--only", choices=("missing", "failed", "all"), default="missing",
                    help="missing: not yet published (default); failed: recorded failures; "
                    "all: everything (identical decisions still add nothing)")
@@ -59,6 +61,7 @@ def register(subparsers: Any) -> None:
                    help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)")
     p.add_argument("--allow-demo", action="store_true",
                    help="let the demo arena publish to a configured TI_REDIS_URL")
+    add_publish_degraded(p)
     p.set_defaults(func=_backfill)
     s = subparsers.add_parser(
         "status", help="ticker x session grid: published / failed / missing",
@@ -145,7 +148,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         try:
             result = asyncio.run(backfill(
                 names, args.start, args.end, args.arena, calendar, args.only, args.dry_run,
-                args.concurrency))
+                args.concurrency, True if args.publish_degraded else None))
         except Exception as exc:  # one line, not a traceback; the run's logs have the rest
             if args.debug:
                 raise

@@ -23,9 +23,10 @@ from ti_core.keys import normalize_ticker, normalize_trade_date
 from ti_core.lookup import Lookup, read_decision
 from ti_core.settings import TiSettings
 
-__all__ = ["format_row", "register"]
+__all__ = ["add_publish_degraded", "format_row", "register"]
 
 SERVER_HINT = "set TI_REDIS_URL=redis://HOST:6379/0 to publish to a Redis server"
+DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
 
 
 def _where(settings: TiSettings) -> str:
@@ -41,6 +42,7 @@ def format_row(row: dict[str, Any], settings: TiSettings) -> str:
     if row["status"] == "failed":
         return f"{row['ticker']} {row['trade_date']}: FAILED {row['error']}"
     demo = " [DEMO arena: not a real analysis]" if row.get("demo") else ""
+    demo += DEGRADED_MARK if row.get("degraded") else ""
     again = " (already on the stream)" if row["status"] == "unchanged" else ""
     return (
         f"{row['ticker']} {row['trade_date']}: {row['verdict']} confidence "
@@ -86,6 +88,11 @@ async def _outcome(call: Any) -> tuple[str, Any]:
     return str(state.state_details.flow_run_id), value
 
 
+def _degraded(args: argparse.Namespace) -> bool | None:
+    """``--publish-degraded`` as the flow's parameter; None leaves it to the setting."""
+    return True if getattr(args, "publish_degraded", False) else None
+
+
 def _retry_hint(flow_run_id: str) -> str:
     return f" [flow run {flow_run_id}; once fixed: ti retry {flow_run_id}]"
 
@@ -98,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     _quiet_prefect_console(args.debug)
     try:
         run_id, row = asyncio.run(_outcome(publish_decision(
-            ticker, trade_date, args.arena, args.force, return_state=True)))
+            ticker, trade_date, args.arena, args.force, _degraded(args), return_state=True)))
     except Exception as exc:
         return _fail(args, f"{ticker} {trade_date} not published", exc)
     if isinstance(row, BaseException):
@@ -120,7 +127,7 @@ def _run_daily(args: argparse.Namespace, progress: Any, bar: Any, lines: list[st
     async def go() -> tuple[str, Any]:
         ON_DECISION.set(on_decision)
         return await _outcome(daily(args.tickers.split(","), args.date, args.arena,
-                                    args.calendar, return_state=True))
+                                    args.calendar, _degraded(args), return_state=True))
 
     return asyncio.run(go())
 
@@ -225,6 +232,7 @@ def _show(found: Lookup, as_json: bool) -> str:
     envelope, fields = found.envelope, found.fields
     assert envelope is not None
     demo = " [DEMO arena: not a real analysis]" if envelope.meta.get("demo") else ""
+    demo += DEGRADED_MARK if envelope.meta.get("degraded") else ""
     return (
         f"{fields['ticker']} {fields['trade_date']}: {fields['verdict']} confidence "
         f"{float(fields['confidence']):.2f} score {float(fields['ensemble_score']):+.3f}{demo} "
@@ -255,10 +263,19 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_publish_degraded(parser: argparse.ArgumentParser) -> None:
+    """The ``--publish-degraded`` flag (``run``, ``daily``, ``backfill``)."""
+    parser.add_argument("--publish-degraded", action="store_true",
+                        help="publish a state with no verdict as HOLD, confidence 0, marked "
+                        "meta.degraded (default: it fails; same as TI_PUBLISH_DEGRADED=1)")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arena", default=None, metavar="SPEC",
-                        help="'replay:DIR', 'package.module:function' or 'demo' "
+                        help="'replay:DIR', 'package.module:function', "
+                        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo' "
                         "(default: TI_ARENA, else the demo)")
+    add_publish_degraded(parser)
     parser.add_argument("--allow-demo", action="store_true",
                         help="let the demo arena publish to TI_REDIS_URL "
                         "(same as TI_ALLOW_DEMO_PUBLISH=1)")

@@ -77,13 +77,15 @@ class _Decision:
     """One (ticker, date) through the four tasks; ``run`` returns its table row."""
 
     def __init__(self, ticker: str, trade_date: str, runner: ArenaRunner, force: bool,
-                 settings: TiSettings, limit: asyncio.Semaphore) -> None:
+                 settings: TiSettings, limit: asyncio.Semaphore,
+                 publish_degraded: bool = False) -> None:
         self.ticker, self.trade_date, self.runner = ticker, trade_date, runner
         self.force, self.settings, self.limit = force, settings, limit
+        self.publish_degraded = publish_degraded
         self.row: dict[str, Any] = {
             "ticker": ticker, "trade_date": trade_date, "status": "failed", "verdict": None,
             "confidence": None, "entry_id": None, "hash_key": None, "error": None,
-            "where": where_written(settings), "demo": runner.is_demo,
+            "where": where_written(settings), "demo": runner.is_demo, "degraded": False,
         }
         self.error: BaseException | None = None
 
@@ -97,7 +99,7 @@ class _Decision:
             stage = "build-envelope"
             cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
             envelope_json = await build_envelope(state, self.ticker, self.trade_date, cid,
-                                           self.runner.is_demo)
+                                           self.runner.is_demo, self.publish_degraded)
             stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
         except Exception as exc:
@@ -116,6 +118,7 @@ class _Decision:
             verdict=synthesis["verdict"], confidence=synthesis["confidence"],
             score=synthesis["ensemble_score"], entry_id=stream["entry_id"], hash_key=hash_key,
             correlation_id=envelope["correlation_id"], stream=s.stream_name,
+            degraded=envelope["meta"].get("degraded") is True,
         )
         await write_decision_card(envelope, self.row)
         emit_decision_event(self.row)
@@ -145,18 +148,22 @@ async def _one(decision: _Decision) -> dict[str, Any]:
 
 @flow(name="publish-decision", flow_run_name="{ticker}-{trade_date}")
 async def publish_decision(
-    ticker: str, trade_date: str, arena: str | None = None, force: bool = False
+    ticker: str, trade_date: str, arena: str | None = None, force: bool = False,
+    publish_degraded: bool | None = None,
 ) -> dict[str, Any]:
     """Run the arena for one (ticker, date) and publish its decision; the flow fails if it does.
 
     ``arena`` is a runner spec (default ``TI_ARENA``, else the demo); ``force`` appends even an
-    identical decision and overwrites a newer lookup hash.
+    identical decision and overwrites a newer lookup hash; ``publish_degraded`` (default
+    ``TI_PUBLISH_DEGRADED``) publishes a state with no verdict as HOLD marked degraded
+    instead of failing.
     """
     s = TiSettings()
     ticker, trade_date = normalize_ticker(ticker), normalize_trade_date(trade_date)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
-    decision = _Decision(ticker, trade_date, runner, force, s, asyncio.Semaphore(1))
+    degraded = s.publish_degraded if publish_degraded is None else publish_degraded
+    decision = _Decision(ticker, trade_date, runner, force, s, asyncio.Semaphore(1), degraded)
     row = await _one(decision)
     await write_run_table(artifact_key("publish", ticker, trade_date), [row],
                           f"publish {ticker} {trade_date}")
@@ -188,6 +195,7 @@ async def daily(
     trade_date: str | None = None,
     arena: str | None = None,
     calendar: str = "XNYS",
+    publish_degraded: bool | None = None,
 ) -> dict[str, Any]:
     """Publish one decision per ticker for ``trade_date`` (default: today's session).
 
@@ -210,8 +218,9 @@ async def daily(
     for row in rows:
         _notify(row)
     limit = asyncio.Semaphore(s.arena_concurrency)
+    degraded = s.publish_degraded if publish_degraded is None else publish_degraded
     rows += await asyncio.gather(
-        *(_one(_Decision(t, trade_date, runner, False, s, limit)) for t in good)
+        *(_one(_Decision(t, trade_date, runner, False, s, limit, degraded)) for t in good)
     )
     await write_run_table(artifact_key("daily", trade_date), rows, f"daily {trade_date}")
     failed = [r for r in rows if r["status"] == "failed"]

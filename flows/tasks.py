@@ -33,6 +33,7 @@ from ti_core.keys import failure_key
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.settings import TiSettings
+from ti_core.verdict import decision_meta
 from ti_core.wire import payload_and_digest
 
 __all__ = [
@@ -70,13 +71,18 @@ async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> d
 
 @task(name="build-envelope", cache_policy=_CACHED, persist_result=True)
 async def build_envelope(
-    state: dict[str, Any], ticker: str, trade_date: str, correlation_id: str, demo: bool = False
+    state: dict[str, Any], ticker: str, trade_date: str, correlation_id: str, demo: bool = False,
+    publish_degraded: bool = False,
 ) -> str:
-    """The v1 envelope as JSON; the same inputs in the same flow run give the same envelope."""
+    """The v1 envelope as JSON; the same inputs in the same flow run give the same envelope.
+
+    A state with no verdict raises ``NoVerdictError`` unless ``publish_degraded``.
+    """
     envelope = build_envelope_from_state(
         state,
         correlation_id=correlation_id,
-        extra_meta=DEMO_META if demo else None,
+        extra_meta=decision_meta(state, publish_degraded=publish_degraded,
+                                 extra=DEMO_META if demo else None),
         ticker=ticker,
         trade_date=trade_date,
     )

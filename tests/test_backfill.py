@@ -103,7 +103,8 @@ async def test_month_backfill_isolates_a_missing_state_then_retries_only_failed(
 async def test_bad_state_and_refused_write_fail_only_their_item(
     real_redis: Any, redis_url: str, replay: Path
 ) -> None:
-    (replay / "NVDA" / "2026-04-02.json").write_text(json.dumps({"synthesis_score": "high"}))
+    (replay / "NVDA" / "2026-04-02.json").write_text(json.dumps({"synthesis_verdict": "BUY",
+                                                                  "synthesis_score": "high"}))
     # A key of the wrong type makes Redis refuse that item's script: the batch is re-published
     # one by one so only that item fails.
     await real_redis.set(decision_hash_key("BRK.B", "2026-04-06"), "not a hash")

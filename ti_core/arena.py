@@ -4,14 +4,20 @@ Specs (setting ``TI_ARENA``, flag ``--arena``):
 
 - ``replay:DIR``: the archived state ``DIR/{TICKER}/{YYYY-MM-DD}.json`` of an earlier run.
 - ``package.module:function`` (or ``package.module:object.method``): a sync or async callable
-  ``(ticker, trade_date) -> mapping``; how a real arena plugs in.
+  ``(ticker, trade_date) -> mapping``; how an in-house arena plugs in.
+- ``tradingagents:MODULE:OBJECT`` and ``hedgefund:MODULE:FUNCTION``: a TradingAgents graph or
+  an ai-hedge-fund ``run_hedge_fund``, through the adapters in :mod:`ti_core.adapters`.
 - ``demo``: a deterministic, offline stand-in; its arena id starts ``demo-`` and its
   envelopes carry ``meta.demo = true`` (:data:`DEMO_META`). It is the default only when no
   arena is configured, and :func:`ensure_demo_allowed` keeps it off a configured Redis server.
 
+Every state a runner returns has passed :func:`ti_core.bounds.check_state` (size, depth, JSON
+types; a replayed file's size is checked before it is read), so Prefect only ever hashes,
+caches and persists bounded, plain states.
+
 A runner raises :class:`ArenaTransientError` for failures worth retrying (built-in
 ``TimeoutError`` and ``ConnectionError`` from a callable are mapped to it), any other
-:class:`ArenaError` for failures that are not.
+:class:`ArenaError` (or ``InvalidStateError`` for a refused state) for failures that are not.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ti_core.bounds import DEFAULT_MAX_STATE_BYTES, check_file_size, check_state, too_deep
 from ti_core.errors import (
     ArenaError,
     ArenaTransientError,
@@ -44,6 +52,7 @@ __all__ = [
     "ReplayArena",
     "ensure_demo_allowed",
     "load_arena",
+    "resolve",
 ]
 
 DEMO_META: dict[str, Any] = {"demo": True}
@@ -68,9 +77,12 @@ class ReplayArena:
 
     is_demo = False
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(
+        self, directory: str | Path, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
+    ) -> None:
         self.directory = Path(directory).expanduser()
         self.spec = f"replay:{directory}"
+        self.max_state_bytes = max_state_bytes
 
     def path_for(self, ticker: str, trade_date: str) -> Path:
         """The state file of a pair; raises ``InvalidStateError`` for a bad ticker or date."""
@@ -79,8 +91,13 @@ class ReplayArena:
 
     async def run(self, ticker: str, trade_date: str) -> dict[str, Any]:
         path = self.path_for(ticker, trade_date)
+        limit = self.max_state_bytes
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:  # measured on the open file, then read no more
+                check_file_size(path, limit, os.fstat(handle.fileno()).st_size)
+                data = handle.read(limit + 1)
+            check_file_size(path, limit, len(data))  # it grew while we looked
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise StateNotFoundError(f"no archived arena state: {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -89,12 +106,15 @@ class ReplayArena:
             ) from None
         try:
             state = json.loads(text)
+        except RecursionError:
+            raise too_deep(f"arena state {path}") from None
         except ValueError as exc:
             raise StateNotFoundError(f"arena state {path} is not valid JSON: {exc}") from None
         if not isinstance(state, dict):
             raise StateNotFoundError(
                 f"arena state {path} is a JSON {type(state).__name__}, not an object"
             )
+        check_state(state, limit, f"arena state {path}")  # depth, NaN; size is known
         return state
 
 
@@ -103,8 +123,9 @@ def _brief(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _resolve(spec: str) -> Callable[..., Any]:
-    module_name, _, attr_path = spec.partition(":")
+def resolve(spec: str, path: str | None = None, *, need_callable: bool = True) -> Any:
+    """The object ``package.module:attr.path`` names (``path``, else ``spec``); ConfigError."""
+    module_name, _, attr_path = (spec if path is None else path).partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -114,9 +135,9 @@ def _resolve(spec: str) -> Callable[..., Any]:
             target = getattr(target, part)
         except AttributeError:
             raise ConfigError(f"arena {spec!r}: {module_name} has no {attr_path}") from None
-    if not callable(target):
+    if need_callable and not callable(target):
         raise ConfigError(f"arena {spec!r}: {attr_path} is not callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 class CallableArena:
@@ -124,9 +145,15 @@ class CallableArena:
 
     is_demo = False
 
-    def __init__(self, spec: str, function: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        function: Callable[..., Any] | None = None,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+    ) -> None:
         self.spec = spec
-        self.function = function if function is not None else _resolve(spec)
+        self.function = function if function is not None else resolve(spec)
+        self.max_state_bytes = max_state_bytes
 
     async def _call(self, ticker: str, trade_date: str) -> Any:
         if inspect.iscoroutinefunction(self.function):
@@ -139,7 +166,7 @@ class CallableArena:
     async def run(self, ticker: str, trade_date: str) -> dict[str, Any]:
         ticker, trade_date = normalize_ticker(ticker), normalize_trade_date(trade_date)
         try:
-            state = await self._call(ticker, trade_date)
+            result = await self._call(ticker, trade_date)
         except ArenaError:
             raise
         except (TimeoutError, ConnectionError) as exc:
@@ -152,12 +179,22 @@ class CallableArena:
                 f"arena {self.spec} failed for {ticker} {trade_date}: {type(exc).__name__}: "
                 f"{_brief(exc)}"
             ) from exc
-        if not isinstance(state, Mapping):
+        state = self.to_state(result, ticker, trade_date)
+        check_state(state, self.max_state_bytes, f"arena {self.spec} state for {ticker} "
+                    f"{trade_date}")
+        return state
+
+    def to_state(self, result: Any, ticker: str, trade_date: str) -> dict[str, Any]:
+        """The state from what the callable returned (adapters map their framework's shape)."""
+        if not isinstance(result, Mapping):
+            hint = ""
+            if isinstance(result, tuple) and len(result) == 2:
+                hint = " (a TradingAgents graph? use the spec tradingagents:MODULE:OBJECT)"
             raise ArenaError(
-                f"arena {self.spec} returned {type(state).__name__} for {ticker} {trade_date}, "
-                "not a state mapping"
+                f"arena {self.spec} returned {type(result).__name__} for {ticker} {trade_date}, "
+                f"not a state mapping{hint}"
             )
-        return dict(state)
+        return dict(result)
 
 
 _DEMO_AGENTS = (
@@ -209,21 +246,28 @@ class DemoArena:
 
 def load_arena(spec: str | None = None, *, settings: TiSettings | None = None) -> ArenaRunner:
     """The runner for ``spec``, else ``TI_ARENA``, else the demo; raises ``ConfigError``."""
-    if spec is None:
-        spec = (settings or TiSettings()).arena
-    text = (spec or "demo").strip()
+    s = settings or TiSettings()
+    text = (s.arena if spec is None else spec or "demo") or "demo"
+    text = text.strip()
+    limit = s.max_state_bytes
     if text == "demo":
         return DemoArena()
     if text.startswith("replay:"):
         directory = text[len("replay:"):].strip()
         if not directory:
             raise ConfigError("arena spec 'replay:' needs a directory: replay:DIR")
-        return ReplayArena(directory)
+        return ReplayArena(directory, limit)
+    kind, _, rest = text.partition(":")
+    if kind in ("tradingagents", "hedgefund") and _IMPORT_SPEC_RE.fullmatch(rest):
+        from ti_core.adapters import HedgeFundArena, TradingAgentsArena
+
+        adapter = TradingAgentsArena if kind == "tradingagents" else HedgeFundArena
+        return adapter(text, max_state_bytes=limit)
     if _IMPORT_SPEC_RE.fullmatch(text):
-        return CallableArena(text)
+        return CallableArena(text, max_state_bytes=limit)
     raise ConfigError(
-        f"arena spec {shorten(text)} is not one of 'replay:DIR', 'package.module:function' "
-        "or 'demo'"
+        f"arena spec {shorten(text)} is not one of 'replay:DIR', 'package.module:function', "
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'"
     )
 
 

@@ -32,6 +32,7 @@ from ti_core.errors import (
 from ti_core.keys import DEFAULT_STREAM_NAME, normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import DEFAULT_IDEMPOTENCY_TTL, PublishResult, TrimPolicy, publish_many
+from ti_core.verdict import decision_meta
 
 __all__ = [
     "ONLY_MODES",
@@ -118,15 +119,17 @@ def _plain(exc: BaseException) -> str:
 
 
 async def _state_of(
-    runner: ArenaRunner, item: Item, retries: int, delay: float
+    runner: ArenaRunner, item: Item, retries: int, delay: float, publish_degraded: bool = False
 ) -> TradingIntelligenceEnvelope | BaseException:
-    """Run the arena (retrying transient failures) and build the envelope, or the error."""
+    """Run the arena (retrying transient failures) and build the envelope, or the error
+    (``NoVerdictError`` for a state with no verdict, unless ``publish_degraded``)."""
     for attempt in range(retries + 1):
         try:
             state = await runner.run(item.ticker, item.trade_date)
+            meta = decision_meta(state, publish_degraded=publish_degraded,
+                                 extra=DEMO_META if runner.is_demo else None)
             return build_envelope_from_state(state, ticker=item.ticker,
-                                             trade_date=item.trade_date,
-                                             extra_meta=DEMO_META if runner.is_demo else None)
+                                             trade_date=item.trade_date, extra_meta=meta)
         except ArenaTransientError as exc:
             if attempt == retries:
                 return exc
@@ -137,7 +140,8 @@ async def _state_of(
 
 
 async def _build_all(
-    runner: ArenaRunner, items: Sequence[Item], concurrency: int, retries: int, delay: float
+    runner: ArenaRunner, items: Sequence[Item], concurrency: int, retries: int, delay: float,
+    publish_degraded: bool = False,
 ) -> list[TradingIntelligenceEnvelope | BaseException]:
     """Envelopes (or errors) in item order, with at most ``concurrency`` arena runs at once:
     that many workers share one iterator (not a task per item)."""
@@ -147,7 +151,7 @@ async def _build_all(
 
     async def worker() -> None:
         for index, item in todo:
-            built[index] = await _state_of(runner, item, retries, delay)
+            built[index] = await _state_of(runner, item, retries, delay, publish_degraded)
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
     return built
@@ -215,13 +219,17 @@ async def run_items(
     arena_retries: int = 2,
     retry_delay: float = 0.5,
     redis_wait: float = DEFAULT_REDIS_WAIT,
+    publish_degraded: bool = False,
 ) -> list[Outcome]:
     """Arena + build concurrently (up to ``concurrency``), one ``publish_many``, outcomes recorded.
 
-    Raises ``RedisUnavailableError`` only when Redis stays unreachable for ``redis_wait``
-    seconds: nothing else can be recorded then, and a re-run resumes where this one stopped.
+    A state with no verdict fails its item unless ``publish_degraded``; then it is published
+    as HOLD marked ``meta.degraded`` and its outcome's reason says so. Raises
+    ``RedisUnavailableError`` only when Redis stays unreachable for ``redis_wait`` seconds:
+    nothing else can be recorded then, and a re-run resumes where this one stopped.
     """
-    built = await _build_all(runner, items, concurrency, arena_retries, retry_delay)
+    built = await _build_all(runner, items, concurrency, arena_retries, retry_delay,
+                             publish_degraded)
     envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
     publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
     results = iter(await _publish(client, envelopes, publish, redis_wait) if envelopes else [])
@@ -234,7 +242,9 @@ async def run_items(
             # appended (content-aware) does not, however recent its entry.
             status: Literal["published", "unchanged"] = (
                 "published" if got.own_entry else "unchanged")
-            outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id))
+            meta = value.meta if isinstance(value, TradingIntelligenceEnvelope) else {}
+            note = f"degraded: {meta.get('degraded_reason')}" if meta.get("degraded") else ""
+            outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id, note))
         else:
             outcomes.append(Outcome(item.ticker, item.trade_date, "failed", reason=_plain(got)))
     await _record(client, outcomes, stream_name, redis_wait)

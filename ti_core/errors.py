@@ -4,6 +4,7 @@ Hierarchy::
 
     TiError
     ├── InvalidStateError (also ValueError)   the state or arguments cannot make a valid envelope
+    │   └── NoVerdictError                    no verdict can be read from the state
     ├── ConfigError                           a setting, URL or arena spec is unusable
     │   └── DemoRefusedError                  the demo arena would publish to a configured server
     ├── PublishError                          a write to Redis did not complete
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DemoRefusedError",
     "InvalidStateError",
+    "NoVerdictError",
     "NotPublishedError",
     "PublishError",
     "RedisUnavailableError",
@@ -48,6 +50,15 @@ class InvalidStateError(TiError, ValueError):
     """The arena state (or a caller argument) cannot become a valid v1 envelope.
 
     The message names the field and the offending value, truncated. Retrying cannot help.
+    """
+
+
+class NoVerdictError(InvalidStateError):
+    """The state carries no verdict (or one that is not BUY, HOLD or SELL).
+
+    Not published by default: a HOLD nobody decided would read as a decision. The message
+    names what was missing and the keys the state had; ``--publish-degraded`` (setting
+    ``TI_PUBLISH_DEGRADED``) publishes it as HOLD, confidence 0, marked ``meta.degraded``.
     """
 
 

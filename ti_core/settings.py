@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus, urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ti_core.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.keys import DEFAULT_STREAM_NAME, validate_stream_name
 
 __all__ = ["TiSettings", "default_data_dir", "redact_url"]
@@ -134,7 +135,8 @@ class TiSettings(BaseSettings):
     )
     arena: str | None = Field(
         default=None,
-        description="Arena runner spec: 'replay:DIR', 'package.module:function' or 'demo'.",
+        description="Arena runner spec: 'replay:DIR', 'package.module:function', "
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'.",
     )
     allow_demo_publish: bool = Field(
         default=False,
@@ -143,6 +145,17 @@ class TiSettings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="Directory of the embedded store and other local state.",
+    )
+    max_state_bytes: int = Field(
+        default=DEFAULT_MAX_STATE_BYTES,
+        ge=1024,
+        description="Largest arena state accepted, in bytes of JSON: a bigger one is refused "
+        "before it is read or parsed (and never reaches Prefect's result storage).",
+    )
+    publish_degraded: bool = Field(
+        default=False,
+        description="Publish a state with no readable verdict as HOLD, confidence 0, marked "
+        "meta.degraded (default: it is a failed item).",
     )
     calendar: str = Field(
         default="XNYS",
