@@ -28,16 +28,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import is_
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from ti_core.coerce import (
+    ITEM_BYTES,
     MAX_JSON_DEPTH,
     NAME_MAX_CHARS,
-    as_json,
+    TEXT_BYTES,
+    as_json_sized,
     number,
     sequence,
     text,
@@ -48,10 +53,14 @@ from ti_core.keys import normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import (
     KEY_FACTORS_MAX,
     SUMMARY_MAX_CHARS,
-    Direction,
+    AgentSignalView,
+    MarketMindDecision,
+    SourceMetricsSummary,
+    SynthesisView,
+    TargetView,
     TradingIntelligenceEnvelope,
-    Verdict,
     _new_correlation_id,
+    checked,
 )
 from ti_core.wire import remember
 
@@ -65,9 +74,32 @@ FACTOR_MAX_CHARS = 200
 _CID_RE = re.compile(r"^[0-9a-f]{32}$")
 _VERDICTS: frozenset[str] = frozenset({"BUY", "HOLD", "SELL"})
 _DIRECTIONS: frozenset[str] = frozenset({"BULLISH", "BEARISH", "NEUTRAL"})
+# The spellings arenas actually send, answered by one lookup; anything else goes to ``word``.
+_VERDICT_OF = {w: w.upper() for v in _VERDICTS for w in (v, v.lower(), v.title())}
+_DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.title())}
+
+# The fields each model would report as set after validating what the builder gives it.
+_SIGNAL_SET = frozenset(AgentSignalView.model_fields)
+_TARGET_SET = frozenset(TargetView.model_fields)
+_SYNTHESIS_SET = frozenset(SynthesisView.model_fields)
+_METRICS_SET = frozenset(SourceMetricsSummary.model_fields)
+_DECISION_SET = frozenset(MarketMindDecision.model_fields)
+_ENVELOPE_SET = frozenset({"decision", "published_at", "correlation_id", "arena_id", "meta"})
+# JSON bytes of everything an envelope holds besides its texts and variable parts: field
+# names, punctuation, numbers, ticker, date, timestamp, correlation id (a test checks it).
+_SKELETON_BYTES = 1024
+_SIGNAL_BYTES = 256
 
 
-def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> dict[str, Any]:
+def _short(value: Any, limit: int) -> str | None:
+    """``value`` trimmed when it is plain ASCII text within ``limit`` (the common case, which
+    ``text`` would return unchanged); None sends it to ``text``."""
+    if type(value) is str and len(value) <= limit and value.isascii():
+        return value.strip()
+    return None
+
+
+def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> TargetView:
     raw = state.get("target")
     if raw is None:
         raw = {}
@@ -94,57 +126,93 @@ def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> dict[str,
             f"target.trade_date {final_date!r} differs from the requested date "
             f"{shorten(trade_date)}"
         )
-    return dict(
-        ticker=final_ticker,
-        trade_date=final_date,
-        exchange=text(raw.get("exchange"), "target.exchange"),
-        asset_class=text(raw.get("asset_class"), "target.asset_class", default="equity"),
-    )
+    return checked(TargetView, {
+        "ticker": final_ticker,
+        "trade_date": final_date,
+        "exchange": text(raw.get("exchange"), "target.exchange"),
+        "asset_class": text(raw.get("asset_class"), "target.asset_class", default="equity"),
+    }, _TARGET_SET)
 
 
-def _synthesis(state: Mapping[str, Any]) -> dict[str, Any]:
+def _synthesis(state: Mapping[str, Any]) -> SynthesisView:
     raw_verdict = state.get("synthesis_verdict") or state.get("signal")
-    verdict: Verdict = word(raw_verdict, "synthesis_verdict", _VERDICTS, "HOLD")  # type: ignore[assignment]
-    return dict(
-        verdict=verdict,
-        confidence=number(state.get("synthesis_confidence"), "synthesis_confidence", 0.0, 1.0),
-        ensemble_score=number(state.get("synthesis_score"), "synthesis_score", -1.0, 1.0),
-        reasoning=text(state.get("synthesis_reasoning"), "synthesis_reasoning",
-                        REASONING_MAX_CHARS),
-    )
+    verdict = _VERDICT_OF.get(raw_verdict) if type(raw_verdict) is str else None
+    if verdict is None:
+        verdict = word(raw_verdict, "synthesis_verdict", _VERDICTS, "HOLD")
+    confidence = state.get("synthesis_confidence")
+    if type(confidence) is not float or not 0.0 <= confidence <= 1.0:
+        confidence = number(confidence, "synthesis_confidence", 0.0, 1.0)
+    score = state.get("synthesis_score")
+    if type(score) is not float or not -1.0 <= score <= 1.0:
+        score = number(score, "synthesis_score", -1.0, 1.0)
+    return checked(SynthesisView, {
+        "verdict": verdict,
+        "confidence": confidence,
+        "ensemble_score": score,
+        "reasoning": text(state.get("synthesis_reasoning"), "synthesis_reasoning",
+                          REASONING_MAX_CHARS),
+    }, _SYNTHESIS_SET)
 
 
-def _signal(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """One signal; field names in errors are relative (``_signals`` adds ``agent_signals[i].``)."""
+def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
+    """One signal, fields checked in a fixed order (the first bad one names the warning);
+    names in errors are relative (``_signals`` adds ``agent_signals[i].``)."""
+    get = raw.get
     factors: list[str] = []
-    for factor in sequence(raw.get("key_factors"), "key_factors"):
-        if len(factors) == KEY_FACTORS_MAX:
-            break
-        factors.append(text(factor, "key_factors", FACTOR_MAX_CHARS))
-    direction: Direction = word(raw.get("signal"), "signal", _DIRECTIONS, "NEUTRAL")  # type: ignore[assignment]
-    return dict(
-        agent=text(raw.get("agent"), "agent"),
-        domain=text(raw.get("domain"), "domain"),
-        signal=direction,
-        confidence=number(raw.get("confidence"), "confidence", 0.0, 1.0),
-        summary=text(raw.get("summary"), "summary", SUMMARY_MAX_CHARS),
-        key_factors=factors,
-    )
+    raw_factors = get("key_factors")
+    if raw_factors is not None:
+        for factor in sequence(raw_factors, "key_factors"):
+            if len(factors) == KEY_FACTORS_MAX:
+                break
+            if type(factor) is str and len(factor) <= FACTOR_MAX_CHARS and factor.isascii():
+                factors.append(factor.strip())  # what ``text`` gives for plain ASCII text
+            else:
+                factors.append(text(factor, "key_factors", FACTOR_MAX_CHARS))
+    raw_word = get("signal")
+    direction = _DIRECTION_OF.get(raw_word) if type(raw_word) is str else None
+    if direction is None:
+        direction = word(raw_word, "signal", _DIRECTIONS, "NEUTRAL")
+    raw_agent = get("agent")
+    agent = _short(raw_agent, NAME_MAX_CHARS)
+    if agent is None:
+        agent = text(raw_agent, "agent")
+    raw_domain = get("domain")
+    domain = _short(raw_domain, NAME_MAX_CHARS)
+    if domain is None:
+        domain = text(raw_domain, "domain")
+    confidence = get("confidence")
+    if type(confidence) is not float or not 0.0 <= confidence <= 1.0:
+        confidence = number(confidence, "confidence", 0.0, 1.0)
+    raw_summary = get("summary")
+    summary = _short(raw_summary, SUMMARY_MAX_CHARS)
+    if summary is None:
+        summary = text(raw_summary, "summary", SUMMARY_MAX_CHARS)
+    return checked(AgentSignalView, {
+        "agent": agent, "domain": domain, "signal": direction, "confidence": confidence,
+        "summary": summary, "key_factors": factors,
+    }, _SIGNAL_SET)
 
 
-def _signals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    signals: list[dict[str, Any]] = []
+def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
+    """The signals kept, and a bound on their JSON bytes."""
+    signals: list[AgentSignalView] = []
+    chars = 0
     for index, raw in enumerate(sequence(state.get("agent_signals"), "agent_signals")):
         if type(raw) is not dict and not isinstance(raw, Mapping):
             logger.warning("skipping malformed agent signal: agent_signals[%d] must be a "
                            "mapping, got %s", index, shorten(raw))
             continue
         try:
-            signals.append(_signal(raw))
+            signal = _signal(raw)
         except InvalidStateError as exc:
             logger.warning("skipping malformed agent signal: agent_signals[%d].%s", index,
                            " ".join(str(exc).split()))
-    return signals
+            continue
+        signals.append(signal)
+        fields = signal.__dict__
+        chars += (len(fields["agent"]) + len(fields["domain"]) + len(fields["summary"])
+                  + sum(map(len, fields["key_factors"])) + len(fields["key_factors"]))
+    return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
 
 
 def _byte_count(value: Any) -> int:
@@ -156,10 +224,48 @@ def _byte_count(value: Any) -> int:
     return count
 
 
-def _source_metrics(state: Mapping[str, Any]) -> dict[str, Any]:
+def _clean_counts(records: Sequence[Any]) -> tuple[int, int, dict[str, int]] | None:
+    """(successful, total bytes, calls by source) when every record is a plain dict with a
+    byte count >= 0 and a clean source name or none (what arenas send), counted by C-level
+    passes; None when any record needs the per-record rules."""
+    if set(map(type, records)) != {dict}:
+        return None
+    sizes = list(map(dict.get, records, repeat("result_bytes")))
+    if set(map(type, sizes)) != {int} or min(sizes) < 0:
+        return None
+    counts = Counter(map(dict.get, records, repeat("source")))
+    for name in counts:
+        if (type(name) is not str or not name or len(name) > NAME_MAX_CHARS
+                or not name.isascii() or name != name.strip()):
+            return None
+    successful = sum(map(is_, map(dict.get, records, repeat("success")), repeat(True)))
+    return successful, sum(sizes), dict(counts)
+
+
+def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int]:
+    """The summary, and a bound on its JSON bytes."""
+    records = sequence(state.get("source_metrics"), "source_metrics")
+    total = len(records)
+    clean = _clean_counts(records) if total else (0, 0, {})
+    if clean is not None:
+        successful, total_bytes, by_source = clean
+    else:
+        total, successful, total_bytes, by_source = _count_each(records)
+    summary = checked(SourceMetricsSummary, {
+        "total_calls": total, "successful": successful, "failed": total - successful,
+        "total_bytes": total_bytes, "by_source": by_source,
+    }, _METRICS_SET)
+    size = (TEXT_BYTES * sum(map(len, by_source)) + ITEM_BYTES * len(by_source)
+            + total_bytes.bit_length() // 3 + 1)  # digits of an int of any size
+    return summary, size
+
+
+def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
+    """The per-record rules: skip what is not a mapping, count a bad byte count as 0, drop a
+    blank source name, clean the others (all with warnings where the docstring says)."""
     total = successful = total_bytes = 0
     by_source: dict[str, int] = {}
-    for index, raw in enumerate(sequence(state.get("source_metrics"), "source_metrics")):
+    for index, raw in enumerate(records):
         if type(raw) is not dict and not isinstance(raw, Mapping):
             logger.warning("skipping source_metrics[%d]: not a mapping: %s", index, shorten(raw))
             continue
@@ -175,21 +281,22 @@ def _source_metrics(state: Mapping[str, Any]) -> dict[str, Any]:
         elif len(name) > NAME_MAX_CHARS:
             name = name[:NAME_MAX_CHARS]
         by_source[name] = by_source.get(name, 0) + 1
-    return dict(total_calls=total, successful=successful,
-                                failed=total - successful, total_bytes=total_bytes,
-                                by_source=by_source)
+    return total, successful, total_bytes, by_source
 
 
-def _phase_timings(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
     timings = []
+    size = 0
     for index, item in enumerate(sequence(state.get("phase_timings"), "phase_timings")):
         if type(item) is not dict and not isinstance(item, Mapping):
             raise InvalidStateError(
                 f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
             )
-        timings.append(as_json(item if type(item) is dict else dict(item),
-                                f"phase_timings[{index}]"))
-    return timings
+        timing, item_size = as_json_sized(item if type(item) is dict else dict(item),
+                                          f"phase_timings[{index}]")
+        timings.append(timing)
+        size += item_size + 1
+    return timings, size
 
 
 def _total_seconds(state: Mapping[str, Any]) -> float | None:
@@ -208,17 +315,18 @@ def _published_at(value: datetime | None) -> datetime:
     return value.astimezone(UTC)
 
 
-def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "agents_count": signals,
-        "model_used": text(state.get("llm_model"), "llm_model"),
-    }
+def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> tuple[dict[str, Any], int]:
+    model = text(state.get("llm_model"), "llm_model")
+    meta: dict[str, Any] = {"agents_count": signals, "model_used": model}
+    size = TEXT_BYTES * len(model)
     if extra is not None:
         if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
             raise InvalidStateError(f"extra_meta must be a mapping with text keys, got "
                                     f"{shorten(extra)}")
-        meta.update(as_json(dict(extra), "extra_meta"))
-    return meta
+        more, more_size = as_json_sized(dict(extra), "extra_meta")
+        meta.update(more)
+        size += more_size
+    return meta, size
 
 
 def _correlation_id(value: Any) -> str:
@@ -228,6 +336,45 @@ def _correlation_id(value: Any) -> str:
         raise InvalidStateError(f"correlation_id must be 32 lowercase hex chars, got "
                                 f"{shorten(value)}")
     return value
+
+
+def _build(
+    state: Mapping[str, Any], correlation_id: Any, extra_meta: Any, ticker: Any,
+    trade_date: Any, published_at: Any,
+) -> tuple[TradingIntelligenceEnvelope, int]:
+    """The envelope, from values each checked once against the models' rules (so built
+    without validating them again), and a bound on its JSON bytes."""
+    signals, signals_size = _signals(state)
+    target = _target(state, ticker, trade_date)
+    synthesis = _synthesis(state)
+    metrics, metrics_size = _source_metrics(state)
+    timings, timings_size = _phase_timings(state)
+    decision = checked(MarketMindDecision, {
+        "target": target,
+        "synthesis": synthesis,
+        "agent_signals": signals,
+        "source_metrics": metrics,
+        "phase_timings": timings,
+        "arena_total_seconds": _total_seconds(state),
+    }, _DECISION_SET)
+    when = _published_at(published_at)
+    cid = _correlation_id(correlation_id)
+    arena_id = text(state.get("arena_id"), "arena_id")
+    meta, meta_size = _meta(state, len(signals), extra_meta)
+    envelope = checked(TradingIntelligenceEnvelope, {
+        "schema_version": "1",
+        "arena": "trading_intelligence",
+        "decision": decision,
+        "published_at": when,
+        "correlation_id": cid,
+        "arena_id": arena_id,
+        "meta": meta,
+    }, _ENVELOPE_SET)
+    texts = (len(target.exchange) + len(target.asset_class) + len(synthesis.reasoning)
+             + len(arena_id))
+    size = (_SKELETON_BYTES + TEXT_BYTES * texts + signals_size + metrics_size + timings_size
+            + meta_size)
+    return envelope, size
 
 
 def build_envelope_from_state(
@@ -247,28 +394,14 @@ def build_envelope_from_state(
     if not isinstance(state, Mapping):
         raise InvalidStateError(f"state must be a mapping, got {shorten(state)}")
     try:
-        signals = _signals(state)
-        # Plain dicts, validated in one pass by pydantic: the rules above already hold, and
-        # one validation of the whole envelope costs a third of one per model.
-        decision = {
-            "target": _target(state, ticker, trade_date),
-            "synthesis": _synthesis(state),
-            "agent_signals": signals,
-            "source_metrics": _source_metrics(state),
-            "phase_timings": _phase_timings(state),
-            "arena_total_seconds": _total_seconds(state),
-        }
-        envelope = TradingIntelligenceEnvelope.model_validate({
-            "decision": decision,
-            "published_at": _published_at(published_at),
-            "correlation_id": _correlation_id(correlation_id),
-            "arena_id": text(state.get("arena_id"), "arena_id"),
-            "meta": _meta(state, len(signals), extra_meta),
-        })
-        size = len(remember(envelope)[0].encode())  # bytes on the wire; publishing reuses them
+        envelope, bound = _build(state, correlation_id, extra_meta, ticker, trade_date,
+                                 published_at)
+        # Serialising costs as much as building: only when the bound cannot prove the cap
+        # is kept (publishing then reuses the bytes; otherwise it serialises them itself).
+        size = len(remember(envelope)[0].encode()) if bound > MAX_ENVELOPE_BYTES else 0
     except InvalidStateError:
         raise
-    except ValidationError as exc:  # a bound the rules above did not foresee
+    except ValidationError as exc:  # pragma: no cover - only if the models gain validators
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidStateError(
