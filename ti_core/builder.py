@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from itertools import repeat
-from operator import is_
+from operator import itemgetter
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -76,6 +74,7 @@ _VERDICTS: frozenset[str] = frozenset({"BUY", "HOLD", "SELL"})
 _DIRECTIONS: frozenset[str] = frozenset({"BULLISH", "BEARISH", "NEUTRAL"})
 # The spellings arenas actually send, answered by one lookup; anything else goes to ``word``.
 _VERDICT_OF = {w: w.upper() for v in _VERDICTS for w in (v, v.lower(), v.title())}
+_SIGNAL_FIELDS = itemgetter("key_factors", "signal", "agent", "domain", "confidence", "summary")
 _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.title())}
 
 # The fields each model would report as set after validating what the builder gives it.
@@ -193,12 +192,47 @@ def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
     }, _SIGNAL_SET)
 
 
+def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
+    """A signal as arenas send it (a dict with all six fields: plain ASCII texts within their
+    bounds, a known word, a float confidence in [0, 1], a list of factors), built in one go
+    with the characters it holds; None for anything else, which ``_signal`` then handles."""
+    try:
+        factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
+        direction = _DIRECTION_OF[raw_word]
+    except (KeyError, TypeError):
+        return None
+    if (type(confidence) is not float or not 0.0 <= confidence <= 1.0
+            or type(agent) is not str or type(domain) is not str or type(summary) is not str
+            or type(factors) is not list or len(factors) > KEY_FACTORS_MAX):
+        return None
+    chars = len(agent) + len(domain) + len(summary)
+    if (len(agent) > NAME_MAX_CHARS or len(domain) > NAME_MAX_CHARS
+            or len(summary) > SUMMARY_MAX_CHARS or not agent.isascii()
+            or not domain.isascii() or not summary.isascii()):
+        return None
+    clean = []
+    for factor in factors:
+        if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS or not factor.isascii():
+            return None
+        clean.append(factor.strip())
+        chars += len(factor) + 1
+    return checked(AgentSignalView, {
+        "agent": agent.strip(), "domain": domain.strip(), "signal": direction,
+        "confidence": confidence, "summary": summary.strip(), "key_factors": clean,
+    }, _SIGNAL_SET), chars
+
+
 def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
     """The signals kept, and a bound on their JSON bytes."""
     signals: list[AgentSignalView] = []
     chars = 0
     for index, raw in enumerate(sequence(state.get("agent_signals"), "agent_signals")):
-        if type(raw) is not dict and not isinstance(raw, Mapping):
+        plain = _plain_signal(raw) if type(raw) is dict else None
+        if plain is not None:
+            signals.append(plain[0])
+            chars += plain[1]
+            continue
+        if not isinstance(raw, Mapping):
             logger.warning("skipping malformed agent signal: agent_signals[%d] must be a "
                            "mapping, got %s", index, shorten(raw))
             continue
@@ -209,9 +243,8 @@ def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
                            " ".join(str(exc).split()))
             continue
         signals.append(signal)
-        fields = signal.__dict__
-        chars += (len(fields["agent"]) + len(fields["domain"]) + len(fields["summary"])
-                  + sum(map(len, fields["key_factors"])) + len(fields["key_factors"]))
+        chars += (len(signal.agent) + len(signal.domain) + len(signal.summary)
+                  + sum(map(len, signal.key_factors)) + len(signal.key_factors))
     return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
 
 
@@ -224,33 +257,10 @@ def _byte_count(value: Any) -> int:
     return count
 
 
-def _clean_counts(records: Sequence[Any]) -> tuple[int, int, dict[str, int]] | None:
-    """(successful, total bytes, calls by source) when every record is a plain dict with a
-    byte count >= 0 and a clean source name or none (what arenas send), counted by C-level
-    passes; None when any record needs the per-record rules."""
-    if set(map(type, records)) != {dict}:
-        return None
-    sizes = list(map(dict.get, records, repeat("result_bytes")))
-    if set(map(type, sizes)) != {int} or min(sizes) < 0:
-        return None
-    counts = Counter(map(dict.get, records, repeat("source")))
-    for name in counts:
-        if (type(name) is not str or not name or len(name) > NAME_MAX_CHARS
-                or not name.isascii() or name != name.strip()):
-            return None
-    successful = sum(map(is_, map(dict.get, records, repeat("success")), repeat(True)))
-    return successful, sum(sizes), dict(counts)
-
-
 def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int]:
     """The summary, and a bound on its JSON bytes."""
-    records = sequence(state.get("source_metrics"), "source_metrics")
-    total = len(records)
-    clean = _clean_counts(records) if total else (0, 0, {})
-    if clean is not None:
-        successful, total_bytes, by_source = clean
-    else:
-        total, successful, total_bytes, by_source = _count_each(records)
+    total, successful, total_bytes, by_source = _count_each(
+        sequence(state.get("source_metrics"), "source_metrics"))
     summary = checked(SourceMetricsSummary, {
         "total_calls": total, "successful": successful, "failed": total - successful,
         "total_bytes": total_bytes, "by_source": by_source,
@@ -265,22 +275,28 @@ def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
     blank source name, clean the others (all with warnings where the docstring says)."""
     total = successful = total_bytes = 0
     by_source: dict[str, int] = {}
+    cleaned: dict[str, str] = {}
     for index, raw in enumerate(records):
         if type(raw) is not dict and not isinstance(raw, Mapping):
             logger.warning("skipping source_metrics[%d]: not a mapping: %s", index, shorten(raw))
             continue
         total += 1
-        successful += raw.get("success") is True
+        if raw.get("success") is True:
+            successful += 1
         count = raw.get("result_bytes")
         total_bytes += count if type(count) is int and count >= 0 else _byte_count(count)
         name = raw.get("source")
-        if type(name) is not str or not name or not name.isascii() or name != name.strip():
-            if not isinstance(name, str) or not name.strip():
-                continue
-            name = text(name, "source")
-        elif len(name) > NAME_MAX_CHARS:
-            name = name[:NAME_MAX_CHARS]
-        by_source[name] = by_source.get(name, 0) + 1
+        clean = cleaned.get(name) if type(name) is str else None  # names repeat: once each
+        if clean is None:
+            if type(name) is not str or not name or not name.isascii() or name != name.strip():
+                if not isinstance(name, str) or not name.strip():
+                    continue
+                clean = text(name, "source")
+            else:
+                clean = name[:NAME_MAX_CHARS]
+            if type(name) is str:
+                cleaned[name] = clean
+        by_source[clean] = by_source.get(clean, 0) + 1
     return total, successful, total_bytes, by_source
 
 
