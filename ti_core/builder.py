@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from os import urandom
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from datetime import UTC, date, datetime
@@ -41,6 +42,7 @@ from ti_core.coerce import (
     NAME_MAX_CHARS,
     TEXT_BYTES,
     as_json_sized,
+    flat_json,
     number,
     sequence,
     text,
@@ -57,7 +59,6 @@ from ti_core.models import (
     SynthesisView,
     TargetView,
     TradingIntelligenceEnvelope,
-    _new_correlation_id,
     checked,
 )
 from ti_core.wire import remember
@@ -78,12 +79,12 @@ _SIGNAL_FIELDS = itemgetter("key_factors", "signal", "agent", "domain", "confide
 _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.title())}
 
 # The fields each model would report as set after validating what the builder gives it.
-_SIGNAL_SET = frozenset(AgentSignalView.model_fields)
-_TARGET_SET = frozenset(TargetView.model_fields)
-_SYNTHESIS_SET = frozenset(SynthesisView.model_fields)
-_METRICS_SET = frozenset(SourceMetricsSummary.model_fields)
-_DECISION_SET = frozenset(MarketMindDecision.model_fields)
-_ENVELOPE_SET = frozenset({"decision", "published_at", "correlation_id", "arena_id", "meta"})
+_SIGNAL_SET = set(AgentSignalView.model_fields)
+_TARGET_SET = set(TargetView.model_fields)
+_SYNTHESIS_SET = set(SynthesisView.model_fields)
+_METRICS_SET = set(SourceMetricsSummary.model_fields)
+_DECISION_SET = set(MarketMindDecision.model_fields)
+_ENVELOPE_SET = {"decision", "published_at", "correlation_id", "arena_id", "meta"}
 # JSON bytes of everything an envelope holds besides its texts and variable parts: field
 # names, punctuation, numbers, ticker, date, timestamp, correlation id (a test checks it).
 _SKELETON_BYTES = 1024
@@ -308,8 +309,9 @@ def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
             raise InvalidStateError(
                 f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
             )
-        timing, item_size = as_json_sized(item if type(item) is dict else dict(item),
-                                          f"phase_timings[{index}]")
+        flat = flat_json(item)  # the common case: a flat dict of plain values
+        timing, item_size = flat if flat is not None else as_json_sized(
+            dict(item), f"phase_timings[{index}]")
         timings.append(timing)
         size += item_size + 1
     return timings, size
@@ -347,7 +349,7 @@ def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> tuple[dict[str,
 
 def _correlation_id(value: Any) -> str:
     if value is None:
-        return _new_correlation_id()
+        return urandom(16).hex()  # what _new_correlation_id does, minus two calls
     if not isinstance(value, str) or not _CID_RE.fullmatch(value):
         raise InvalidStateError(f"correlation_id must be 32 lowercase hex chars, got "
                                 f"{shorten(value)}")

@@ -124,6 +124,7 @@ class TradingIntelligenceEnvelope(BaseModel):
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _set = object.__setattr__
+_new = object.__new__
 _MODELS = (AgentSignalView, TargetView, SynthesisView, SourceMetricsSummary, MarketMindDecision,
            TradingIntelligenceEnvelope)
 # What ``checked`` skips is only safe while the models do nothing but check types and bounds:
@@ -137,20 +138,21 @@ _PLAIN = all(
 )
 
 
-def checked(model: type[_Model], values: dict[str, Any], fields_set: frozenset[str]) -> _Model:
+def checked(model: type[_Model], values: dict[str, Any], fields_set: set[str]) -> _Model:
     """An instance holding ``values`` (every field, in order) as they are, without validation.
 
     For values the builder has already checked against every rule these models state: it is
     what ``model_construct`` does, minus its per-field Python loop. ``fields_set`` is what
-    validating ``values`` minus the defaults would report. A test proves that validating an
-    envelope built this way (``model_validate(envelope.model_dump())``) gives an equal one.
-    Should a model ever gain a validator, ``_PLAIN`` turns this into full validation.
+    validating ``values`` minus the defaults would report; it is shared by the instances
+    built with it (they are frozen: treat ``model_fields_set`` as read-only). A test proves
+    that validating an envelope built this way (``model_validate(envelope.model_dump())``)
+    gives an equal one. Should a model ever gain a validator, this validates instead.
     """
     if not _PLAIN:  # pragma: no cover - the models above have no validators today
         return model.model_validate({k: v for k, v in values.items() if k in fields_set})
-    instance = model.__new__(model)
+    instance = _new(model)
     _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(fields_set))
+    _set(instance, "__pydantic_fields_set__", fields_set)
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
