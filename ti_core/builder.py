@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import _count_elements  # type: ignore[attr-defined]
 from os import urandom
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
@@ -272,11 +273,11 @@ def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int
 
 
 def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
-    """The per-record rules: skip what is not a mapping, count a bad byte count as 0, drop a
-    blank source name, clean the others (all with warnings where the docstring says)."""
+    """The per-record rules: skip what is not a mapping, count a bad byte count as 0 (both
+    with a warning), then count calls by source name: blank or non-text names are dropped,
+    the others cleaned as text (names repeat: each distinct one is cleaned once)."""
     total = successful = total_bytes = 0
-    by_source: dict[str, int] = {}
-    cleaned: dict[str, str] = {}
+    names = []
     for index, raw in enumerate(records):
         if type(raw) is not dict and not isinstance(raw, Mapping):
             logger.warning("skipping source_metrics[%d]: not a mapping: %s", index, shorten(raw))
@@ -286,19 +287,26 @@ def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
             successful += 1
         count = raw.get("result_bytes")
         total_bytes += count if type(count) is int and count >= 0 else _byte_count(count)
-        name = raw.get("source")
-        clean = cleaned.get(name) if type(name) is str else None  # names repeat: once each
-        if clean is None:
-            if type(name) is not str or not name or not name.isascii() or name != name.strip():
-                if not isinstance(name, str) or not name.strip():
-                    continue
-                clean = text(name, "source")
-            else:
-                clean = name[:NAME_MAX_CHARS]
-            if type(name) is str:
-                cleaned[name] = clean
-        by_source[clean] = by_source.get(clean, 0) + 1
-    return total, successful, total_bytes, by_source
+        names.append(raw.get("source"))
+    return total, successful, total_bytes, _by_source(names)
+
+
+def _by_source(names: list[Any]) -> dict[str, int]:
+    counts: dict[Any, int] = {}
+    try:
+        _count_elements(counts, names)  # C-level counting, in order of first appearance
+    except TypeError:  # an unhashable name: it is not text, so it is dropped anyway
+        _count_elements(counts, [name for name in names if isinstance(name, str)])
+    by_source: dict[str, int] = {}
+    for name, count in counts.items():
+        if type(name) is not str or not name or not name.isascii() or name != name.strip():
+            if not isinstance(name, str) or not name.strip():
+                continue  # None, numbers, blank: no source to count
+            name = text(name, "source")
+        elif len(name) > NAME_MAX_CHARS:
+            name = name[:NAME_MAX_CHARS]
+        by_source[name] = by_source.get(name, 0) + count
+    return by_source
 
 
 def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
