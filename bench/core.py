@@ -7,7 +7,8 @@ and times both on the same inputs: for building, the three sample states, the pu
 bench's states (``bench_states``, about 2.7 KB envelopes) and the rich shape
 (``rich_states``: 20 source-metric records, five signals with key factors and 200-character
 summaries, about 2.9 KB); for decoding, the samples' payloads and skip-path inputs the
-reference survives (a v2 envelope, bad JSON, a body failing validation). Prints ops per CPU second and the ratio ours/reference: above 1 means we are faster.
+reference survives (a v2 envelope, bad JSON, a body failing validation). Prints ops per CPU
+second and the ratio ours/reference: above 1 means we are faster.
 Best of 4 alternating short rounds per measurement, so a busy machine skews both alike.
 """
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "nvda-2026-05-11-full.json"
 # Beside the repository; a worktree one level deeper (``/work/wt/x``) finds it one level up.
 _CANDIDATES = [
-    base / "shared" / "reference" / "stream_reference.py" for base in (ROOT.parent, ROOT.parent.parent)
+    base / "shared" / "reference" / "stream_reference.py"
+    for base in (ROOT.parent, ROOT.parent.parent)
 ]
 REFERENCE = next((p for p in _CANDIDATES if p.exists()), _CANDIDATES[0])
 # A longer synthesis text for the benchmark states, so envelopes are about 2.8 KB.

@@ -29,10 +29,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import _count_elements  # type: ignore[attr-defined]
-from os import urandom
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 from datetime import UTC, date, datetime
+from operator import itemgetter
+from os import urandom
 from typing import Any
 
 from pydantic import ValidationError
