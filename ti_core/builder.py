@@ -67,6 +67,8 @@ from ti_core.wire import remember
 __all__ = ["MAX_ENVELOPE_BYTES", "MAX_JSON_DEPTH", "build_envelope_from_state"]
 
 logger = logging.getLogger(__name__)
+_new = object.__new__
+_set = object.__setattr__
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 REASONING_MAX_CHARS = 4000
@@ -205,23 +207,27 @@ def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
         return None
     if (type(confidence) is not float or not 0.0 <= confidence <= 1.0
             or type(agent) is not str or type(domain) is not str or type(summary) is not str
-            or type(factors) is not list or len(factors) > KEY_FACTORS_MAX):
+            or type(factors) is not list):
         return None
-    chars = len(agent) + len(domain) + len(summary)
+    chars = len(agent) + len(domain)
     if (len(agent) > NAME_MAX_CHARS or len(domain) > NAME_MAX_CHARS
-            or len(summary) > SUMMARY_MAX_CHARS or not agent.isascii()
-            or not domain.isascii() or not summary.isascii()):
+            or len(summary) > SUMMARY_MAX_CHARS or len(factors) > KEY_FACTORS_MAX
+            or not (agent + domain + summary).isascii()):
         return None
     clean = []
     for factor in factors:
         if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS or not factor.isascii():
             return None
         clean.append(factor.strip())
-        chars += len(factor) + 1
-    return checked(AgentSignalView, {
+    signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
+    _set(signal, "__dict__", {
         "agent": agent.strip(), "domain": domain.strip(), "signal": direction,
         "confidence": confidence, "summary": summary.strip(), "key_factors": clean,
-    }, _SIGNAL_SET), chars
+    })
+    _set(signal, "__pydantic_fields_set__", _SIGNAL_SET)
+    _set(signal, "__pydantic_extra__", None)
+    _set(signal, "__pydantic_private__", None)
+    return signal, chars + len(summary) + len("".join(factors)) + len(factors)
 
 
 def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
@@ -261,8 +267,8 @@ def _byte_count(value: Any) -> int:
 
 def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int]:
     """The summary, and a bound on its JSON bytes."""
-    total, successful, total_bytes, by_source = _count_each(
-        sequence(state.get("source_metrics"), "source_metrics"))
+    records = sequence(state.get("source_metrics"), "source_metrics")
+    total, successful, total_bytes, by_source = _count_plain(records) or _count_each(records)
     summary = checked(SourceMetricsSummary, {
         "total_calls": total, "successful": successful, "failed": total - successful,
         "total_bytes": total_bytes, "by_source": by_source,
@@ -270,6 +276,27 @@ def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int
     size = (TEXT_BYTES * sum(map(len, by_source)) + ITEM_BYTES * len(by_source)
             + total_bytes.bit_length() // 3 + 1)  # digits of an int of any size
     return summary, size
+
+
+def _count_plain(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]] | None:
+    """``_count_each`` for records as arenas send them (plain dicts holding all three keys,
+    byte counts that are ints >= 0), with subscripts instead of ``get``; None otherwise."""
+    successful = total_bytes = 0
+    names = []
+    try:
+        for raw in records:
+            if type(raw) is not dict:
+                return None
+            if raw["success"] is True:
+                successful += 1
+            count = raw["result_bytes"]
+            if type(count) is not int or count < 0:
+                return None
+            total_bytes += count
+            names.append(raw["source"])
+    except KeyError:
+        return None
+    return len(records), successful, total_bytes, _by_source(names)
 
 
 def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
