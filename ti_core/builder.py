@@ -28,16 +28,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections import _count_elements  # type: ignore[attr-defined]
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
+from operator import itemgetter
+from os import urandom
 from typing import Any
 
 from pydantic import ValidationError
 
 from ti_core.coerce import (
+    ITEM_BYTES,
     MAX_JSON_DEPTH,
     NAME_MAX_CHARS,
-    as_json,
+    TEXT_BYTES,
+    as_json_sized,
+    flat_json,
     number,
     sequence,
     text,
@@ -48,16 +54,21 @@ from ti_core.keys import normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import (
     KEY_FACTORS_MAX,
     SUMMARY_MAX_CHARS,
-    Direction,
+    AgentSignalView,
+    MarketMindDecision,
+    SourceMetricsSummary,
+    SynthesisView,
+    TargetView,
     TradingIntelligenceEnvelope,
-    Verdict,
-    _new_correlation_id,
+    checked,
 )
 from ti_core.wire import remember
 
 __all__ = ["MAX_ENVELOPE_BYTES", "MAX_JSON_DEPTH", "build_envelope_from_state"]
 
 logger = logging.getLogger(__name__)
+_new = object.__new__
+_set = object.__setattr__
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 REASONING_MAX_CHARS = 4000
@@ -65,9 +76,33 @@ FACTOR_MAX_CHARS = 200
 _CID_RE = re.compile(r"^[0-9a-f]{32}$")
 _VERDICTS: frozenset[str] = frozenset({"BUY", "HOLD", "SELL"})
 _DIRECTIONS: frozenset[str] = frozenset({"BULLISH", "BEARISH", "NEUTRAL"})
+# The spellings arenas actually send, answered by one lookup; anything else goes to ``word``.
+_VERDICT_OF = {w: w.upper() for v in _VERDICTS for w in (v, v.lower(), v.title())}
+_SIGNAL_FIELDS = itemgetter("key_factors", "signal", "agent", "domain", "confidence", "summary")
+_DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.title())}
+
+# The fields each model would report as set after validating what the builder gives it.
+_SIGNAL_SET = set(AgentSignalView.model_fields)
+_TARGET_SET = set(TargetView.model_fields)
+_SYNTHESIS_SET = set(SynthesisView.model_fields)
+_METRICS_SET = set(SourceMetricsSummary.model_fields)
+_DECISION_SET = set(MarketMindDecision.model_fields)
+_ENVELOPE_SET = {"decision", "published_at", "correlation_id", "arena_id", "meta"}
+# JSON bytes of everything an envelope holds besides its texts and variable parts: field
+# names, punctuation, numbers, ticker, date, timestamp, correlation id (a test checks it).
+_SKELETON_BYTES = 1024
+_SIGNAL_BYTES = 256
 
 
-def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> dict[str, Any]:
+def _short(value: Any, limit: int) -> str | None:
+    """``value`` trimmed when it is plain ASCII text within ``limit`` (the common case, which
+    ``text`` would return unchanged); None sends it to ``text``."""
+    if type(value) is str and len(value) <= limit and value.isascii():
+        return value.strip()
+    return None
+
+
+def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> TargetView:
     raw = state.get("target")
     if raw is None:
         raw = {}
@@ -94,57 +129,131 @@ def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> dict[str,
             f"target.trade_date {final_date!r} differs from the requested date "
             f"{shorten(trade_date)}"
         )
-    return dict(
-        ticker=final_ticker,
-        trade_date=final_date,
-        exchange=text(raw.get("exchange"), "target.exchange"),
-        asset_class=text(raw.get("asset_class"), "target.asset_class", default="equity"),
-    )
+    return checked(TargetView, {
+        "ticker": final_ticker,
+        "trade_date": final_date,
+        "exchange": text(raw.get("exchange"), "target.exchange"),
+        "asset_class": text(raw.get("asset_class"), "target.asset_class", default="equity"),
+    }, _TARGET_SET)
 
 
-def _synthesis(state: Mapping[str, Any]) -> dict[str, Any]:
+def _synthesis(state: Mapping[str, Any]) -> SynthesisView:
     raw_verdict = state.get("synthesis_verdict") or state.get("signal")
-    verdict: Verdict = word(raw_verdict, "synthesis_verdict", _VERDICTS, "HOLD")  # type: ignore[assignment]
-    return dict(
-        verdict=verdict,
-        confidence=number(state.get("synthesis_confidence"), "synthesis_confidence", 0.0, 1.0),
-        ensemble_score=number(state.get("synthesis_score"), "synthesis_score", -1.0, 1.0),
-        reasoning=text(state.get("synthesis_reasoning"), "synthesis_reasoning",
-                        REASONING_MAX_CHARS),
-    )
+    verdict = _VERDICT_OF.get(raw_verdict) if type(raw_verdict) is str else None
+    if verdict is None:
+        verdict = word(raw_verdict, "synthesis_verdict", _VERDICTS, "HOLD")
+    confidence = state.get("synthesis_confidence")
+    if type(confidence) is not float or not 0.0 <= confidence <= 1.0:
+        confidence = number(confidence, "synthesis_confidence", 0.0, 1.0)
+    score = state.get("synthesis_score")
+    if type(score) is not float or not -1.0 <= score <= 1.0:
+        score = number(score, "synthesis_score", -1.0, 1.0)
+    return checked(SynthesisView, {
+        "verdict": verdict,
+        "confidence": confidence,
+        "ensemble_score": score,
+        "reasoning": text(state.get("synthesis_reasoning"), "synthesis_reasoning",
+                          REASONING_MAX_CHARS),
+    }, _SYNTHESIS_SET)
 
 
-def _signal(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """One signal; field names in errors are relative (``_signals`` adds ``agent_signals[i].``)."""
+def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
+    """One signal, fields checked in a fixed order (the first bad one names the warning);
+    names in errors are relative (``_signals`` adds ``agent_signals[i].``)."""
+    get = raw.get
     factors: list[str] = []
-    for factor in sequence(raw.get("key_factors"), "key_factors"):
-        if len(factors) == KEY_FACTORS_MAX:
-            break
-        factors.append(text(factor, "key_factors", FACTOR_MAX_CHARS))
-    direction: Direction = word(raw.get("signal"), "signal", _DIRECTIONS, "NEUTRAL")  # type: ignore[assignment]
-    return dict(
-        agent=text(raw.get("agent"), "agent"),
-        domain=text(raw.get("domain"), "domain"),
-        signal=direction,
-        confidence=number(raw.get("confidence"), "confidence", 0.0, 1.0),
-        summary=text(raw.get("summary"), "summary", SUMMARY_MAX_CHARS),
-        key_factors=factors,
-    )
+    raw_factors = get("key_factors")
+    if raw_factors is not None:
+        for factor in sequence(raw_factors, "key_factors"):
+            if len(factors) == KEY_FACTORS_MAX:
+                break
+            if type(factor) is str and len(factor) <= FACTOR_MAX_CHARS and factor.isascii():
+                factors.append(factor.strip())  # what ``text`` gives for plain ASCII text
+            else:
+                factors.append(text(factor, "key_factors", FACTOR_MAX_CHARS))
+    raw_word = get("signal")
+    direction = _DIRECTION_OF.get(raw_word) if type(raw_word) is str else None
+    if direction is None:
+        direction = word(raw_word, "signal", _DIRECTIONS, "NEUTRAL")
+    raw_agent = get("agent")
+    agent = _short(raw_agent, NAME_MAX_CHARS)
+    if agent is None:
+        agent = text(raw_agent, "agent")
+    raw_domain = get("domain")
+    domain = _short(raw_domain, NAME_MAX_CHARS)
+    if domain is None:
+        domain = text(raw_domain, "domain")
+    confidence = get("confidence")
+    if type(confidence) is not float or not 0.0 <= confidence <= 1.0:
+        confidence = number(confidence, "confidence", 0.0, 1.0)
+    raw_summary = get("summary")
+    summary = _short(raw_summary, SUMMARY_MAX_CHARS)
+    if summary is None:
+        summary = text(raw_summary, "summary", SUMMARY_MAX_CHARS)
+    return checked(AgentSignalView, {
+        "agent": agent, "domain": domain, "signal": direction, "confidence": confidence,
+        "summary": summary, "key_factors": factors,
+    }, _SIGNAL_SET)
 
 
-def _signals(state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    signals: list[dict[str, Any]] = []
+def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
+    """A signal as arenas send it (a dict with all six fields: plain ASCII texts within their
+    bounds, a known word, a float confidence in [0, 1], a list of factors), built in one go
+    with the characters it holds; None for anything else, which ``_signal`` then handles."""
+    try:
+        factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
+        direction = _DIRECTION_OF[raw_word]
+    except (KeyError, TypeError):
+        return None
+    if (type(confidence) is not float or not 0.0 <= confidence <= 1.0
+            or type(agent) is not str or type(domain) is not str or type(summary) is not str
+            or type(factors) is not list):
+        return None
+    chars = len(agent) + len(domain)
+    if (len(agent) > NAME_MAX_CHARS or len(domain) > NAME_MAX_CHARS
+            or len(summary) > SUMMARY_MAX_CHARS or len(factors) > KEY_FACTORS_MAX
+            or not (agent + domain + summary).isascii()):
+        return None
+    clean = []
+    for factor in factors:
+        if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS or not factor.isascii():
+            return None
+        clean.append(factor.strip())
+    signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
+    _set(signal, "__dict__", {
+        "agent": agent.strip(), "domain": domain.strip(), "signal": direction,
+        "confidence": confidence, "summary": summary.strip(), "key_factors": clean,
+    })
+    _set(signal, "__pydantic_fields_set__", _SIGNAL_SET)
+    _set(signal, "__pydantic_extra__", None)
+    _set(signal, "__pydantic_private__", None)
+    return signal, chars + len(summary) + len("".join(factors)) + len(factors)
+
+
+def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
+    """The signals kept, and a bound on their JSON bytes."""
+    signals: list[AgentSignalView] = []
+    chars = 0
     for index, raw in enumerate(sequence(state.get("agent_signals"), "agent_signals")):
-        if type(raw) is not dict and not isinstance(raw, Mapping):
+        plain = _plain_signal(raw) if type(raw) is dict else None
+        if plain is not None:
+            signals.append(plain[0])
+            chars += plain[1]
+            continue
+        if not isinstance(raw, Mapping):
             logger.warning("skipping malformed agent signal: agent_signals[%d] must be a "
                            "mapping, got %s", index, shorten(raw))
             continue
         try:
-            signals.append(_signal(raw))
+            signal = _signal(raw)
         except InvalidStateError as exc:
             logger.warning("skipping malformed agent signal: agent_signals[%d].%s", index,
                            " ".join(str(exc).split()))
-    return signals
+            continue
+        signals.append(signal)
+        chars += (len(signal.agent) + len(signal.domain) + len(signal.summary)
+                  + sum(map(len, signal.key_factors)) + len(signal.key_factors))
+    return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
 
 
 def _byte_count(value: Any) -> int:
@@ -156,40 +265,91 @@ def _byte_count(value: Any) -> int:
     return count
 
 
-def _source_metrics(state: Mapping[str, Any]) -> dict[str, Any]:
+def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int]:
+    """The summary, and a bound on its JSON bytes."""
+    records = sequence(state.get("source_metrics"), "source_metrics")
+    total, successful, total_bytes, by_source = _count_plain(records) or _count_each(records)
+    summary = checked(SourceMetricsSummary, {
+        "total_calls": total, "successful": successful, "failed": total - successful,
+        "total_bytes": total_bytes, "by_source": by_source,
+    }, _METRICS_SET)
+    size = (TEXT_BYTES * sum(map(len, by_source)) + ITEM_BYTES * len(by_source)
+            + total_bytes.bit_length() // 3 + 1)  # digits of an int of any size
+    return summary, size
+
+
+def _count_plain(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]] | None:
+    """``_count_each`` for records as arenas send them (plain dicts holding all three keys,
+    byte counts that are ints >= 0), with subscripts instead of ``get``; None otherwise."""
+    successful = total_bytes = 0
+    names = []
+    try:
+        for raw in records:
+            if type(raw) is not dict:
+                return None
+            if raw["success"] is True:
+                successful += 1
+            count = raw["result_bytes"]
+            if type(count) is not int or count < 0:
+                return None
+            total_bytes += count
+            names.append(raw["source"])
+    except KeyError:
+        return None
+    return len(records), successful, total_bytes, _by_source(names)
+
+
+def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
+    """The per-record rules: skip what is not a mapping, count a bad byte count as 0 (both
+    with a warning), then count calls by source name: blank or non-text names are dropped,
+    the others cleaned as text (names repeat: each distinct one is cleaned once)."""
     total = successful = total_bytes = 0
-    by_source: dict[str, int] = {}
-    for index, raw in enumerate(sequence(state.get("source_metrics"), "source_metrics")):
+    names = []
+    for index, raw in enumerate(records):
         if type(raw) is not dict and not isinstance(raw, Mapping):
             logger.warning("skipping source_metrics[%d]: not a mapping: %s", index, shorten(raw))
             continue
         total += 1
-        successful += raw.get("success") is True
+        if raw.get("success") is True:
+            successful += 1
         count = raw.get("result_bytes")
         total_bytes += count if type(count) is int and count >= 0 else _byte_count(count)
-        name = raw.get("source")
+        names.append(raw.get("source"))
+    return total, successful, total_bytes, _by_source(names)
+
+
+def _by_source(names: list[Any]) -> dict[str, int]:
+    counts: dict[Any, int] = {}
+    try:
+        _count_elements(counts, names)  # C-level counting, in order of first appearance
+    except TypeError:  # an unhashable name: it is not text, so it is dropped anyway
+        _count_elements(counts, [name for name in names if isinstance(name, str)])
+    by_source: dict[str, int] = {}
+    for name, count in counts.items():
         if type(name) is not str or not name or not name.isascii() or name != name.strip():
             if not isinstance(name, str) or not name.strip():
-                continue
+                continue  # None, numbers, blank: no source to count
             name = text(name, "source")
         elif len(name) > NAME_MAX_CHARS:
             name = name[:NAME_MAX_CHARS]
-        by_source[name] = by_source.get(name, 0) + 1
-    return dict(total_calls=total, successful=successful,
-                                failed=total - successful, total_bytes=total_bytes,
-                                by_source=by_source)
+        by_source[name] = by_source.get(name, 0) + count
+    return by_source
 
 
-def _phase_timings(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
     timings = []
+    size = 0
     for index, item in enumerate(sequence(state.get("phase_timings"), "phase_timings")):
         if type(item) is not dict and not isinstance(item, Mapping):
             raise InvalidStateError(
                 f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
             )
-        timings.append(as_json(item if type(item) is dict else dict(item),
-                                f"phase_timings[{index}]"))
-    return timings
+        flat = flat_json(item)  # the common case: a flat dict of plain values
+        timing, item_size = flat if flat is not None else as_json_sized(
+            dict(item), f"phase_timings[{index}]")
+        timings.append(timing)
+        size += item_size + 1
+    return timings, size
 
 
 def _total_seconds(state: Mapping[str, Any]) -> float | None:
@@ -208,26 +368,66 @@ def _published_at(value: datetime | None) -> datetime:
     return value.astimezone(UTC)
 
 
-def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "agents_count": signals,
-        "model_used": text(state.get("llm_model"), "llm_model"),
-    }
+def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> tuple[dict[str, Any], int]:
+    model = text(state.get("llm_model"), "llm_model")
+    meta: dict[str, Any] = {"agents_count": signals, "model_used": model}
+    size = TEXT_BYTES * len(model)
     if extra is not None:
         if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
             raise InvalidStateError(f"extra_meta must be a mapping with text keys, got "
                                     f"{shorten(extra)}")
-        meta.update(as_json(dict(extra), "extra_meta"))
-    return meta
+        more, more_size = as_json_sized(dict(extra), "extra_meta")
+        meta.update(more)
+        size += more_size
+    return meta, size
 
 
 def _correlation_id(value: Any) -> str:
     if value is None:
-        return _new_correlation_id()
+        return urandom(16).hex()  # what _new_correlation_id does, minus two calls
     if not isinstance(value, str) or not _CID_RE.fullmatch(value):
         raise InvalidStateError(f"correlation_id must be 32 lowercase hex chars, got "
                                 f"{shorten(value)}")
     return value
+
+
+def _build(
+    state: Mapping[str, Any], correlation_id: Any, extra_meta: Any, ticker: Any,
+    trade_date: Any, published_at: Any,
+) -> tuple[TradingIntelligenceEnvelope, int]:
+    """The envelope, from values each checked once against the models' rules (so built
+    without validating them again), and a bound on its JSON bytes."""
+    signals, signals_size = _signals(state)
+    target = _target(state, ticker, trade_date)
+    synthesis = _synthesis(state)
+    metrics, metrics_size = _source_metrics(state)
+    timings, timings_size = _phase_timings(state)
+    decision = checked(MarketMindDecision, {
+        "target": target,
+        "synthesis": synthesis,
+        "agent_signals": signals,
+        "source_metrics": metrics,
+        "phase_timings": timings,
+        "arena_total_seconds": _total_seconds(state),
+    }, _DECISION_SET)
+    when = _published_at(published_at)
+    cid = _correlation_id(correlation_id)
+    arena_id = text(state.get("arena_id"), "arena_id")
+    meta, meta_size = _meta(state, len(signals), extra_meta)
+    envelope = checked(TradingIntelligenceEnvelope, {
+        "schema_version": "1",
+        "arena": "trading_intelligence",
+        "decision": decision,
+        "published_at": when,
+        "correlation_id": cid,
+        "arena_id": arena_id,
+        "meta": meta,
+    }, _ENVELOPE_SET)
+    texts = (len(target.exchange) + len(target.asset_class) + len(synthesis.reasoning)
+             + len(arena_id))
+    size = (_SKELETON_BYTES + TEXT_BYTES * texts + signals_size + metrics_size + timings_size
+            + meta_size)
+    return envelope, size
 
 
 def build_envelope_from_state(
@@ -247,28 +447,14 @@ def build_envelope_from_state(
     if not isinstance(state, Mapping):
         raise InvalidStateError(f"state must be a mapping, got {shorten(state)}")
     try:
-        signals = _signals(state)
-        # Plain dicts, validated in one pass by pydantic: the rules above already hold, and
-        # one validation of the whole envelope costs a third of one per model.
-        decision = {
-            "target": _target(state, ticker, trade_date),
-            "synthesis": _synthesis(state),
-            "agent_signals": signals,
-            "source_metrics": _source_metrics(state),
-            "phase_timings": _phase_timings(state),
-            "arena_total_seconds": _total_seconds(state),
-        }
-        envelope = TradingIntelligenceEnvelope.model_validate({
-            "decision": decision,
-            "published_at": _published_at(published_at),
-            "correlation_id": _correlation_id(correlation_id),
-            "arena_id": text(state.get("arena_id"), "arena_id"),
-            "meta": _meta(state, len(signals), extra_meta),
-        })
-        size = len(remember(envelope)[0].encode())  # bytes on the wire; publishing reuses them
+        envelope, bound = _build(state, correlation_id, extra_meta, ticker, trade_date,
+                                 published_at)
+        # Serialising costs as much as building: only when the bound cannot prove the cap
+        # is kept (publishing then reuses the bytes; otherwise it serialises them itself).
+        size = len(remember(envelope)[0].encode()) if bound > MAX_ENVELOPE_BYTES else 0
     except InvalidStateError:
         raise
-    except ValidationError as exc:  # a bound the rules above did not foresee
+    except ValidationError as exc:  # pragma: no cover - only if the models gain validators
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidStateError(

@@ -16,7 +16,10 @@ from typing import Any
 from ti_core.errors import InvalidStateError
 from ti_core.keys import shorten
 
-__all__ = ["MAX_JSON_DEPTH", "NAME_MAX_CHARS", "as_json", "number", "sequence", "text", "word"]
+__all__ = [
+    "MAX_JSON_DEPTH", "NAME_MAX_CHARS", "as_json", "as_json_sized", "number", "sequence", "text",
+    "word",
+]
 
 logger = logging.getLogger("ti_core.builder")  # its warnings are the builder's
 
@@ -86,10 +89,19 @@ def word(value: Any, field: str, allowed: frozenset[str], fallback: str) -> str:
     return upper
 
 
-def flat_json(value: Mapping[Any, Any]) -> dict[str, Any] | None:
-    """A copy of a flat dict of text keys and plain JSON scalars, or None to take the slow path."""
+# JSON size bounds (bytes), so the builder knows an envelope fits without serialising it: a
+# character is at most 6 bytes (``\\u0000``), a number at most 24 characters (ints here are
+# below 2**64: 20 digits and a sign), a key or item adds quotes, a colon and a comma.
+TEXT_BYTES = 6
+ITEM_BYTES = 32
+
+
+def flat_json(value: Mapping[Any, Any]) -> tuple[dict[str, Any], int] | None:
+    """A copy of a flat dict of text keys and plain JSON scalars and a bound on its JSON size,
+    or None to take the slow path."""
     if type(value) is not dict:
         return None
+    size = 2
     for key, item in value.items():
         kind = type(item)
         if type(key) is not str or not key.isascii():
@@ -97,6 +109,7 @@ def flat_json(value: Mapping[Any, Any]) -> dict[str, Any] | None:
         if kind is str:
             if not item.isascii():
                 return None
+            size += TEXT_BYTES * len(item)
         elif kind is float:
             if not math.isfinite(item):
                 return None
@@ -105,16 +118,23 @@ def flat_json(value: Mapping[Any, Any]) -> dict[str, Any] | None:
                 return None
         elif item is not None and kind is not bool:
             return None
-    return dict(value)
+        size += TEXT_BYTES * len(key) + ITEM_BYTES
+    return dict(value), size
 
 
 def as_json(value: Any, field: str) -> Any:
     """Round-trip through strict JSON so what we keep is exactly what consumers will read."""
+    return as_json_sized(value, field)[0]
+
+
+def as_json_sized(value: Any, field: str) -> tuple[Any, int]:
+    """``as_json`` and a bound on the bytes its value takes in the envelope's JSON."""
     flat = flat_json(value)
     if flat is not None:  # already exactly what JSON would give back
         return flat
     try:
-        loaded = json.loads(json.dumps(value, allow_nan=False, ensure_ascii=False).encode())
+        dumped = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        loaded = json.loads(dumped.encode())
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidStateError(f"{field} cannot be encoded as JSON: {shorten(value)}") from exc
     stack = [(loaded, 1)]
@@ -131,7 +151,9 @@ def as_json(value: Any, field: str) -> Any:
                 f"{field} is nested over {MAX_JSON_DEPTH} deep: {shorten(value)}"
             )
         stack.extend((child, depth + 1) for child in children)
-    return loaded
+    # Pydantic writes what json.dumps wrote, more compactly, except that a character may take
+    # up to 4 UTF-8 bytes and a float up to 24 characters where Python's repr took 3.
+    return loaded, 8 * len(dumped) + ITEM_BYTES
 
 
 def sequence(value: Any, field: str) -> Sequence[Any]:
