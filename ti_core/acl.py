@@ -22,12 +22,16 @@ _PRODUCER_COMMANDS = (
 )
 # What a consumer sends: ``ti get`` / get_decision (HGETALL, HGET), tail (XREAD, XRANGE,
 # XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
-# MULTI/EXEC around a dead letter and its ack), lag (XINFO GROUPS, XLEN), ``ti status``
-# (HEXISTS, HMGET) and ``ti verify`` (SCAN, EXISTS, XLEN, XRANGE, XINFO STREAM, HGETALL, HGET).
+# MULTI/EXEC around a dead letter and its ack; the group scripts of ``ti_core.group_scripts``
+# through EVAL/EVALSHA: XGROUP CREATE/SETID, XINFO, TIME, HKEYS/HDEL, HSET/HSETNX/HINCRBY; the
+# handler attempts: HINCRBY, HDEL; no DEL, which would reach the stream itself), lag (XINFO GROUPS, XLEN), ``ti status`` (HEXISTS, HMGET) and
+# ``ti verify`` (SCAN, EXISTS, XLEN, XRANGE, XINFO STREAM, HGETALL, HGET).
 _CONSUMER_COMMANDS = (
     "+hget", "+hgetall", "+hexists", "+hmget", "+exists", "+scan", "+xlen", "+xrange",
-    "+xread", "+xinfo|stream", "+xinfo|groups", "+xgroup|create", "+xreadgroup", "+xack",
-    "+xautoclaim", "+xpending", "+multi", "+exec", "+client|setname",
+    "+xread", "+xinfo|stream", "+xinfo|groups", "+xgroup|create", "+xgroup|setid",
+    "+xreadgroup", "+xack", "+xautoclaim", "+xpending", "+multi", "+exec", "+eval",
+    "+evalsha", "+script|load", "+time", "+hkeys", "+hset", "+hsetnx", "+hincrby", "+hdel",
+    "+client|setname",
 )
 
 
@@ -41,13 +45,15 @@ def producer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
 
 def consumer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
     """The rules a consumer needs: read the hashes, the records ``ti status`` shows and the
-    stream; keep its consumer groups on the stream; append only to the dead-letter stream
+    stream; keep its consumer groups on the stream and their records (handler attempts, entries
+    lost to a trim); append only to the dead-letter stream
     (a Redis 7 selector: ``XADD`` is allowed on that key alone). The selector is quoted, as
     ``redis-cli`` needs it; split the rule like a shell (``shlex.split``) to send it."""
     validate_stream_name(stream_name)
     reads = (f"%R~{DECISION_HASH_PREFIX}:* %R~{stream_name}:latest:* %R~{stream_name}:failures "
              f"%R~{stream_name}:dead")
-    return (f"resetkeys ~{stream_name} {reads} resetchannels -@all "
+    groups = f"~{stream_name}:attempts:* ~{stream_name}:lost:*"  # the group reader's own records
+    return (f"resetkeys ~{stream_name} {groups} {reads} resetchannels -@all "
             f"{' '.join(_CONSUMER_COMMANDS)} \"(~{stream_name}:dead +xadd)\"")
 
 

@@ -59,7 +59,12 @@ if type(reply) == 'table' and reply.err then
   if string.sub(reply.err, 1, 9) == 'BUSYGROUP' then return 0 end
   return reply
 end
-redis.call('DEL', KEYS[2])
+-- Forget the attempts of an earlier group of this name, by HDEL (a consumer has no DEL:
+-- that would let it delete the stream itself).
+local stale = redis.call('HKEYS', KEYS[2])
+for i = 1, #stale, 1000 do
+  redis.call('HDEL', KEYS[2], unpack(stale, i, math.min(i + 999, #stale)))
+end
 return 1
 """
 )
