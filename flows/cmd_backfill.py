@@ -2,6 +2,7 @@
 
 ``backfill`` checks its arguments, the calendar and the demo guard before Prefect is imported,
 draws a progress bar while the flow runs, and exits 1 naming every failed (ticker, date).
+``--dry-run`` reads the plan from Redis and prints it without starting or contacting Prefect.
 ``status`` reads Redis only (no Prefect): a ticker x session grid of published / failed /
 missing, as a table or ``--json``.
 """
@@ -92,7 +93,6 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
     if not args.dry_run:
         ensure_demo_allowed(runner, settings)
     if not args.debug:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         # Per-state coercion warnings would flood the terminal over thousands of decisions
         # (cli.main already keeps Prefect's own records off the terminal).
         logging.getLogger("ti_core.builder").setLevel(logging.ERROR)
@@ -100,16 +100,27 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from flows.backfill_server import EarlyPrefectServer
+    from flows.cli import prepare_prefect, wait_for_prefect
 
-    _tickers(args.tickers)  # the cheapest refusal first
-    # Prefect's temporary server boots (seconds) while the calendar, Prefect and the flow load.
-    with EarlyPrefectServer() as server:
-        names, calendar = _prepare(args)
-        from flows.backfill import backfill
+    names, calendar = _prepare(args)
+    if args.dry_run:
+        return _dry_run(args, names, calendar)
+    local = prepare_prefect(args.debug)
+    from flows.backfill import backfill  # imports Prefect while the local server starts
 
-        server.wait_ready()
-        return _run_flow(args, backfill, names, calendar)
+    wait_for_prefect(local)
+    return _run_flow(args, backfill, names, calendar)
+
+
+def _dry_run(args: argparse.Namespace, names: list[str], calendar: str) -> int:
+    """The plan, straight from Redis: nothing to run, so no Prefect."""
+    from flows.backfill_plan import dry_run_plan
+    from ti_core.calendar import sessions
+    from ti_core.settings import TiSettings
+
+    plan = sessions(args.start, args.end, calendar)
+    return _print_plan(asyncio.run(dry_run_plan(names, plan, args.only, TiSettings(),
+                                                record=False)), args.only)
 
 
 def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:
@@ -155,8 +166,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         print(f"FAILED {o.ticker} {o.trade_date}: {o.reason}", file=sys.stderr)
     hint = "; re-run with --only failed to retry them" if failed else ""
     text = str(result) if isinstance(result, TiError) else f"{type(result).__name__}: {result}"
-    print(f"ti: {' '.join(text.split())}{hint}", file=sys.stderr)
-    return 1
+    raise TiError(f"{' '.join(text.split())}{hint}") from result
 
 
 def _summary_line(summary: Any) -> str:
