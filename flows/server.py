@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -49,11 +50,17 @@ def configured_api_url() -> str | None:
     """``PREFECT_API_URL`` from the environment or the active Prefect profile, if any.
 
     Read without importing Prefect (profiles.toml under ``PREFECT_HOME``, ``~/.prefect`` by
-    default); a profile that cannot be read counts as none.
+    default); a profile that cannot be read counts as none. If the caller has already
+    imported Prefect (``ti`` called in-process, as tests do), Prefect's own setting decides:
+    without one, Prefect's ephemeral mode is left to run as before.
     """
     url = os.environ.get(_API_ENV)
     if url:
         return url
+    if "prefect.settings" in sys.modules:  # already imported (in-process use): ask Prefect
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
     home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
     try:
         import tomllib
@@ -202,12 +209,16 @@ class LocalServer:
             time.sleep(_POLL)
 
     def stop(self, timeout: float = 30.0) -> Record | None:
-        """Stop the recorded server (if any); returns what was stopped."""
+        """Stop the recorded server; returns it, or None if none was running.
+
+        A stale record (its supervisor gone) is removed too.
+        """
         with self.locked():
             record = self.read()
+            running = record is not None and _alive(record.pid)
             if record is not None:
                 self._kill(record, timeout)
-        return record
+        return record if running else None
 
     # -- internals (call with the lock held) ---------------------------------------------
 
@@ -237,6 +248,8 @@ class LocalServer:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, close_fds=True,
                                     cwd=str(self.dir), env=_server_env(self.dir))
+        # Reap it if it ends while this process lives (a long in-process caller).
+        threading.Thread(target=proc.wait, daemon=True, name="ti-server-reaper").start()
         record = Record(proc.pid, url, time.time(), self.idle_timeout)
         self._write(record)
         return record
@@ -280,7 +293,7 @@ def use_local_server(settings: Any, *, say: Any = None) -> tuple[LocalServer, Re
     with a line for stderr when this call starts the server. Call before importing Prefect;
     then :meth:`LocalServer.wait_ready` before the first API call.
     """
-    if configured_api_url():
+    if configured_api_url() or "prefect.settings" in sys.modules:
         return None
     server = LocalServer(settings.data_dir, idle_timeout=settings.server_idle_timeout,
                          start_timeout=settings.server_start_timeout)

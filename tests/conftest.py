@@ -79,11 +79,18 @@ def sample_states() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the user's real embedded store or a developer's TI_* settings."""
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the user's real embedded store or a developer's TI_* settings; no
+    test leaves a shared local Prefect server (flows.server) running in its data dir."""
     monkeypatch.setenv("TI_DATA_DIR", str(tmp_path / "ti-data"))
+    monkeypatch.setenv("TI_SERVER_IDLE_TIMEOUT", "60")  # a leftover stops itself soon
     monkeypatch.delenv("TI_REDIS_URL", raising=False)
     monkeypatch.delenv("TI_ARENA", raising=False)
+    yield
+    if (tmp_path / "ti-data" / "prefect" / "server.json").exists():
+        from flows.server import LocalServer
+
+        LocalServer(tmp_path / "ti-data").stop()
 
 
 @pytest.fixture(scope="session")
