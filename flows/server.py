@@ -119,8 +119,9 @@ class Record:
 class LocalServer:
     """The shared server of one data directory: start, find, lease, stop."""
 
-    def __init__(self, data_dir: Path, *, idle_timeout: float = 900.0,
-                 start_timeout: float = 180.0) -> None:
+    def __init__(
+        self, data_dir: Path, *, idle_timeout: float = 900.0, start_timeout: float = 180.0
+    ) -> None:
         self.dir = Path(data_dir) / "prefect"
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
@@ -146,8 +147,12 @@ class LocalServer:
         """The recorded server, or None if there is none or the record is damaged."""
         try:
             data = json.loads(self.state_file.read_text())
-            return Record(int(data["pid"]), str(data["url"]), float(data["started"]),
-                          float(data["idle_timeout"]))
+            return Record(
+                int(data["pid"]),
+                str(data["url"]),
+                float(data["started"]),
+                float(data["idle_timeout"]),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -199,13 +204,15 @@ class LocalServer:
         deadline = record.started + self.start_timeout
         while not _healthy(record.url):
             if not _alive(record.pid):
-                raise TiError(f"the local Prefect server exited while starting; see "
-                              f"{self.log_file}")
+                raise TiError(
+                    f"the local Prefect server exited while starting; see {self.log_file}"
+                )
             if time.time() > deadline:
                 raise TiError(
                     f"the local Prefect server did not answer within {self.start_timeout:.0f}s "
                     f"(TI_SERVER_START_TIMEOUT); see {self.log_file}, stop it with "
-                    "'ti server stop', or set PREFECT_API_URL to a running server")
+                    "'ti server stop', or set PREFECT_API_URL to a running server"
+                )
             time.sleep(_POLL)
 
     def stop(self, timeout: float = 30.0) -> Record | None:
@@ -242,12 +249,26 @@ class LocalServer:
     def _spawn(self) -> Record:
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
-        args = [sys.executable, "-m", "flows.server", "supervise", str(self.dir), str(port),
-                str(self.idle_timeout)]
+        args = [
+            sys.executable,
+            "-m",
+            "flows.server",
+            "supervise",
+            str(self.dir),
+            str(port),
+            str(self.idle_timeout),
+        ]
         with open(self.log_file, "ab") as log:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True,
-                                    cwd=str(self.dir), env=_server_env(self.dir))
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+                cwd=str(self.dir),
+                env=_server_env(self.dir),
+            )
         # Reap it if it ends while this process lives (a long in-process caller).
         threading.Thread(target=proc.wait, daemon=True, name="ti-server-reaper").start()
         record = Record(proc.pid, url, time.time(), self.idle_timeout)
@@ -276,13 +297,16 @@ def _group_alive(pgid: int) -> bool:
 def _server_env(state_dir: Path) -> dict[str, str]:
     """The server's environment: its own SQLite database; no client settings of the caller."""
     env = {k: v for k, v in os.environ.items() if k != _API_ENV}
-    env.update({
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{state_dir / 'prefect.db'}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": env.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING"),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                  env.get("PYTHONPATH")) if p),
-    })
+    env.update(
+        {
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{state_dir}/prefect.db",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": env.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING"),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
+            ),
+        }
+    )
     return env
 
 
@@ -295,15 +319,20 @@ def use_local_server(settings: Any, *, say: Any = None) -> tuple[LocalServer, Re
     """
     if configured_api_url() or "prefect.settings" in sys.modules:
         return None
-    server = LocalServer(settings.data_dir, idle_timeout=settings.server_idle_timeout,
-                         start_timeout=settings.server_start_timeout)
+    server = LocalServer(
+        settings.data_dir,
+        idle_timeout=settings.server_idle_timeout,
+        start_timeout=settings.server_start_timeout,
+    )
     record, started = server.acquire()
     import atexit
 
     atexit.register(server.release)
     if started and say is not None:
-        say(f"ti: starting the local Prefect server at {record.ui_url} (once; it stops after "
-            f"{_idle_text(server.idle_timeout)} idle; 'ti server stop' stops it now)")
+        say(
+            f"ti: starting the local Prefect server at {record.ui_url} (once; it stops after "
+            f"{_idle_text(server.idle_timeout)} idle; 'ti server stop' stops it now)"
+        )
     os.environ[_API_ENV] = record.url
     return server, record
 
@@ -345,9 +374,21 @@ def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
     """Run the server until it is idle for ``idle_timeout`` s, told to stop, or it exits."""
     server = LocalServer(state_dir.parent, idle_timeout=idle_timeout)
     child = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--analytics-off"],
-        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--analytics-off",
+        ],
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
     stopping = False
 
     def on_term(signum: int, frame: Any) -> None:

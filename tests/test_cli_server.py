@@ -22,8 +22,10 @@ from flows.server import LocalServer
 from tests.test_cli_run import TI, clean_env, ti
 
 MAIN = Path(__file__).resolve().parents[1]
-PROBE = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
-         "print('PREFECT' if 'prefect' in sys.modules else 'CLEAN'); sys.exit(rc)")
+PROBE = (
+    "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+    "print('PREFECT' if 'prefect' in sys.modules else 'CLEAN'); sys.exit(rc)"
+)
 
 
 def _gone(pid: int, within: float = 60.0) -> bool:
@@ -68,8 +70,11 @@ def test_status_of_no_server_and_of_a_stale_record(tmp_path: Path, data: Path) -
     (data / "prefect").mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (data / "prefect" / "server.json").write_text(json.dumps(
-        {"pid": dead.pid, "url": "http://127.0.0.1:9/api", "started": 0, "idle_timeout": 5}))
+    (data / "prefect" / "server.json").write_text(
+        json.dumps(
+            {"pid": dead.pid, "url": "http://127.0.0.1:9/api", "started": 0, "idle_timeout": 5}
+        )
+    )
     assert ti("server", "status", env=env).returncode == 3  # a dead supervisor is no server
     assert ti("server", "stop", env=env).stdout == "not running\n"
     garbage = data / "prefect" / "server.json"
@@ -86,8 +91,9 @@ def test_nothing_to_do_never_starts_prefect(tmp_path: Path, data: Path) -> None:
         (["server", "status"], 3),
     ]
     for args, code in cases:
-        done = subprocess.run([*probe, *args], cwd=MAIN, env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [*probe, *args], cwd=MAIN, env=env, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == code, (args, done.stderr)
         assert done.stdout.strip().endswith("CLEAN"), (args, done.stdout)
     assert not (data / "prefect" / "server.json").exists()
@@ -95,24 +101,37 @@ def test_nothing_to_do_never_starts_prefect(tmp_path: Path, data: Path) -> None:
 
 def test_a_sunday_daily_says_so_without_prefect(tmp_path: Path, data: Path) -> None:
     """``ti daily`` with no date, on a Sunday: the clock is faked in the child process only."""
-    code = ("import datetime as d, sys, ti_core.calendar as c\n"
-            "real = c.current_session\n"
-            "c.current_session = lambda cal='XNYS', now=None: real(cal, now or "
-            "d.datetime(2026, 5, 10, 15, tzinfo=d.UTC))\n" + PROBE.replace("; ", "\n"))
-    done = subprocess.run([sys.executable, "-c", code, "daily", "--tickers", "NVDA"], cwd=MAIN,
-                          env=_env(tmp_path, data), capture_output=True, text=True, timeout=60)
+    code = (
+        "import datetime as d, sys, ti_core.calendar as c\n"
+        "real = c.current_session\n"
+        "c.current_session = lambda cal='XNYS', now=None: real(cal, now or "
+        "d.datetime(2026, 5, 10, 15, tzinfo=d.UTC))\n" + PROBE.replace("; ", "\n")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "daily", "--tickers", "NVDA"],
+        cwd=MAIN,
+        env=_env(tmp_path, data),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["ti: nothing to publish: 2026-05-10 is a weekend (XNYS)",
-                                        "CLEAN"]
+    assert done.stdout.splitlines() == [
+        "ti: nothing to publish: 2026-05-10 is a weekend (XNYS)",
+        "CLEAN",
+    ]
 
 
 def test_help_lists_every_command_without_importing_them() -> None:
-    code = ("import sys\nfrom flows.cli import main\ntry:\n    main(['--help'])\n"
-            "except SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('flows.cmd', 'prefect', "
-            "'ti_core.settings'))))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=MAIN, capture_output=True,
-                          text=True, timeout=60)
+    code = (
+        "import sys\nfrom flows.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('flows.cmd', 'prefect', "
+        "'ti_core.settings'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=MAIN, capture_output=True, text=True, timeout=60
+    )
     from flows.cli import COMMANDS
 
     assert done.stdout.splitlines()[-1] == "[]"
@@ -122,8 +141,11 @@ def test_help_lists_every_command_without_importing_them() -> None:
 
 def test_debug_is_accepted_anywhere(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
-    for args in (["--debug", "server", "status"], ["server", "status", "--debug"],
-                 ["server", "--debug", "status"]):
+    for args in (
+        ["--debug", "server", "status"],
+        ["server", "status", "--debug"],
+        ["server", "--debug", "status"],
+    ):
         assert ti(*args, env=env).returncode == 3, args
     out = ti("run", "NV:DA", "--date", "2026-05-11", "--debug", env=env)
     assert out.returncode == 1 and "Traceback" in out.stderr  # --debug after the arguments
@@ -135,8 +157,12 @@ def test_debug_is_accepted_anywhere(tmp_path: Path, data: Path) -> None:
 def test_one_server_shared_found_after_a_kill_and_stopped(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     # A ti killed while the server starts: the server is recorded and keeps starting.
-    killed = subprocess.Popen([TI, "run", "NVDA", "--date", "2026-05-11"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = subprocess.Popen(
+        [TI, "run", "NVDA", "--date", "2026-05-11"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     assert killed.stderr is not None
     assert killed.stderr.readline().startswith(b"ti: starting the local Prefect server")
     killed.send_signal(signal.SIGKILL)
