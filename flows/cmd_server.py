@@ -49,13 +49,16 @@ def _note_configured() -> None:
 
 def _start(args: argparse.Namespace) -> int:
     server = _server()
-    record, started = server.acquire(lease=False)
+    record, started = server.acquire()  # leased while it starts: not idle yet
     if started:
         print(
             f"ti: starting the local Prefect server (up to {server.start_timeout:g} s)",
             file=sys.stderr,
         )
-    server.wait_ready(record)
+    try:
+        server.wait_ready(record)
+    finally:
+        server.release()  # from now on, the idle countdown runs
     print(f"running: {_describe(record, server)}")
     _note_configured()
     return 0

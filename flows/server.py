@@ -390,6 +390,7 @@ def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     stopping = False
+    url = f"http://127.0.0.1:{port}/api"
 
     def on_term(signum: int, frame: Any) -> None:
         nonlocal stopping
@@ -398,6 +399,9 @@ def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
+        while not stopping and child.poll() is None and not _healthy(url):
+            time.sleep(0.5)  # the idle countdown starts once it answers
+        server._touch_activity()
         while not stopping and child.poll() is None:
             time.sleep(1.0)
             if idle_timeout <= 0 or _busy(server.leases):
