@@ -112,8 +112,9 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
         from prefect.testing.utilities import prefect_test_harness
 
-        # Prefect 3.8.8 reads the server's default result storage with a client it never
-        # closes, once per flow run: the leaked socket fails tests under filterwarnings=error.
+        # Prefect (3.8.8, still 3.9.1) reads the server's default result storage with a sync
+        # client it never closes, once per flow run: the leaked socket fails tests under
+        # filterwarnings=error.
         mp.setattr(prefect.results, "_read_server_default_result_storage_block_id",
                    _closing_default_storage_read)
         storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
