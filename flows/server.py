@@ -388,6 +388,8 @@ def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
         ],
         stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        # Links in notifications and events (the automation's ``ui_url``), else "None".
+        env={**os.environ, "PREFECT_UI_URL": f"http://127.0.0.1:{port}"},
     )
     stopping = False
     url = f"http://127.0.0.1:{port}/api"
