@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+from flows.options import add_allow_demo, add_arena, add_calendar, add_tickers
 from ti_core.errors import TiError
 
 __all__ = ["register"]
@@ -35,12 +36,10 @@ def _tickers(text: str) -> list[str]:
 
 
 def _add_range(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tickers", required=True, help="comma-separated, e.g. NVDA,AAPL,BRK.B")
+    add_tickers(parser)
     parser.add_argument("--start", required=True, help="first date, YYYY-MM-DD (inclusive)")
     parser.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
-    parser.add_argument("--calendar", default=None,
-                        help="exchange_calendars code (XNYS, XLON, ...) or 'weekdays'; "
-                        "default TI_CALENDAR or XNYS")
+    add_calendar(parser, "of the range")
 
 
 def register(subparsers: Any) -> None:
@@ -50,15 +49,14 @@ def register(subparsers: Any) -> None:
         description="Publish one decision per ticker per trading session from --start to --end "
         "(inclusive), in batches. Re-running is safe: published items are skipped.")
     _add_range(p)
-    p.add_argument("--arena", default=None, help="runner spec: replay:DIR, module:function, demo")
+    add_arena(p)
     p.add_argument("--only", choices=("missing", "failed", "all"), default="missing",
                    help="missing: not yet published (default); failed: recorded failures; "
                    "all: everything (identical decisions still add nothing)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, publish nothing")
     p.add_argument("--concurrency", type=int, default=None,
                    help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)")
-    p.add_argument("--allow-demo", action="store_true",
-                   help="let the demo arena publish to a configured TI_REDIS_URL")
+    add_allow_demo(p)
     p.set_defaults(func=_backfill)
     s = subparsers.add_parser(
         "status", help="ticker x session grid: published / failed / missing",

@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any
 
+from flows.options import add_arena, add_tickers
 from ti_core.connection import connect
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
@@ -188,10 +189,8 @@ def register(subparsers: Any) -> None:
         description="Serve daily-publish (cron), backfill (on demand) and "
         "publish-on-arena-complete (event ti.arena.completed) without workers.",
     )
-    serve.add_argument("--tickers", required=True, metavar="A,B,C", type=_ticker_list,
-                       help="comma-separated tickers the daily schedule publishes")
-    serve.add_argument("--arena", default=None, help="arena spec for the daily runs "
-                       "(default TI_ARENA)")
+    add_tickers(serve, type=_ticker_list)
+    add_arena(serve, " of the daily runs")
     serve.add_argument("--cron", default=DAILY_CRON,
                        help=f"daily schedule (default {DAILY_CRON!r})")
     serve.add_argument("--timezone", default=DAILY_TIMEZONE,

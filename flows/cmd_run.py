@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from flows.cli import prepare_prefect, wait_for_prefect
+from flows.options import add_allow_demo, add_arena, add_calendar, add_tickers
 from ti_core.connection import connect
 from ti_core.errors import TiError
 from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
@@ -252,12 +253,8 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arena", default=None, metavar="SPEC",
-                        help="'replay:DIR', 'package.module:function' or 'demo' "
-                        "(default: TI_ARENA, else the demo)")
-    parser.add_argument("--allow-demo", action="store_true",
-                        help="let the demo arena publish to TI_REDIS_URL "
-                        "(same as TI_ALLOW_DEMO_PUBLISH=1)")
+    add_arena(parser)
+    add_allow_demo(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -275,12 +272,13 @@ def register(subparsers: Any) -> None:
     day = subparsers.add_parser(
         "daily", help="publish one decision per ticker for a trading session",
         description="Run the daily flow over TICKERS (arena runs limited by "
-        "TI_ARENA_CONCURRENCY). Without --date: today's session, or nothing on a closed day.")
-    day.add_argument("--tickers", required=True, metavar="A,B,C", help="comma-separated tickers")
+        "TI_ARENA_CONCURRENCY). Without --date: the session of now in the exchange's time zone "
+        "(before the close, today's unfinished session), or nothing on a closed day; a --date "
+        "that is not a session is published with a warning.")
+    add_tickers(day)
     day.add_argument("--date", default=None, metavar="YYYY-MM-DD",
                      help="trade date (default: today's session)")
-    day.add_argument("--calendar", default=None, metavar="CODE",
-                     help="exchange calendar for the default date (default TI_CALENDAR, XNYS)")
+    add_calendar(day, "of the sessions (the default date, the warning for another day)")
     _common(day)
     day.set_defaults(func=_daily_entry)
 
