@@ -28,11 +28,15 @@ def one_line(exc: BaseException, limit: int = 500) -> str:
 
 
 def _retry_advice() -> str:
-    from prefect.runtime import flow_run
+    from prefect.context import FlowRunContext
 
-    if flow_run.deployment_id:
-        return "retry it with the Retry button in the UI or `prefect flow-run retry ID`"
-    return f"retry it once fixed with `ti retry {flow_run.id}`"
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is None:
+        return "retry it once fixed"
+    if run.deployment_id is not None:
+        return "retry it once fixed with the Retry button in the UI or `prefect flow-run retry ID`"
+    return f"retry it once fixed with `ti retry {run.id}`"
 
 
 def failed_run(exc: BaseException) -> Any:

@@ -21,7 +21,9 @@ async def _story(flow_run_id: Any) -> tuple[list[str], list[Any]]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter
     from prefect.logging.handlers import APILogWorker
 
-    APILogWorker.drain_all(timeout=30)
+    drained = APILogWorker.drain_all(timeout=30)  # awaitable in an event loop
+    if drained is not None and not isinstance(drained, tuple):
+        await drained
     async with get_client() as client:
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [flow_run_id]}))
         tasks = await client.read_task_runs(
