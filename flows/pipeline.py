@@ -156,7 +156,7 @@ async def publish_decision(
     await write_run_table(artifact_key("publish", ticker, trade_date), [row],
                           f"publish {ticker} {trade_date}")
     if decision.error is not None:
-        return failed_run(decision.error)  # type: ignore[no-any-return]
+        return failed_run(decision.error, decision.row["error"])  # type: ignore[no-any-return]
     get_run_logger().info("%s %s: %s %s, stream entry %s, hash %s", ticker, trade_date,
                           row["status"], row["verdict"], row["entry_id"], row["hash_key"])
     return row

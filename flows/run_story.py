@@ -39,15 +39,16 @@ def _retry_advice() -> str:
     return f"retry it once fixed with `ti retry {run.id}`"
 
 
-def failed_run(exc: BaseException) -> Any:
-    """A Failed state for the current flow run: the cause first, then how to retry.
+def failed_run(exc: BaseException, cause: str | None = None) -> Any:
+    """A Failed state for the current flow run: the cause (default: ``exc`` on one line)
+    first, then how to retry.
 
     Calling the flow still raises ``exc``, and ``state.result(raise_on_failure=False)``
     returns it, as if the flow had raised it.
     """
     from prefect.states import Failed
 
-    return Failed(message=f"{one_line(exc)} -- {_retry_advice()}", data=exc)
+    return Failed(message=f"{cause or one_line(exc)} -- {_retry_advice()}", data=exc)
 
 
 def scheduled_moment() -> datetime:
