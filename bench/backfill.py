@@ -101,8 +101,8 @@ def main() -> None:
                 assert client.xlen(DEFAULT_STREAM_NAME) == count
                 client.flushall()
             env = {**os.environ, "TI_REDIS_URL": url, "PREFECT_HOME": str(work / "prefect"),
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-            env.pop("PREFECT_API_URL", None)  # Prefect's temporary server, started by ti
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TI_DATA_DIR": str(work / "ti")}
+            env.pop("PREFECT_API_URL", None)  # the local Prefect server, started by ti
             warm = ti_backfill(env, tickers[:1], days[0], days[4], replay)
             with redis.Redis.from_url(url) as client:
                 client.flushall()
@@ -113,6 +113,9 @@ def main() -> None:
                 assert client.xlen(DEFAULT_STREAM_NAME) == count, "end to end lost decisions"
         finally:
             server.stop()
+            subprocess.run([str(Path(sys.executable).parent / "ti"), "server", "stop"],
+                           env={**os.environ, "TI_DATA_DIR": str(work / "ti")},
+                           capture_output=True, check=False)
     e2e_rate, core_rate = count / e2e, count / core
     print(f"warm-up (first run in a fresh PREFECT_HOME, 5 decisions): {warm:.1f}s")
     print(f"core only (no Prefect):  {count} decisions in {core:6.2f}s = {core_rate:7.0f}/s")

@@ -69,10 +69,14 @@ def ti_run(day: str) -> float:
     with tempfile.TemporaryDirectory() as home:
         env.update(HOME=home, TI_DATA_DIR=str(Path(home) / "data"))
         env.pop("TI_REDIS_URL", None)
+        ti = str(Path(sys.executable).parent / "ti")
         start = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).parent / "ti"), "run", "NVDA", "--date", day],
-                       env=env, check=True, capture_output=True)
-        return time.perf_counter() - start
+        try:
+            subprocess.run([ti, "run", "NVDA", "--date", day], env=env, check=True,
+                           capture_output=True)
+            return time.perf_counter() - start
+        finally:  # the local Prefect server it started lives in this temporary HOME
+            subprocess.run([ti, "server", "stop"], env=env, capture_output=True, check=False)
 
 
 def main() -> None:

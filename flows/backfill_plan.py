@@ -1,15 +1,13 @@
 """The plan of a backfill dry run: what is published, what failed, what a real run would do.
 
 Shared by the flow (which records it as the ``backfill-plan`` markdown artifact) and ``ti
-backfill --dry-run`` (which prints it): to-do sessions are shown per ticker as runs of
-consecutive sessions, so a plan over hundreds of sessions stays readable.
+backfill --dry-run`` (which prints it, without Prefect): to-do sessions are shown per ticker
+as runs of consecutive sessions, so a plan over hundreds of sessions stays readable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from prefect.artifacts import acreate_markdown_artifact
 
 from flows.artifacts import artifact_key
 from ti_core.backfill import batched, classify, plan_items, selected
@@ -49,6 +47,8 @@ async def dry_run_plan(
                 if selected(f, only):
                     result.todo.append((item.ticker, item.trade_date))
     if record:
+        from prefect.artifacts import acreate_markdown_artifact  # ti backfill --dry-run: no Prefect
+
         await acreate_markdown_artifact(
             key=artifact_key("backfill", "plan"), markdown=plan_markdown(result, names, only),
             description=f"backfill dry run {plan.start}..{plan.end}",

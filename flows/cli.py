@@ -1,35 +1,64 @@
-"""The ``ti`` command: one argparse front door; each group of subcommands lives in its own module.
+"""The ``ti`` command: a table from command name to the function that defines it, loaded lazily.
 
-A command module exposes ``register(subparsers)`` and gives each parser a ``func(args) -> int``.
-Errors of this package print one line (no traceback unless ``--debug``); Ctrl-C exits quietly.
-Prefect is imported only by the commands that run flows, after its noisy defaults are quieted.
+``COMMANDS`` maps each command to ``"module:function"`` and a one-line help. ``ti --help``
+lists the table without importing any command module; running a command imports only its
+module, whose function (``register(subparsers)``) adds its parsers and sets ``func(args) ->
+int`` on each. Adding a command is one line here. ``--debug`` is accepted anywhere on the
+command line. Errors print once, here: one ``ti: ...`` line (a traceback only with
+``--debug``); Ctrl-C exits 130. Prefect is imported only by commands that run flows, after
+:func:`prepare_prefect` has pointed them at an API.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["drain_prefect", "main", "not_prefect", "quiet_prefect_defaults"]
+__all__ = ["COMMANDS", "drain_prefect", "main", "not_prefect", "prepare_prefect",
+           "quiet_prefect_defaults"]
 
-COMMAND_MODULES = (
-    "flows.cmd_run",  # run, daily, get
-    "flows.cmd_backfill",  # backfill, status
-    "flows.cmd_consume",  # tail, lag
-    "flows.cmd_ops",  # serve, emit, verify
-    "flows.cmd_store",  # store check, restore, reset
+
+class Command(NamedTuple):
+    target: str  # "module:function"; the function registers the command's parser(s)
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("flows.cmd_run:register", "run the arena for one ticker and date and publish"),
+    "daily": Command("flows.cmd_run:register", "publish one decision per ticker for a session"),
+    "retry": Command("flows.cmd_run:register", "retry a failed run/daily flow run"),
+    "get": Command("flows.cmd_run:register", "print the published decision for TICKER DATE"),
+    "backfill": Command("flows.cmd_backfill:register", "publish every session of a date range"),
+    "status": Command("flows.cmd_backfill:register", "ticker x session grid of a date range"),
+    "tail": Command("flows.cmd_consume:register", "print decisions as they are published"),
+    "lag": Command("flows.cmd_consume:register", "consumer groups' lag and pending entries"),
+    "serve": Command("flows.cmd_ops:register", "serve the three deployments from this process"),
+    "emit-arena-completed": Command("flows.cmd_ops:register",
+                                    "tell Prefect an arena run finished"),
+    "verify": Command("flows.cmd_ops:register", "audit Redis: hashes vs stream entries"),
+    "store": Command("flows.cmd_store:register", "check, restore or reset the embedded store"),
+    "server": Command("flows.cmd_server:register", "the shared local Prefect server: "
+                      "start, stop, status (UI address)"),
+}
+
+DESCRIPTION = (
+    "Publish trading-arena decisions to Redis (stream + lookup hash) with Prefect, and read "
+    "them back. Configure with TI_* variables (see the README); with no TI_REDIS_URL, "
+    "decisions go to an embedded store in your data directory. 'ti COMMAND --help' for more."
 )
 
 
 def quiet_prefect_defaults() -> None:
-    """Defaults that make a one-shot command exit cleanly; the user's own settings still win."""
+    """Defaults that make a one-shot command exit cleanly; the user's own settings still win.
+
+    Run logs still reach the API at INFO (the UI tells the story); only the terminal is quiet.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
@@ -39,12 +68,32 @@ def not_prefect(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("prefect") or where in (record.pathname or ""))
 
 
-def drain_prefect() -> None:
-    """Send Prefect's queued events and logs now, while its API is still up.
+def prepare_prefect(debug: bool) -> Any:
+    """Before a command imports Prefect: an API to talk to, and a quiet terminal.
 
-    Left to Prefect's exit hooks, they race the ephemeral server's shutdown and print
-    "Still processing items" or CancelledError noise after the command's own output.
+    Without ``PREFECT_API_URL`` this starts (or joins) the shared local server and returns
+    ``(LocalServer, Record)``; call ``wait_ready`` on the first before the first API call.
     """
+    from flows.server import use_local_server
+    from ti_core.settings import TiSettings
+
+    if not debug:  # the run's logs reach the API (the UI), not this terminal
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
+        logging.getLogger("prefect").propagate = False
+    return use_local_server(TiSettings(), say=lambda line: print(line, file=sys.stderr))
+
+
+def wait_for_prefect(local: Any) -> None:
+    """Wait for the local server :func:`prepare_prefect` started (no-op if none)."""
+    if local is not None:
+        server, record = local
+        server.wait_ready(record)
+
+
+def drain_prefect() -> None:
+    """Send Prefect's queued events and logs now, while its API is still up."""
     if "prefect" not in sys.modules:
         return
     try:
@@ -57,25 +106,39 @@ def drain_prefect() -> None:
         pass
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ti",
-        description="Publish trading-arena decisions to Redis (stream + lookup hash) with Prefect, "
-        "and read them back. Configure with TI_* variables (see the README); with no "
-        "TI_REDIS_URL, decisions go to an embedded store in your data directory.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` anywhere before ``--``: removed, and reported."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--debug"]
+    return head + argv[end:], len(head) < end
+
+
+def _command_name(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parser(chosen: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ti", description=DESCRIPTION)
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and debug logs (anywhere on the line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(subparsers)
+    if chosen in COMMANDS:
+        module, function = COMMANDS[chosen].target.split(":")
+        getattr(importlib.import_module(module), function)(subparsers)
+        subparsers.choices[chosen].add_argument("--debug", action="store_true",
+                                                help="show tracebacks and debug logs")
+    for name, command in COMMANDS.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ti`` console script; returns the process exit code."""
+    args_list, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     quiet_prefect_defaults()
-    args = _parser().parse_args(argv)
+    args = _parser(_command_name(args_list)).parse_args(args_list)
+    args.debug = debug or bool(getattr(args, "debug", False))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -83,26 +146,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:  # Prefect's records go to its API and UI, not to this terminal
         for handler in logging.getLogger().handlers:
             handler.addFilter(not_prefect)
-    from ti_core.errors import TiError
-
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
         print("ti: interrupted", file=sys.stderr)
         return 130
-    except TiError as exc:
+    except Exception as exc:
         if args.debug:
             raise
-        print(f"ti: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # last resort: a file or disk failure no layer below mapped
-        if args.debug:
-            raise
-        print(f"ti: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"ti: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
         drain_prefect()
     return code
+
+
+def _one_line(exc: BaseException) -> str:
+    from ti_core.errors import TiError
+
+    if isinstance(exc, OSError) and not isinstance(exc, TiError) and exc.strerror:
+        # a file or disk failure no layer below mapped: "No space left on device: /path"
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 ``backfill`` checks its arguments, the calendar and the demo guard before Prefect is imported,
 draws a progress bar while the flow runs, and exits 1 naming every failed (ticker, date).
+``--dry-run`` reads the plan from Redis and prints it without starting or contacting Prefect.
 ``status`` reads Redis only (no Prefect): a ticker x session grid of published / failed /
 missing, as a table or ``--json``.
 """
@@ -16,7 +17,13 @@ import os
 import sys
 from typing import Any
 
-from flows.cmd_run import add_publish_degraded
+from flows.options import (
+    add_allow_demo,
+    add_arena,
+    add_calendar,
+    add_publish_degraded,
+    add_tickers,
+)
 from ti_core.errors import TiError
 
 __all__ = ["register"]
@@ -36,12 +43,10 @@ def _tickers(text: str) -> list[str]:
 
 
 def _add_range(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tickers", required=True, help="comma-separated, e.g. NVDA,AAPL,BRK.B")
+    add_tickers(parser)
     parser.add_argument("--start", required=True, help="first date, YYYY-MM-DD (inclusive)")
     parser.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
-    parser.add_argument("--calendar", default=None,
-                        help="exchange_calendars code (XNYS, XLON, ...) or 'weekdays'; "
-                        "default TI_CALENDAR or XNYS")
+    add_calendar(parser, "of the range")
 
 
 def register(subparsers: Any) -> None:
@@ -51,16 +56,14 @@ def register(subparsers: Any) -> None:
         description="Publish one decision per ticker per trading session from --start to --end "
         "(inclusive), in batches. Re-running is safe: published items are skipped.")
     _add_range(p)
-    p.add_argument("--arena", default=None, help="runner spec: replay:DIR, module:function, "
-                   "tradingagents:MODULE:OBJECT, hedgefund:MODULE:FUNCTION, demo")
+    add_arena(p)
     p.add_argument("--only", choices=("missing", "failed", "all"), default="missing",
                    help="missing: not yet published (default); failed: recorded failures; "
                    "all: everything (identical decisions still add nothing)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, publish nothing")
     p.add_argument("--concurrency", type=int, default=None,
                    help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)")
-    p.add_argument("--allow-demo", action="store_true",
-                   help="let the demo arena publish to a configured TI_REDIS_URL")
+    add_allow_demo(p)
     add_publish_degraded(p)
     p.set_defaults(func=_backfill)
     s = subparsers.add_parser(
@@ -96,7 +99,6 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
     if not args.dry_run:
         ensure_demo_allowed(runner, settings)
     if not args.debug:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         # Per-state coercion warnings would flood the terminal over thousands of decisions
         # (cli.main already keeps Prefect's own records off the terminal).
         logging.getLogger("ti_core.builder").setLevel(logging.ERROR)
@@ -104,21 +106,32 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from flows.backfill_server import EarlyPrefectServer
+    from flows.cli import prepare_prefect, wait_for_prefect
 
-    _tickers(args.tickers)  # the cheapest refusal first
+    names, calendar = _prepare(args)
     from ti_core.embedded import check_store
     from ti_core.settings import TiSettings
 
     # A damaged (or, unless a dry run, unwritable) embedded store: refused before Prefect.
     check_store(TiSettings(), write=not args.dry_run)
-    # Prefect's temporary server boots (seconds) while the calendar, Prefect and the flow load.
-    with EarlyPrefectServer() as server:
-        names, calendar = _prepare(args)
-        from flows.backfill import backfill
+    if args.dry_run:
+        return _dry_run(args, names, calendar)
+    local = prepare_prefect(args.debug)
+    from flows.backfill import backfill  # imports Prefect while the local server starts
 
-        server.wait_ready()
-        return _run_flow(args, backfill, names, calendar)
+    wait_for_prefect(local)
+    return _run_flow(args, backfill, names, calendar)
+
+
+def _dry_run(args: argparse.Namespace, names: list[str], calendar: str) -> int:
+    """The plan, straight from Redis: nothing to run, so no Prefect."""
+    from flows.backfill_plan import dry_run_plan
+    from ti_core.calendar import sessions
+    from ti_core.settings import TiSettings
+
+    plan = sessions(args.start, args.end, calendar)
+    return _print_plan(asyncio.run(dry_run_plan(names, plan, args.only, TiSettings(),
+                                                record=False)), args.only)
 
 
 def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:
@@ -164,8 +177,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         print(f"FAILED {o.ticker} {o.trade_date}: {o.reason}", file=sys.stderr)
     hint = "; re-run with --only failed to retry them" if failed else ""
     text = str(result) if isinstance(result, TiError) else f"{type(result).__name__}: {result}"
-    print(f"ti: {' '.join(text.split())}{hint}", file=sys.stderr)
-    return 1
+    raise TiError(f"{' '.join(text.split())}{hint}") from result
 
 
 def _summary_line(summary: Any) -> str:

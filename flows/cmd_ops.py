@@ -2,9 +2,9 @@
 
 ``ti serve`` is the one-machine form of prefect.yaml: the same three deployments (same names,
 schedule and trigger; a test keeps the two in step), served from this process by Prefect's
-``serve`` instead of a work pool and workers. Schedules need a Prefect server's scheduler
-(``prefect server start`` and ``PREFECT_API_URL``); event triggers also work on the
-temporary server Prefect starts when no URL is set.
+``serve`` instead of a work pool and workers. With no ``PREFECT_API_URL`` it serves them on
+the local Prefect server ``ti`` commands share (:mod:`flows.server`), kept up while it
+serves: its scheduler creates the cron runs, its triggers react to events.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any
 
+from flows.options import add_arena, add_tickers
 from ti_core.connection import connect
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
@@ -110,16 +111,15 @@ async def _deployed_by_prefect_deploy(deployments: list[Any]) -> list[str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from prefect import serve
-    from prefect.settings import PREFECT_API_URL
+    from flows.cli import prepare_prefect, wait_for_prefect
 
-    if not PREFECT_API_URL.value():  # from the environment or the active Prefect profile
-        print(
-            "ti serve: PREFECT_API_URL is not set, so Prefect starts a temporary server: event "
-            "triggers work, cron schedules do not (run `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api for those)",
-            file=sys.stderr,
-        )
+    local = prepare_prefect(args.debug)  # the shared local server, leased while this serves
+    from prefect import serve
+
+    wait_for_prefect(local)
+    if local is not None:
+        print(f"ti serve: on the local Prefect server, UI {local[1].ui_url} "
+              f"(to emit events to it: export PREFECT_API_URL={local[1].url})", file=sys.stderr)
     deployments = serve_deployments(
         args.tickers, arena=args.arena, cron=args.cron, timezone=args.timezone
     )
@@ -189,10 +189,8 @@ def register(subparsers: Any) -> None:
         description="Serve daily-publish (cron), backfill (on demand) and "
         "publish-on-arena-complete (event ti.arena.completed) without workers.",
     )
-    serve.add_argument("--tickers", required=True, metavar="A,B,C", type=_ticker_list,
-                       help="comma-separated tickers the daily schedule publishes")
-    serve.add_argument("--arena", default=None, help="arena spec for the daily runs "
-                       "(default TI_ARENA)")
+    add_tickers(serve, type=_ticker_list)
+    add_arena(serve, " of the daily runs")
     serve.add_argument("--cron", default=DAILY_CRON,
                        help=f"daily schedule (default {DAILY_CRON!r})")
     serve.add_argument("--timezone", default=DAILY_TIMEZONE,

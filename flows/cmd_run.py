@@ -1,10 +1,11 @@
 """``ti run``, ``ti daily`` and ``ti get``: the main job, and reading a decision back.
 
-``run`` and ``daily`` check their arguments and the demo guard before Prefect is imported
-(a refusal costs no server start), then run the flow in Prefect's ephemeral mode unless
-``PREFECT_API_URL`` points at a server. Prefect's console logging is silenced unless
-``--debug`` (the run's logs still reach the Prefect API and UI); the command prints one line
-per decision. ``get`` only reads the lookup hash and never imports Prefect.
+``run`` and ``daily`` check their arguments, the calendar and the demo guard before Prefect
+is imported (a refusal, a weekend or a holiday costs no server), then run the flow on the
+shared local Prefect server (:mod:`flows.server`) unless ``PREFECT_API_URL`` points at one.
+Prefect's console logging is silenced unless ``--debug`` (the run's logs still reach the
+Prefect API and UI, at INFO); the command prints one line per decision. ``get`` only reads
+the lookup hash and never imports Prefect.
 """
 
 from __future__ import annotations
@@ -12,18 +13,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from typing import Any
 
+from flows.cli import prepare_prefect, wait_for_prefect
+from flows.options import (
+    add_allow_demo,
+    add_arena,
+    add_calendar,
+    add_publish_degraded,
+    add_tickers,
+)
 from ti_core.connection import connect
 from ti_core.errors import TiError
 from ti_core.keys import normalize_ticker, normalize_trade_date
 from ti_core.lookup import Lookup, read_decision
 from ti_core.settings import TiSettings
 
-__all__ = ["add_publish_degraded", "format_row", "register"]
+__all__ = ["format_row", "register"]
 
 SERVER_HINT = "set TI_REDIS_URL=redis://HOST:6379/0 to publish to a Redis server"
 DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
@@ -61,24 +69,13 @@ def _prepare(args: argparse.Namespace) -> TiSettings:
     settings = TiSettings()
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)
     check_store(settings)  # a damaged or unwritable embedded store: refuse before Prefect
-    if not args.debug:
-        # Failures are reported by this command in one line; tracebacks stay in the run's logs.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     return settings
 
 
-def _quiet_prefect_console(debug: bool) -> None:
-    """Without --debug, Prefect's records reach the API (the UI) but not this terminal."""
-    if not debug:
-        logging.getLogger("prefect").propagate = False
-
-
-def _fail(args: argparse.Namespace, what: str, exc: BaseException, hint: str = "") -> int:
-    if args.debug:
-        raise exc
+def _fail(what: str, exc: BaseException, hint: str = "") -> TiError:
+    """The one-line error ``cli.main`` prints: what failed, why, and how to retry."""
     text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    print(f"ti: {what}: {' '.join(text.split())}{hint}", file=sys.stderr)
-    return 1
+    return TiError(f"{what}: {' '.join(text.split())}{hint}")
 
 
 async def _outcome(call: Any) -> tuple[str, Any]:
@@ -100,16 +97,18 @@ def _retry_hint(flow_run_id: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     ticker, trade_date = normalize_ticker(args.ticker), normalize_trade_date(args.date)
     settings = _prepare(args)
-    from flows.pipeline import publish_decision
+    local = prepare_prefect(args.debug)
+    from flows.pipeline import publish_decision  # imports Prefect while the server starts
 
-    _quiet_prefect_console(args.debug)
+    wait_for_prefect(local)
+    what = f"{ticker} {trade_date} not published"
     try:
         run_id, row = asyncio.run(_outcome(publish_decision(
             ticker, trade_date, args.arena, args.force, _degraded(args), return_state=True)))
     except Exception as exc:
-        return _fail(args, f"{ticker} {trade_date} not published", exc)
+        raise _fail(what, exc) from exc
     if isinstance(row, BaseException):
-        return _fail(args, f"{ticker} {trade_date} not published", row, _retry_hint(run_id))
+        raise _fail(what, row, _retry_hint(run_id)) from row
     print(format_row(row, settings))
     return 0
 
@@ -117,8 +116,6 @@ def _run(args: argparse.Namespace) -> int:
 def _run_daily(args: argparse.Namespace, progress: Any, bar: Any, lines: list[str],
                settings: TiSettings) -> tuple[str, Any]:
     from flows.pipeline import ON_DECISION, daily
-
-    _quiet_prefect_console(args.debug)
 
     def on_decision(row: dict[str, Any]) -> None:
         lines.append(format_row(row, settings))
@@ -147,7 +144,16 @@ def _daily(args: argparse.Namespace) -> int:
 
     if args.date is not None:
         args.date = normalize_trade_date(args.date)
+        _warn_if_not_a_session(args.date, args.calendar)
+    else:  # the session of "now" in the exchange's time zone, decided before Prefect starts
+        from ti_core.calendar import current_session
+
+        args.date, reason = current_session(args.calendar)
+        if args.date is None:
+            print(f"ti: nothing to publish: {reason}")
+            return 0
     settings = _prepare(args)
+    local = prepare_prefect(args.debug)
     tickers = [t for t in args.tickers.split(",") if t.strip()]
     lines: list[str] = []
     console = Console(stderr=True)
@@ -157,14 +163,15 @@ def _daily(args: argparse.Namespace) -> int:
     try:
         with progress:
             bar = progress.add_task("starting Prefect", total=len(tickers))
+            wait_for_prefect(local)
             run_id, result = _run_daily(args, progress, bar, lines, settings)
     except Exception as exc:
-        return _fail(args, "daily run failed", exc)
+        raise _fail("daily run failed", exc) from exc
     finally:
         for line in lines:
             print(line)
     if isinstance(result, BaseException):
-        return _fail(args, "daily run failed", result, _retry_hint(run_id))
+        raise _fail("daily run failed", result, _retry_hint(run_id)) from result
     _print_result(result)
     return 0
 
@@ -206,17 +213,15 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
 
 def _retry(args: argparse.Namespace) -> int:
     settings = TiSettings()
-    if not args.debug:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    _quiet_prefect_console(args.debug)
+    wait_for_prefect(prepare_prefect(args.debug))
     try:
         run_id, result = asyncio.run(_retry_flow_run(args.flow_run))
     except TiError:
         raise  # one line from cli.main
     except Exception as exc:  # e.g. an unknown id: Prefect's 404
-        return _fail(args, f"cannot retry {args.flow_run}", exc)
+        raise _fail(f"cannot retry {args.flow_run}", exc) from exc
     if isinstance(result, BaseException):
-        return _fail(args, f"flow run {run_id} failed again", result)
+        raise _fail(f"flow run {run_id} failed again", result, _retry_hint(run_id)) from result
     if "rows" in result:
         for row in result["rows"]:
             print(format_row(row, settings))
@@ -263,22 +268,10 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_publish_degraded(parser: argparse.ArgumentParser) -> None:
-    """The ``--publish-degraded`` flag (``run``, ``daily``, ``backfill``)."""
-    parser.add_argument("--publish-degraded", action="store_true",
-                        help="publish a state with no verdict as HOLD, confidence 0, marked "
-                        "meta.degraded (default: it fails; same as TI_PUBLISH_DEGRADED=1)")
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arena", default=None, metavar="SPEC",
-                        help="'replay:DIR', 'package.module:function', "
-                        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo' "
-                        "(default: TI_ARENA, else the demo)")
+    add_arena(parser)
     add_publish_degraded(parser)
-    parser.add_argument("--allow-demo", action="store_true",
-                        help="let the demo arena publish to TI_REDIS_URL "
-                        "(same as TI_ALLOW_DEMO_PUBLISH=1)")
+    add_allow_demo(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -296,12 +289,13 @@ def register(subparsers: Any) -> None:
     day = subparsers.add_parser(
         "daily", help="publish one decision per ticker for a trading session",
         description="Run the daily flow over TICKERS (arena runs limited by "
-        "TI_ARENA_CONCURRENCY). Without --date: today's session, or nothing on a closed day.")
-    day.add_argument("--tickers", required=True, metavar="A,B,C", help="comma-separated tickers")
+        "TI_ARENA_CONCURRENCY). Without --date: the session of now in the exchange's time zone "
+        "(before the close, today's unfinished session), or nothing on a closed day; a --date "
+        "that is not a session is published with a warning.")
+    add_tickers(day)
     day.add_argument("--date", default=None, metavar="YYYY-MM-DD",
                      help="trade date (default: today's session)")
-    day.add_argument("--calendar", default=None, metavar="CODE",
-                     help="exchange calendar for the default date (default TI_CALENDAR, XNYS)")
+    add_calendar(day, "of the sessions (the default date, the warning for another day)")
     _common(day)
     day.set_defaults(func=_daily_entry)
 
@@ -309,7 +303,8 @@ def register(subparsers: Any) -> None:
         "retry", help="retry a failed run/daily flow run: publishes only what failed",
         description="Run a finished publish-decision or daily flow run again under the same id: "
         "arena work that succeeded is reused and nothing already on the stream is duplicated. "
-        "(Prefect 3.8's `prefect flow-run retry` does not run async flows.)")
+        "Use this, not `prefect flow-run retry`, for runs started by ti run/daily: with no "
+        "deployment, Prefect's command only schedules them and they turn Late.")
     retry.add_argument("flow_run", metavar="FLOW_RUN", help="flow run id (or unique name)")
     retry.set_defaults(func=_retry)
 
@@ -327,3 +322,13 @@ def _daily_entry(args: argparse.Namespace) -> int:
     if args.calendar is None:
         args.calendar = TiSettings().calendar
     return _daily(args)
+
+
+def _warn_if_not_a_session(trade_date: str, calendar: str) -> None:
+    """A date the exchange did not trade is published if asked for, with a warning."""
+    from ti_core.calendar import sessions
+
+    plan = sessions(trade_date, trade_date, calendar)
+    if not plan.sessions:
+        print(f"ti: warning: {trade_date} is not a session of {plan.calendar} "
+              f"({plan.skipped[0][1]}); publishing it as asked", file=sys.stderr)

@@ -26,6 +26,7 @@ from prefect.context import get_run_context
 
 from flows.artifacts import artifact_key, write_decision_card, write_run_table
 from flows.events import emit_decision_event
+from flows.run_story import failed_run, scheduled_moment
 from flows.tasks import (
     build_envelope,
     configured,
@@ -35,7 +36,7 @@ from flows.tasks import (
     run_arena,
 )
 from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
-from ti_core.calendar import current_session
+from ti_core.calendar import current_session, sessions
 from ti_core.connection import embedded_store_path
 from ti_core.errors import TiError
 from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
@@ -168,7 +169,9 @@ async def publish_decision(
     await write_run_table(artifact_key("publish", ticker, trade_date), [row],
                           f"publish {ticker} {trade_date}")
     if decision.error is not None:
-        raise decision.error
+        return failed_run(decision.error, decision.row["error"])  # type: ignore[no-any-return]
+    get_run_logger().info("%s %s: %s %s, stream entry %s, hash %s", ticker, trade_date,
+                          row["status"], row["verdict"], row["entry_id"], row["hash_key"])
     return row
 
 
@@ -205,13 +208,20 @@ async def daily(
     """
     s = TiSettings()
     logger = get_run_logger()
-    if trade_date is None:
-        session, reason = current_session(calendar)
+    if trade_date is None:  # the session this run was scheduled for, even if it starts late
+        session, reason = current_session(calendar, now=scheduled_moment())
         if session is None:
             logger.warning("nothing to publish: %s", reason)
             return {"trade_date": None, "skipped": reason, "rows": []}
         trade_date = session
+    else:
+        plan = sessions(trade_date, trade_date, calendar)
+        if not plan.sessions:
+            logger.warning("%s is not a session of %s (%s); publishing it as asked",
+                           plan.start, plan.calendar, plan.skipped[0][1])
     trade_date = normalize_trade_date(trade_date)
+    logger.info("publishing %d ticker(s) for session %s (%s)", len(tickers), trade_date,
+                calendar)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
     good, rows = _targets(tickers, trade_date)
@@ -226,5 +236,6 @@ async def daily(
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         detail = "; ".join(f"{r['ticker']}: {r['error']}" for r in failed[:5])
-        raise TiError(f"{len(failed)} of {len(rows)} decisions failed for {trade_date}: {detail}")
+        return failed_run(  # type: ignore[no-any-return]
+            TiError(f"{len(failed)} of {len(rows)} decisions failed for {trade_date}: {detail}"))
     return {"trade_date": trade_date, "skipped": None, "rows": rows}

@@ -25,6 +25,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
+from flows.run_story import envelope_run_name
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
@@ -62,14 +63,15 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
     return isinstance(exc, BaseException) and is_retryable(exc)
 
 
-@task(name="run-arena", cache_policy=_CACHED, persist_result=True,
-      retry_condition_fn=retry_worthy)
+@task(name="run-arena", task_run_name="run-arena-{ticker}-{trade_date}", cache_policy=_CACHED,
+      persist_result=True, retry_condition_fn=retry_worthy)
 async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
     return await load_arena(arena).run(ticker, trade_date)
 
 
-@task(name="build-envelope", cache_policy=_CACHED, persist_result=True)
+@task(name="build-envelope", task_run_name="build-envelope-{ticker}-{trade_date}",
+      cache_policy=_CACHED, persist_result=True)
 async def build_envelope(
     state: dict[str, Any], ticker: str, trade_date: str, correlation_id: str, demo: bool = False,
     publish_degraded: bool = False,
@@ -89,7 +91,8 @@ async def build_envelope(
     return payload_and_digest(envelope)[0]  # the builder already serialised it
 
 
-@task(name="publish-stream", cache_policy=NO_CACHE, retry_condition_fn=retry_worthy)
+@task(name="publish-stream", task_run_name=envelope_run_name, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_worthy)
 async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, Any]:
     """Write the entry AND its lookup hash in one script (``publish_many``): no failure after
     this task can leave the entry without its hash. A retry gets the same entry id.
@@ -113,7 +116,8 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
             "hash_written": result.hash_written}
 
 
-@task(name="publish-hash", cache_policy=NO_CACHE, retry_condition_fn=retry_worthy)
+@task(name="publish-hash", task_run_name=envelope_run_name, cache_policy=NO_CACHE,
+      retry_condition_fn=retry_worthy)
 async def publish_hash(envelope_json: str, force: bool = False) -> str:
     """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
     one), then clear the pair's failure record: best effort, a failed clear never fails the

@@ -79,11 +79,18 @@ def sample_states() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the user's real embedded store or a developer's TI_* settings."""
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the user's real embedded store or a developer's TI_* settings; no
+    test leaves a shared local Prefect server (flows.server) running in its data dir."""
     monkeypatch.setenv("TI_DATA_DIR", str(tmp_path / "ti-data"))
+    monkeypatch.setenv("TI_SERVER_IDLE_TIMEOUT", "60")  # a leftover stops itself soon
     monkeypatch.delenv("TI_REDIS_URL", raising=False)
     monkeypatch.delenv("TI_ARENA", raising=False)
+    yield
+    if (tmp_path / "ti-data" / "prefect" / "server.json").exists():
+        from flows.server import LocalServer
+
+        LocalServer(tmp_path / "ti-data").stop()
 
 
 @pytest.fixture(scope="session")
@@ -105,13 +112,15 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
         from prefect.testing.utilities import prefect_test_harness
 
-        # Prefect 3.8.8 reads the server's default result storage with a client it never
-        # closes, once per flow run: the leaked socket fails tests under filterwarnings=error.
+        # Prefect (3.8.8, still 3.9.1) reads the server's default result storage with a sync
+        # client it never closes, once per flow run: the leaked socket fails tests under
+        # filterwarnings=error.
         mp.setattr(prefect.results, "_read_server_default_result_storage_block_id",
                    _closing_default_storage_read)
         storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
         with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
-            with prefect_test_harness(server_startup_timeout=60):
+            # A busy 2-core machine needed over 70 s to start a Prefect server.
+            with prefect_test_harness(server_startup_timeout=300):
                 yield
 
 

@@ -113,6 +113,7 @@ class Stack:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "false",
+            "PREFECT_UI_URL": f"http://127.0.0.1:{port}",  # notification links (else "None")
             "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # no 17:30 run mid-test
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "TI_DATA_DIR": str(tmp / "ti-data"),

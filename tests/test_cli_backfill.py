@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,53 +138,12 @@ def test_bad_arguments_fail_in_one_line(
         assert client.xlen(DEFAULT_STREAM_NAME) == 0
 
 
-EARLY = """
-import os, sys, time
-from flows.backfill_server import EarlyPrefectServer
-server = EarlyPrefectServer().__enter__()
-print(server.proc.pid, os.environ["PREFECT_API_URL"] == server.url, flush=True)
-if sys.argv[1] == "exit":
-    server.__exit__(None, None, None)
-    print(server.proc is None and "PREFECT_API_URL" not in os.environ, flush=True)
-else:
-    time.sleep(60)
-"""
-
-
-def _gone(pid: int, within: float = 15.0) -> bool:
-    import os
-    import time
-
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().split()[2] == "Z":  # reaped soon by init: it has exited
-                return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux only")
-@pytest.mark.parametrize("how", ["exit", "sigkill"])
-def test_early_prefect_server_never_outlives_ti(tmp_path: Path, how: str) -> None:
-    import os
-    import signal
-
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    proc = subprocess.Popen([sys.executable, "-c", EARLY, how], cwd=MAIN, env=env,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    pid_text, same = proc.stdout.readline().split()
-    assert same == "True"
-    if how == "exit":
-        assert proc.stdout.readline().strip() == "True"  # stopped, PREFECT_API_URL restored
-    else:
-        proc.send_signal(signal.SIGKILL)  # ti killed: its server gets SIGTERM from the kernel
-    proc.wait(30)
-    proc.stdout.close()
-    assert _gone(int(pid_text)), "the temporary Prefect server outlived ti"
+def test_a_dry_run_answers_without_prefect(cli_env: Path) -> None:
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens
+    done = subprocess.run([sys.executable, "-c", PROBE, "backfill", *RANGE, "--dry-run",
+                           "--arena", f"replay:{cli_env}"], cwd=MAIN, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "18 to do; nothing published" in done.stdout
+    assert "skip 2026-04-03: holiday" in done.stdout
+    assert done.stdout.strip().endswith("CLEAN") and done.stderr == ""

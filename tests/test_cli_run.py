@@ -1,8 +1,8 @@
 """``ti run``, ``ti daily`` and ``ti get`` through the installed console script (subprocesses).
 
-One test runs the README's main job on a "fresh machine" (new HOME, nothing configured:
-Prefect in ephemeral mode, decisions in the embedded store); the others point Prefect at the
-session's test server to stay fast.
+One test runs the README's main job on a "fresh machine" (new HOME, nothing configured: the
+shared local Prefect server starts, decisions go to the embedded store; the test stops the
+server); the others point Prefect at the session's test server to stay fast.
 """
 
 from __future__ import annotations
@@ -46,13 +46,19 @@ def prefect_api(prefect_harness: None) -> str:
     return str(url)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_fresh_machine_run_then_get_from_the_embedded_store(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    env = clean_env(home)
-    run = ti("run", "NVDA", "--date", "2026-05-11", env=env, timeout=180)
+    env = clean_env(home, TI_SERVER_IDLE_TIMEOUT="30")
+    try:
+        run = ti("run", "NVDA", "--date", "2026-05-11", env=env, timeout=360)
+    finally:
+        ti("server", "stop", env=env)
     assert run.returncode == 0, run.stderr
-    assert run.stderr == ""
+    (starting,) = run.stderr.splitlines()  # the one line that says the server is starting
+    assert starting.startswith("ti: starting the local Prefect server at http://127.0.0.1:")
     store = home / ".local" / "share" / "ti" / "store.dat"
     (line,) = run.stdout.splitlines()
     assert line.startswith("NVDA 2026-05-11: ") and "confidence" in line and "[DEMO" in line

@@ -138,6 +138,7 @@ def test_redis_down_fails_the_run_then_retry_publishes_once(stack: Stack) -> Non
     assert Webhook.received, "automation ti-publish-failed did not notify"
     message = Webhook.received[0]
     assert "is Failed" in message["subject"] and "2 of 2 decisions failed" in message["body"]
+    assert f"http://127.0.0.1:{stack.port}/runs/flow-run/{run_id}" in message["body"]
 
 
 def test_arena_completed_event_triggers_the_deployment(stack: Stack) -> None:

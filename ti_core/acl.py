@@ -24,7 +24,8 @@ _PRODUCER_COMMANDS = (
 # XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
 # MULTI/EXEC around a dead letter and its ack; the group scripts of ``ti_core.group_scripts``
 # through EVAL/EVALSHA: XGROUP CREATE/SETID, XINFO, TIME, HKEYS/HDEL, HSET/HSETNX/HINCRBY; the
-# handler attempts: HINCRBY, HDEL; no DEL, which would reach the stream itself), lag (XINFO GROUPS, XLEN), ``ti status`` (HEXISTS, HMGET) and
+# handler attempts: HINCRBY, HDEL; no DEL, which would reach the stream itself), lag (XINFO
+# GROUPS, XLEN, the lost hash), ``ti status`` (HEXISTS, HMGET) and
 # ``ti verify`` (SCAN, EXISTS, XLEN, XRANGE, XINFO STREAM, HGETALL, HGET).
 _CONSUMER_COMMANDS = (
     "+hget", "+hgetall", "+hexists", "+hmget", "+exists", "+scan", "+xlen", "+xrange",

@@ -175,6 +175,17 @@ class TiSettings(BaseSettings):
         ge=0,
         description="First pipeline retry delay in seconds; doubles each retry, with jitter.",
     )
+    server_idle_timeout: float = Field(
+        default=900.0,
+        ge=0,
+        description="Seconds the shared local Prefect server stays up with nothing to do "
+        "(0: until 'ti server stop'). Used only when PREFECT_API_URL is not set.",
+    )
+    server_start_timeout: float = Field(
+        default=180.0,
+        gt=0,
+        description="Seconds to wait for the local Prefect server to answer after it starts.",
+    )
 
     @field_validator("stream_name")
     @classmethod

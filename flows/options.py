@@ -1,0 +1,55 @@
+"""Options that several ``ti`` commands share, each defined once (name, metavar, help)."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_allow_demo", "add_arena", "add_calendar", "add_publish_degraded", "add_tickers"]
+
+
+def add_arena(parser: argparse.ArgumentParser, what: str = "") -> None:
+    parser.add_argument(
+        "--arena",
+        default=None,
+        metavar="SPEC",
+        help=f"arena runner{what}: 'replay:DIR', 'package.module:function', "
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo' "
+        "(default: TI_ARENA, else the demo)",
+    )
+
+
+def add_allow_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-demo",
+        action="store_true",
+        help="let the demo arena publish to TI_REDIS_URL (same as TI_ALLOW_DEMO_PUBLISH=1)",
+    )
+
+
+def add_publish_degraded(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--publish-degraded",
+        action="store_true",
+        help="publish a state with no verdict as HOLD, confidence 0, marked meta.degraded "
+        "(default: it fails; same as TI_PUBLISH_DEGRADED=1)",
+    )
+
+
+def add_calendar(parser: argparse.ArgumentParser, use: str) -> None:
+    parser.add_argument(
+        "--calendar",
+        default=None,
+        metavar="CODE",
+        help=f"exchange calendar {use}: an exchange_calendars code (XNYS, "
+        "XLON, ...) or 'weekdays' (default TI_CALENDAR, else XNYS)",
+    )
+
+
+def add_tickers(parser: argparse.ArgumentParser, **kwargs: object) -> None:
+    parser.add_argument(
+        "--tickers",
+        required=True,
+        metavar="A,B,C",
+        help="comma-separated tickers, e.g. NVDA,AAPL,BRK.B",
+        **kwargs,
+    )  # type: ignore[arg-type]
