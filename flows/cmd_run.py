@@ -28,7 +28,7 @@ SERVER_HINT = "set TI_REDIS_URL=redis://HOST:6379/0 to publish to a Redis server
 
 
 def _where(settings: TiSettings) -> str:
-    if settings.redis_url is not None:
+    if settings.uses_server:
         return settings.redis_url_redacted()
     from ti_core.connection import embedded_store_path
 
@@ -244,7 +244,7 @@ def _get(args: argparse.Namespace) -> int:
     settings = TiSettings()
     fields = asyncio.run(_read_hash(key, settings))
     if "json" not in fields:
-        where = settings.redis_url_redacted() if settings.redis_url else _where(settings)
+        where = settings.redis_url_redacted() if settings.uses_server else _where(settings)
         print(f"ti: no decision for {normalize_ticker(args.ticker)} "
               f"{normalize_trade_date(args.trade_date)} (hash {key}) in {where}",
               file=sys.stderr)

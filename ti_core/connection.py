@@ -22,6 +22,8 @@ from redis.backoff import EqualJitterBackoff
 
 from ti_core.embedded import EMBEDDED_FILE, embedded_store, embedded_store_path
 from ti_core.errors import ConfigError, PublishError, RedisUnavailableError
+from ti_core.replicas import require_replicas
+from ti_core.sentinel import FailoverRetry, SentinelTarget, open_sentinel, sentinel_target
 from ti_core.settings import TiSettings, redact_url
 
 __all__ = [
@@ -111,6 +113,10 @@ def _hiredis_packing(kind: type) -> type:
 def describe_client(client: Any) -> str:
     """Where ``client`` points, for messages: scheme, host, port and db, never credentials."""
     pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service is not None:  # Sentinel-managed: the primary last discovered
+        host, port = getattr(pool, "master_address", None) or ("?", "?")
+        return f"sentinel:{service} (primary {host}:{port})"
     kwargs = getattr(pool, "connection_kwargs", None)
     if not isinstance(kwargs, dict):
         return "(embedded store)"
@@ -178,17 +184,45 @@ async def connect(
     s = settings or TiSettings()
     target = url if url is not None else s.redis_url
     raw = target.get_secret_value() if isinstance(target, SecretStr) else target
-    if not raw:
+    sentinels = sentinel_target(s) if url is None else None  # with Sentinels, no URL
+    if not raw and sentinels is None:
+        if s.min_replicas:
+            raise ConfigError("TI_MIN_REPLICAS needs a Redis server with replicas; the "
+                              "embedded store has none")
         async with embedded_store(s) as store:
             yield store
         return
-    client = open_redis(raw, s)
+    client = open_redis(raw, s) if sentinels is None else _open_sentinel(sentinels, s)
+    _require_replicas(client, s)
+    where = redact_url(raw) if sentinels is None else sentinels.describe()
     try:
         yield client
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        failure = redis_failure(exc, redact_url(raw))
+        failure = redis_failure(exc, where)
         if failure is None:  # pragma: no cover - both classes are mapped
             raise
         raise failure from exc
     finally:
         await client.aclose()
+
+
+def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> Any:
+    """A client of the Sentinels' current primary with this module's policy, retrying for
+    ``TI_REDIS_FAILOVER_WAIT`` seconds so that a failover is ridden out."""
+    backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
+    client = open_sentinel(
+        target, settings, socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=FailoverRetry(backoff, settings.retries, settings.redis_failover_wait),
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+        health_check_interval=0, client_name=CLIENT_NAME,
+    )
+    pool = client.connection_pool
+    pool.connection_class = _hiredis_packing(pool.connection_class)  # before any connection
+    return client
+
+
+def _require_replicas(client: Any, settings: TiSettings) -> None:
+    if settings.min_replicas:
+        require_replicas(client, settings.min_replicas, settings.replica_timeout,
+                         socket_timeout=settings.socket_timeout)

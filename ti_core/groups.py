@@ -29,6 +29,7 @@ from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError
 from ti_core.keys import DEFAULT_STREAM_NAME, dead_letter_key, validate_stream_name
 from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.replicas import replicated
 
 __all__ = ["GroupReader", "GroupStats", "Handler", "ensure_group"]
 
@@ -162,9 +163,9 @@ class GroupReader:
         if block:
             until_claim = int((self._next_claim - self._now()) * 1000)
             block_ms = safe_block_ms(self.client, min(self.block_ms, max(1, until_claim)))
-        reply = await self.client.xreadgroup(
+        reply = await replicated(self.client, lambda c: c.xreadgroup(  # TI_MIN_REPLICAS
             self.group, self.consumer, {self.stream_name: ">"}, count=self.count, block=block_ms
-        )
+        ))
         entries = _entries(reply)
         stats.add(await self._process(entries, {}))
         return stats
@@ -273,7 +274,7 @@ class GroupReader:
     async def _flush_acks(self) -> None:
         if self._acks:
             ids, self._acks = self._acks, []
-            await self.client.xack(self.stream_name, self.group, *ids)
+            await replicated(self.client, lambda c: c.xack(self.stream_name, self.group, *ids))
 
     async def _dead_letter(
         self, entry_id: str, payload: Any, reason: str, attempts: int, *, ack: bool = True

@@ -115,7 +115,7 @@ SCRIPT_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in S
 # refusal: on 7.2+ add ``+client|setinfo`` to keep it out of ACL LOG.)
 _PRODUCER_COMMANDS = (
     "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
-    "+hdel", "+hmget", "+hexists", "+time", "+client|setname",
+    "+hdel", "+hmget", "+hexists", "+time", "+wait", "+client|setname",
 )
 
 
