@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import redis.asyncio as redis_asyncio
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import AbstractBackoff
 
 from ti_core.errors import ConfigError
@@ -160,8 +161,9 @@ def open_sentinel(target: SentinelTarget, settings: TiSettings, **connection: An
     }
     if s.redis_sentinel_password is not None:
         sentinel_side["password"] = s.redis_sentinel_password.get_secret_value()
+    kind = _FollowingSSLConnection if s.redis_tls else _FollowingConnection
     manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls)
-    client = manager.master_for(target.service, redis_class=_SentinelRedis)
+    client = manager.master_for(target.service, redis_class=_SentinelRedis, connection_class=kind)
     client.sentinel_manager = manager
     return client
 
@@ -177,3 +179,23 @@ class _SentinelRedis(redis_asyncio.Redis):
         finally:
             if self.sentinel_manager is not None:
                 await self.sentinel_manager.aclose()
+
+
+class _FollowingConnection(SentinelManagedConnection):
+    """Asks the Sentinels again on every reconnect, not only on the first connect.
+
+    redis-py 8.1 reconnects a dropped connection (in a retry) through
+    ``connect_check_health``, which reuses the old address: after a failover it kept
+    dialling the dead primary, then the restarted one, now a replica (READONLY), until the
+    retries ran out (redis/redis-py#3874). Connecting through ``connect()`` first re-runs
+    the discovery; tests/test_failover.py fails without it.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()
+        await super().send_packed_command(command, check_health)
+
+
+class _FollowingSSLConnection(_FollowingConnection, SSLConnection):
+    pass
