@@ -9,6 +9,7 @@ supervisor restarting it, with Sentinel reconfiguring it, ends up doing).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -158,6 +159,26 @@ class SentinelCluster:
         """SIGKILL the primary; returns its process (down)."""
         victim = self.primary()
         victim.kill9()
+        return victim
+
+    def isolate_then_kill_primary(self, gap: float) -> RedisProcess:
+        """Freeze the replica (SIGSTOP) and cut its link, let the primary take writes alone
+        for ``gap`` seconds, SIGKILL it, then resume the replica (a partition, then a crash):
+        whatever the primary acknowledged in the gap exists nowhere else."""
+        victim = self.primary()
+        replicas = [p for p in self.servers.values() if p is not victim]
+        for replica in replicas:
+            assert replica.proc is not None
+            replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            with victim.sync_client() as client:
+                client.client_kill_filter(_type="replica")
+            time.sleep(gap)
+            victim.kill9()
+        finally:
+            for replica in replicas:
+                assert replica.proc is not None
+                replica.proc.send_signal(signal.SIGCONT)
         return victim
 
     def wait_promoted(self, old_port: int, timeout: float = 45.0) -> int:
