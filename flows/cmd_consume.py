@@ -116,7 +116,8 @@ def _tail_command(args: argparse.Namespace) -> int:
     if args.consumer and not args.group:
         raise ConfigError("--consumer needs --group")
     if args.group and not settings.uses_server:
-        raise ConfigError("consumer groups need a Redis server: set TI_REDIS_URL or TI_REDIS_SENTINELS")
+        raise ConfigError("consumer groups need a Redis server: set TI_REDIS_URL or "
+                          "TI_REDIS_SENTINELS")
 
     def show(entry_id: str, envelope: TradingIntelligenceEnvelope) -> None:
         _emit(format_line(entry_id, envelope, args.json))

@@ -46,26 +46,37 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float
 class SentinelProcess:
     """One ``redis-server --sentinel`` monitoring ``SERVICE``; it rewrites its own config."""
 
-    def __init__(self, workdir: Path, primary_port: int, down_after_ms: int,
-                 failover_timeout_ms: int) -> None:
+    def __init__(
+        self, workdir: Path, primary_port: int, down_after_ms: int, failover_timeout_ms: int
+    ) -> None:
         self.binary = redis_server_binary()
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = workdir / "sentinel.conf"
-        self.config.write_text("\n".join([
-            f"port {self.port}", "bind 127.0.0.1", f"dir {workdir}",
-            f"logfile {workdir / 'sentinel.log'}",
-            f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2",
-            f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
-            f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
-            f"sentinel parallel-syncs {SERVICE} 1", "",
-        ]))
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {workdir}",
+                    f"logfile {workdir / 'sentinel.log'}",
+                    f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2",
+                    f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
+                    f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
+                    f"sentinel parallel-syncs {SERVICE} 1",
+                    "",
+                ]
+            )
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> SentinelProcess:
-        self.proc = subprocess.Popen([self.binary, str(self.config), "--sentinel"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [self.binary, str(self.config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(f"sentinel on {self.port}", self.ping, 15)
         return self
 
@@ -77,8 +88,9 @@ class SentinelProcess:
             return bool(client.ping())
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1,
-                           decode_responses=True)
+        return redis.Redis(
+            port=self.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True
+        )
 
     def primary_port(self) -> int | None:
         with self.client() as client:
@@ -99,18 +111,21 @@ class SentinelCluster:
     """Primary + replica + three Sentinels (quorum 2); ``start()`` returns once the Sentinels
     know the replica and each other, so a failover can happen."""
 
-    def __init__(self, workdir: Path, *, down_after_ms: int = 1000,
-                 failover_timeout_ms: int = 3000) -> None:
+    def __init__(
+        self, workdir: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 3000
+    ) -> None:
         self.workdir = workdir
         self.servers: dict[int, RedisProcess] = {}
         primary = RedisProcess(workdir / "server-a", *_SERVER_ARGS)
         self.servers[primary.port] = primary
-        replica = RedisProcess(workdir / "server-b", *_SERVER_ARGS, "--replicaof", "127.0.0.1",
-                               str(primary.port))
+        replica = RedisProcess(
+            workdir / "server-b", *_SERVER_ARGS, "--replicaof", "127.0.0.1", str(primary.port)
+        )
         self.servers[replica.port] = replica
         self.sentinels = [
-            SentinelProcess(workdir / f"sentinel-{n}", primary.port, down_after_ms,
-                            failover_timeout_ms)
+            SentinelProcess(
+                workdir / f"sentinel-{n}", primary.port, down_after_ms, failover_timeout_ms
+            )
             for n in range(3)
         ]
 
@@ -125,8 +140,9 @@ class SentinelCluster:
         self.wait_replicas_synced(timeout)
         for sentinel in self.sentinels:
             sentinel.start()
-        wait_until("the Sentinels to discover the replica and each other", self._ready,
-                   timeout, every=0.1)
+        wait_until(
+            "the Sentinels to discover the replica and each other", self._ready, timeout, every=0.1
+        )
         return self
 
     def _ready(self) -> bool:
@@ -184,6 +200,7 @@ class SentinelCluster:
     def wait_promoted(self, old_port: int, timeout: float = 45.0) -> int:
         """Port of the new primary once every Sentinel names one other than ``old_port``
         and it answers as a primary."""
+
         def promoted() -> int | None:
             ports = {s.primary_port() for s in self.sentinels}
             if len(ports) != 1 or old_port in ports or None in ports:
@@ -194,8 +211,7 @@ class SentinelCluster:
                 role = client.execute_command("ROLE")
             return port if role[0] in (b"master", "master") else None
 
-        port: int = wait_until("the Sentinels to promote a replica", promoted, timeout,
-                               every=0.05)
+        port: int = wait_until("the Sentinels to promote a replica", promoted, timeout, every=0.05)
         return port
 
     def restart_as_replica(self, server: RedisProcess, primary_port: int) -> None:
@@ -206,6 +222,7 @@ class SentinelCluster:
 
     def wait_replicas_synced(self, timeout: float = 30.0) -> None:
         """Until every replica reports its link to the primary up."""
+
         def synced() -> bool:
             for server in self.servers.values():
                 with server.sync_client() as client:

@@ -71,9 +71,15 @@ def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
 
 
 def _settings(cluster: SentinelCluster, min_replicas: int) -> TiSettings:
-    return TiSettings(redis_sentinels=cluster.setting, redis_sentinel_master=SERVICE,
-                      min_replicas=min_replicas, replica_timeout=1.0, socket_timeout=3.0,
-                      connect_timeout=1.0, redis_failover_wait=20.0)
+    return TiSettings(
+        redis_sentinels=cluster.setting,
+        redis_sentinel_master=SERVICE,
+        min_replicas=min_replicas,
+        replica_timeout=1.0,
+        socket_timeout=3.0,
+        connect_timeout=1.0,
+        redis_failover_wait=20.0,
+    )
 
 
 @dataclass
@@ -103,8 +109,11 @@ class Failover:
         try:
             self.old_port = self.cluster.primary_port()
             wait_until(f"{self.at} entries", lambda: self._xlen() >= self.at, 120, every=0.005)
-            victim = (self.cluster.isolate_then_kill_primary(self.isolated_for)
-                      if self.isolated_for else self.cluster.kill_primary())
+            victim = (
+                self.cluster.isolate_then_kill_primary(self.isolated_for)
+                if self.isolated_for
+                else self.cluster.kill_primary()
+            )
             self.killed_at = time.monotonic()
             self.new_port = self.cluster.wait_promoted(self.old_port)
             self.promoted_at = time.monotonic()
@@ -132,8 +141,9 @@ async def _backfill(settings: TiSettings, run: Run) -> None:
     runner = CallableArena("tests.test_failover:_arena", _arena)
     async with connect(settings=settings) as client:
         for chunk in batched(plan_items(TICKERS, PLAN.sessions), 500):
-            report = await backfill_batch(client, runner, chunk, concurrency=8,
-                                          redis_wait=20.0, retry_delay=0.01)
+            report = await backfill_batch(
+                client, runner, chunk, concurrency=8, redis_wait=20.0, retry_delay=0.01
+            )
             run.report.planned += report.planned
             run.report.skipped += report.skipped
             run.report.outcomes += report.outcomes
@@ -161,19 +171,25 @@ def _not_on_new_primary(client: redis.Redis, run: Run) -> list[tuple[str, str, s
     pipe = client.pipeline(transaction=False)
     for o in published:
         pipe.hget(decision_hash_key(o.ticker, o.trade_date), "entry_id")
-    return [(o.ticker, o.trade_date, o.entry_id)
-            for o, now in zip(published, pipe.execute(), strict=True) if now != o.entry_id]
+    return [
+        (o.ticker, o.trade_date, o.entry_id)
+        for o, now in zip(published, pipe.execute(), strict=True)
+        if now != o.entry_id
+    ]
 
 
-async def _failover_backfill(cluster: SentinelCluster, min_replicas: int,
-                             isolated_for: float) -> dict[str, Any]:
+async def _failover_backfill(
+    cluster: SentinelCluster, min_replicas: int, isolated_for: float
+) -> dict[str, Any]:
     settings = _settings(cluster, min_replicas)
     failover = Failover(cluster, at=len(PAIRS) // 3, isolated_for=isolated_for).start()
     started = time.monotonic()
     first = await _first_run(settings)
     failover.join()
     figures: dict[str, Any] = {
-        "min_replicas": min_replicas, "decisions": len(PAIRS), "isolated_for": isolated_for,
+        "min_replicas": min_replicas,
+        "decisions": len(PAIRS),
+        "isolated_for": isolated_for,
         "first_run_published": first.report.count("published"),
         "first_run_failed_with": type(first.error).__name__ if first.error else None,
         "first_run_seconds": round(time.monotonic() - started, 1),
@@ -219,9 +235,11 @@ async def test_backfill_through_failover_control_without_replica_acknowledgement
     """The control: what a failover can lose with asynchronous replication (reported only:
     on loopback the replica is usually fast enough). The re-run restores it, once."""
     figures = await _failover_backfill(cluster, min_replicas=0, isolated_for=isolated_for)
-    print(f"control: {figures['reported_then_lost']} decisions reported as published by the "
-          f"first run were not on the new primary; the re-run published "
-          f"{figures['rerun_published']}")
+    print(
+        f"control: {figures['reported_then_lost']} decisions reported as published by the "
+        f"first run were not on the new primary; the re-run published "
+        f"{figures['rerun_published']}"
+    )
 
 
 def _envelopes(count: int) -> list[TradingIntelligenceEnvelope]:
@@ -232,8 +250,9 @@ def _envelopes(count: int) -> list[TradingIntelligenceEnvelope]:
     return out
 
 
-async def _publish_patiently(client: Any, chunk: list[TradingIntelligenceEnvelope]
-                             ) -> list[PublishResult]:
+async def _publish_patiently(
+    client: Any, chunk: list[TradingIntelligenceEnvelope]
+) -> list[PublishResult]:
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -258,8 +277,15 @@ async def test_group_reader_through_failover_handles_every_acknowledged_entry_on
     envelopes = _envelopes(3000)
     await ensure_group(consumer, DEFAULT_STREAM_NAME, "engines", "0")
     handled: list[str] = []
-    reader = GroupReader(consumer, "engines", "engine-1", lambda i, _e: handled.append(i),
-                         start="0", block_ms=200, claim_idle_ms=2000)
+    reader = GroupReader(
+        consumer,
+        "engines",
+        "engine-1",
+        lambda i, _e: handled.append(i),
+        start="0",
+        block_ms=200,
+        claim_idle_ms=2000,
+    )
     stop = asyncio.Event()
     reader_errors: list[BaseException] = []
 
@@ -276,7 +302,7 @@ async def test_group_reader_through_failover_handles_every_acknowledged_entry_on
     acked: list[PublishResult] = []
     try:
         for start in range(0, len(envelopes), 100):
-            acked += await _publish_patiently(producer, envelopes[start:start + 100])
+            acked += await _publish_patiently(producer, envelopes[start : start + 100])
         failover.join()
 
         def caught_up() -> bool:
@@ -290,9 +316,11 @@ async def test_group_reader_through_failover_handles_every_acknowledged_entry_on
         on_stream = [entry_id for entry_id, _ in client.xrange(DEFAULT_STREAM_NAME)]
         pending = client.xpending(DEFAULT_STREAM_NAME, "engines")["pending"]
     twice = [i for i, n in Counter(handled).items() if n > 1]
-    print(f"\ngroup reader through failover: {len(acked)} published, {len(on_stream)} on the "
-          f"new primary, {len(handled)} handled, {len(twice)} twice, reader errors "
-          f"{len(reader_errors)}, promotion {failover.promoted_at - failover.killed_at:.2f}s")
+    print(
+        f"\ngroup reader through failover: {len(acked)} published, {len(on_stream)} on the "
+        f"new primary, {len(handled)} handled, {len(twice)} twice, reader errors "
+        f"{len(reader_errors)}, promotion {failover.promoted_at - failover.killed_at:.2f}s"
+    )
     assert len(on_stream) == len(envelopes) == len(set(on_stream))
     assert {r.entry_id for r in acked} == set(on_stream)
     assert set(handled) == set(on_stream)

@@ -192,9 +192,11 @@ async def connect(
         async with embedded_store(s) as store:
             yield store
         return
-    client = open_redis(raw, s) if sentinels is None else _open_sentinel(sentinels, s)
+    if sentinels is not None:
+        client, where = _open_sentinel(sentinels, s), sentinels.describe()
+    else:
+        client, where = open_redis(raw or "", s), redact_url(raw)
     _require_replicas(client, s)
-    where = redact_url(raw) if sentinels is None else sentinels.describe()
     try:
         yield client
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:

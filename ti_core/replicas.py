@@ -29,8 +29,14 @@ from typing import Any
 from ti_core.errors import ConfigError, ReplicaAckError
 from ti_core.replies import pipeline
 
-__all__ = ["ReplicaPolicy", "check_replicas", "queue_wait", "replica_policy", "replicated",
-           "require_replicas"]
+__all__ = [
+    "ReplicaPolicy",
+    "check_replicas",
+    "queue_wait",
+    "replica_policy",
+    "replicated",
+    "require_replicas",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +52,22 @@ class ReplicaPolicy:
 _POLICIES: weakref.WeakKeyDictionary[Any, ReplicaPolicy] = weakref.WeakKeyDictionary()
 
 
-def require_replicas(client: Any, replicas: int, timeout: float, *,
-                     socket_timeout: float | None = None) -> None:
+def require_replicas(
+    client: Any, replicas: int, timeout: float, *, socket_timeout: float | None = None
+) -> None:
     """Make every publish through ``client`` wait for ``replicas`` replicas (0: none).
 
     ``timeout`` (seconds) must be below ``socket_timeout``: otherwise the client would give
     up on the reply first and resend the whole round trip instead of reporting the shortfall.
     """
     if replicas < 0 or timeout <= 0:
-        raise ConfigError(f"TI_MIN_REPLICAS must be >= 0 and TI_REPLICA_TIMEOUT > 0, got "
-                          f"{replicas} and {timeout}")
+        raise ConfigError(
+            f"TI_MIN_REPLICAS must be >= 0 and TI_REPLICA_TIMEOUT > 0, got {replicas} and {timeout}"
+        )
     if socket_timeout is not None and timeout >= socket_timeout:
-        raise ConfigError(f"TI_REPLICA_TIMEOUT ({timeout}s) must be below TI_SOCKET_TIMEOUT "
-                          f"({socket_timeout}s)")
+        raise ConfigError(
+            f"TI_REPLICA_TIMEOUT ({timeout}s) must be below TI_SOCKET_TIMEOUT ({socket_timeout}s)"
+        )
     if replicas == 0:
         _POLICIES.pop(client, None)
         return
@@ -81,8 +90,7 @@ def queue_wait(pipe: Any, client: Any) -> ReplicaPolicy | None:
     return policy
 
 
-def check_replicas(policy: ReplicaPolicy, reply: Any, results: Sequence[Any],
-                   where: str) -> None:
+def check_replicas(policy: ReplicaPolicy, reply: Any, results: Sequence[Any], where: str) -> None:
     """Raise ``ReplicaAckError`` if the ``WAIT`` reply counts fewer than ``policy.replicas``.
 
     Skipped when a write in ``results`` failed: that failure is reported (or the scripts
@@ -97,7 +105,8 @@ def check_replicas(policy: ReplicaPolicy, reply: Any, results: Sequence[Any],
         raise ReplicaAckError(
             f"Redis at {where}: the write reached {acked} of the {policy.replicas} replicas "
             f"required (TI_MIN_REPLICAS) within {policy.timeout_ms} ms; not counted as "
-            "published, retry (it is idempotent)")
+            "published, retry (it is idempotent)"
+        )
 
 
 async def replicated(client: Any, command: Callable[[Any], Any]) -> Any:
@@ -112,7 +121,11 @@ async def replicated(client: Any, command: Callable[[Any], Any]) -> Any:
     pipe.execute_command("WAIT", policy.replicas, policy.timeout_ms)
     reply, acked = await pipe.execute()
     if int(acked) < policy.replicas:
-        logger.warning("a consumer-group update reached %s of %d replicas in %d ms: a failover "
-                       "now could deliver its entries again", acked, policy.replicas,
-                       policy.timeout_ms)
+        logger.warning(
+            "a consumer-group update reached %s of %d replicas in %d ms: a failover "
+            "now could deliver its entries again",
+            acked,
+            policy.replicas,
+            policy.timeout_ms,
+        )
     return reply

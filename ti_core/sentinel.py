@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis_asyncio
 from redis import exceptions as redis_errors
-from redis.asyncio.retry import Retry
 from redis.asyncio.connection import SSLConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import AbstractBackoff
 
@@ -57,19 +57,27 @@ def sentinel_target(settings: TiSettings) -> SentinelTarget | None:
     listed, service = settings.redis_sentinels, settings.redis_sentinel_master
     if listed is None:
         if service is not None:
-            raise ConfigError("TI_REDIS_SENTINEL_MASTER is set but TI_REDIS_SENTINELS is not: "
-                              "give the Sentinels as host:port,host:port")
+            raise ConfigError(
+                "TI_REDIS_SENTINEL_MASTER is set but TI_REDIS_SENTINELS is not: "
+                "give the Sentinels as host:port,host:port"
+            )
         if settings.redis_url is not None and _sentinel_only_settings(settings):
-            raise ConfigError(f"{', '.join(_sentinel_only_settings(settings))} apply to "
-                              "TI_REDIS_SENTINELS; with TI_REDIS_URL put credentials and TLS "
-                              "in the URL (rediss://user:password@host/0?ssl_ca_certs=...)")
+            raise ConfigError(
+                f"{', '.join(_sentinel_only_settings(settings))} apply to "
+                "TI_REDIS_SENTINELS; with TI_REDIS_URL put credentials and TLS "
+                "in the URL (rediss://user:password@host/0?ssl_ca_certs=...)"
+            )
         return None
     if settings.redis_url is not None:
-        raise ConfigError("both TI_REDIS_URL and TI_REDIS_SENTINELS are set: use the URL for "
-                          "one server or the Sentinels for a failover group, not both")
+        raise ConfigError(
+            "both TI_REDIS_URL and TI_REDIS_SENTINELS are set: use the URL for "
+            "one server or the Sentinels for a failover group, not both"
+        )
     if service is None or not service.strip():
-        raise ConfigError("TI_REDIS_SENTINELS is set but TI_REDIS_SENTINEL_MASTER (the "
-                          "service name the Sentinels monitor) is not")
+        raise ConfigError(
+            "TI_REDIS_SENTINELS is set but TI_REDIS_SENTINEL_MASTER (the "
+            "service name the Sentinels monitor) is not"
+        )
     nodes = tuple(_host_port(part) for part in listed.split(",") if part.strip())
     if not nodes:
         raise ConfigError("TI_REDIS_SENTINELS lists no Sentinel: give host:port,host:port")
@@ -77,11 +85,13 @@ def sentinel_target(settings: TiSettings) -> SentinelTarget | None:
 
 
 def _sentinel_only_settings(settings: TiSettings) -> list[str]:
-    given = {"TI_REDIS_USERNAME": settings.redis_username is not None,
-             "TI_REDIS_PASSWORD": settings.redis_password is not None,
-             "TI_REDIS_SENTINEL_PASSWORD": settings.redis_sentinel_password is not None,
-             "TI_REDIS_TLS": settings.redis_tls,
-             "TI_REDIS_TLS_CA_CERTS": settings.redis_tls_ca_certs is not None}
+    given = {
+        "TI_REDIS_USERNAME": settings.redis_username is not None,
+        "TI_REDIS_PASSWORD": settings.redis_password is not None,
+        "TI_REDIS_SENTINEL_PASSWORD": settings.redis_sentinel_password is not None,
+        "TI_REDIS_TLS": settings.redis_tls,
+        "TI_REDIS_TLS_CA_CERTS": settings.redis_tls_ca_certs is not None,
+    }
     return [name for name, is_set in given.items() if is_set]
 
 
@@ -91,8 +101,10 @@ def _host_port(part: str) -> tuple[str, int]:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         shown = text if len(text) <= 60 else text[:57] + "..."
-        raise ConfigError(f"TI_REDIS_SENTINELS entry {shown!r} is not host:port "
-                          "(e.g. 10.0.0.5:26379 or [::1]:26379)")
+        raise ConfigError(
+            f"TI_REDIS_SENTINELS entry {shown!r} is not host:port "
+            "(e.g. 10.0.0.5:26379 or [::1]:26379)"
+        )
     return host, int(port)
 
 
@@ -104,9 +116,16 @@ class FailoverRetry(Retry):
     a full connect timeout.
     """
 
-    def __init__(self, backoff: AbstractBackoff, retries: int, budget: float,
-                 supported_errors: tuple[type[redis_errors.RedisError], ...] = (
-                     redis_errors.ConnectionError, redis_errors.TimeoutError)) -> None:
+    def __init__(
+        self,
+        backoff: AbstractBackoff,
+        retries: int,
+        budget: float,
+        supported_errors: tuple[type[redis_errors.RedisError], ...] = (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+        ),
+    ) -> None:
         super().__init__(backoff, retries, supported_errors)
         self.budget = budget
 
@@ -117,7 +136,7 @@ class FailoverRetry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        self._backoff.reset()
+        self._backoff.reset()  # type: ignore[no-untyped-call]
         failures = 0
         deadline = 0.0
         while True:
@@ -156,13 +175,17 @@ def open_sentinel(target: SentinelTarget, settings: TiSettings, **connection: An
         if s.redis_tls_ca_certs is not None:
             tls["ssl_ca_certs"] = str(s.redis_tls_ca_certs)
     sentinel_side: dict[str, Any] = {
-        "socket_timeout": s.socket_timeout, "socket_connect_timeout": s.connect_timeout,
-        "health_check_interval": 0, **tls,
+        "socket_timeout": s.socket_timeout,
+        "socket_connect_timeout": s.connect_timeout,
+        "health_check_interval": 0,
+        **tls,
     }
     if s.redis_sentinel_password is not None:
         sentinel_side["password"] = s.redis_sentinel_password.get_secret_value()
     kind = _FollowingSSLConnection if s.redis_tls else _FollowingConnection
-    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls)
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls
+    )
     client = manager.master_for(target.service, redis_class=_SentinelRedis, connection_class=kind)
     client.sentinel_manager = manager
     return client
@@ -193,7 +216,7 @@ class _FollowingConnection(SentinelManagedConnection):
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self.is_connected:
-            await self.connect()
+            await self.connect()  # type: ignore[no-untyped-call]
         await super().send_packed_command(command, check_health)
 
 
