@@ -11,7 +11,9 @@ reader running through the failover handles every acknowledged entry once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -326,3 +328,47 @@ async def test_group_reader_through_failover_handles_every_acknowledged_entry_on
     assert set(handled) == set(on_stream)
     assert not twice, twice[:5]
     assert pending == 0
+
+
+def test_ti_tail_follows_the_failover(cluster: SentinelCluster) -> None:
+    """``ti tail`` configured with the Sentinels prints every acknowledged decision once,
+    across the failover, without restarting."""
+    from tests.test_cli_tail import TI, Running
+
+    env = dict(
+        os.environ,
+        PYTHONFAULTHANDLER="1",
+        TI_REDIS_SENTINELS=cluster.setting,
+        TI_REDIS_SENTINEL_MASTER=SERVICE,
+        TI_SOCKET_TIMEOUT="3",
+    )
+    envelopes = _envelopes(1500)
+
+    async def publish(part: list[TradingIntelligenceEnvelope]) -> list[PublishResult]:
+        acked: list[PublishResult] = []
+        async with connect(settings=_settings(cluster, min_replicas=1)) as client:
+            for start in range(0, len(part), 100):
+                acked += await _publish_patiently(client, part[start : start + 100])
+        return acked
+
+    printed: list[str] = []
+    with Running([TI, "tail", "--from-start", "--json"], env) as tail:
+        acked = asyncio.run(publish(envelopes[:300]))
+        while len(printed) < 300:  # tail is connected to the first primary
+            printed.append(json.loads(tail.line(timeout=60))["entry_id"])
+        failover = Failover(cluster, at=600).start()
+        acked += asyncio.run(publish(envelopes[300:]))
+        failover.join()
+        wanted = {r.entry_id for r in acked}
+        while not wanted <= set(printed):
+            printed.append(json.loads(tail.line(timeout=60))["entry_id"])
+        code, err = tail.stop()
+    with redis.Redis(port=failover.new_port, decode_responses=True) as client:
+        on_stream = {entry_id for entry_id, _ in client.xrange(DEFAULT_STREAM_NAME)}
+    print(
+        f"\nti tail through failover: {len(printed)} printed, {len(wanted)} acknowledged, "
+        f"{len(set(printed) - on_stream)} printed but lost in the failover"
+    )
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    assert len(printed) == len(set(printed)), "an entry printed twice"
+    assert on_stream == wanted
