@@ -205,3 +205,20 @@ async def test_group_reader_keeps_reading_when_replicas_lag(
     assert "reached 0 of 1 replicas" in caplog.text
     with redis.Redis.from_url(redis_url) as sync:
         assert sync.xpending(DEFAULT_STREAM_NAME, "engines")["pending"] == 0
+
+
+async def test_server_min_replicas_to_write_refusal_is_retryable(
+    tmp_path: Path, sample_states: Any
+) -> None:
+    """A primary configured with ``min-replicas-to-write`` refuses writes while its replicas
+    are missing (NOREPLICAS): a retryable failure, like an unreachable server."""
+    from tests.redisproc import RedisProcess
+
+    server = RedisProcess(tmp_path / "r", "--min-replicas-to-write", "1").start()
+    try:
+        async with connect(server.url, settings=TiSettings()) as client:
+            with pytest.raises(RedisUnavailableError, match="NOREPLICAS") as caught:
+                await publish_many(client, [envelope(sample_states)])
+        assert is_retryable(caught.value)
+    finally:
+        server.stop()

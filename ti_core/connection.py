@@ -149,11 +149,16 @@ def redis_failure(exc: BaseException, where: str) -> PublishError | ConfigError 
     if _untrusted_certificate(exc):
         return ConfigError(f"the TLS certificate of {where} is not trusted "
                            f"({_first_line(exc)}); give its CA as ?ssl_ca_certs=/path/ca.pem")
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or _too_few_replicas(exc):
         return RedisUnavailableError(f"Redis at {where} unavailable: {_first_line(exc)}")
     if isinstance(exc, redis_errors.RedisError):
         return PublishError(f"Redis at {where} refused a command: {_first_line(exc)}")
     return None
+
+
+def _too_few_replicas(exc: BaseException) -> bool:
+    """The server's ``min-replicas-to-write`` refused a write: retryable once they are back."""
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOREPLICAS")
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:
