@@ -17,6 +17,7 @@ from ti_core.errors import (
     NotPublishedError,
     PublishError,
     RedisUnavailableError,
+    ReplicaAckError,
     StateNotFoundError,
     TiError,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "PublishError",
     "PublishResult",
     "RedisUnavailableError",
+    "ReplicaAckError",
     "SourceMetricsSummary",
     "StateNotFoundError",
     "SynthesisView",

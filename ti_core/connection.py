@@ -181,7 +181,9 @@ def _first_line(exc: BaseException) -> str:
 async def connect(
     url: str | SecretStr | None = None, *, settings: TiSettings | None = None
 ) -> AsyncIterator[Any]:
-    """Yield a client for ``url`` (or ``TI_REDIS_URL``); with neither, the embedded store.
+    """Yield a client for ``url`` (or ``TI_REDIS_URL``, or the primary named by
+    ``TI_REDIS_SENTINELS``, followed across failovers: ``ti_core.sentinel``); with none, the
+    embedded store. ``TI_MIN_REPLICAS`` is registered on the client (``ti_core.replicas``).
 
     A redis-py connection failure escaping the block leaves it as a ``ti_core`` error (see
     :func:`redis_failure`) naming the redacted URL, so callers need not know redis-py.
