@@ -47,7 +47,12 @@ class SentinelProcess:
     """One ``redis-server --sentinel`` monitoring ``SERVICE``; it rewrites its own config."""
 
     def __init__(
-        self, workdir: Path, primary_port: int, down_after_ms: int, failover_timeout_ms: int
+        self,
+        workdir: Path,
+        primary_port: int,
+        down_after_ms: int,
+        failover_timeout_ms: int,
+        *extra_config: str,
     ) -> None:
         self.binary = redis_server_binary()
         self.workdir = workdir
@@ -65,6 +70,7 @@ class SentinelProcess:
                     f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}",
                     f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}",
                     f"sentinel parallel-syncs {SERVICE} 1",
+                    *extra_config,
                     "",
                 ]
             )

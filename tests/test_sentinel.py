@@ -222,3 +222,38 @@ async def test_server_min_replicas_to_write_refusal_is_retryable(
         assert is_retryable(caught.value)
     finally:
         server.stop()
+
+
+async def test_password_setting_reaches_the_data_connections(
+    tmp_path: Path, sample_states: Any
+) -> None:
+    """A primary with ``requirepass`` behind a Sentinel that knows it (``auth-pass``):
+    ``TI_REDIS_PASSWORD`` opens it; a wrong one is one configuration error, not retried."""
+    from tests.redisproc import RedisProcess
+    from tests.sentinel_cluster import SERVICE, SentinelProcess
+
+    server = RedisProcess(tmp_path / "primary").start()
+    sentinel = SentinelProcess(
+        tmp_path / "sentinel", server.port, 1000, 3000, f"sentinel auth-pass {SERVICE} s3cret-pw"
+    )
+    try:
+        with server.sync_client() as admin:
+            admin.config_set("requirepass", "s3cret-pw")
+        sentinel.start()
+        base = {
+            "redis_sentinels": f"127.0.0.1:{sentinel.port}",
+            "redis_sentinel_master": SERVICE,
+            "redis_failover_wait": 20.0,
+        }
+        async with connect(settings=TiSettings(**base, redis_password="s3cret-pw")) as client:
+            (result,) = await publish_many(client, [envelope(sample_states)])
+            assert result.created
+        # Retried through the failover wait, this would outlast the test's timeout.
+        wrong = TiSettings(**{**base, "redis_failover_wait": 600.0}, redis_password="wrong-pw")
+        with pytest.raises(ConfigError, match="refused the credentials") as caught:
+            async with connect(settings=wrong) as client:
+                await publish_many(client, [envelope(sample_states)])
+        assert "wrong-pw" not in str(caught.value)
+    finally:
+        sentinel.stop()
+        server.stop()

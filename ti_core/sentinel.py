@@ -32,6 +32,7 @@ from ti_core.settings import TiSettings
 __all__ = ["FailoverRetry", "SentinelTarget", "open_sentinel", "sentinel_target"]
 
 T = TypeVar("T")
+_REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,8 @@ class FailoverRetry(Retry):
                 return await do()
             except self._supported_errors as error:
                 if is_retryable and not is_retryable(error):
+                    raise
+                if isinstance(error, _REFUSED):  # wrong credentials do not heal in a failover
                     raise
                 failures += 1
                 result = fail(error, failures) if with_failure_count else fail(error)
