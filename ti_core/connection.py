@@ -203,8 +203,8 @@ async def connect(
         client, where = _open_sentinel(sentinels, s), sentinels.describe()
     else:
         client, where = open_redis(raw or "", s), redact_url(raw)
-    _require_replicas(client, s)
     try:
+        _require_replicas(client, s)
         yield client
     except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
         failure = redis_failure(exc, where)
