@@ -113,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-attempts", type=int, default=5)
     p.add_argument("--claim-idle-ms", type=int, default=60_000)
     args = p.parse_args(argv)
-    if not args.url:
-        p.error("a Redis server is needed: pass --url or set TI_REDIS_URL")
+    if not args.url and not TiSettings().uses_server:
+        p.error("a Redis server is needed: pass --url or set TI_REDIS_URL (or TI_REDIS_SENTINELS)")
     return args
 
 
