@@ -187,6 +187,7 @@ async def _failover_backfill(
     failover = Failover(cluster, at=len(PAIRS) // 3, isolated_for=isolated_for).start()
     started = time.monotonic()
     first = await _first_run(settings)
+    ended = time.monotonic()
     failover.join()
     figures: dict[str, Any] = {
         "min_replicas": min_replicas,
@@ -198,7 +199,7 @@ async def _failover_backfill(
         "promotion_seconds": round(failover.promoted_at - failover.killed_at, 2),
         "client_gap_seconds": round(_client_gap(first, failover), 2),
     }
-    assert failover.killed_at > 0, "the primary was not killed mid-run"
+    assert 0 < failover.killed_at < ended, "the primary was not killed mid-run"
     with redis.Redis(port=failover.new_port, decode_responses=True) as client:
         lost = _not_on_new_primary(client, first)
     figures["reported_then_lost"] = len(lost)
