@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,8 @@ class SentinelCluster:
         self, workdir: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 3000
     ) -> None:
         self.workdir = workdir
+        self.stopped = False
+        self._lock = threading.Lock()  # no restart (from a test's thread) after stop()
         self.servers: dict[int, RedisProcess] = {}
         primary = RedisProcess(workdir / "server-a", *_SERVER_ARGS)
         self.servers[primary.port] = primary
@@ -223,8 +226,11 @@ class SentinelCluster:
     def restart_as_replica(self, server: RedisProcess, primary_port: int) -> None:
         """Start a killed server again (empty: no persistence) as a replica of the new
         primary, as its rewritten configuration would after Sentinel reconfigured it."""
-        server.extra = [*_SERVER_ARGS, "--replicaof", "127.0.0.1", str(primary_port)]
-        server.start()
+        with self._lock:
+            if self.stopped:
+                return
+            server.extra = [*_SERVER_ARGS, "--replicaof", "127.0.0.1", str(primary_port)]
+            server.start()
 
     def wait_replicas_synced(self, timeout: float = 30.0) -> None:
         """Until every replica reports its link to the primary up."""
@@ -240,6 +246,8 @@ class SentinelCluster:
         wait_until("the replicas to sync", synced, timeout, every=0.05)
 
     def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
         for sentinel in self.sentinels:
             sentinel.stop()
         for server in self.servers.values():
