@@ -122,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to keep reconnecting to a lost Redis (default: "
                    "TI_RECONNECT_GIVE_UP_SECONDS)")
     args = p.parse_args(argv)
-    if not args.url:
-        p.error("a Redis server is needed: pass --url or set TI_REDIS_URL")
+    if not args.url and not TiSettings().uses_server:
+        p.error("a Redis server is needed: pass --url or set TI_REDIS_URL (or TI_REDIS_SENTINELS)")
     return args
 
 

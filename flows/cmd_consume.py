@@ -123,8 +123,9 @@ def _tail_command(args: argparse.Namespace) -> int:
     stream = args.stream or settings.stream_name
     if args.consumer and not args.group:
         raise ConfigError("--consumer needs --group")
-    if args.group and settings.redis_url is None:
-        raise ConfigError("consumer groups need a Redis server: set TI_REDIS_URL")
+    if args.group and not settings.uses_server:
+        raise ConfigError("consumer groups need a Redis server: set TI_REDIS_URL or "
+                          "TI_REDIS_SENTINELS")
     if args.give_up_after is not None and args.give_up_after <= 0:
         raise ConfigError("--give-up-after must be a positive number of seconds")
 
@@ -137,7 +138,7 @@ def _tail_command(args: argparse.Namespace) -> int:
         consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
         return _until_signal(lambda: _tail_group(settings, stream, args.group, consumer, start,
                                                  args.claim_idle_ms, give_up, show))
-    if settings.redis_url is None:
+    if not settings.uses_server:
         return _until_signal(lambda: _poll_embedded(settings, stream, start, show))
     return _until_signal(lambda: _tail_server(settings, stream, start, give_up, show))
 

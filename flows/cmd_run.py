@@ -38,7 +38,7 @@ DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
 
 
 def _where(settings: TiSettings) -> str:
-    if settings.redis_url is not None:
+    if settings.uses_server:
         return settings.redis_url_redacted()
     from ti_core.connection import embedded_store_path
 
@@ -255,7 +255,7 @@ def _get(args: argparse.Namespace) -> int:
     ticker, trade_date = normalize_ticker(args.ticker), normalize_trade_date(args.trade_date)
     settings = TiSettings()
     found = asyncio.run(_lookup(ticker, trade_date, settings))
-    where = settings.redis_url_redacted() if settings.redis_url else _where(settings)
+    where = settings.redis_url_redacted() if settings.uses_server else _where(settings)
     if found.problem:
         print(f"ti: {found.key} is unreadable: {found.problem} (in {where}; `ti verify` "
               "lists every such hash)", file=sys.stderr)

@@ -57,7 +57,7 @@ def decision_correlation_id(flow_run_id: str, ticker: str, trade_date: str) -> s
 
 def where_written(settings: TiSettings) -> str:
     """Where decisions go, safe to print: the redacted URL or the embedded store's path."""
-    if settings.redis_url is not None:
+    if settings.uses_server:
         return settings.redis_url_redacted()
     return f"embedded store {embedded_store_path(settings)}"
 

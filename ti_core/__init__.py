@@ -18,6 +18,7 @@ from ti_core.errors import (
     NoVerdictError,
     PublishError,
     RedisUnavailableError,
+    ReplicaAckError,
     StateNotFoundError,
     TiError,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "PublishError",
     "PublishResult",
     "RedisUnavailableError",
+    "ReplicaAckError",
     "SourceMetricsSummary",
     "StateNotFoundError",
     "SynthesisView",

@@ -15,23 +15,26 @@ __all__ = ["consumer_acl_rule", "producer_acl_rule", "setuser_line"]
 
 # What a producer sends: the publish scripts (and the commands they call), their reload, the
 # trim; the pipeline's and backfill's bookkeeping (failure records: HSET/HDEL/HMGET; "only
-# missing" and ``ti status``: HEXISTS); CLIENT SETNAME, sent on connect for our name.
+# missing" and ``ti status``: HEXISTS); WAIT for TI_MIN_REPLICAS (docs/availability.md);
+# CLIENT SETNAME, sent on connect for our name.
 _PRODUCER_COMMANDS = (
     "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
-    "+hdel", "+hmget", "+hexists", "+client|setname",
+    "+hdel", "+hmget", "+hexists", "+wait", "+client|setname",
 )
 # What a consumer sends: ``ti get`` / get_decision (HGETALL, HGET), tail (XREAD, XRANGE,
 # XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
 # MULTI/EXEC around a dead letter and its ack; the group scripts of ``ti_core.group_scripts``
 # through EVAL/EVALSHA: XGROUP CREATE/SETID, XINFO, TIME, HKEYS/HDEL, HSET/HSETNX/HINCRBY; the
-# handler attempts: HINCRBY, HDEL; no DEL, which would reach the stream itself), lag (XINFO
-# GROUPS, XLEN, the lost hash), ``ti status`` (HEXISTS, HMGET) and
+# handler attempts: HINCRBY, HDEL; WAIT after group reads and acks with TI_MIN_REPLICAS; no
+# DEL, which would reach the stream itself), lag (XINFO GROUPS, XLEN, the lost hash),
+# ``ti status`` (HEXISTS, HMGET) and
 # ``ti verify`` (SCAN, EXISTS, XLEN, XRANGE, XINFO STREAM, HGETALL, HGET).
 _CONSUMER_COMMANDS = (
     "+hget", "+hgetall", "+hexists", "+hmget", "+exists", "+scan", "+xlen", "+xrange",
     "+xread", "+xinfo|stream", "+xinfo|groups", "+xgroup|create", "+xgroup|setid",
     "+xreadgroup", "+xack", "+xautoclaim", "+xpending", "+multi", "+exec", "+eval",
-    "+evalsha", "+script|load", "+time", "+hkeys", "+hset", "+hsetnx", "+hincrby", "+hdel",
+    "+evalsha", "+script|load", "+time", "+wait", "+hkeys", "+hset", "+hsetnx", "+hincrby",
+    "+hdel",
     "+client|setname",
 )
 

@@ -42,7 +42,7 @@ from ti_core.errors import (
     StateNotFoundError,
 )
 from ti_core.keys import normalize_ticker, normalize_trade_date, shorten
-from ti_core.settings import TiSettings, redact_url
+from ti_core.settings import TiSettings
 
 __all__ = [
     "DEMO_META",
@@ -274,10 +274,10 @@ def load_arena(spec: str | None = None, *, settings: TiSettings | None = None) -
 def ensure_demo_allowed(runner: ArenaRunner, settings: TiSettings | None = None) -> None:
     """Refuse a demo runner that would publish to a configured Redis server, unless allowed."""
     s = settings or TiSettings()
-    if not runner.is_demo or s.redis_url is None or s.allow_demo_publish:
+    if not runner.is_demo or not s.uses_server or s.allow_demo_publish:
         return
     raise DemoRefusedError(
-        f"the demo arena makes fake decisions and will not publish to {redact_url(s.redis_url)}: "
+        f"the demo arena makes fake decisions and will not publish to {s.redis_url_redacted()}: "
         "choose a real arena (--arena SPEC or TI_ARENA), or allow the demo with "
         "TI_ALLOW_DEMO_PUBLISH=1 (ti run --allow-demo)"
     )

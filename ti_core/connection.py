@@ -23,6 +23,8 @@ from redis.backoff import EqualJitterBackoff
 
 from ti_core.embedded import EMBEDDED_FILE, embedded_store, embedded_store_path
 from ti_core.errors import ConfigError, PublishError, RedisUnavailableError
+from ti_core.replicas import require_replicas
+from ti_core.sentinel import FailoverRetry, SentinelTarget, open_sentinel, sentinel_target
 from ti_core.settings import TiSettings, redact_url
 
 __all__ = [
@@ -133,6 +135,10 @@ def _hiredis_packing(kind: type) -> type:
 def describe_client(client: Any) -> str:
     """Where ``client`` points, for messages: scheme, host, port and db, never credentials."""
     pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service is not None:  # Sentinel-managed: the primary last discovered
+        host, port = getattr(pool, "master_address", None) or ("?", "?")
+        return f"sentinel:{service} (primary {host}:{port})"
     kwargs = getattr(pool, "connection_kwargs", None)
     if not isinstance(kwargs, dict):
         return "(embedded store)"
@@ -207,7 +213,7 @@ def redis_failure(
         return RedisUnavailableError(f"Redis at {where} is a read-only replica "
                                      f"({_first_line(exc)}); {written}; retry once a primary "
                                      "is back")
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or _too_few_replicas(exc):
         return RedisUnavailableError(f"Redis at {where} unavailable: {_first_line(exc)}")
     if isinstance(exc, redis_errors.OutOfMemoryError) or str(exc).startswith("OOM"):
         return PublishError(f"Redis at {where} is out of memory (maxmemory reached: "
@@ -227,6 +233,11 @@ def raise_mapped(exc: BaseException, client: Any, written: str = "nothing was wr
                             written=written)
     if failure is not None:
         raise failure from exc
+
+
+def _too_few_replicas(exc: BaseException) -> bool:
+    """The server's ``min-replicas-to-write`` refused a write: retryable once they are back."""
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOREPLICAS")
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:
@@ -250,7 +261,9 @@ async def connect(
     url: str | SecretStr | None = None, *, settings: TiSettings | None = None,
     readonly: bool = False,
 ) -> AsyncIterator[Any]:
-    """Yield a client for ``url`` (or ``TI_REDIS_URL``); with neither, the embedded store.
+    """Yield a client for ``url`` (or ``TI_REDIS_URL``, or the primary named by
+    ``TI_REDIS_SENTINELS``, followed across failovers: ``ti_core.sentinel``); with none, the
+    embedded store. ``TI_MIN_REPLICAS`` is registered on the client (``ti_core.replicas``).
 
     ``readonly`` promises the block only reads: the embedded store then takes no lock and
     never writes its file (a Redis server is unaffected).
@@ -261,17 +274,47 @@ async def connect(
     s = settings or TiSettings()
     target = url if url is not None else s.redis_url
     raw = target.get_secret_value() if isinstance(target, SecretStr) else target
-    if not raw:
+    sentinels = sentinel_target(s) if url is None else None  # with Sentinels, no URL
+    if not raw and sentinels is None:
+        if s.min_replicas:
+            raise ConfigError("TI_MIN_REPLICAS needs a Redis server with replicas; the "
+                              "embedded store has none")
         async with embedded_store(s, readonly=readonly) as store:
             yield store
         return
-    client = open_redis(raw, s)
+    if sentinels is not None:
+        client, where = _open_sentinel(sentinels, s), sentinels.describe()
+    else:
+        client, where = open_redis(raw or "", s), redact_url(raw)
     try:
+        _require_replicas(client, s)
         yield client
     except (redis_errors.RedisError, OSError) as exc:
-        failure = redis_failure(exc, redact_url(raw), user=client_user(client))
+        failure = redis_failure(exc, where, user=client_user(client))
         if failure is None:  # pragma: no cover - every RedisError is mapped
             raise
         raise failure from exc
     finally:
         await client.aclose()
+
+
+def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> Any:
+    """A client of the Sentinels' current primary with this module's policy, retrying for
+    ``TI_REDIS_FAILOVER_WAIT`` seconds so that a failover is ridden out."""
+    backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
+    client = open_sentinel(
+        target, settings, socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=FailoverRetry(backoff, settings.retries, settings.redis_failover_wait),
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+        health_check_interval=0, client_name=CLIENT_NAME,
+    )
+    pool = client.connection_pool
+    pool.connection_class = _hiredis_packing(pool.connection_class)  # before any connection
+    return client
+
+
+def _require_replicas(client: Any, settings: TiSettings) -> None:
+    if settings.min_replicas:
+        require_replicas(client, settings.min_replicas, settings.replica_timeout,
+                         socket_timeout=settings.socket_timeout)

@@ -9,6 +9,7 @@ Hierarchy::
     │   └── DemoRefusedError                  the demo arena would publish to a configured server
     ├── PublishError                          a write to Redis did not complete
     │   ├── RedisUnavailableError             connection refused, reset or timed out (retryable)
+    │   │   └── ReplicaAckError               fewer replicas than TI_MIN_REPLICAS had a write
     │   │   └── StoreBusyError                the embedded store stayed locked by another process
     │   └── NotPublishedError                 a hash write for an envelope with no stream entry
     ├── ArenaError                            an arena runner failed
@@ -33,6 +34,7 @@ __all__ = [
     "NotPublishedError",
     "PublishError",
     "RedisUnavailableError",
+    "ReplicaAckError",
     "StateNotFoundError",
     "StoreBusyError",
     "StoreDamagedError",
@@ -76,6 +78,14 @@ class PublishError(TiError):
 
 class RedisUnavailableError(PublishError):
     """Redis was unreachable or too slow to answer; safe to retry (writes are idempotent)."""
+
+
+class ReplicaAckError(RedisUnavailableError):
+    """A write reached the primary but not ``TI_MIN_REPLICAS`` replicas in time.
+
+    It may vanish if the primary dies now, so it does not count as published; retrying is
+    safe (the scripts find their own correlation-id record and never append twice).
+    """
 
 
 class NotPublishedError(PublishError):

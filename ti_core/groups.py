@@ -68,6 +68,7 @@ from ti_core.keys import (
 )
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.reconnect import CONNECTION_LOST, Outage
+from ti_core.replicas import queue_wait, replica_policy, replicated
 
 __all__ = ["ConsumerBrokenError", "GroupReader", "GroupStats", "Handler", "ensure_group"]
 
@@ -269,10 +270,20 @@ class GroupReader:
 
         One MULTI: the gap check, the read, and the stream's last id (what to wait after).
         """
-        pipe = self.client.pipeline(transaction=True)
+        # With TI_MIN_REPLICAS the read (a delivery: it changes the group) is followed by WAIT
+        # on the same connection, so a failover cannot forget it and deliver it again. WAIT
+        # does not block inside MULTI, so then the three go as a plain pipeline: back to back,
+        # though another client's trim could fall between the check and the read.
+        pipe = self.client.pipeline(transaction=replica_policy(self.client) is None)
         pipe.eval(GAP_CHECK, 2, self.stream_name, self.lost_key, self.group)
         pipe.xreadgroup(self.group, self.consumer, {self.stream_name: ">"}, count=self.count)
-        (lost, top), reply = await pipe.execute()
+        policy = queue_wait(pipe, self.client)
+        results = await pipe.execute()
+        (lost, top), reply = results[0], results[1]
+        if policy is not None and int(results[2]) < policy.replicas:
+            logger.warning("a group read reached %s of %d replicas in %d ms: a failover now "
+                           "could deliver its entries again", results[2], policy.replicas,
+                           policy.timeout_ms)
         self._top = text(top)
         if lost:
             how_many = "an unknown number of" if int(lost) < 0 else str(lost)
@@ -424,7 +435,7 @@ class GroupReader:
     async def _flush_acks(self) -> None:
         if self._acks:
             ids, self._acks = self._acks, []
-            await self.client.xack(self.stream_name, self.group, *ids)
+            await replicated(self.client, lambda c: c.xack(self.stream_name, self.group, *ids))
 
     async def _dead_letter(
         self, entry_id: str, payload: Any, reason: str, attempts: int, *, ack: bool = True

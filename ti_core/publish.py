@@ -37,7 +37,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core.connection import raise_mapped
+from ti_core.connection import describe_client, raise_mapped
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -54,6 +54,7 @@ from ti_core.publish_scripts import (
     hash_fields,
     producer_acl_rule,
 )
+from ti_core.replicas import check_replicas, queue_wait
 from ti_core.replies import pipeline, text
 from ti_core.settings import TiSettings
 from ti_core.wire import content_digest, payload_and_digest
@@ -129,6 +130,7 @@ async def _execute(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPoli
     pipe = pipeline(client)
     for call in calls:
         pipe.evalsha(*call)
+    replicas = queue_wait(pipe, client)  # TI_MIN_REPLICAS: WAIT, on the writes' connection
     if trim is not None and trim.maxlen > 0:
         pipe.xtrim(stream_name, maxlen=trim.maxlen, approximate=trim.approximate)
     results = list(await pipe.execute(raise_on_error=False))
@@ -136,6 +138,8 @@ async def _execute(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPoli
         trimmed = results.pop()
         if isinstance(trimmed, Exception):
             logger.warning("stream trim failed (publishing unaffected): %s", trimmed)
+    if replicas is not None:
+        check_replicas(replicas, results.pop(), results, describe_client(client))
     return results
 
 

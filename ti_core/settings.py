@@ -99,6 +99,45 @@ class TiSettings(BaseSettings):
         description="Redis URL (redis://, rediss://, unix://). Unset: the embedded, "
         "file-backed store in data_dir is used.",
     )
+    redis_sentinels: str | None = Field(
+        default=None,
+        description="Redis Sentinels as 'host:port,host:port,...' (instead of TI_REDIS_URL): "
+        "the client follows the primary they name across a failover.",
+    )
+    redis_sentinel_master: str | None = Field(
+        default=None, description="The service (master) name the Sentinels monitor."
+    )
+    redis_username: str | None = Field(
+        default=None, description="ACL user of the Sentinel-managed data connections."
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinel-managed data connections."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves (their requirepass)."
+    )
+    redis_tls: bool = Field(
+        default=False, description="TLS to the Sentinels and the data connections."
+    )
+    redis_tls_ca_certs: Path | None = Field(
+        default=None, description="CA bundle that signs the servers' TLS certificates."
+    )
+    redis_failover_wait: float = Field(
+        default=20.0,
+        ge=0,
+        description="Seconds a Sentinel client keeps retrying a command while a failover "
+        "promotes a new primary (make it exceed down-after-milliseconds + a few seconds).",
+    )
+    min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas that must have each publish before it counts (WAIT); 0: none.",
+    )
+    replica_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds each publish waits for TI_MIN_REPLICAS (below socket_timeout).",
+    )
     stream_name: str = Field(
         default=DEFAULT_STREAM_NAME, description="Stream that decisions are appended to."
     )
@@ -192,11 +231,18 @@ class TiSettings(BaseSettings):
     def _stream_is_a_key(cls, value: str) -> str:
         return validate_stream_name(value)
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "redis_sentinels", "redis_sentinel_master", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value in ("", None) else value
 
+    @property
+    def uses_server(self) -> bool:
+        """A Redis server is configured (a URL or Sentinels): not the embedded store."""
+        return self.redis_url is not None or self.redis_sentinels is not None
+
     def redis_url_redacted(self) -> str:
         """The configured URL without its credentials, or a note that the embedded store is used."""
+        if self.redis_sentinels is not None and self.redis_url is None:
+            return f"sentinel:{self.redis_sentinel_master or '?'}@{self.redis_sentinels}"
         return redact_url(self.redis_url)
