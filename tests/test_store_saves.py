@@ -26,7 +26,7 @@ from flows.cli import main
 from tests.store_damage import ROOT, damage, fingerprint, publish_store, single_error_line
 from tests.test_cli_tail import Running
 from ti_core import TiSettings, connect
-from ti_core.embedded import empty_and_close, load_snapshot
+from ti_core.store_load import empty_and_close, load_snapshot
 
 WRITER = textwrap.dedent("""
     import asyncio, os
