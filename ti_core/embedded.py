@@ -1,9 +1,11 @@
 """The embedded, file-backed Redis-compatible store used when no Redis URL is configured.
 
 burner-redis runs in process. Its own persistence is not used: it would start empty on a
-file it cannot read and save every store it ever opened at exit. Instead the file
-(``ti_core.store_file``) is checked, copied to a private directory, loaded from there, and
-that directory is removed at once, so burner-redis's exit-time save has nowhere to write.
+file it cannot read and save every store it ever opened at exit. Instead the file format and
+atomic saves are ``ti_core.store_file``'s, and loading is ``ti_core.store_load``'s (a checked
+private copy, so burner-redis's exit-time save has nowhere to write). A loaded store is
+reused while the file is unchanged: the next batch of a backfill, or a ``ti tail`` poll,
+does not load it again.
 
 Writers take an exclusive lock on ``store.lock`` (waiting up to 30 s), clean up what killed
 writers left, and save atomically when each user leaves. Inside a process, concurrent writers
