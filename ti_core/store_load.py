@@ -105,7 +105,7 @@ async def empty_and_close(store: Any) -> None:
     hook holds it), so emptying is what frees the memory."""
     keys = list(await store.keys("*"))
     for start in range(0, len(keys), 1000):
-        await store.delete(*keys[start:start + 1000])
+        await store.delete(*keys[start : start + 1000])
     await store.aclose()
 
 
@@ -114,8 +114,9 @@ def scratch_dir() -> Path:
     try:
         return Path(tempfile.mkdtemp(prefix="ti-store-"))
     except OSError as exc:
-        raise store_failure(exc, "create a private directory in",
-                            Path(tempfile.gettempdir())) from exc
+        raise store_failure(
+            exc, "create a private directory in", Path(tempfile.gettempdir())
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,13 @@ async def inspect_store(path: Path, stream_name: str) -> StoreSummary:
         store, check = load_snapshot(path, scratch / "load")
     except StoreDamagedError:
         check = check_file(path)
-        return StoreSummary(path, check.exists, check.size, check.sealed,
-                            check.problem or "burner-redis cannot read it")
+        return StoreSummary(
+            path,
+            check.exists,
+            check.size,
+            check.sealed,
+            check.problem or "burner-redis cannot read it",
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     try:
@@ -149,5 +155,6 @@ async def inspect_store(path: Path, stream_name: str) -> StoreSummary:
         entries = int(await store.xlen(stream_name)) if stream_name in keys else 0
     finally:
         await empty_and_close(store)
-    return StoreSummary(path, check.exists, check.size, check.sealed, "", len(keys), decisions,
-                        entries)
+    return StoreSummary(
+        path, check.exists, check.size, check.sealed, "", len(keys), decisions, entries
+    )
