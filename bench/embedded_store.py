@@ -52,8 +52,13 @@ def measure(count: int, batch: int) -> dict[str, float]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TI_")}
         env["TI_DATA_DIR"] = tmp
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT)), str(count),
-                               str(batch)], env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(count), str(batch)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
         result["file_mb"] = (Path(tmp) / "store.dat").stat().st_size / 2**20
@@ -67,13 +72,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="25000,50000,100000")
     parser.add_argument("--batch", type=int, default=2500)
     opts = parser.parse_args()
-    print(f"{'decisions':>9} {'seconds':>8} {'file MB':>8} {'peak RSS MB':>11} "
-          f"{'last save s':>11}")
+    print(f"{'decisions':>9} {'seconds':>8} {'file MB':>8} {'peak RSS MB':>11} {'last save s':>11}")
     for count in sorted(int(s) for s in opts.sizes.split(",")):
         t = time.perf_counter()
         r = measure(count, opts.batch)
-        print(f"{count:>9} {r['seconds']:>8.1f} {r['file_mb']:>8.1f} {r['peak_rss_mb']:>11.0f} "
-              f"{r['last_save']:>11.2f}  (wall {time.perf_counter() - t:.0f}s)", flush=True)
+        print(
+            f"{count:>9} {r['seconds']:>8.1f} {r['file_mb']:>8.1f} {r['peak_rss_mb']:>11.0f} "
+            f"{r['last_save']:>11.2f}  (wall {time.perf_counter() - t:.0f}s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

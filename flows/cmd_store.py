@@ -13,10 +13,11 @@ import asyncio
 import sys
 from typing import Any
 
-from ti_core.embedded import StoreSummary, embedded_store_path, inspect_store, store_lock
+from ti_core.embedded import embedded_store_path, store_lock
 from ti_core.errors import ConfigError, StoreError
 from ti_core.settings import TiSettings
 from ti_core.store_file import PREVIOUS_SUFFIX, move_aside, restore_previous
+from ti_core.store_load import StoreSummary, inspect_store
 
 __all__ = ["register"]
 
@@ -38,24 +39,37 @@ Moved-aside files are named store.dat.damaged-<UTC time> and never deleted by ti
 def register(subparsers: Any) -> None:
     """Add ``store`` with its ``check``, ``restore`` and ``reset`` subcommands."""
     p = subparsers.add_parser(
-        "store", help="check, restore or reset the embedded store's file",
-        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "store",
+        help="check, restore or reset the embedded store's file",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
-    check = actions.add_parser("check", help="does the store load? sizes and counts",
-                               description="Load store.dat and store.dat.prev privately (never "
-                               "writing them) and report. Exit 1 if store.dat is damaged.")
+    check = actions.add_parser(
+        "check",
+        help="does the store load? sizes and counts",
+        description="Load store.dat and store.dat.prev privately (never "
+        "writing them) and report. Exit 1 if store.dat is damaged.",
+    )
     check.set_defaults(func=_check)
     restore = actions.add_parser(
-        "restore", help="replace store.dat by its previous good copy (store.dat.prev)",
+        "restore",
+        help="replace store.dat by its previous good copy (store.dat.prev)",
         description="Move store.dat aside (store.dat.damaged-<time>) and copy store.dat.prev "
-        "in its place. Refused if store.dat loads, unless --force.")
-    restore.add_argument("--force", action="store_true",
-                         help="restore even though store.dat loads (drops its last save)")
+        "in its place. Refused if store.dat loads, unless --force.",
+    )
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore even though store.dat loads (drops its last save)",
+    )
     restore.set_defaults(func=_restore)
     reset = actions.add_parser(
-        "reset", help="move store.dat aside and start empty (needs --yes)",
+        "reset",
+        help="move store.dat aside and start empty (needs --yes)",
         description="Move store.dat aside (store.dat.damaged-<time>, kept) so the next "
-        "command starts with an empty store. store.dat.prev is kept too.")
+        "command starts with an empty store. store.dat.prev is kept too.",
+    )
     reset.add_argument("--yes", action="store_true", help="really start with an empty store")
     reset.set_defaults(func=_reset)
 
@@ -66,8 +80,10 @@ def _line(label: str, s: StoreSummary) -> str:
     form = "checksummed" if s.sealed else "no checksum (written by an older ti)"
     if s.problem:
         return f"{label} {s.path}: DAMAGED, {s.problem} ({s.size} bytes, {form})"
-    return (f"{label} {s.path}: loads, {s.size} bytes ({form}), {s.keys} keys, "
-            f"{s.decisions} decisions, {s.entries} stream entries")
+    return (
+        f"{label} {s.path}: loads, {s.size} bytes ({form}), {s.keys} keys, "
+        f"{s.decisions} decisions, {s.entries} stream entries"
+    )
 
 
 def _summaries(settings: TiSettings) -> tuple[StoreSummary, StoreSummary]:
@@ -75,16 +91,20 @@ def _summaries(settings: TiSettings) -> tuple[StoreSummary, StoreSummary]:
     previous = path.with_name(path.name + PREVIOUS_SUFFIX)
 
     async def both() -> tuple[StoreSummary, StoreSummary]:
-        return (await inspect_store(path, settings.stream_name),
-                await inspect_store(previous, settings.stream_name))
+        return (
+            await inspect_store(path, settings.stream_name),
+            await inspect_store(previous, settings.stream_name),
+        )
 
     return asyncio.run(both())
 
 
 def _embedded_only(settings: TiSettings) -> None:
     if settings.redis_url is not None:
-        raise ConfigError("ti store works on the embedded store; TI_REDIS_URL is set "
-                          f"({settings.redis_url_redacted()}): unset it to use these commands")
+        raise ConfigError(
+            "ti store works on the embedded store; TI_REDIS_URL is set "
+            f"({settings.redis_url_redacted()}): unset it to use these commands"
+        )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -94,10 +114,16 @@ def _check(args: argparse.Namespace) -> int:
     print(_line("store", current))
     print(_line("previous copy", previous))
     if current.problem:
-        hint = ("`ti store restore` (previous copy) or " if previous.exists and
-                not previous.problem else "")
-        print(f"ti: {current.path} is damaged ({current.problem}); recover with {hint}"
-              "`ti store reset --yes` (start empty)", file=sys.stderr)
+        hint = (
+            "`ti store restore` (previous copy) or "
+            if previous.exists and not previous.problem
+            else ""
+        )
+        print(
+            f"ti: {current.path} is damaged ({current.problem}); recover with {hint}"
+            "`ti store reset --yes` (start empty)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -108,11 +134,15 @@ def _restore(args: argparse.Namespace) -> int:
     with store_lock(settings) as path:
         current, previous = _summaries(settings)
         if not previous.exists or previous.problem:
-            raise StoreError(f"no usable previous copy: {_line('previous copy', previous)}; "
-                             "`ti store reset --yes` starts empty")
+            raise StoreError(
+                f"no usable previous copy: {_line('previous copy', previous)}; "
+                "`ti store reset --yes` starts empty"
+            )
         if current.exists and not current.problem and not args.force:
-            raise StoreError(f"{path} loads ({current.decisions} decisions); restoring would "
-                             "drop its last save: add --force to do it anyway")
+            raise StoreError(
+                f"{path} loads ({current.decisions} decisions); restoring would "
+                "drop its last save: add --force to do it anyway"
+            )
         aside = restore_previous(path)
     kept = f"; the damaged file is kept as {aside}" if aside else ""
     print(f"restored {path} from {previous.path} ({previous.decisions} decisions){kept}")
@@ -123,8 +153,10 @@ def _reset(args: argparse.Namespace) -> int:
     settings = TiSettings()
     _embedded_only(settings)
     if not args.yes:
-        raise StoreError("ti store reset starts with an EMPTY store: add --yes (the current "
-                         "file is moved aside, not deleted)")
+        raise StoreError(
+            "ti store reset starts with an EMPTY store: add --yes (the current "
+            "file is moved aside, not deleted)"
+        )
     with store_lock(settings) as path:
         aside = move_aside(path)
     if aside is None:

@@ -156,3 +156,49 @@ def test_a_writer_in_process_refuses_and_never_saves_over_it(
     with pytest.raises(StoreDamagedError, match="ti store restore"):
         asyncio.run(write())
     assert fingerprint(store) == before
+
+
+def test_no_exit_time_save_touches_a_refused_store(good_store: Path, tmp_path: Path) -> None:
+    """burner-redis saves every store it made when the interpreter exits: a process that
+    read a good store, then was refused a damaged one, exits without writing either."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.store_damage import ROOT
+
+    good = copy_store(good_store, tmp_path / "good")
+    data_dir, store = _damaged(good_store, tmp_path, "bit_flips")
+    before = {store: fingerprint(store), good: fingerprint(good)}
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pathlib import Path
+        from ti_core import TiSettings, connect
+        from ti_core.errors import StoreDamagedError
+
+        async def main():
+            async with connect(settings=TiSettings(data_dir=Path({str(good.parent)!r})),
+                               readonly=True) as c:
+                assert await c.xlen("maf:arena:trading_intelligence:output") == 30
+            try:
+                async with connect(settings=TiSettings(data_dir=Path({str(data_dir)!r}))):
+                    pass
+            except StoreDamagedError:
+                print("refused")
+
+        asyncio.run(main())
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TI_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "refused" and not done.stderr.strip(), done.stderr
+    assert {p: fingerprint(p) for p in before} == before
+    assert sorted(p.name for p in good.parent.iterdir()) == ["store.dat"]

@@ -26,7 +26,7 @@ from flows.cli import main
 from tests.store_damage import ROOT, damage, fingerprint, publish_store, single_error_line
 from tests.test_cli_tail import Running
 from ti_core import TiSettings, connect
-from ti_core.embedded import empty_and_close, load_snapshot
+from ti_core.store_load import empty_and_close, load_snapshot
 
 WRITER = textwrap.dedent("""
     import asyncio, os
@@ -230,7 +230,9 @@ def test_ti_tail_on_the_embedded_store_does_not_rewrite_it(tmp_path: Path) -> No
 
 
 def test_a_store_past_the_size_limit_warns_once_pointing_at_redis(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr("ti_core.embedded.LARGE_STORE_BYTES", 10_000)
     publish_store(tmp_path / "ti-data", 5)
@@ -248,7 +250,9 @@ def test_ti_store_help_explains_the_recovery(capsys: pytest.CaptureFixture[str])
 
 
 def test_a_store_from_an_older_ti_without_checksum_is_read_then_sealed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Before the trailer existed, store.dat was burner-redis's plain snapshot."""
     from ti_core.store_file import check_file

@@ -1,9 +1,11 @@
 """The embedded, file-backed Redis-compatible store used when no Redis URL is configured.
 
 burner-redis runs in process. Its own persistence is not used: it would start empty on a
-file it cannot read and save every store it ever opened at exit. Instead the file
-(``ti_core.store_file``) is checked, copied to a private directory, loaded from there, and
-that directory is removed at once, so burner-redis's exit-time save has nowhere to write.
+file it cannot read and save every store it ever opened at exit. Instead the file format and
+atomic saves are ``ti_core.store_file``'s, and loading is ``ti_core.store_load``'s (a checked
+private copy, so burner-redis's exit-time save has nowhere to write). A loaded store is
+reused while the file is unchanged: the next batch of a backfill, or a ``ti tail`` poll,
+does not load it again.
 
 Writers take an exclusive lock on ``store.lock`` (waiting up to 30 s), clean up what killed
 writers left, and save atomically when each user leaves. Inside a process, concurrent writers
@@ -21,8 +23,6 @@ import fcntl
 import logging
 import os
 import shutil
-import sys
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -33,7 +33,6 @@ from typing import Any
 from ti_core.errors import StoreBusyError
 from ti_core.settings import TiSettings
 from ti_core.store_file import (
-    FileCheck,
     check_file,
     clean_leftovers,
     damaged,
@@ -42,17 +41,14 @@ from ti_core.store_file import (
     seal,
     store_failure,
 )
+from ti_core.store_load import empty_and_close, load_snapshot, scratch_dir
 
 __all__ = [
     "EMBEDDED_FILE",
     "LARGE_STORE_BYTES",
-    "StoreSummary",
     "check_store",
     "embedded_store",
-    "empty_and_close",
-    "inspect_store",
     "embedded_store_path",
-    "load_snapshot",
     "store_lock",
 ]
 
@@ -62,7 +58,6 @@ EMBEDDED_FILE = "store.dat"
 # Past this size a save holds several copies of the store in memory (see docs/store.md).
 LARGE_STORE_BYTES = 100 * 1024 * 1024
 _LOCK_WAIT_SECONDS = 30.0
-_LOAD_FAILED = "failed to load persistence file"
 
 
 def embedded_store_path(settings: TiSettings | None = None) -> Path:
@@ -99,88 +94,7 @@ class _Loaded:
 # backfill) reuses it while the file is unchanged instead of loading it again.
 _LOADED: dict[Path, _Loaded] = {}
 _GUARD = threading.Lock()
-_CAPTURE = threading.Lock()
 _warned: set[Path] = set()
-
-
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[list[bytes]]:
-    """Capture file descriptor 2 (burner-redis reports a failed load there, from Rust).
-
-    One capture at a time: fd 2 is the process's, and nested swaps would lose it.
-    """
-    with _CAPTURE:
-        with _fd2_to_pipe() as chunks:
-            yield chunks
-
-
-@contextlib.contextmanager
-def _fd2_to_pipe() -> Iterator[list[bytes]]:
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    saved = os.dup(2)
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while chunk := os.read(read_end, 65536):
-            chunks.append(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    try:
-        yield chunks
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        reader.join(timeout=5)
-        os.close(read_end)
-
-
-def load_snapshot(path: Path, workdir: Path) -> tuple[Any, FileCheck]:
-    """A burner-redis store holding ``path``'s data, loaded through ``workdir`` (then removed).
-
-    Raises ``StoreDamagedError`` (nothing written to ``path``) when the file does not load;
-    a missing file gives an empty in-memory store.
-    """
-    from burner_redis import BurnerRedis  # type: ignore[import-untyped]  # embedded path only
-
-    try:
-        workdir.mkdir(mode=0o700)
-    except OSError as exc:
-        raise store_failure(exc, "create the private directory", workdir) from exc
-    try:
-        snapshot = workdir / "snapshot"
-        try:
-            with open(snapshot, "wb") as out:
-                check = check_file(path, out)
-        except OSError as exc:
-            raise store_failure(exc, "copy the store to", workdir) from exc
-        if check.problem:
-            raise damaged(path, check.problem)
-        if not check.exists:
-            return BurnerRedis(), check
-        with _stderr_captured() as said:
-            store = BurnerRedis(persistence_path=str(snapshot))
-        text = b"".join(said).decode("utf-8", "replace")
-        if _LOAD_FAILED in text:
-            reason = text.split("': ", 1)[-1].split(". Starting with empty store", 1)[0]
-            raise damaged(path, f"burner-redis cannot read it: {' '.join(reason.split())}")
-        if text:
-            sys.stderr.write(text)  # someone else's output during the load
-        return store, check
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-async def empty_and_close(store: Any) -> None:
-    """Delete every key, then close: burner-redis keeps a store alive until exit (its exit
-    hook holds it), so emptying is what frees the memory."""
-    keys = list(await store.keys("*"))
-    for start in range(0, len(keys), 1000):
-        await store.delete(*keys[start:start + 1000])
-    await store.aclose()
 
 
 def _lock(path: Path) -> int | None:
@@ -229,7 +143,7 @@ def check_store(settings: TiSettings, *, write: bool = True) -> None:
     if check.problem:
         raise damaged(path, check.problem)
     if check.exists and not check.sealed:  # written by an older ti: only burner-redis can tell
-        scratch = _scratch_dir()
+        scratch = scratch_dir()
         try:
             store, _ = load_snapshot(path, scratch / "load")
         finally:
@@ -237,53 +151,6 @@ def check_store(settings: TiSettings, *, write: bool = True) -> None:
         asyncio.run(empty_and_close(store))
     if write and free.f_bavail * free.f_frsize < check.size + (1 << 20):
         raise store_failure(OSError(28, "full"), "save a new copy of", path)
-
-
-def _scratch_dir() -> Path:
-    """A new private directory in the system's temporary directory (readers load there)."""
-    try:
-        return Path(tempfile.mkdtemp(prefix="ti-store-"))
-    except OSError as exc:
-        raise store_failure(exc, "create a private directory in",
-                            Path(tempfile.gettempdir())) from exc
-
-
-@dataclass(frozen=True)
-class StoreSummary:
-    """What ``ti store check`` reports of one store file (``problem`` empty: it loads)."""
-
-    path: Path
-    exists: bool
-    size: int = 0
-    sealed: bool = False
-    problem: str = ""
-    keys: int = 0
-    decisions: int = 0
-    entries: int = 0
-
-
-async def inspect_store(path: Path, stream_name: str) -> StoreSummary:
-    """Load ``path`` privately (never writing it) and count its keys, hashes and entries."""
-    from ti_core.errors import StoreDamagedError
-    from ti_core.keys import DECISION_HASH_PREFIX
-
-    scratch = _scratch_dir()
-    try:
-        store, check = load_snapshot(path, scratch / "load")
-    except StoreDamagedError:
-        check = check_file(path)
-        return StoreSummary(path, check.exists, check.size, check.sealed,
-                            check.problem or "burner-redis cannot read it")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in await store.keys("*")]
-        decisions = sum(k.startswith(DECISION_HASH_PREFIX + ":") for k in keys)
-        entries = int(await store.xlen(stream_name)) if stream_name in keys else 0
-    finally:
-        await empty_and_close(store)
-    return StoreSummary(path, check.exists, check.size, check.sealed, "", len(keys), decisions,
-                        entries)
 
 
 @contextlib.contextmanager
@@ -329,7 +196,7 @@ async def _reader(path: Path) -> tuple[Any, _SharedStore | _Loaded]:
         if loaded is not None and loaded.identity == identity:
             loaded.readers += 1
             return loaded.store, loaded
-    scratch = _scratch_dir()
+    scratch = scratch_dir()
     try:
         store, _ = load_snapshot(path, scratch / "load")
     finally:

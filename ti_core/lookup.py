@@ -23,8 +23,17 @@ from ti_core.replies import text
 
 __all__ = ["REQUIRED_FIELDS", "Lookup", "explain_hash", "read_decision"]
 
-REQUIRED_FIELDS = ("json", "ticker", "trade_date", "verdict", "confidence", "ensemble_score",
-                   "published_at", "correlation_id", "arena_id")
+REQUIRED_FIELDS = (
+    "json",
+    "ticker",
+    "trade_date",
+    "verdict",
+    "confidence",
+    "ensemble_score",
+    "published_at",
+    "correlation_id",
+    "arena_id",
+)
 _NUMBERS = ("confidence", "ensemble_score")
 
 
@@ -55,8 +64,11 @@ def _number_problem(name: str, value: str) -> str:
 
 def _agreement(key: str, fields: dict[str, str], envelope: TradingIntelligenceEnvelope) -> str:
     target, synthesis = envelope.decision.target, envelope.decision.synthesis
-    expected = {"ticker": target.ticker, "trade_date": target.trade_date,
-                "verdict": synthesis.verdict}
+    expected = {
+        "ticker": target.ticker,
+        "trade_date": target.trade_date,
+        "verdict": synthesis.verdict,
+    }
     for name, value in expected.items():
         if fields[name] != value:
             return f"its {name} field is {shorten(fields[name], 40)} but its json says {value}"

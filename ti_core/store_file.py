@@ -70,9 +70,11 @@ def store_failure(exc: BaseException, doing: str, where: Path) -> StoreError:
         found = _OS_ERROR.search(str(exc))
         code = int(found.group(1)) if found else None
     reason = _REASONS.get(code or -1) or " ".join(str(exc).split())[:160] or type(exc).__name__
-    return StoreError(f"embedded store: cannot {doing} {where}: {reason}; the store file is "
-                      "unchanged (free space or fix the directory, or set TI_DATA_DIR or "
-                      "TI_REDIS_URL)")
+    return StoreError(
+        f"embedded store: cannot {doing} {where}: {reason}; the store file is "
+        "unchanged (free space or fix the directory, or set TI_DATA_DIR or "
+        "TI_REDIS_URL)"
+    )
 
 
 def damaged(path: Path, problem: str) -> StoreDamagedError:
@@ -80,7 +82,8 @@ def damaged(path: Path, problem: str) -> StoreDamagedError:
     return StoreDamagedError(
         f"embedded store {path} is damaged ({problem}); it was left as it is. Run `ti store "
         "check`, then `ti store restore` (the previous good copy) or `ti store reset --yes` "
-        "(move it aside and start empty)")
+        "(move it aside and start empty)"
+    )
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,14 @@ def _copy_checked(path: Path, f: BinaryIO, size: int, out: BinaryIO | None) -> F
     if sealed:
         _, length, digest, _ = _TRAILER.unpack(trailer)
         if length != size - _TRAILER.size:
-            return FileCheck(path, True, size, True, f"its trailer records {length} bytes of "
-                             f"data, the file holds {size - _TRAILER.size}: truncated or extended")
+            return FileCheck(
+                path,
+                True,
+                size,
+                True,
+                f"its trailer records {length} bytes of "
+                f"data, the file holds {size - _TRAILER.size}: truncated or extended",
+            )
     hasher = hashlib.sha256()
     left = length
     while left > 0:
@@ -154,8 +163,9 @@ def _copy_checked(path: Path, f: BinaryIO, size: int, out: BinaryIO | None) -> F
     if left:
         return FileCheck(path, True, size, sealed, "it is shorter than when it was read")
     if sealed and hasher.digest() != digest:
-        return FileCheck(path, True, size, True,
-                         "its checksum does not match: bytes changed after it was saved")
+        return FileCheck(
+            path, True, size, True, "its checksum does not match: bytes changed after it was saved"
+        )
     return FileCheck(path, True, size, sealed)
 
 
