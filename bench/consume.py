@@ -8,8 +8,10 @@ ones), then times on the same entries, same server, same client type and batch s
 
 - reference: the original module's docstring loop: XREAD + its ``decode_envelope`` (loaded by
   path from ``../shared/reference/stream_reference.py``) + the handler, cursor in memory;
-- group reader: ``GroupReader`` on a fresh group: XREADGROUP + our decoder + the handler + XACK
-  (at-least-once, crash-safe: the extra work a trading engine should pay for);
+- group reader: ``GroupReader`` on a fresh group: XREADGROUP (in one MULTI with the trim-gap
+  check script) + our decoder + the handler + XACK (at-least-once, crash-safe, losses to
+  trimming recorded: the extra work a trading engine should pay for). New entries take this
+  batched path; only redelivered ones are handled one at a time (attempt recorded first);
 - tail: our ``tail()`` (XREAD + our decoder + the handler), for comparison.
 
 The handler counts verdicts. Prints entries/s (best of ``--rounds`` alternating rounds) and the
