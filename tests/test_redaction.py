@@ -17,6 +17,8 @@ import redis
 from tests.redisproc import RedisProcess
 from ti_core.settings import TiSettings, redact_url
 
+pytestmark = pytest.mark.redis_server
+
 SECRET = "S3cr3t/Pa55+w0rd"  # '/' and '+' make its encoded forms differ from it
 PARTS = ("S3cr3t", "Pa55+w0rd", "Pa55")
 ENC = quote(SECRET, safe="")
@@ -110,6 +112,7 @@ def test_cli_reads_never_show_the_secret(server: RedisProcess, cli: object) -> N
     assert worked >= 10 * 3  # most forms authenticate: the secret was really used
 
 
+@pytest.mark.prefect
 def test_run_output_logs_artifacts_events_and_parameters(
     prefect_harness: None, server: RedisProcess, cli: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

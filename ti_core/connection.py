@@ -176,13 +176,14 @@ def _missing_right(message: str) -> str:
     if "access a key" in lowered or "access one of the keys" in lowered:
         return "access to a key (~pattern)"
     if "script" in lowered:
-        return "a command the script calls"
+        return "to run a command the publish script calls (+get +set +hget +hset +xadd)"
     return "a command or key"
 
 
 def _refused_by_acl(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, redis_errors.NoPermissionError) or "NOPERM" in text
+    return (isinstance(exc, redis_errors.NoPermissionError) or "NOPERM" in text
+            or "can't run this command" in text)  # a script calling a command the user lacks
 
 
 def redis_failure(
