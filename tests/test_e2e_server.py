@@ -27,7 +27,7 @@ import pytest
 from tests.prefect_stack import DATA, DAY, ROOT, Stack, Webhook, stop_group, unavailable
 from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

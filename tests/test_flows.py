@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -243,13 +244,32 @@ async def test_daily_on_a_closed_day_does_nothing_and_says_why(
     prefect_harness: None, arena_log: Path, server: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import flows.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "current_session",
-                        lambda calendar: (None, "2026-11-28 is a weekend (XNYS)"))
-    result = await pipeline.daily(["NVDA"], arena=ARENA)
+    """With no date, the session comes from when the run was scheduled: a run scheduled for a
+    Saturday does nothing, even if it starts on a weekday (it is started now, a late run)."""
+    result = await _scheduled_daily(datetime(2026, 11, 28, 22, 30, tzinfo=UTC))
     assert result == {"trade_date": None, "skipped": "2026-11-28 is a weekend (XNYS)", "rows": []}
     assert calls(arena_log) == [] and server.dbsize() == 0
+
+
+async def test_a_late_daily_run_publishes_its_scheduled_session(
+    prefect_harness: None, arena_log: Path, server: redis.Redis,
+) -> None:
+    result = await _scheduled_daily(datetime(2026, 5, 15, 21, 30, tzinfo=UTC))  # Fri 17:30 NY
+    assert result["trade_date"] == "2026-05-15" and result["rows"][0]["status"] == "published"
+
+
+async def _scheduled_daily(when: datetime) -> Any:
+    """Run ``daily`` (no date) as the flow run a schedule created for ``when``, started now."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow_async
+    from prefect.states import Scheduled
+
+    import flows.pipeline as pipeline
+
+    async with get_client() as client:
+        run = await client.create_flow_run(pipeline.daily, parameters={
+            "tickers": ["NVDA"], "arena": ARENA}, state=Scheduled(scheduled_time=when))
+    return await run_flow_async(pipeline.daily, flow_run=run, parameters=run.parameters)
 
 
 async def test_daily_fans_out_within_the_concurrency_limit_on_the_embedded_store(
