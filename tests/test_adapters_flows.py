@@ -127,30 +127,30 @@ def test_ti_daily_maps_each_ticker_and_fails_only_those_without_a_verdict(
     assert graph.max_in_flight == 1  # four arena runs in flight, one propagate at a time
 
     hf = [*HF_CASES, "PMERR", "NODEC"]
-    assert main(["daily", "--tickers", ",".join(hf), "--date", DAY, "--arena", HF]) == 1
+    assert main(["daily", "--tickers", ",".join(hf), "--date", DAY2, "--arena", HF]) == 1
     out = capsys.readouterr().out
     assert (
-        f"PMERR {DAY}: FAILED build-envelope: no verdict: ai-hedge-fund's portfolio "
+        f"PMERR {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund's portfolio "
         "manager failed" in out
     )
     assert (
-        f"NODEC {DAY}: FAILED build-envelope: no verdict: ai-hedge-fund returned no "
+        f"NODEC {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund returned no "
         "decisions" in out
     )
     published = stream(env)
-    assert {t for t, _ in published} == {*TA_CASES, *HF_CASES}
-    assert_hedge_fund(published[("COVER", DAY)], "COVER")
-    assert_hedge_fund(published[("SHORT", DAY)], "SHORT")
-    for ticker in ("OW", "UW"):
+    assert set(published) == {(t, DAY) for t in TA_CASES} | {(t, DAY2) for t in HF_CASES}
+    for ticker in TA_CASES:
         assert_tradingagents(published[(ticker, DAY)], ticker)
+    for ticker in HF_CASES:
+        assert_hedge_fund(published[(ticker, DAY2)], ticker)
 
     assert (
-        main(["daily", "--tickers", "PMERR", "--date", DAY2, "--arena", HF, "--publish-degraded"])
+        main(["daily", "--tickers", "PMERR", "--date", DAY, "--arena", HF, "--publish-degraded"])
         == 0
     )
     out = capsys.readouterr().out
-    assert f"PMERR {DAY2}: HOLD confidence 0.00 [DEGRADED: no verdict in the arena state]" in out
-    meta = stream(env)[("PMERR", DAY2)]["meta"]
+    assert f"PMERR {DAY}: HOLD confidence 0.00 [DEGRADED: no verdict in the arena state]" in out
+    meta = stream(env)[("PMERR", DAY)]["meta"]
     assert meta["degraded"] is True and meta["action"] == "hold"
     assert meta["degraded_reason"].startswith("no verdict: ai-hedge-fund's portfolio manager")
 
