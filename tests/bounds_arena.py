@@ -9,8 +9,11 @@ __all__ = ["deep_arena", "huge_arena"]
 
 def huge_arena(ticker: str, trade_date: str) -> dict[str, Any]:
     """A verdict and 64 MiB of narrative: over any sensible TI_MAX_STATE_BYTES."""
-    return {"target": {"ticker": ticker, "date": trade_date}, "synthesis_verdict": "BUY",
-            "reports": {"market": "x" * (64 << 20)}}
+    return {
+        "target": {"ticker": ticker, "date": trade_date},
+        "synthesis_verdict": "BUY",
+        "reports": {"market": "x" * (64 << 20)},
+    }
 
 
 def deep_arena(ticker: str, trade_date: str) -> dict[str, Any]:
@@ -18,5 +21,8 @@ def deep_arena(ticker: str, trade_date: str) -> dict[str, Any]:
     deep: Any = {}
     for _ in range(900):
         deep = {"d": deep}
-    return {"target": {"ticker": ticker, "date": trade_date}, "synthesis_verdict": "BUY",
-            "phase_timings": [deep]}
+    return {
+        "target": {"ticker": ticker, "date": trade_date},
+        "synthesis_verdict": "BUY",
+        "phase_timings": [deep],
+    }

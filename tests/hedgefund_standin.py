@@ -39,29 +39,47 @@ def run_hedge_fund(
     model_name: str = "gpt-4.1",
     model_provider: str = "OpenAI",
 ) -> dict[str, Any]:
-    CALLS.append({"tickers": tickers, "start_date": start_date, "end_date": end_date,
-                  "portfolio": portfolio, "show_reasoning": show_reasoning})
+    CALLS.append(
+        {
+            "tickers": tickers,
+            "start_date": start_date,
+            "end_date": end_date,
+            "portfolio": portfolio,
+            "show_reasoning": show_reasoning,
+        }
+    )
     decisions: dict[str, Any] | None = {}
     signals: dict[str, dict[str, Any]] = {
-        "technical_analyst_agent": {}, "warren_buffett_agent": {}, "risk_management_agent": {},
+        "technical_analyst_agent": {},
+        "warren_buffett_agent": {},
+        "risk_management_agent": {},
     }
     for ticker in tickers:
         signals["technical_analyst_agent"][ticker] = {
-            "signal": "bullish", "confidence": 71,
-            "reasoning": {"trend_following": {"signal": "bullish", "confidence": 64,
-                                              "metrics": {"adx": 31.2}}},
+            "signal": "bullish",
+            "confidence": 71,
+            "reasoning": {
+                "trend_following": {"signal": "bullish", "confidence": 64, "metrics": {"adx": 31.2}}
+            },
         }
         signals["warren_buffett_agent"][ticker] = {
-            "signal": "bearish", "confidence": 62.5, "reasoning": "Moat intact, price too high",
+            "signal": "bearish",
+            "confidence": 62.5,
+            "reasoning": "Moat intact, price too high",
         }
         signals["risk_management_agent"][ticker] = {
-            "remaining_position_limit": 20000.0, "current_price": 101.5,
+            "remaining_position_limit": 20000.0,
+            "current_price": 101.5,
             "reasoning": {"portfolio_value": 100000.0, "current_position": 0.0},
         }
         if ticker == "NODEC":
             decisions = None
         elif decisions is not None and ticker in DECISIONS:
             action, quantity, confidence, reasoning = DECISIONS[ticker]
-            decisions[ticker] = {"action": action, "quantity": quantity,
-                                 "confidence": confidence, "reasoning": reasoning}
+            decisions[ticker] = {
+                "action": action,
+                "quantity": quantity,
+                "confidence": confidence,
+                "reasoning": reasoning,
+            }
     return {"decisions": decisions, "analyst_signals": signals}

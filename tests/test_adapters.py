@@ -24,16 +24,26 @@ TA = "tradingagents:tests.tradingagents_standin:GRAPH"
 HF = "hedgefund:tests.hedgefund_standin:run_hedge_fund"
 DAY = "2026-05-11"
 # ticker -> (rating the stand-in returns, verdict)
-TA_CASES = {"BUY": ("Buy", "BUY"), "OW": ("Overweight", "BUY"), "HOLD": ("Hold", "HOLD"),
-            "UW": ("Underweight", "SELL"), "SELL": ("Sell", "SELL")}
+TA_CASES = {
+    "BUY": ("Buy", "BUY"),
+    "OW": ("Overweight", "BUY"),
+    "HOLD": ("Hold", "HOLD"),
+    "UW": ("Underweight", "SELL"),
+    "SELL": ("Sell", "SELL"),
+}
 # ticker -> (action, confidence 0-100, quantity, verdict)
-HF_CASES = {"BUY": ("buy", 85.0, 40, "BUY"), "COVER": ("cover", 70.0, 10, "BUY"),
-            "HOLD": ("hold", 55.0, 0, "HOLD"), "SELL": ("sell", 90.0, 20, "SELL"),
-            "SHORT": ("short", 65.5, 25, "SELL")}
+HF_CASES = {
+    "BUY": ("buy", 85.0, 40, "BUY"),
+    "COVER": ("cover", 70.0, 10, "BUY"),
+    "HOLD": ("hold", 55.0, 0, "HOLD"),
+    "SELL": ("sell", 90.0, 20, "SELL"),
+    "SHORT": ("short", 65.5, 25, "SELL"),
+}
 
 
-def publish_form(state: dict[str, Any], ticker: str, degraded: bool = False
-                 ) -> TradingIntelligenceEnvelope:
+def publish_form(
+    state: dict[str, Any], ticker: str, degraded: bool = False
+) -> TradingIntelligenceEnvelope:
     """What the pipeline builds from a state (the same two calls as build-envelope)."""
     meta = decision_meta(state, publish_degraded=degraded)
     return build_envelope_from_state(state, ticker=ticker, trade_date=DAY, extra_meta=meta)
@@ -49,9 +59,13 @@ async def test_tradingagents_ratings_map_to_verdicts(ticker: str) -> None:
     envelope = publish_form(state, ticker)
     synthesis = envelope.decision.synthesis
     assert (synthesis.verdict, synthesis.confidence) == (verdict, 0.0)
-    assert envelope.meta == {"agents_count": 0, "model_used": "gpt-5.2",
-                             "framework": "tradingagents", "rating": rating,
-                             "confidence_source": "none"}
+    assert envelope.meta == {
+        "agents_count": 0,
+        "model_used": "gpt-5.2",
+        "framework": "tradingagents",
+        "rating": rating,
+        "confidence_source": "none",
+    }
     assert synthesis.reasoning.startswith(f"**Rating**: {rating}")
     assert len(synthesis.reasoning) <= 4000 and envelope.decision.agent_signals == []
     assert envelope.decision.target.ticker == ticker and envelope.arena_id == "tradingagents"
@@ -71,12 +85,21 @@ async def test_tradingagents_review_is_no_verdict_unless_published_degraded() ->
     assert envelope.meta["degraded_reason"].startswith("no verdict: tradingagents rating")
 
 
-@pytest.mark.parametrize(("rating", "verdict"), [
-    ("BUY", "BUY"), ("**SELL**", "SELL"), (" hold.\n", "HOLD"), ("Strong Buy", None),
-    ("", None), (None, None), (3, None),
-])
-def test_older_tradingagents_replies_map_only_when_unambiguous(rating: Any,
-                                                               verdict: str | None) -> None:
+@pytest.mark.parametrize(
+    ("rating", "verdict"),
+    [
+        ("BUY", "BUY"),
+        ("**SELL**", "SELL"),
+        (" hold.\n", "HOLD"),
+        ("Strong Buy", None),
+        ("", None),
+        (None, None),
+        (3, None),
+    ],
+)
+def test_older_tradingagents_replies_map_only_when_unambiguous(
+    rating: Any, verdict: str | None
+) -> None:
     from ti_core.adapters import tradingagents_state
 
     state = tradingagents_state({"final_trade_decision": "x"}, rating, "NVDA", DAY)
@@ -115,8 +138,12 @@ async def test_hedge_fund_actions_map_to_verdicts(ticker: str) -> None:
     assert synthesis.verdict == verdict
     assert math.isclose(synthesis.confidence, confidence / 100)
     assert envelope.meta == {
-        "agents_count": 2, "model_used": "gpt-4.1", "framework": "ai-hedge-fund",
-        "action": action, "quantity": quantity, "confidence_raw": confidence,
+        "agents_count": 2,
+        "model_used": "gpt-4.1",
+        "framework": "ai-hedge-fund",
+        "action": action,
+        "quantity": quantity,
+        "confidence_raw": confidence,
         "confidence_source": "ai-hedge-fund decisions confidence (0-100) / 100",
     }
     assert synthesis.reasoning == hedgefund_standin.DECISIONS[ticker][3]
@@ -133,17 +160,21 @@ async def test_hedge_fund_actions_map_to_verdicts(ticker: str) -> None:
     assert list(call["portfolio"]["positions"]) == [ticker]
 
 
-@pytest.mark.parametrize(("ticker", "why"), [
-    ("PMERR", "ai-hedge-fund's portfolio manager failed: Error in portfolio management"),
-    ("NODEC", "ai-hedge-fund returned no decisions"),
-    ("JUMP", "ai-hedge-fund action 'jump' is not one of buy, cover, hold, sell, short"),
-    ("ZZZ", "ai-hedge-fund decided nothing for ZZZ (decisions for: none)"),
-])
+@pytest.mark.parametrize(
+    ("ticker", "why"),
+    [
+        ("PMERR", "ai-hedge-fund's portfolio manager failed: Error in portfolio management"),
+        ("NODEC", "ai-hedge-fund returned no decisions"),
+        ("JUMP", "ai-hedge-fund action 'jump' is not one of buy, cover, hold, sell, short"),
+        ("ZZZ", "ai-hedge-fund decided nothing for ZZZ (decisions for: none)"),
+    ],
+)
 async def test_hedge_fund_without_a_decision_is_no_verdict(ticker: str, why: str) -> None:
     state = await load_arena(HF).run(ticker, DAY)
     assert "synthesis_confidence" not in state
-    with pytest.raises(NoVerdictError, match="no verdict: " + why.replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        NoVerdictError, match="no verdict: " + why.replace("(", r"\(").replace(")", r"\)")
+    ):
         publish_form(state, ticker)
     envelope = publish_form(state, ticker, degraded=True)
     assert envelope.decision.synthesis.verdict == "HOLD"
@@ -153,8 +184,12 @@ async def test_hedge_fund_without_a_decision_is_no_verdict(ticker: str, why: str
 
 async def test_hedge_fund_confidence_out_of_scale_is_refused() -> None:
     def fund(**kwargs: Any) -> dict[str, Any]:
-        return {"decisions": {"NVDA": {"action": "buy", "quantity": 1, "confidence": 150,
-                                       "reasoning": "x"}}, "analyst_signals": {}}
+        return {
+            "decisions": {
+                "NVDA": {"action": "buy", "quantity": 1, "confidence": 150, "reasoning": "x"}
+            },
+            "analyst_signals": {},
+        }
 
     with pytest.raises(InvalidStateError, match=r"confidence must be a number in \[0, 100\]"):
         await HedgeFundArena("hedgefund:x:fund", fund).run("NVDA", DAY)
@@ -166,11 +201,14 @@ def test_missing_verdict_reads_the_state_as_the_builder_does(
     assert missing_verdict(sample_states["nvda-2026-05-11-full"]) is None
     assert missing_verdict(sample_states["brkb-2026-05-12-degraded"]) is None  # signal "sell"
     reason = missing_verdict(sample_states["aapl-2026-05-11-partial"])
-    assert reason == ("no verdict: the state has no synthesis_verdict or signal (state keys: "
-                      "agent_signals, arena_id, arena_total_seconds, llm_model, phase_timings, "
-                      "source_metrics, target)")
+    assert reason == (
+        "no verdict: the state has no synthesis_verdict or signal (state keys: "
+        "agent_signals, arena_id, arena_total_seconds, llm_model, phase_timings, "
+        "source_metrics, target)"
+    )
     assert "synthesis_verdict 'STRONG BUY' is not one of BUY, HOLD, SELL" in str(
-        missing_verdict({"synthesis_verdict": "STRONG BUY"}))
+        missing_verdict({"synthesis_verdict": "STRONG BUY"})
+    )
     assert missing_verdict({"synthesis_verdict": " buy "}) is None
     with pytest.raises(InvalidStateError, match="meta must be a mapping"):
         decision_meta({"synthesis_verdict": "BUY", "meta": [1]})
@@ -179,12 +217,15 @@ def test_missing_verdict_reads_the_state_as_the_builder_does(
     assert meta == {"x": 1}
 
 
-@pytest.mark.parametrize(("value", "needle"), [
-    (float("nan"), "state.a[0] is nan, which is not JSON"),
-    ({1, 2}, "state.a[0] is a set, which is not JSON"),
-    ({1: "x"}, "state.a[0] has the key 1, which is not text"),
-    (object(), "is a object, which is not JSON"),
-])
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (float("nan"), "state.a[0] is nan, which is not JSON"),
+        ({1, 2}, "state.a[0] is a set, which is not JSON"),
+        ({1: "x"}, "state.a[0] has the key 1, which is not text"),
+        (object(), "is a object, which is not JSON"),
+    ],
+)
 def test_states_must_be_plain_json(value: Any, needle: str) -> None:
     with pytest.raises(InvalidStateError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         check_state({"a": [value]}, 1 << 20)
@@ -211,8 +252,10 @@ async def test_replay_refuses_a_big_file_before_reading_it(tmp_path: Path) -> No
         handle.truncate(256 << 20)
     with pytest.raises(InvalidStateError) as info:
         await ReplayArena(tmp_path).run("NVDA", DAY)
-    assert str(info.value) == (f"arena state {path} is 268435456 bytes, over the 4194304-byte "
-                               "limit (setting TI_MAX_STATE_BYTES)")
+    assert str(info.value) == (
+        f"arena state {path} is 268435456 bytes, over the 4194304-byte "
+        "limit (setting TI_MAX_STATE_BYTES)"
+    )
 
 
 async def test_replay_refuses_deep_and_non_json_files(tmp_path: Path) -> None:

@@ -22,8 +22,12 @@ from tests.test_adapters import HF, HF_CASES, TA, TA_CASES
 from tests.test_cli_run import TI, clean_env
 from ti_core.keys import DEFAULT_STREAM_NAME
 
-pytestmark = [pytest.mark.prefect, pytest.mark.redis_server, PREFECT_SOCKETS,
-              pytest.mark.usefixtures("prefect_sockets_collected")]
+pytestmark = [
+    pytest.mark.prefect,
+    pytest.mark.redis_server,
+    PREFECT_SOCKETS,
+    pytest.mark.usefixtures("prefect_sockets_collected"),
+]
 
 DAY, DAY2 = "2026-05-11", "2026-05-12"
 SMALL = 64 * 1024  # no result Prefect keeps for a refused state is anywhere near this
@@ -43,17 +47,23 @@ def stream(url: str) -> dict[tuple[str, str], dict[str, Any]]:
     """(ticker, date) -> its last envelope on the stream."""
     with redis.Redis.from_url(url, decode_responses=True) as client:
         entries = [json.loads(f["data"]) for _, f in client.xrange(DEFAULT_STREAM_NAME)]
-    return {(e["decision"]["target"]["ticker"], e["decision"]["target"]["trade_date"]): e
-            for e in entries}
+    return {
+        (e["decision"]["target"]["ticker"], e["decision"]["target"]["trade_date"]): e
+        for e in entries
+    }
 
 
 def assert_tradingagents(envelope: dict[str, Any], ticker: str) -> None:
     rating, verdict = TA_CASES[ticker]
     synthesis = envelope["decision"]["synthesis"]
     assert (synthesis["verdict"], synthesis["confidence"]) == (verdict, 0.0), ticker
-    assert envelope["meta"] == {"agents_count": 0, "model_used": "gpt-5.2",
-                                "framework": "tradingagents", "rating": rating,
-                                "confidence_source": "none"}
+    assert envelope["meta"] == {
+        "agents_count": 0,
+        "model_used": "gpt-5.2",
+        "framework": "tradingagents",
+        "rating": rating,
+        "confidence_source": "none",
+    }
 
 
 def assert_hedge_fund(envelope: dict[str, Any], ticker: str) -> None:
@@ -62,12 +72,17 @@ def assert_hedge_fund(envelope: dict[str, Any], ticker: str) -> None:
     assert synthesis["verdict"] == verdict, ticker
     assert math.isclose(synthesis["confidence"], confidence / 100)
     meta = envelope["meta"]
-    assert (meta["framework"], meta["action"], meta["quantity"]) == ("ai-hedge-fund", action,
-                                                                      quantity)
+    assert (meta["framework"], meta["action"], meta["quantity"]) == (
+        "ai-hedge-fund",
+        action,
+        quantity,
+    )
     assert meta["confidence_raw"] == confidence and "degraded" not in meta
     assert meta["confidence_source"] == "ai-hedge-fund decisions confidence (0-100) / 100"
     assert [s["agent"] for s in envelope["decision"]["agent_signals"]] == [
-        "technical_analyst_agent", "warren_buffett_agent"]
+        "technical_analyst_agent",
+        "warren_buffett_agent",
+    ]
 
 
 @pytest.mark.slow  # eleven flow runs
@@ -91,8 +106,10 @@ def test_ti_run_publishes_every_rating_and_action_as_mapped(
     assert main(["run", "REVW", "--date", DAY, "--arena", TA]) == 1
     captured = capsys.readouterr()
     (line,) = captured.err.splitlines()
-    assert line.startswith(f"ti: REVW {DAY} not published: no verdict: "
-                           "tradingagents rating 'REVIEW' is not one of Buy, Overweight")
+    assert line.startswith(
+        f"ti: REVW {DAY} not published: no verdict: "
+        "tradingagents rating 'REVIEW' is not one of Buy, Overweight"
+    )
     assert captured.out == "" and ("REVW", DAY) not in stream(env)
 
 
@@ -110,24 +127,30 @@ def test_ti_daily_maps_each_ticker_and_fails_only_those_without_a_verdict(
     assert graph.max_in_flight == 1  # four arena runs in flight, one propagate at a time
 
     hf = [*HF_CASES, "PMERR", "NODEC"]
-    assert main(["daily", "--tickers", ",".join(hf), "--date", DAY, "--arena", HF]) == 1
+    assert main(["daily", "--tickers", ",".join(hf), "--date", DAY2, "--arena", HF]) == 1
     out = capsys.readouterr().out
-    assert f"PMERR {DAY}: FAILED build-envelope: no verdict: ai-hedge-fund's portfolio " \
-           "manager failed" in out
-    assert f"NODEC {DAY}: FAILED build-envelope: no verdict: ai-hedge-fund returned no " \
-           "decisions" in out
+    assert (
+        f"PMERR {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund's portfolio "
+        "manager failed" in out
+    )
+    assert (
+        f"NODEC {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund returned no "
+        "decisions" in out
+    )
     published = stream(env)
-    assert {t for t, _ in published} == {*TA_CASES, *HF_CASES}
-    assert_hedge_fund(published[("COVER", DAY)], "COVER")
-    assert_hedge_fund(published[("SHORT", DAY)], "SHORT")
-    for ticker in ("OW", "UW"):
+    assert set(published) == {(t, DAY) for t in TA_CASES} | {(t, DAY2) for t in HF_CASES}
+    for ticker in TA_CASES:
         assert_tradingagents(published[(ticker, DAY)], ticker)
+    for ticker in HF_CASES:
+        assert_hedge_fund(published[(ticker, DAY2)], ticker)
 
-    assert main(["daily", "--tickers", "PMERR", "--date", DAY2, "--arena", HF,
-                 "--publish-degraded"]) == 0
+    assert (
+        main(["daily", "--tickers", "PMERR", "--date", DAY, "--arena", HF, "--publish-degraded"])
+        == 0
+    )
     out = capsys.readouterr().out
-    assert f"PMERR {DAY2}: HOLD confidence 0.00 [DEGRADED: no verdict in the arena state]" in out
-    meta = stream(env)[("PMERR", DAY2)]["meta"]
+    assert f"PMERR {DAY}: HOLD confidence 0.00 [DEGRADED: no verdict in the arena state]" in out
+    meta = stream(env)[("PMERR", DAY)]["meta"]
     assert meta["degraded"] is True and meta["action"] == "hold"
     assert meta["degraded_reason"].startswith("no verdict: ai-hedge-fund's portfolio manager")
 
@@ -137,8 +160,22 @@ def test_ti_backfill_maps_each_rating_and_action(
 ) -> None:
     day = ["--start", DAY, "--end", DAY]
     assert main(["backfill", "--tickers", ",".join(TA_CASES), *day, "--arena", TA]) == 0
-    assert main(["backfill", "--tickers", ",".join(HF_CASES), "--start", DAY2, "--end", DAY2,
-                 "--arena", HF]) == 0
+    assert (
+        main(
+            [
+                "backfill",
+                "--tickers",
+                ",".join(HF_CASES),
+                "--start",
+                DAY2,
+                "--end",
+                DAY2,
+                "--arena",
+                HF,
+            ]
+        )
+        == 0
+    )
     published = stream(env)
     for ticker in TA_CASES:
         assert_tradingagents(published[(ticker, DAY)], ticker)
@@ -150,8 +187,22 @@ def test_ti_backfill_maps_each_rating_and_action(
     err = capsys.readouterr().err
     assert f"REVW {DAY}: NoVerdictError: no verdict: tradingagents rating 'REVIEW'" in err
     assert ("REVW", DAY) not in stream(env)
-    assert main(["backfill", "--tickers", "REVW", *day, "--arena", TA, "--only", "failed",
-                 "--publish-degraded"]) == 0
+    assert (
+        main(
+            [
+                "backfill",
+                "--tickers",
+                "REVW",
+                *day,
+                "--arena",
+                TA,
+                "--only",
+                "failed",
+                "--publish-degraded",
+            ]
+        )
+        == 0
+    )
     meta = stream(env)[("REVW", DAY)]["meta"]
     assert meta["degraded"] is True and meta["rating"] == "REVIEW"
 
@@ -160,13 +211,16 @@ def test_ti_backfill_maps_each_rating_and_action(
 def partial(tmp_path: Path, sample_states: dict[str, dict[str, Any]]) -> Path:
     (tmp_path / "replay" / "AAPL").mkdir(parents=True)
     (tmp_path / "replay" / "AAPL" / f"{DAY}.json").write_text(
-        json.dumps(sample_states["aapl-2026-05-11-partial"]))
+        json.dumps(sample_states["aapl-2026-05-11-partial"])
+    )
     return tmp_path / "replay"
 
 
-NO_VERDICT = ("no verdict: the state has no synthesis_verdict or signal (state keys: "
-              "agent_signals, arena_id, arena_total_seconds, llm_model, phase_timings, "
-              "source_metrics, target)")
+NO_VERDICT = (
+    "no verdict: the state has no synthesis_verdict or signal (state keys: "
+    "agent_signals, arena_id, arena_total_seconds, llm_model, phase_timings, "
+    "source_metrics, target)"
+)
 
 
 def test_no_verdict_fails_run_and_backfill_unless_published_degraded(
@@ -189,8 +243,12 @@ def test_no_verdict_fails_run_and_backfill_unless_published_degraded(
     assert meta["degraded"] is True and meta["degraded_reason"] == NO_VERDICT
 
     os.environ["TI_PUBLISH_DEGRADED"] = "1"  # the setting does what the flag does (env undoes)
-    assert main(["backfill", "--tickers", "AAPL", "--start", DAY, "--end", DAY, *arena,
-                 "--only", "all"]) == 0
+    assert (
+        main(
+            ["backfill", "--tickers", "AAPL", "--start", DAY, "--end", DAY, *arena, "--only", "all"]
+        )
+        == 0
+    )
     del os.environ["TI_PUBLISH_DEGRADED"]
 
 
@@ -198,8 +256,9 @@ async def test_degraded_shows_on_the_card_and_the_run_table(env: str, partial: P
     from flows.pipeline import publish_decision
     from tests.test_flows import artifacts
 
-    state = await publish_decision("AAPL", DAY, f"replay:{partial}", publish_degraded=True,
-                                   return_state=True)
+    state = await publish_decision(
+        "AAPL", DAY, f"replay:{partial}", publish_degraded=True, return_state=True
+    )
     row = await state.result()
     assert row["degraded"] is True and row["verdict"] == "HOLD"
     run_id = state.state_details.flow_run_id
@@ -227,15 +286,18 @@ def bad_states(tmp_path: Path) -> Iterator[Path]:
     with (root / "BIG" / f"{DAY}.json").open("wb") as handle:
         handle.truncate(256 << 20)
     (root / "DEEP" / f"{DAY}.json").write_text(
-        '{"synthesis_verdict": "BUY", "phase_timings": [' + "[" * 900 + "]" * 900 + "]}")
+        '{"synthesis_verdict": "BUY", "phase_timings": [' + "[" * 900 + "]" * 900 + "]}"
+    )
     yield root
 
 
 def test_oversized_and_deep_states_get_one_refusal_whichever_command(
     env: str, bad_states: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    big = (f"arena state {bad_states / 'BIG' / DAY}.json is 268435456 bytes, over the "
-           "4194304-byte limit (setting TI_MAX_STATE_BYTES)")
+    big = (
+        f"arena state {bad_states / 'BIG' / DAY}.json is 268435456 bytes, over the "
+        "4194304-byte limit (setting TI_MAX_STATE_BYTES)"
+    )
     deep = f"arena state {bad_states / 'DEEP' / DAY}.json is nested over 64 deep"
     nan = f"arena state {bad_states / 'NAN' / DAY}.json: state.x[0] is nan, which is not JSON"
     before = _storage()
@@ -244,8 +306,9 @@ def test_oversized_and_deep_states_get_one_refusal_whichever_command(
         assert main(["run", ticker, "--date", DAY, *arena]) == 1
         (line,) = capsys.readouterr().err.splitlines()
         assert line.startswith(f"ti: {ticker} {DAY} not published: {message}"), line
-    assert main(["backfill", "--tickers", "BIG,DEEP,NAN", "--start", DAY, "--end", DAY,
-                 *arena]) == 1
+    assert (
+        main(["backfill", "--tickers", "BIG,DEEP,NAN", "--start", DAY, "--end", DAY, *arena]) == 1
+    )
     err = capsys.readouterr().err
     for ticker, message in (("BIG", big), ("DEEP", deep), ("NAN", nan)):
         assert f"{ticker} {DAY}: InvalidStateError: {message}" in err
@@ -254,8 +317,7 @@ def test_oversized_and_deep_states_get_one_refusal_whichever_command(
     for name, message in (("huge_arena", "is at least"), ("deep_arena", "is nested over 64")):
         assert main(["run", "NVDA", "--date", DAY, "--arena", f"tests.bounds_arena:{name}"]) == 1
         (line,) = capsys.readouterr().err.splitlines()
-        assert f"published: arena tests.bounds_arena:{name} state for NVDA {DAY} {message}" \
-            in line
+        assert f"published: arena tests.bounds_arena:{name} state for NVDA {DAY} {message}" in line
     grown = {p: size for p, size in _storage().items() if before.get(p) != size}
     assert all(size < SMALL for size in grown.values()), grown
     assert stream(env) == {}
@@ -268,14 +330,26 @@ def test_ti_run_subprocess_refuses_a_deep_state_in_one_line(
     from prefect.settings import PREFECT_API_URL
 
     storage = tmp_path / "results"
-    shell = clean_env(tmp_path, PREFECT_API_URL=str(PREFECT_API_URL.value()), TI_REDIS_URL=env,
-                      PREFECT_LOCAL_STORAGE_PATH=str(storage))
-    out = subprocess.run([TI, "run", "DEEP", "--date", DAY, "--arena", f"replay:{bad_states}"],
-                         env=shell, capture_output=True, text=True, timeout=180, check=False)
+    shell = clean_env(
+        tmp_path,
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+        TI_REDIS_URL=env,
+        PREFECT_LOCAL_STORAGE_PATH=str(storage),
+    )
+    out = subprocess.run(
+        [TI, "run", "DEEP", "--date", DAY, "--arena", f"replay:{bad_states}"],
+        env=shell,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert out.returncode == 1 and out.stdout == ""
     (line,) = out.stderr.splitlines()
-    assert line.startswith(f"ti: DEEP {DAY} not published: arena state "
-                           f"{bad_states / 'DEEP' / DAY}.json is nested over 64 deep")
+    assert line.startswith(
+        f"ti: DEEP {DAY} not published: arena state "
+        f"{bad_states / 'DEEP' / DAY}.json is nested over 64 deep"
+    )
     assert "RecursionError" not in line
     sizes = [p.stat().st_size for p in storage.rglob("*") if p.is_file()]
     assert all(size < SMALL for size in sizes), sizes

@@ -17,8 +17,14 @@ from typing import Any
 
 __all__ = ["GRAPH", "RATINGS", "TradingAgentsGraph"]
 
-RATINGS = {"BUY": "Buy", "OW": "Overweight", "HOLD": "Hold", "UW": "Underweight", "SELL": "Sell",
-           "REVW": "REVIEW"}
+RATINGS = {
+    "BUY": "Buy",
+    "OW": "Overweight",
+    "HOLD": "Hold",
+    "UW": "Underweight",
+    "SELL": "Sell",
+    "REVW": "REVIEW",
+}
 _RATING_LABEL = re.compile(r"rating\b[^:\-]*[:\-][\s*]*(\w+)", re.IGNORECASE)
 
 
@@ -32,8 +38,12 @@ class AIMessage:
 class TradingAgentsGraph:
     """Same constructor and ``propagate`` contract as the real graph."""
 
-    def __init__(self, selected_analysts: list[str] | None = None, debug: bool = False,
-                 config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        selected_analysts: list[str] | None = None,
+        debug: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.selected_analysts = selected_analysts or ["market", "social", "news", "fundamentals"]
         self.debug = debug
         self.config = config or {}
@@ -67,8 +77,10 @@ class TradingAgentsGraph:
 
 
 def _final_state(ticker: str, day: str, rating: str) -> dict[str, Any]:
-    decision = (f"**Rating**: {rating}\n\n**Executive Summary**: {ticker} on {day}: the "
-                f"committee settles on {rating}.\n\n**Investment Thesis**: " + "long text " * 900)
+    decision = (
+        f"**Rating**: {rating}\n\n**Executive Summary**: {ticker} on {day}: the "
+        f"committee settles on {rating}.\n\n**Investment Thesis**: " + "long text " * 900
+    )
     return {
         "messages": [AIMessage("Continue"), AIMessage(decision)],
         "company_of_interest": ticker,
@@ -79,21 +91,31 @@ def _final_state(ticker: str, day: str, rating: str) -> dict[str, Any]:
         "news_report": "news report",
         "fundamentals_report": "fundamentals report",
         "investment_debate_state": {
-            "bull_history": "bull", "bear_history": "bear", "history": "bull\nbear",
-            "current_response": "bear", "judge_decision": f"**Recommendation**: {rating}",
+            "bull_history": "bull",
+            "bear_history": "bear",
+            "history": "bull\nbear",
+            "current_response": "bear",
+            "judge_decision": f"**Recommendation**: {rating}",
             "count": 2,
         },
         "investment_plan": f"**Recommendation**: {rating}",
         "trader_investment_plan": "FINAL TRANSACTION PROPOSAL: **HOLD**",
         "risk_debate_state": {
-            "aggressive_history": "a", "conservative_history": "c", "neutral_history": "n",
-            "history": "a\nc\nn", "latest_speaker": "Neutral",
-            "current_aggressive_response": "a", "current_conservative_response": "c",
-            "current_neutral_response": "n", "judge_decision": decision, "count": 3,
+            "aggressive_history": "a",
+            "conservative_history": "c",
+            "neutral_history": "n",
+            "history": "a\nc\nn",
+            "latest_speaker": "Neutral",
+            "current_aggressive_response": "a",
+            "current_conservative_response": "c",
+            "current_neutral_response": "n",
+            "judge_decision": decision,
+            "count": 3,
         },
         "final_trade_decision": decision,
     }
 
 
-GRAPH = TradingAgentsGraph(config={"llm_provider": "openai", "deep_think_llm": "gpt-5.2",
-                                   "quick_think_llm": "gpt-5-mini"})
+GRAPH = TradingAgentsGraph(
+    config={"llm_provider": "openai", "deep_think_llm": "gpt-5.2", "quick_think_llm": "gpt-5-mini"}
+)

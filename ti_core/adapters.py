@@ -105,8 +105,15 @@ def flat_portfolio(ticker: str, cash: float = HEDGEFUND_CASH) -> dict[str, Any]:
         "cash": cash,
         "margin_requirement": 0.0,
         "margin_used": 0.0,
-        "positions": {ticker: {"long": 0, "short": 0, "long_cost_basis": 0.0,
-                               "short_cost_basis": 0.0, "short_margin_used": 0.0}},
+        "positions": {
+            ticker: {
+                "long": 0,
+                "short": 0,
+                "long_cost_basis": 0.0,
+                "short_cost_basis": 0.0,
+                "short_margin_used": 0.0,
+            }
+        },
         "realized_gains": {ticker: {"long": 0.0, "short": 0.0}},
     }
 
@@ -142,14 +149,20 @@ class _Adapter(CallableArena):
 class TradingAgentsArena(_Adapter):
     """``tradingagents:MODULE:OBJECT``: ``OBJECT.propagate(ticker, date)`` -> state."""
 
-    def __init__(self, spec: str, graph: object | None = None,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES) -> None:
-        target = graph if graph is not None else resolve(
-            spec, spec.partition(":")[2], need_callable=False)
+    def __init__(
+        self, spec: str, graph: object | None = None, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES
+    ) -> None:
+        target = (
+            graph
+            if graph is not None
+            else resolve(spec, spec.partition(":")[2], need_callable=False)
+        )
         propagate = getattr(target, "propagate", None)
         if not callable(propagate):
-            raise ConfigError(f"arena {spec!r}: {type(target).__name__} has no "
-                              "propagate(ticker, trade_date) method")
+            raise ConfigError(
+                f"arena {spec!r}: {type(target).__name__} has no "
+                "propagate(ticker, trade_date) method"
+            )
         super().__init__(spec, propagate, max_state_bytes)
         self.owner = target
         config = getattr(target, "config", None)
@@ -161,16 +174,22 @@ class TradingAgentsArena(_Adapter):
 
     def to_state(self, result: Any, ticker: str, trade_date: str) -> dict[str, Any]:
         if not isinstance(result, tuple | list) or len(result) != 2:
-            raise ArenaError(f"arena {self.spec}: propagate returned {shorten(result)} for "
-                             f"{ticker} {trade_date}, not (final_state, rating)")
+            raise ArenaError(
+                f"arena {self.spec}: propagate returned {shorten(result)} for "
+                f"{ticker} {trade_date}, not (final_state, rating)"
+            )
         return tradingagents_state(result[0], result[1], ticker, trade_date, self.model)
 
 
 class HedgeFundArena(_Adapter):
     """``hedgefund:MODULE:FUNCTION``: ``run_hedge_fund`` for one ticker and date -> state."""
 
-    def __init__(self, spec: str, function: Callable[..., Any] | None = None,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES) -> None:
+    def __init__(
+        self,
+        spec: str,
+        function: Callable[..., Any] | None = None,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+    ) -> None:
         target = function if function is not None else resolve(spec, spec.partition(":")[2])
         super().__init__(spec, target, max_state_bytes)
         self.owner = target

@@ -17,14 +17,21 @@ from typing import Any
 from ti_core.errors import ArenaError, InvalidStateError
 from ti_core.keys import shorten
 
-__all__ = ["HEDGEFUND_ACTIONS", "TRADINGAGENTS_RATINGS", "hedge_fund_state",
-           "tradingagents_state"]
+__all__ = ["HEDGEFUND_ACTIONS", "TRADINGAGENTS_RATINGS", "hedge_fund_state", "tradingagents_state"]
 
 TRADINGAGENTS_RATINGS: dict[str, str] = {
-    "buy": "BUY", "overweight": "BUY", "hold": "HOLD", "underweight": "SELL", "sell": "SELL",
+    "buy": "BUY",
+    "overweight": "BUY",
+    "hold": "HOLD",
+    "underweight": "SELL",
+    "sell": "SELL",
 }
 HEDGEFUND_ACTIONS: dict[str, str] = {
-    "buy": "BUY", "cover": "BUY", "hold": "HOLD", "sell": "SELL", "short": "SELL",
+    "buy": "BUY",
+    "cover": "BUY",
+    "hold": "HOLD",
+    "sell": "SELL",
+    "short": "SELL",
 }
 REASONING_CHARS = 4000  # the builder keeps as much
 SUMMARY_CHARS = 300
@@ -32,6 +39,7 @@ WORD_CHARS = 80
 MAX_SIGNALS = 50
 _PM_FALLBACK = "error in portfolio management"  # its portfolio manager's default-to-hold
 _RISK_AGENT = "risk_management_agent"
+
 
 def _clip(value: Any, limit: int) -> str | None:
     """Text (a mapping or list as compact JSON) cut to ``limit`` characters; None if empty."""
@@ -55,8 +63,10 @@ def tradingagents_state(
 ) -> dict[str, Any]:
     """The builder's state from ``TradingAgentsGraph.propagate``'s ``(final_state, rating)``."""
     if not isinstance(final_state, Mapping):
-        raise ArenaError(f"tradingagents final_state for {ticker} {trade_date} is a "
-                         f"{type(final_state).__name__}, not a mapping")
+        raise ArenaError(
+            f"tradingagents final_state for {ticker} {trade_date} is a "
+            f"{type(final_state).__name__}, not a mapping"
+        )
     word = _word(rating)
     # Older versions return the LLM's reply itself ("BUY", "**SELL**."): its markup goes.
     verdict = TRADINGAGENTS_RATINGS.get(word.strip(" *._`'\"").lower()) if word else None
@@ -88,8 +98,10 @@ def tradingagents_state(
 
 def _percent(value: Any, field: str) -> float:
     """A 0-100 confidence as 0-1; anything else is refused, naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and 0 <= value <= 100
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and 0 <= value <= 100)
     ):
         raise InvalidStateError(f"{field} must be a number in [0, 100], got {shorten(value)}")
     return round(float(value) / 100, 6)
@@ -113,21 +125,25 @@ def _hedge_fund_signals(signals: Any, ticker: str) -> list[dict[str, Any]]:
         else:
             confidence = None  # the builder counts a signal without one as 0
         name = str(agent)[:WORD_CHARS]
-        out.append({
-            "agent": name,
-            "domain": name.removesuffix("_agent"),
-            "signal": _clip(signal.get("signal"), WORD_CHARS),
-            "confidence": confidence,
-            "summary": _clip(signal.get("reasoning"), SUMMARY_CHARS),
-        })
+        out.append(
+            {
+                "agent": name,
+                "domain": name.removesuffix("_agent"),
+                "signal": _clip(signal.get("signal"), WORD_CHARS),
+                "confidence": confidence,
+                "summary": _clip(signal.get("reasoning"), SUMMARY_CHARS),
+            }
+        )
     return out
 
 
 def _decision_for(decisions: Any, ticker: str) -> tuple[Any, str | None]:
     """(the ticker's decision, None) or (None, why there is none)."""
     if decisions is None:
-        return None, "ai-hedge-fund returned no decisions (its portfolio manager's reply " \
-                     "was not JSON)"
+        return (
+            None,
+            "ai-hedge-fund returned no decisions (its portfolio manager's reply was not JSON)",
+        )
     if not isinstance(decisions, Mapping):
         return None, f"ai-hedge-fund decisions is a {type(decisions).__name__}, not a mapping"
     if ticker in decisions:
@@ -139,12 +155,15 @@ def _decision_for(decisions: Any, ticker: str) -> tuple[Any, str | None]:
     return None, f"ai-hedge-fund decided nothing for {ticker} (decisions for: {names})"
 
 
-def hedge_fund_state(result: Any, ticker: str, trade_date: str,
-                     model: str | None = None) -> dict[str, Any]:
+def hedge_fund_state(
+    result: Any, ticker: str, trade_date: str, model: str | None = None
+) -> dict[str, Any]:
     """The builder's state from ``run_hedge_fund``'s ``{"decisions", "analyst_signals"}``."""
     if not isinstance(result, Mapping) or "decisions" not in result:
-        raise ArenaError(f"hedgefund returned {shorten(result)} for {ticker} {trade_date}, "
-                         "not {'decisions': ..., 'analyst_signals': ...}")
+        raise ArenaError(
+            f"hedgefund returned {shorten(result)} for {ticker} {trade_date}, "
+            "not {'decisions': ..., 'analyst_signals': ...}"
+        )
     decision, why = _decision_for(result.get("decisions"), ticker)
     if why is None and not isinstance(decision, Mapping):
         decision, why = None, f"ai-hedge-fund's decision for {ticker} is {shorten(decision)}"
@@ -153,14 +172,18 @@ def hedge_fund_state(result: Any, ticker: str, trade_date: str,
     verdict = HEDGEFUND_ACTIONS.get(action.lower()) if action else None
     reasoning = _clip(decision.get("reasoning"), REASONING_CHARS)
     if why is None and verdict is None:
-        why = (f"ai-hedge-fund action {shorten(decision.get('action'))} is not one of "
-               "buy, cover, hold, sell, short")
+        why = (
+            f"ai-hedge-fund action {shorten(decision.get('action'))} is not one of "
+            "buy, cover, hold, sell, short"
+        )
     if verdict == "HOLD" and (reasoning or "").lower().startswith(_PM_FALLBACK):
         verdict, why = None, f"ai-hedge-fund's portfolio manager failed: {reasoning}"
     meta: dict[str, Any] = {"framework": "ai-hedge-fund", "action": _clip(action, WORD_CHARS)}
     quantity = decision.get("quantity")
-    if isinstance(quantity, int | float) and not isinstance(quantity, bool) and math.isfinite(
-        quantity
+    if (
+        isinstance(quantity, int | float)
+        and not isinstance(quantity, bool)
+        and math.isfinite(quantity)
     ):
         meta["quantity"] = quantity
     state: dict[str, Any] = {
@@ -173,7 +196,8 @@ def hedge_fund_state(result: Any, ticker: str, trade_date: str,
     confidence = decision.get("confidence")
     if verdict is not None and confidence is not None:
         state["synthesis_confidence"] = _percent(
-            confidence, f"ai-hedge-fund decisions.{ticker}.confidence")
+            confidence, f"ai-hedge-fund decisions.{ticker}.confidence"
+        )
         meta["confidence_source"] = "ai-hedge-fund decisions confidence (0-100) / 100"
         meta["confidence_raw"] = confidence
     else:
