@@ -1,8 +1,9 @@
 """An envelope's serialised forms: the payload sent to Redis and its content digest.
 
-Serialising is most of the CPU a publish costs, and the builder must serialise anyway to
-check the size cap. So the builder remembers ``(payload, digest)`` for each envelope it
-returns (keyed by identity, dropped when the envelope is), and publishing reuses them.
+Serialising is most of the CPU a publish costs. The builder proves the size cap from a bound
+and serialises only when the bound cannot (a large envelope); then it remembers
+``(payload, digest)`` (keyed by identity, dropped when the envelope is) and publishing
+reuses them. Otherwise publishing serialises, once, for both the payload and the digest.
 Envelopes are frozen; mutating a nested dict of one after building is not supported.
 """
 
