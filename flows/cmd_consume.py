@@ -24,7 +24,7 @@ from typing import Any
 from ti_core.connection import connect
 from ti_core.consume import group_lag, read_batch, stream_last_id, tail
 from ti_core.errors import ConfigError
-from ti_core.groups import GroupReader
+from ti_core.groups import ConsumerBrokenError, GroupReader
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.settings import TiSettings
 
@@ -76,9 +76,19 @@ def register(subparsers: Any) -> None:
     q.set_defaults(func=_lag_command)
 
 
+class OutputClosedError(ConsumerBrokenError):
+    """Our stdout's reader left (``ti tail | head``): this consumer is done, the entry is fine.
+
+    Not an ``OSError``, so no layer on the way up mistakes it for a lost Redis connection.
+    """
+
+
 def _emit(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError as exc:
+        raise OutputClosedError("the output of ti tail was closed") from exc
 
 
 def _until_signal(work: Callable[[], Awaitable[int]]) -> int:
@@ -110,7 +120,7 @@ def _until_signal(work: Callable[[], Awaitable[int]]) -> int:
         return asyncio.run(main())
     except KeyboardInterrupt:  # a Ctrl-C before the handlers were installed
         return 0
-    except BrokenPipeError:  # `ti tail | head`: the reader left; so do we, quietly
+    except (BrokenPipeError, OutputClosedError):  # `ti tail | head`: the reader left; so do we
         # Python flushes stdout at exit: point it at /dev/null first, or that flush raises
         # again (the recipe in the docs of the signal module, "Note on SIGPIPE").
         devnull = os.open(os.devnull, os.O_WRONLY)
