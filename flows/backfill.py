@@ -229,7 +229,9 @@ async def _run_batches(
             if distributed:  # Dask and the like: the runner places the batch on a worker
                 submitted = backfill_batch_task.submit(pairs, number, arena, only, concurrency,
                                                        degraded)
-                pending = asyncio.ensure_future(asyncio.to_thread(submitted.result))
+                result = cast("Callable[[], BatchReport]", submitted.result)  # sync on a worker
+                pending: asyncio.Future[BatchReport] = asyncio.ensure_future(
+                    asyncio.to_thread(result))
             else:  # in process: run on the flow's own loop, the cheapest path
                 quoted = cast("list[tuple[str, str]]", quote(pairs))  # Prefect need not walk
                 pending = asyncio.ensure_future(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 __all__ = ["add_allow_demo", "add_arena", "add_calendar", "add_publish_degraded", "add_tickers"]
 
@@ -45,11 +46,11 @@ def add_calendar(parser: argparse.ArgumentParser, use: str) -> None:
     )
 
 
-def add_tickers(parser: argparse.ArgumentParser, **kwargs: object) -> None:
+def add_tickers(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
     parser.add_argument(
         "--tickers",
         required=True,
         metavar="A,B,C",
         help="comma-separated tickers, e.g. NVDA,AAPL,BRK.B",
         **kwargs,
-    )  # type: ignore[arg-type]
+    )

@@ -232,7 +232,7 @@ def test_ti_run_with_each_user_from_the_readme(
     argv = ["run", "NVDA", "--date", "2026-05-11", "--arena", "tests.arena_fixtures:sync_arena"]
     code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-consumer"))
     assert code == 1 and out == ""
-    one_line(err, "user 'ti-consumer'", "lacks the right +evalsha")
+    one_line(err, "user 'ti-consumer'", "lacks the right access to a key")
     assert admin.xlen(S) == 0
     code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-producer"))
     assert code == 0 and out.startswith("NVDA 2026-05-11: BUY"), err
