@@ -64,10 +64,23 @@ async def core_run(url: str, replay: Path, tickers: list[str], days: list[str]) 
     return elapsed
 
 
-def ti_backfill(env: dict[str, str], tickers: list[str], start: str, end: str,
-                replay: Path) -> float:
-    args = [sys.executable, "-m", "flows.cli", "backfill", "--tickers", ",".join(tickers),
-            "--start", start, "--end", end, "--arena", f"replay:{replay}"]
+def ti_backfill(
+    env: dict[str, str], tickers: list[str], start: str, end: str, replay: Path
+) -> float:
+    args = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "backfill",
+        "--tickers",
+        ",".join(tickers),
+        "--start",
+        start,
+        "--end",
+        end,
+        "--arena",
+        f"replay:{replay}",
+    ]
     started = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -91,8 +104,10 @@ def main() -> None:
         work = Path(tmp)
         t = time.perf_counter()
         replay = write_replay_dir(work / "replay", tickers, days)
-        print(f"{count} states ({len(tickers)} tickers x {len(days)} sessions) written in "
-              f"{time.perf_counter() - t:.1f}s")
+        print(
+            f"{count} states ({len(tickers)} tickers x {len(days)} sessions) written in "
+            f"{time.perf_counter() - t:.1f}s"
+        )
         server = RedisProcess(work / "redis").start()
         try:
             url = server.url
@@ -100,8 +115,13 @@ def main() -> None:
             with redis.Redis.from_url(url) as client:
                 assert client.xlen(DEFAULT_STREAM_NAME) == count
                 client.flushall()
-            env = {**os.environ, "TI_REDIS_URL": url, "PREFECT_HOME": str(work / "prefect"),
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TI_DATA_DIR": str(work / "ti")}
+            env = {
+                **os.environ,
+                "TI_REDIS_URL": url,
+                "PREFECT_HOME": str(work / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "TI_DATA_DIR": str(work / "ti"),
+            }
             env.pop("PREFECT_API_URL", None)  # the local Prefect server, started by ti
             warm = ti_backfill(env, tickers[:1], days[0], days[4], replay)
             with redis.Redis.from_url(url) as client:
@@ -113,17 +133,24 @@ def main() -> None:
                 assert client.xlen(DEFAULT_STREAM_NAME) == count, "end to end lost decisions"
         finally:
             server.stop()
-            subprocess.run([str(Path(sys.executable).parent / "ti"), "server", "stop"],
-                           env={**os.environ, "TI_DATA_DIR": str(work / "ti")},
-                           capture_output=True, check=False)
+            subprocess.run(
+                [str(Path(sys.executable).parent / "ti"), "server", "stop"],
+                env={**os.environ, "TI_DATA_DIR": str(work / "ti")},
+                capture_output=True,
+                check=False,
+            )
     e2e_rate, core_rate = count / e2e, count / core
     print(f"warm-up (first run in a fresh PREFECT_HOME, 5 decisions): {warm:.1f}s")
     print(f"core only (no Prefect):  {count} decisions in {core:6.2f}s = {core_rate:7.0f}/s")
-    print(f"ti backfill end to end:  {count} decisions in {e2e:6.2f}s = {e2e_rate:7.0f}/s "
-          f"({e2e_rate / core_rate:.2f} of core; target {TARGET:.0f}/s: "
-          f"{'met' if e2e_rate >= TARGET else 'NOT met'})")
-    print(f"peak RSS of a child process: {peak_mb:.0f} MB (cap {MEMORY_CAP_MB:.0f} MB: "
-          f"{'met' if peak_mb < MEMORY_CAP_MB else 'NOT met'})")
+    print(
+        f"ti backfill end to end:  {count} decisions in {e2e:6.2f}s = {e2e_rate:7.0f}/s "
+        f"({e2e_rate / core_rate:.2f} of core; target {TARGET:.0f}/s: "
+        f"{'met' if e2e_rate >= TARGET else 'NOT met'})"
+    )
+    print(
+        f"peak RSS of a child process: {peak_mb:.0f} MB (cap {MEMORY_CAP_MB:.0f} MB: "
+        f"{'met' if peak_mb < MEMORY_CAP_MB else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

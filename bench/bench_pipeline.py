@@ -40,8 +40,9 @@ async def core(tickers: list[str], day: str) -> float:
     start = time.perf_counter()
     for ticker in tickers:
         state = await DemoArena().run(ticker, day)
-        envelope = build_envelope_from_state(state, extra_meta=DEMO_META, ticker=ticker,
-                                             trade_date=day)
+        envelope = build_envelope_from_state(
+            state, extra_meta=DEMO_META, ticker=ticker, trade_date=day
+        )
         async with connect(settings=s) as client:
             await publish_envelope(client, s.stream_name, envelope)
             await publish_decision_hash(client, envelope, stream_name=s.stream_name)
@@ -72,8 +73,9 @@ def ti_run(day: str) -> float:
         ti = str(Path(sys.executable).parent / "ti")
         start = time.perf_counter()
         try:
-            subprocess.run([ti, "run", "NVDA", "--date", day], env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [ti, "run", "NVDA", "--date", day], env=env, check=True, capture_output=True
+            )
             return time.perf_counter() - start
         finally:  # the local Prefect server it started lives in this temporary HOME
             subprocess.run([ti, "server", "stop"], env=env, capture_output=True, check=False)
@@ -100,10 +102,14 @@ def main() -> None:
     cli = ti_run("2026-05-11")
     print(f"decisions per measurement: {n}")
     print(f"core build+publish (no Prefect)   {base * 1000:8.1f} ms/decision   1.0x")
-    print(f"publish_decision flow run          {single * 1000:8.1f} ms/decision "
-          f"{single / base:6.1f}x  (+{(single - base) * 1000:.0f} ms Prefect overhead)")
-    print(f"daily fan-out over {n} tickers      {fan_out * 1000:8.1f} ms/decision "
-          f"{fan_out / base:6.1f}x")
+    print(
+        f"publish_decision flow run          {single * 1000:8.1f} ms/decision "
+        f"{single / base:6.1f}x  (+{(single - base) * 1000:.0f} ms Prefect overhead)"
+    )
+    print(
+        f"daily fan-out over {n} tickers      {fan_out * 1000:8.1f} ms/decision "
+        f"{fan_out / base:6.1f}x"
+    )
     print(f"ephemeral Prefect server start     {startup:8.1f} s (once per process)")
     print(f"`ti run` end to end, new process   {cli:8.1f} s  {cli / base:8.0f}x")
 

@@ -47,8 +47,6 @@ from ti_core.groups import GroupReader  # noqa: E402
 S = DEFAULT_STREAM_NAME
 
 
-
-
 def payloads(count: int) -> list[str]:
     return [build_envelope_from_state(s).model_dump_json() for s in bench_states(count)]
 
@@ -56,7 +54,7 @@ def payloads(count: int) -> list[str]:
 async def fill(client: Any, data: list[str]) -> None:
     for start in range(0, len(data), 1000):
         pipe = client.pipeline(transaction=False)
-        for payload in data[start:start + 1000]:
+        for payload in data[start : start + 1000]:
             pipe.xadd(S, {"data": payload})
         await pipe.execute()
 
@@ -126,8 +124,9 @@ async def main(args: argparse.Namespace) -> None:
             for rnd in range(args.rounds):
                 runs = {
                     "reference": lambda: reference_loop(client, ref, args.count, args.batch),
-                    "group reader": lambda g=f"bench-{rnd}": group_loop(client, args.count,
-                                                                        args.batch, g),
+                    "group reader": lambda g=f"bench-{rnd}": group_loop(
+                        client, args.count, args.batch, g
+                    ),
                     "tail": lambda: tail_loop(client, args.count, args.batch),
                 }
                 for name, work in runs.items():
@@ -139,12 +138,16 @@ async def main(args: argparse.Namespace) -> None:
             await client.aclose()
         finally:
             server.stop()
-    print(f"{args.count} entries of {size / 1024:.1f} KB, batch {args.batch}, best of "
-          f"{args.rounds} rounds; entries per wall second and per client CPU second:")
+    print(
+        f"{args.count} entries of {size / 1024:.1f} KB, batch {args.batch}, best of "
+        f"{args.rounds} rounds; entries per wall second and per client CPU second:"
+    )
     ref_wall, ref_cpu = best["reference"]
     for name, (wall, cpu) in best.items():
-        print(f"  {name:<13} {wall:>8,.0f}/s wall ({wall / ref_wall:.2f}x reference)   "
-              f"{cpu:>8,.0f}/s CPU ({cpu / ref_cpu:.2f}x reference)")
+        print(
+            f"  {name:<13} {wall:>8,.0f}/s wall ({wall / ref_wall:.2f}x reference)   "
+            f"{cpu:>8,.0f}/s CPU ({cpu / ref_cpu:.2f}x reference)"
+        )
 
 
 if __name__ == "__main__":

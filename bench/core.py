@@ -48,8 +48,13 @@ def _round(fn: Callable[[Any], Any], inputs: list[Any], seconds: float) -> float
             return calls / (now - start)
 
 
-def rates(ours: Callable[[Any], Any], theirs: Callable[[Any], Any], inputs: list[Any],
-          seconds: float, rounds: int = 4) -> tuple[float, float]:
+def rates(
+    ours: Callable[[Any], Any],
+    theirs: Callable[[Any], Any],
+    inputs: list[Any],
+    seconds: float,
+    rounds: int = 4,
+) -> tuple[float, float]:
     """Best rate of each over alternating rounds, so load on the machine hits both alike."""
     best_ours = best_theirs = 0.0
     for _ in range(rounds):
@@ -85,17 +90,25 @@ def main() -> None:
     def dumped(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return lambda s: build(s).model_dump_json()
 
-    cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], list[Any]]] = [
-        (f"build {name}", build_envelope_from_state, ref.build_envelope_from_state, inputs)
-        for name, inputs in shapes.items()
-    ] + [
-        (f"build+serialise {name}", dumped(build_envelope_from_state),
-         dumped(ref.build_envelope_from_state), inputs)
-        for name, inputs in shapes.items()
-    ] + [
-        ("decode valid (bytes)", decode_envelope, ref.decode_envelope, valid),
-        ("decode skip-path (str)", decode_envelope, ref.decode_envelope, skips),
-    ]
+    cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], list[Any]]] = (
+        [
+            (f"build {name}", build_envelope_from_state, ref.build_envelope_from_state, inputs)
+            for name, inputs in shapes.items()
+        ]
+        + [
+            (
+                f"build+serialise {name}",
+                dumped(build_envelope_from_state),
+                dumped(ref.build_envelope_from_state),
+                inputs,
+            )
+            for name, inputs in shapes.items()
+        ]
+        + [
+            ("decode valid (bytes)", decode_envelope, ref.decode_envelope, valid),
+            ("decode skip-path (str)", decode_envelope, ref.decode_envelope, skips),
+        ]
+    )
     for name, inputs in shapes.items():
         sizes = [len(build_envelope_from_state(s).model_dump_json().encode()) for s in inputs]
         print(f"{name}: {len(inputs)} states, mean envelope {sum(sizes) / len(sizes):,.0f} bytes")

@@ -28,8 +28,6 @@ CORRELATION_ID = "0123456789abcdef0123456789abcdef"
 PUBLISHED_AT = datetime(2026, 5, 11, 21, 30, 0, 123456, tzinfo=UTC)
 
 
-
-
 class _Recorder:
     """Records what the reference writes (a stand-in client for this one-off script only)."""
 

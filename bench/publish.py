@@ -65,9 +65,11 @@ class Meter:
         return self.count / self.wall
 
     def line(self) -> str:
-        return (f"{self.label:<42} {self.count:>7,} in {self.wall:6.2f}s {self.rate:>8,.0f}/s "
-                f"(best slice {self.best:>7,.0f}/s)  cpu {self.cpu / self.count * 1e6:4.0f} us "
-                f"(server {self.server / self.count * 1e6:3.0f})")
+        return (
+            f"{self.label:<42} {self.count:>7,} in {self.wall:6.2f}s {self.rate:>8,.0f}/s "
+            f"(best slice {self.best:>7,.0f}/s)  cpu {self.cpu / self.count * 1e6:4.0f} us "
+            f"(server {self.server / self.count * 1e6:3.0f})"
+        )
 
 
 def _cpu_self() -> float:
@@ -83,8 +85,9 @@ async def _cpu_server(admin: Any) -> float:
 Work = Callable[[Any], Awaitable[None]]
 
 
-async def measure(meter: Meter, admin: Any, count: int, work: Work,
-                  prepare: Callable[[], Any] | None = None) -> None:
+async def measure(
+    meter: Meter, admin: Any, count: int, work: Work, prepare: Callable[[], Any] | None = None
+) -> None:
     """Time ``work(prepare())``: what ``prepare`` makes (prebuilt envelopes) is not timed."""
     await admin.flushall()
     given = prepare() if prepare is not None else None
@@ -100,8 +103,9 @@ async def measure(meter: Meter, admin: Any, count: int, work: Work,
     meter.best = max(meter.best, count / wall)
 
 
-def paths(part: list[Any], plain: Any, ours: Any, ref: Any, chunk: int
-          ) -> dict[str, tuple[Work, Callable[[], Any] | None]]:
+def paths(
+    part: list[Any], plain: Any, ours: Any, ref: Any, chunk: int
+) -> dict[str, tuple[Work, Callable[[], Any] | None]]:
     """Each timed path over one slice of states (and what to prepare untimed), in order."""
 
     async def reference(_: Any) -> None:
@@ -115,6 +119,7 @@ def paths(part: list[Any], plain: Any, ours: Any, ref: Any, chunk: int
             built = [build_envelope_from_state(s) for s in part]
             results = await publish_many(client, built, chunk_size=chunk)
             assert all(r.created for r in results)
+
         return work
 
     async def streamed(_: Any) -> None:
@@ -131,35 +136,48 @@ def paths(part: list[Any], plain: Any, ours: Any, ref: Any, chunk: int
     def publish_only(client: Any) -> Work:
         async def work(prebuilt: list[Any]) -> None:
             await publish_many(client, prebuilt, chunk_size=chunk)
+
         return work
 
     def prebuild() -> list[Any]:
         return [build_envelope_from_state(s) for s in part]
 
-    return {"ref": (reference, None), "ours": (build_then_publish(plain), None),
-            "ours_ti": (build_then_publish(ours), None), "stream": (streamed, None),
-            "build": (build_alone, None), "refbuild": (ref_build_alone, None),
-            "only": (publish_only(plain), prebuild), "only_ti": (publish_only(ours), prebuild)}
+    return {
+        "ref": (reference, None),
+        "ours": (build_then_publish(plain), None),
+        "ours_ti": (build_then_publish(ours), None),
+        "stream": (streamed, None),
+        "build": (build_alone, None),
+        "refbuild": (ref_build_alone, None),
+        "only": (publish_only(plain), prebuild),
+        "only_ti": (publish_only(ours), prebuild),
+    }
 
 
-async def run_shape(shape: str, states: list[Any], slices: int, chunk: int, ref: Any,
-                    url: str) -> None:
+async def run_shape(
+    shape: str, states: list[Any], slices: int, chunk: int, ref: Any, url: str
+) -> None:
     gc.collect()
     gc.freeze()  # the inputs are long-lived: keep the collector from rescanning them
     count = len(states)
     size = len(build_envelope_from_state(states[0]).model_dump_json().encode())
-    print(f"\n== {shape}: {count:,} states, envelope {size:,} bytes, {slices} interleaved "
-          f"slices, publish_many chunk {chunk}")
-    meters = {name: Meter(label) for name, label in [
-        ("ref", "reference: build + XADD + HSET, one by one"),
-        ("ours", "ours: build all, then publish_many (plain)"),
-        ("ours_ti", "ours: build all, then publish_many (open_redis)"),
-        ("stream", "ours: publish_many(build for each state)"),
-        ("build", "ours: build alone"),
-        ("refbuild", "reference: build alone"),
-        ("only", "ours: publish_many alone, prebuilt (plain)"),
-        ("only_ti", "ours: publish_many alone, prebuilt (open_redis)"),
-    ]}
+    print(
+        f"\n== {shape}: {count:,} states, envelope {size:,} bytes, {slices} interleaved "
+        f"slices, publish_many chunk {chunk}"
+    )
+    meters = {
+        name: Meter(label)
+        for name, label in [
+            ("ref", "reference: build + XADD + HSET, one by one"),
+            ("ours", "ours: build all, then publish_many (plain)"),
+            ("ours_ti", "ours: build all, then publish_many (open_redis)"),
+            ("stream", "ours: publish_many(build for each state)"),
+            ("build", "ours: build alone"),
+            ("refbuild", "reference: build alone"),
+            ("only", "ours: publish_many alone, prebuilt (plain)"),
+            ("only_ti", "ours: publish_many alone, prebuilt (open_redis)"),
+        ]
+    }
     # A plain client, as a library user would make one, and ours (hiredis packing, retries).
     plain = redis_asyncio.from_url(url)
     ours = open_redis(url)
@@ -168,7 +186,7 @@ async def run_shape(shape: str, states: list[Any], slices: int, chunk: int, ref:
             await publish_many(client, [build_envelope_from_state(states[0])])
         step = -(-count // slices)
         for start in range(0, count, step):
-            part = states[start:start + step]
+            part = states[start : start + step]
             for name, (work, prepare) in paths(part, plain, ours, ref, chunk).items():
                 await measure(meters[name], plain, len(part), work, prepare)
                 if name == "ours":
@@ -180,13 +198,19 @@ async def run_shape(shape: str, states: list[Any], slices: int, chunk: int, ref:
     for meter in meters.values():
         print(meter.line())
     r, o = meters["ref"], meters["ours"]
-    print(f"{shape}: build all + publish_many (plain) / reference: {o.rate / r.rate:5.2f}x wall "
-          f"(target >= 4x), {r.cpu / o.cpu:5.2f}x by CPU per envelope")
-    print(f"{shape}: same on open_redis / reference: {meters['ours_ti'].rate / r.rate:5.2f}x; "
-          f"streamed (plain): {meters['stream'].rate / r.rate:5.2f}x")
-    print(f"{shape}: our build / the reference's: "
-          f"{meters['build'].rate / meters['refbuild'].rate:5.2f}x; publish_many alone, "
-          f"plain / open_redis: {meters['only'].rate / meters['only_ti'].rate:5.2f}")
+    print(
+        f"{shape}: build all + publish_many (plain) / reference: {o.rate / r.rate:5.2f}x wall "
+        f"(target >= 4x), {r.cpu / o.cpu:5.2f}x by CPU per envelope"
+    )
+    print(
+        f"{shape}: same on open_redis / reference: {meters['ours_ti'].rate / r.rate:5.2f}x; "
+        f"streamed (plain): {meters['stream'].rate / r.rate:5.2f}x"
+    )
+    print(
+        f"{shape}: our build / the reference's: "
+        f"{meters['build'].rate / meters['refbuild'].rate:5.2f}x; publish_many alone, "
+        f"plain / open_redis: {meters['only'].rate / meters['only_ti'].rate:5.2f}"
+    )
 
 
 async def run(count: int, slices: int, chunk: int) -> None:

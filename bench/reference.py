@@ -58,16 +58,29 @@ def bench_states(count: int) -> list[dict[str, Any]]:
 
 
 _SOURCES = ("prices", "filings", "news", "social", "options", "macro", "estimates")
-_FACTORS = ("guidance raise", "margin stability", "data-center backlog", "export controls",
-            "put/call 0.9", "rates steady", "RSI 61", "insider selling", "buyback")
-_SIGNALS = (("fundamentals_analyst", "fundamentals", "bullish"),
-            ("technical_analyst", "technical", "BULLISH"),
-            ("sentiment_analyst", "sentiment", "neutral"),
-            ("news_analyst", "news", "bearish"),
-            ("macro_analyst", "macro", "NEUTRAL"))
-_SUMMARY = ("Revenue guidance raised for the third quarter in a row; gross margin stable at 75% "
-            "and the backlog covers two quarters of supply. Export-control headlines weigh on "
-            "China exposure, options skew is neutral, RSI 61.")
+_FACTORS = (
+    "guidance raise",
+    "margin stability",
+    "data-center backlog",
+    "export controls",
+    "put/call 0.9",
+    "rates steady",
+    "RSI 61",
+    "insider selling",
+    "buyback",
+)
+_SIGNALS = (
+    ("fundamentals_analyst", "fundamentals", "bullish"),
+    ("technical_analyst", "technical", "BULLISH"),
+    ("sentiment_analyst", "sentiment", "neutral"),
+    ("news_analyst", "news", "bearish"),
+    ("macro_analyst", "macro", "NEUTRAL"),
+)
+_SUMMARY = (
+    "Revenue guidance raised for the third quarter in a row; gross margin stable at 75% "
+    "and the backlog covers two quarters of supply. Export-control headlines weigh on "
+    "China exposure, options skew is neutral, RSI 61."
+)
 
 
 def rich_state(i: int) -> dict[str, Any]:
@@ -76,29 +89,42 @@ def rich_state(i: int) -> dict[str, Any]:
     return {
         "arena_id": f"ti-rich-{i:06d}",
         "llm_model": "claude-sonnet-4",
-        "target": {"ticker": f"R{i % 200:03d}",
-                   "trade_date": (date(2020, 1, 1) + timedelta(days=i // 200)).isoformat(),
-                   "exchange": "NASDAQ", "asset_class": "equity"},
+        "target": {
+            "ticker": f"R{i % 200:03d}",
+            "trade_date": (date(2020, 1, 1) + timedelta(days=i // 200)).isoformat(),
+            "exchange": "NASDAQ",
+            "asset_class": "equity",
+        },
         "synthesis_verdict": ("buy", "HOLD", "Sell")[i % 3],
         "synthesis_confidence": (i % 100) / 100,
         "synthesis_score": ((i % 200) - 100) / 100,
         "synthesis_reasoning": (REASONING * 2)[:400],
         "agent_signals": [
-            {"agent": agent, "domain": domain, "signal": word,
-             "confidence": round(0.3 + 0.1 * k + (i % 7) / 100, 2),
-             "summary": _SUMMARY[:200],
-             "key_factors": [_FACTORS[(i + k + f) % len(_FACTORS)] for f in range(1 + k % 3)],
-             "narrative": "Long narrative text that must stay off the envelope. " * 4}
+            {
+                "agent": agent,
+                "domain": domain,
+                "signal": word,
+                "confidence": round(0.3 + 0.1 * k + (i % 7) / 100, 2),
+                "summary": _SUMMARY[:200],
+                "key_factors": [_FACTORS[(i + k + f) % len(_FACTORS)] for f in range(1 + k % 3)],
+                "narrative": "Long narrative text that must stay off the envelope. " * 4,
+            }
             for k, (agent, domain, word) in enumerate(_SIGNALS)
         ],
         "source_metrics": [
-            {"source": _SOURCES[(i + m) % len(_SOURCES)], "success": (i + m) % 9 != 0,
-             "result_bytes": 1000 + 137 * m + i % 500, "latency_ms": 40 + m}
+            {
+                "source": _SOURCES[(i + m) % len(_SOURCES)],
+                "success": (i + m) % 9 != 0,
+                "result_bytes": 1000 + 137 * m + i % 500,
+                "latency_ms": 40 + m,
+            }
             for m in range(20)
         ],
-        "phase_timings": [{"phase": "gather", "seconds": 12.4 + i % 10},
-                          {"phase": "analyze", "seconds": 61.9},
-                          {"phase": "synthesize", "seconds": 8.2}],
+        "phase_timings": [
+            {"phase": "gather", "seconds": 12.4 + i % 10},
+            {"phase": "analyze", "seconds": 61.9},
+            {"phase": "synthesize", "seconds": 8.2},
+        ],
         "arena_total_seconds": 82.5 + i % 10,
         "reports": {"fundamentals_analyst": "Very long report ..."},
     }

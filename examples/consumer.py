@@ -71,8 +71,11 @@ class Engine:
             APPLY, 2, self.applied_key, self.positions_key, entry_id, d.target.ticker, position
         )
         word = "applied" if applied else "already applied"
-        print(f"{word} {d.target.ticker} {d.target.trade_date} {s.verdict} "
-              f"confidence {s.confidence:.2f} -> position {position:+d} ({entry_id})", flush=True)
+        print(
+            f"{word} {d.target.ticker} {d.target.trade_date} {s.verdict} "
+            f"confidence {s.confidence:.2f} -> position {position:+d} ({entry_id})",
+            flush=True,
+        )
 
 
 async def consume(args: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -81,14 +84,22 @@ async def consume(args: argparse.Namespace, stop: asyncio.Event) -> int:
     stream = args.stream or settings.stream_name
     async with connect(args.url, settings=settings) as client:
         reader = GroupReader(
-            client, args.group, args.consumer,
+            client,
+            args.group,
+            args.consumer,
             Engine(client, args.group, args.min_confidence),
-            stream_name=stream, start="0" if args.from_start else "$",
-            max_attempts=args.max_attempts, claim_idle_ms=args.claim_idle_ms, block_ms=1000,
+            stream_name=stream,
+            start="0" if args.from_start else "$",
+            max_attempts=args.max_attempts,
+            claim_idle_ms=args.claim_idle_ms,
+            block_ms=1000,
             give_up_after=args.give_up_after or settings.reconnect_give_up_seconds,
         )
-        print(f"consumer {args.consumer} of group {args.group} started on {stream} at "
-              f"{redact_url(args.url)}", flush=True)
+        print(
+            f"consumer {args.consumer} of group {args.group} started on {stream} at "
+            f"{redact_url(args.url)}",
+            flush=True,
+        )
         try:
             await reader.run(stop=stop)
         except ConsumerBrokenError as exc:
@@ -107,20 +118,29 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--url", default=os.environ.get("TI_REDIS_URL"),
-                   help="Redis URL (default: $TI_REDIS_URL)")
+    p.add_argument(
+        "--url", default=os.environ.get("TI_REDIS_URL"), help="Redis URL (default: $TI_REDIS_URL)"
+    )
     p.add_argument("--group", default="engine", help="consumer group (default: engine)")
-    p.add_argument("--consumer", default=f"{socket.gethostname()}-{os.getpid()}",
-                   help="this consumer's name, stable across restarts (default: HOST-PID)")
+    p.add_argument(
+        "--consumer",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="this consumer's name, stable across restarts (default: HOST-PID)",
+    )
     p.add_argument("--stream", help="stream (default: TI_STREAM_NAME or the contract's)")
-    p.add_argument("--from-start", action="store_true",
-                   help="a new group starts at the stream's first entry instead of new ones")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="a new group starts at the stream's first entry instead of new ones",
+    )
     p.add_argument("--min-confidence", type=float, default=0.6)
     p.add_argument("--max-attempts", type=int, default=5)
     p.add_argument("--claim-idle-ms", type=int, default=60_000)
-    p.add_argument("--give-up-after", type=float,
-                   help="seconds to keep reconnecting to a lost Redis (default: "
-                   "TI_RECONNECT_GIVE_UP_SECONDS)")
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        help="seconds to keep reconnecting to a lost Redis (default: TI_RECONNECT_GIVE_UP_SECONDS)",
+    )
     args = p.parse_args(argv)
     if not args.url and not TiSettings().uses_server:
         p.error("a Redis server is needed: pass --url or set TI_REDIS_URL (or TI_REDIS_SENTINELS)")

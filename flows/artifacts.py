@@ -50,21 +50,33 @@ def decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for s in decision.get("agent_signals", []):
-        lines.append(f"| {_cell(s['agent'])} | {_cell(s['domain'])} | {s['signal']} | "
-                     f"{s['confidence']:.2f} | {_cell(s.get('summary'))} |")
+        lines.append(
+            f"| {_cell(s['agent'])} | {_cell(s['domain'])} | {s['signal']} | "
+            f"{s['confidence']:.2f} | {_cell(s.get('summary'))} |"
+        )
     if synthesis.get("reasoning"):
         lines += ["", "> " + _cell(synthesis["reasoning"])[:1000]]
     return "\n".join(lines)
 
 
-TABLE_COLUMNS = ("ticker", "trade_date", "status", "verdict", "confidence", "degraded",
-                 "entry_id", "error")
+TABLE_COLUMNS = (
+    "ticker",
+    "trade_date",
+    "status",
+    "verdict",
+    "confidence",
+    "degraded",
+    "entry_id",
+    "error",
+)
 
 
 def run_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The flow run's table: one row per (ticker, date) with status, verdict, entry id, error."""
-    return [{c: ("" if r.get(c) is None or r.get(c) is False else r.get(c))
-             for c in TABLE_COLUMNS} for r in rows]
+    return [
+        {c: ("" if r.get(c) is None or r.get(c) is False else r.get(c)) for c in TABLE_COLUMNS}
+        for r in rows
+    ]
 
 
 async def write_decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> None:

@@ -115,12 +115,19 @@ def _tickers(tickers: list[str] | str) -> list[str]:
 
 
 def _outcome_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
-    return [{"ticker": o.ticker, "trade_date": o.trade_date, "status": o.status,
-             "entry_id": o.entry_id, "reason": o.reason} for o in outcomes]
+    return [
+        {
+            "ticker": o.ticker,
+            "trade_date": o.trade_date,
+            "status": o.status,
+            "entry_id": o.entry_id,
+            "reason": o.reason,
+        }
+        for o in outcomes
+    ]
 
 
-@task(name="backfill-batch", cache_policy=NO_CACHE,
-      task_run_name="batch-{number}")
+@task(name="backfill-batch", cache_policy=NO_CACHE, task_run_name="batch-{number}")
 async def backfill_batch_task(
     pairs: list[tuple[str, str]],
     number: int,
@@ -135,10 +142,15 @@ async def backfill_batch_task(
     items = [Item(t, d) for t, d in pairs]
     async with connect(settings=s) as client:
         report = await backfill_batch(
-            client, runner, items, only=only, stream_name=s.stream_name,
+            client,
+            runner,
+            items,
+            only=only,
+            stream_name=s.stream_name,
             concurrency=concurrency or s.arena_concurrency,
             trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
-            idempotency_ttl=s.idempotency_ttl_seconds, publish_degraded=publish_degraded,
+            idempotency_ttl=s.idempotency_ttl_seconds,
+            publish_degraded=publish_degraded,
         )
     return report
 
@@ -160,14 +172,17 @@ class _ApiWrites:
 
     async def batch_done(self, number: int, report: BatchReport, planned: int) -> None:
         if report.outcomes:
-            self._add(acreate_table_artifact(
-                table=_outcome_rows(report.outcomes),
-                description=f"backfill batch {number}: {len(report.outcomes)} items run, "
-                f"{report.skipped} already done",
-            ))
+            self._add(
+                acreate_table_artifact(
+                    table=_outcome_rows(report.outcomes),
+                    description=f"backfill batch {number}: {len(report.outcomes)} items run, "
+                    f"{report.skipped} already done",
+                )
+            )
         if self.progress_write is None or self.progress_write.done():
             self.progress_write = self._add(
-                aupdate_progress_artifact(self.progress_id, 100.0 * planned / self.total))
+                aupdate_progress_artifact(self.progress_id, 100.0 * planned / self.total)
+            )
         while len(self.pending) > _WRITES_IN_FLIGHT:
             await self.pending.popleft()
 
@@ -182,14 +197,23 @@ class _ApiWrites:
 
 
 async def _summary_artifacts(summary: BackfillSummary, title: str) -> None:
-    rows = [{"ticker": o.ticker, "trade_date": o.trade_date, "status": "failed",
-             "reason": o.reason} for o in summary.failed]
-    rows.append({"ticker": "(all)", "trade_date": "", "status": "summary",
-                 "reason": f"{summary.planned} planned, {summary.skipped} skipped, "
-                 f"{summary.published} published, {summary.unchanged} unchanged, "
-                 f"{len(summary.failed)} failed"})
-    await acreate_table_artifact(key=artifact_key("backfill", "summary"), table=rows,
-                                 description=title)
+    rows = [
+        {"ticker": o.ticker, "trade_date": o.trade_date, "status": "failed", "reason": o.reason}
+        for o in summary.failed
+    ]
+    rows.append(
+        {
+            "ticker": "(all)",
+            "trade_date": "",
+            "status": "summary",
+            "reason": f"{summary.planned} planned, {summary.skipped} skipped, "
+            f"{summary.published} published, {summary.unchanged} unchanged, "
+            f"{len(summary.failed)} failed",
+        }
+    )
+    await acreate_table_artifact(
+        key=artifact_key("backfill", "summary"), table=rows, description=title
+    )
 
 
 def _progress_callback() -> Callable[[BatchReport], None] | None:
@@ -205,8 +229,15 @@ def _distributed_runner() -> bool:
 
 
 async def _run_batches(
-    names: list[str], plan: SessionPlan, arena: str, only: str, concurrency: int | None,
-    batch_size: int, summary: BackfillSummary, writes: _ApiWrites, degraded: bool = False,
+    names: list[str],
+    plan: SessionPlan,
+    arena: str,
+    only: str,
+    concurrency: int | None,
+    batch_size: int,
+    summary: BackfillSummary,
+    writes: _ApiWrites,
+    degraded: bool = False,
 ) -> None:
     """Two batch tasks in flight (one's Redis and API round trips overlap the other's arena and
     build work); reports are taken in plan order."""
@@ -223,19 +254,23 @@ async def _run_batches(
         await writes.batch_done(number, report, summary.planned)
 
     try:
-        for number, chunk in enumerate(batched(plan_items(names, plan.sessions), batch_size),
-                                       start=1):
+        for number, chunk in enumerate(
+            batched(plan_items(names, plan.sessions), batch_size), start=1
+        ):
             pairs = [(i.ticker, i.trade_date) for i in chunk]
             if distributed:  # Dask and the like: the runner places the batch on a worker
-                submitted = backfill_batch_task.submit(pairs, number, arena, only, concurrency,
-                                                       degraded)
+                submitted = backfill_batch_task.submit(
+                    pairs, number, arena, only, concurrency, degraded
+                )
                 result = cast("Callable[[], BatchReport]", submitted.result)  # sync on a worker
                 pending: asyncio.Future[BatchReport] = asyncio.ensure_future(
-                    asyncio.to_thread(result))
+                    asyncio.to_thread(result)
+                )
             else:  # in process: run on the flow's own loop, the cheapest path
                 quoted = cast("list[tuple[str, str]]", quote(pairs))  # Prefect need not walk
                 pending = asyncio.ensure_future(
-                    backfill_batch_task(quoted, number, arena, only, concurrency, degraded))
+                    backfill_batch_task(quoted, number, arena, only, concurrency, degraded)
+                )
             in_flight.append((number, pending))
             if len(in_flight) >= _BATCHES_IN_FLIGHT:
                 await finish()
@@ -267,35 +302,51 @@ async def backfill(
     Failed, naming each failed item, if any item failed.
     """
     if only not in ONLY_MODES:
-        raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got "
-                                f"{shorten(only)}")
+        raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
     s = TiSettings()
     names = _tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
-    _logger().info("%d sessions x %d tickers (%d days skipped: weekends and holidays)",
-                len(plan.sessions), len(names), len(plan.skipped))
+    _logger().info(
+        "%d sessions x %d tickers (%d days skipped: weekends and holidays)",
+        len(plan.sessions),
+        len(names),
+        len(plan.skipped),
+    )
     if dry_run:
         return await dry_run_plan(names, plan, only, s, record=_in_run())
     ensure_demo_allowed(runner, s)
     summary = BackfillSummary(plan.calendar, len(plan.sessions), list(plan.skipped))
     total = len(names) * len(plan.sessions)
     progress = await acreate_progress_artifact(
-        progress=0.0, key=artifact_key("backfill", "progress"),
+        progress=0.0,
+        key=artifact_key("backfill", "progress"),
         description=f"backfill {plan.start}..{plan.end}: {total} items",
     )
     writes = _ApiWrites(progress, total)
     try:
-        await _run_batches(names, plan, runner.spec, only, concurrency, s.batch_size, summary,
-                           writes, s.publish_degraded if publish_degraded is None
-                           else publish_degraded)
+        await _run_batches(
+            names,
+            plan,
+            runner.spec,
+            only,
+            concurrency,
+            s.batch_size,
+            summary,
+            writes,
+            s.publish_degraded if publish_degraded is None else publish_degraded,
+        )
     finally:
         await writes.close(summary.planned)
     await _summary_artifacts(summary, f"backfill {plan.start}..{plan.end} ({only})")
     if summary.failed:
-        detail = "; ".join(f"{o.ticker} {o.trade_date}: {o.reason}"
-                           for o in summary.failed[:_SUMMARY_FAILED_IN_ERROR])
+        detail = "; ".join(
+            f"{o.ticker} {o.trade_date}: {o.reason}"
+            for o in summary.failed[:_SUMMARY_FAILED_IN_ERROR]
+        )
         more = len(summary.failed) - _SUMMARY_FAILED_IN_ERROR
-        raise TiError(f"{len(summary.failed)} of {summary.planned - summary.skipped} backfill "
-                      f"items failed: {detail}" + (f" (and {more} more)" if more > 0 else ""))
+        raise TiError(
+            f"{len(summary.failed)} of {summary.planned - summary.skipped} backfill "
+            f"items failed: {detail}" + (f" (and {more} more)" if more > 0 else "")
+        )
     return summary

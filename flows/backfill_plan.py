@@ -50,7 +50,8 @@ async def dry_run_plan(
         from prefect.artifacts import acreate_markdown_artifact  # ti backfill --dry-run: no Prefect
 
         await acreate_markdown_artifact(
-            key=artifact_key("backfill", "plan"), markdown=plan_markdown(result, names, only),
+            key=artifact_key("backfill", "plan"),
+            markdown=plan_markdown(result, names, only),
             description=f"backfill dry run {plan.start}..{plan.end}",
         )
     return result
@@ -80,10 +81,12 @@ def plan_markdown(plan: DryRunPlan, names: list[str], only: str) -> str:
     """The dry run's plan: sessions, skipped days, already published, failed, and to do."""
     total = len(names) * len(plan.sessions)
     lines = [
-        f"# Backfill plan (dry run, only={only}, calendar {plan.calendar})", "",
+        f"# Backfill plan (dry run, only={only}, calendar {plan.calendar})",
+        "",
         f"- {len(plan.sessions)} sessions x {len(names)} tickers = {total} items",
         f"- already published: {plan.published}; recorded as failed: {len(plan.failed)}",
-        f"- **to do: {len(plan.todo)}**", "",
+        f"- **to do: {len(plan.todo)}**",
+        "",
     ]
     if plan.skipped_days:
         lines += ["## Skipped days", ""]

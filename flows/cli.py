@@ -19,8 +19,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["COMMANDS", "drain_prefect", "main", "not_prefect", "prepare_prefect",
-           "quiet_prefect_defaults"]
+__all__ = [
+    "COMMANDS",
+    "drain_prefect",
+    "main",
+    "not_prefect",
+    "prepare_prefect",
+    "quiet_prefect_defaults",
+]
 
 
 class Command(NamedTuple):
@@ -38,12 +44,13 @@ COMMANDS: dict[str, Command] = {
     "tail": Command("flows.cmd_consume:register", "print decisions as they are published"),
     "lag": Command("flows.cmd_consume:register", "consumer groups' lag and pending entries"),
     "serve": Command("flows.cmd_ops:register", "serve the three deployments from this process"),
-    "emit-arena-completed": Command("flows.cmd_ops:register",
-                                    "tell Prefect an arena run finished"),
+    "emit-arena-completed": Command("flows.cmd_ops:register", "tell Prefect an arena run finished"),
     "verify": Command("flows.cmd_ops:register", "audit Redis: hashes vs stream entries"),
     "store": Command("flows.cmd_store:register", "check, restore or reset the embedded store"),
-    "server": Command("flows.cmd_server:register", "the shared local Prefect server: "
-                      "start, stop, status (UI address)"),
+    "server": Command(
+        "flows.cmd_server:register",
+        "the shared local Prefect server: start, stop, status (UI address)",
+    ),
 }
 
 DESCRIPTION = (
@@ -119,14 +126,16 @@ def _command_name(argv: list[str]) -> str | None:
 
 def _parser(chosen: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ti", description=DESCRIPTION)
-    parser.add_argument("--debug", action="store_true",
-                        help="show tracebacks and debug logs (anywhere on the line)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logs (anywhere on the line)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     if chosen in COMMANDS:
         module, function = COMMANDS[chosen].target.split(":")
         getattr(importlib.import_module(module), function)(subparsers)
-        subparsers.choices[chosen].add_argument("--debug", action="store_true",
-                                                help="show tracebacks and debug logs")
+        subparsers.choices[chosen].add_argument(
+            "--debug", action="store_true", help="show tracebacks and debug logs"
+        )
     for name, command in COMMANDS.items():
         if name not in subparsers.choices:
             subparsers.add_parser(name, help=command.help, add_help=False)

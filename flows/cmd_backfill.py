@@ -29,8 +29,12 @@ from ti_core.errors import TiError
 __all__ = ["register"]
 
 MARKS = {"published": "#", "orphan_entry": "o", "failed": "x", "missing": "."}
-STYLES = {"published": "green", "orphan_entry": "bold yellow", "failed": "bold red",
-          "missing": "dim"}
+STYLES = {
+    "published": "green",
+    "orphan_entry": "bold yellow",
+    "failed": "bold red",
+    "missing": "dim",
+}
 
 
 def _tickers(text: str) -> list[str]:
@@ -52,24 +56,36 @@ def _add_range(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add ``backfill`` and ``status``."""
     p = subparsers.add_parser(
-        "backfill", help="publish every session of a date range (resumable)",
+        "backfill",
+        help="publish every session of a date range (resumable)",
         description="Publish one decision per ticker per trading session from --start to --end "
-        "(inclusive), in batches. Re-running is safe: published items are skipped.")
+        "(inclusive), in batches. Re-running is safe: published items are skipped.",
+    )
     _add_range(p)
     add_arena(p)
-    p.add_argument("--only", choices=("missing", "failed", "all"), default="missing",
-                   help="missing: not yet published (default); failed: recorded failures; "
-                   "all: everything (identical decisions still add nothing)")
+    p.add_argument(
+        "--only",
+        choices=("missing", "failed", "all"),
+        default="missing",
+        help="missing: not yet published (default); failed: recorded failures; "
+        "all: everything (identical decisions still add nothing)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan, publish nothing")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)",
+    )
     add_allow_demo(p)
     add_publish_degraded(p)
     p.set_defaults(func=_backfill)
     s = subparsers.add_parser(
-        "status", help="ticker x session grid: published / failed / missing",
+        "status",
+        help="ticker x session grid: published / failed / missing",
         description="Coverage of a date range, read from Redis: one row per ticker, one mark "
-        "per session (# published, x failed, . missing).")
+        "per session (# published, x failed, . missing).",
+    )
     _add_range(s)
     s.add_argument("--json", action="store_true", help="print the grid as JSON")
     s.set_defaults(func=_status)
@@ -130,8 +146,9 @@ def _dry_run(args: argparse.Namespace, names: list[str], calendar: str) -> int:
     from ti_core.settings import TiSettings
 
     plan = sessions(args.start, args.end, calendar)
-    return _print_plan(asyncio.run(dry_run_plan(names, plan, args.only, TiSettings(),
-                                                record=False)), args.only)
+    return _print_plan(
+        asyncio.run(dry_run_plan(names, plan, args.only, TiSettings(), record=False)), args.only
+    )
 
 
 def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:
@@ -146,9 +163,15 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
     err = Console(stderr=True)
     total = len(names) * len(sessions(args.start, args.end, calendar).sessions)
     failed: list[Outcome] = []
-    bar = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[note]}"), console=err, transient=True,
-                   disable=args.dry_run or not err.is_terminal)
+    bar = Progress(
+        TextColumn("backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err,
+        transient=True,
+        disable=args.dry_run or not err.is_terminal,
+    )
 
     with bar:
         job = bar.add_task("items", total=total, note="")
@@ -159,9 +182,19 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
 
         token = ON_PROGRESS.set(on_batch)
         try:
-            result = asyncio.run(backfill(
-                names, args.start, args.end, args.arena, calendar, args.only, args.dry_run,
-                args.concurrency, True if args.publish_degraded else None))
+            result = asyncio.run(
+                backfill(
+                    names,
+                    args.start,
+                    args.end,
+                    args.arena,
+                    calendar,
+                    args.only,
+                    args.dry_run,
+                    args.concurrency,
+                    True if args.publish_degraded else None,
+                )
+            )
         except Exception as exc:  # one line, not a traceback; the run's logs have the rest
             if args.debug:
                 raise
@@ -181,15 +214,19 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
 
 
 def _summary_line(summary: Any) -> str:
-    return (f"backfill done: {summary.planned} items over {summary.sessions} sessions "
-            f"({len(summary.skipped_days)} days skipped): {summary.published} published, "
-            f"{summary.unchanged} unchanged, {summary.skipped} already done, 0 failed")
+    return (
+        f"backfill done: {summary.planned} items over {summary.sessions} sessions "
+        f"({len(summary.skipped_days)} days skipped): {summary.published} published, "
+        f"{summary.unchanged} unchanged, {summary.skipped} already done, 0 failed"
+    )
 
 
 def _print_plan(plan: Any, only: str) -> int:
-    print(f"dry run (only={only}, calendar {plan.calendar}): {len(plan.sessions)} sessions, "
-          f"{plan.published} already published, {len(plan.failed)} recorded failures, "
-          f"{len(plan.todo)} to do; nothing published")
+    print(
+        f"dry run (only={only}, calendar {plan.calendar}): {len(plan.sessions)} sessions, "
+        f"{plan.published} already published, {len(plan.failed)} recorded failures, "
+        f"{len(plan.todo)} to do; nothing published"
+    )
     for day, reason in plan.skipped_days:
         if reason != "weekend":
             print(f"skip {day}: {reason}")
@@ -228,8 +265,9 @@ def _print_grid(grid: Any) -> None:
     from rich.text import Text
 
     months = sorted({d[:7] for d in grid.sessions})
-    table = Table(title=f"coverage ({grid.calendar}): # published  o orphan_entry  x failed  "
-                  ". missing")
+    table = Table(
+        title=f"coverage ({grid.calendar}): # published  o orphan_entry  x failed  . missing"
+    )
     table.add_column("ticker", style="bold")
     for month in months:
         table.add_column(month, no_wrap=True)
@@ -248,9 +286,12 @@ def _print_grid(grid: Any) -> None:
     console = Console()
     console.print(table)
     if grid.counts()["orphan_entry"]:
-        console.print("o orphan_entry: an entry on the stream without its lookup hash; publish "
-                      "again to heal it (ti backfill --only missing)", markup=False,
-                      highlight=False)
+        console.print(
+            "o orphan_entry: an entry on the stream without its lookup hash; publish "
+            "again to heal it (ti backfill --only missing)",
+            markup=False,
+            highlight=False,
+        )
     for item, reason in grid.failures.items():
         console.print(f"failed {item}: {reason}", markup=False, highlight=False)
     holidays = [f"{d} ({r})" for d, r in grid.skipped if r != "weekend"]

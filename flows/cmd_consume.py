@@ -39,34 +39,50 @@ def format_line(entry_id: str, envelope: TradingIntelligenceEnvelope, as_json: b
         return f'{{"entry_id": {json.dumps(entry_id)}, "envelope": {envelope.model_dump_json()}}}'
     d = envelope.decision
     s = d.synthesis
-    return (f"{entry_id}  {d.target.ticker:<6} {d.target.trade_date}  {s.verdict:<4} "
-            f"confidence {s.confidence:.2f}  score {s.ensemble_score:+.2f}  "
-            f"published {envelope.published_at.isoformat(timespec='seconds')}  "
-            f"cid {envelope.correlation_id}")
+    return (
+        f"{entry_id}  {d.target.ticker:<6} {d.target.trade_date}  {s.verdict:<4} "
+        f"confidence {s.confidence:.2f}  score {s.ensemble_score:+.2f}  "
+        f"published {envelope.published_at.isoformat(timespec='seconds')}  "
+        f"cid {envelope.correlation_id}"
+    )
 
 
 def register(subparsers: Any) -> None:
     """Add ``tail`` and ``lag`` to the ``ti`` command."""
     p = subparsers.add_parser(
-        "tail", help="print decisions as they are published, until Ctrl-C",
+        "tail",
+        help="print decisions as they are published, until Ctrl-C",
         description="Print one line per decision published to the stream (or JSON lines), "
         "until interrupted. Entries that cannot be decoded are skipped with a warning.",
     )
-    p.add_argument("--from-start", action="store_true",
-                   help="replay the stream's history first (a new --group starts at its start)")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="replay the stream's history first (a new --group starts at its start)",
+    )
     p.add_argument("--group", help="read as a consumer of this group, acknowledging each entry")
     p.add_argument("--consumer", help="consumer name within --group (default: HOST-PID)")
-    p.add_argument("--json", action="store_true",
-                   help='JSON lines: {"entry_id": ..., "envelope": {...}}')
+    p.add_argument(
+        "--json", action="store_true", help='JSON lines: {"entry_id": ..., "envelope": {...}}'
+    )
     p.add_argument("--stream", help="stream name (default: TI_STREAM_NAME or the contract's)")
-    p.add_argument("--claim-idle-ms", type=int, default=60_000,
-                   help="with --group: reclaim entries another consumer left pending this long")
-    p.add_argument("--give-up-after", type=float, metavar="SECONDS",
-                   help="keep reconnecting to a lost Redis this long, then exit 1 "
-                   "(default: TI_RECONNECT_GIVE_UP_SECONDS, 300)")
+    p.add_argument(
+        "--claim-idle-ms",
+        type=int,
+        default=60_000,
+        help="with --group: reclaim entries another consumer left pending this long",
+    )
+    p.add_argument(
+        "--give-up-after",
+        type=float,
+        metavar="SECONDS",
+        help="keep reconnecting to a lost Redis this long, then exit 1 "
+        "(default: TI_RECONNECT_GIVE_UP_SECONDS, 300)",
+    )
     p.set_defaults(func=_tail_command)
     q = subparsers.add_parser(
-        "lag", help="show each consumer group's lag and pending entries (XINFO GROUPS)",
+        "lag",
+        help="show each consumer group's lag and pending entries (XINFO GROUPS)",
         description="Stream length and, per consumer group, consumers, pending (delivered, not "
         "acknowledged), entries read and lag (not yet delivered). A group whose lag nears "
         "TI_STREAM_MAXLEN loses entries to trimming.",
@@ -134,8 +150,9 @@ def _tail_command(args: argparse.Namespace) -> int:
     if args.consumer and not args.group:
         raise ConfigError("--consumer needs --group")
     if args.group and not settings.uses_server:
-        raise ConfigError("consumer groups need a Redis server: set TI_REDIS_URL or "
-                          "TI_REDIS_SENTINELS")
+        raise ConfigError(
+            "consumer groups need a Redis server: set TI_REDIS_URL or TI_REDIS_SENTINELS"
+        )
     if args.give_up_after is not None and args.give_up_after <= 0:
         raise ConfigError("--give-up-after must be a positive number of seconds")
 
@@ -146,28 +163,49 @@ def _tail_command(args: argparse.Namespace) -> int:
     give_up = args.give_up_after or settings.reconnect_give_up_seconds
     if args.group:
         consumer = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
-        return _until_signal(lambda: _tail_group(settings, stream, args.group, consumer, start,
-                                                 args.claim_idle_ms, give_up, show))
+        return _until_signal(
+            lambda: _tail_group(
+                settings, stream, args.group, consumer, start, args.claim_idle_ms, give_up, show
+            )
+        )
     if not settings.uses_server:
         return _until_signal(lambda: _poll_embedded(settings, stream, start, show))
     return _until_signal(lambda: _tail_server(settings, stream, start, give_up, show))
 
 
-async def _tail_server(settings: TiSettings, stream: str, start: str, give_up: float,
-                       show: Any) -> int:
+async def _tail_server(
+    settings: TiSettings, stream: str, start: str, give_up: float, show: Any
+) -> int:
     async with connect(settings=settings) as client:
-        async for entry_id, envelope in tail(client, stream_name=stream, start=start,
-                                             give_up_after=give_up):
+        async for entry_id, envelope in tail(
+            client, stream_name=stream, start=start, give_up_after=give_up
+        ):
             show(entry_id, envelope)
     return 0
 
 
-async def _tail_group(settings: TiSettings, stream: str, group: str, consumer: str, start: str,
-                      claim_idle_ms: int, give_up: float, show: Any) -> int:
+async def _tail_group(
+    settings: TiSettings,
+    stream: str,
+    group: str,
+    consumer: str,
+    start: str,
+    claim_idle_ms: int,
+    give_up: float,
+    show: Any,
+) -> int:
     """A closed output (BrokenPipeError from ``show``) stops the reader with the entry pending."""
     async with connect(settings=settings) as client:
-        reader = GroupReader(client, group, consumer, show, stream_name=stream, start=start,
-                             claim_idle_ms=claim_idle_ms, give_up_after=give_up)
+        reader = GroupReader(
+            client,
+            group,
+            consumer,
+            show,
+            stream_name=stream,
+            start=start,
+            claim_idle_ms=claim_idle_ms,
+            give_up_after=give_up,
+        )
         await reader.run()
     return 0
 
@@ -179,8 +217,9 @@ async def _poll_embedded(settings: TiSettings, stream: str, start: str, show: An
             if cursor == "$":
                 cursor = await stream_last_id(store, stream)
             while True:
-                after, entries = await read_batch(store, stream_name=stream, after=cursor,
-                                                  count=500)
+                after, entries = await read_batch(
+                    store, stream_name=stream, after=cursor, count=500
+                )
                 for entry_id, envelope in entries:
                     show(entry_id, envelope)
                 if after == cursor:
@@ -212,17 +251,23 @@ def lag_lines(report: dict[str, Any]) -> list[str]:
     trim = f"MAXLEN ~ {maxlen}" if maxlen else "never trimmed"
     if not report["exists"]:
         return [f"stream {report['stream']} does not exist yet (nothing published)"]
-    lines = [f"stream {report['stream']}: {report['length']} entries ({trim}), "
-             f"{report['dead_letters']} dead letters"]
+    lines = [
+        f"stream {report['stream']}: {report['length']} entries ({trim}), "
+        f"{report['dead_letters']} dead letters"
+    ]
     if not report["groups"]:
         return [*lines, "no consumer groups"]
-    lines.append(f"{'GROUP':<24} {'CONSUMERS':>9} {'PENDING':>8} {'LAG':>8} {'READ':>10} "
-                 f"{'LOST':>6}  LAST-DELIVERED")
+    lines.append(
+        f"{'GROUP':<24} {'CONSUMERS':>9} {'PENDING':>8} {'LAG':>8} {'READ':>10} "
+        f"{'LOST':>6}  LAST-DELIVERED"
+    )
     warnings = []
     for g in report["groups"]:
         cells = ["?" if g[k] is None else str(g[k]) for k in ("lag", "entries_read", "lost")]
-        lines.append(f"{g['name']:<24} {g['consumers']:>9} {g['pending']:>8} {cells[0]:>8} "
-                     f"{cells[1]:>10} {cells[2]:>6}  {g['last_delivered_id']}")
+        lines.append(
+            f"{g['name']:<24} {g['consumers']:>9} {g['pending']:>8} {cells[0]:>8} "
+            f"{cells[1]:>10} {cells[2]:>6}  {g['last_delivered_id']}"
+        )
         warnings.extend(_lag_warnings(g, maxlen, report.get("removed")))
     return lines + warnings
 
@@ -231,16 +276,23 @@ def _lag_warnings(g: dict[str, Any], maxlen: int, removed: int | None) -> list[s
     out = []
     if g["lost"]:
         since = f" (first on {g['lost_since']})" if g.get("lost_since") else ""
-        out.append(f"warning: {g['name']} lost {g['lost']} entries{since}: trimmed before it "
-                   "read them (raise TI_STREAM_MAXLEN; rebuild from the lookup hashes)")
+        out.append(
+            f"warning: {g['name']} lost {g['lost']} entries{since}: trimmed before it "
+            "read them (raise TI_STREAM_MAXLEN; rebuild from the lookup hashes)"
+        )
     elif g["lost"] is None and removed:
-        out.append(f"warning: {g['name']} may have lost up to {removed} trimmed entries "
-                   "(its position is before the stream's first entry)")
+        out.append(
+            f"warning: {g['name']} may have lost up to {removed} trimmed entries "
+            "(its position is before the stream's first entry)"
+        )
     if g["lag"] is not None and maxlen and g["lag"] >= 0.8 * maxlen:
-        out.append(f"warning: {g['name']} is {g['lag']} entries behind, near the trim limit "
-                   f"{maxlen}: raise TI_STREAM_MAXLEN or add consumers")
+        out.append(
+            f"warning: {g['name']} is {g['lag']} entries behind, near the trim limit "
+            f"{maxlen}: raise TI_STREAM_MAXLEN or add consumers"
+        )
     if g.get("lost_unknown_gaps"):
-        out.append(f"warning: {g['name']} read past {g['lost_unknown_gaps']} trim gaps of "
-                   "unknown size (its position was not counted)")
+        out.append(
+            f"warning: {g['name']} read past {g['lost_unknown_gaps']} trim gaps of "
+            "unknown size (its position was not counted)"
+        )
     return out
-

@@ -118,8 +118,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     wait_for_prefect(local)
     if local is not None:
-        print(f"ti serve: on the local Prefect server, UI {local[1].ui_url} "
-              f"(to emit events to it: export PREFECT_API_URL={local[1].url})", file=sys.stderr)
+        print(
+            f"ti serve: on the local Prefect server, UI {local[1].ui_url} "
+            f"(to emit events to it: export PREFECT_API_URL={local[1].url})",
+            file=sys.stderr,
+        )
     deployments = serve_deployments(
         args.tickers, arena=args.arena, cron=args.cron, timezone=args.timezone
     )
@@ -191,10 +194,14 @@ def register(subparsers: Any) -> None:
     )
     add_tickers(serve, type=_ticker_list)
     add_arena(serve, " of the daily runs")
-    serve.add_argument("--cron", default=DAILY_CRON,
-                       help=f"daily schedule (default {DAILY_CRON!r})")
-    serve.add_argument("--timezone", default=DAILY_TIMEZONE,
-                       help=f"time zone of the schedule (default {DAILY_TIMEZONE})")
+    serve.add_argument(
+        "--cron", default=DAILY_CRON, help=f"daily schedule (default {DAILY_CRON!r})"
+    )
+    serve.add_argument(
+        "--timezone",
+        default=DAILY_TIMEZONE,
+        help=f"time zone of the schedule (default {DAILY_TIMEZONE})",
+    )
     serve.add_argument("--limit", type=int, default=None, help="flow runs at once (default no cap)")
     serve.set_defaults(func=_serve)
 
@@ -207,8 +214,11 @@ def register(subparsers: Any) -> None:
     emit.add_argument("ticker")
     emit.add_argument("trade_date", metavar="DATE")
     emit.add_argument("--state-dir", required=True, help="replay directory holding the state")
-    emit.add_argument("--no-check", action="store_true",
-                      help="do not require the state file to exist here (shared storage)")
+    emit.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not require the state file to exist here (shared storage)",
+    )
     emit.set_defaults(func=_emit)
 
     verify = subparsers.add_parser(

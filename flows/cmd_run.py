@@ -103,8 +103,13 @@ def _run(args: argparse.Namespace) -> int:
     wait_for_prefect(local)
     what = f"{ticker} {trade_date} not published"
     try:
-        run_id, row = asyncio.run(_outcome(publish_decision(
-            ticker, trade_date, args.arena, args.force, _degraded(args), return_state=True)))
+        run_id, row = asyncio.run(
+            _outcome(
+                publish_decision(
+                    ticker, trade_date, args.arena, args.force, _degraded(args), return_state=True
+                )
+            )
+        )
     except Exception as exc:
         raise _fail(what, exc) from exc
     if isinstance(row, BaseException):
@@ -113,8 +118,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_daily(args: argparse.Namespace, progress: Any, bar: Any, lines: list[str],
-               settings: TiSettings) -> tuple[str, Any]:
+def _run_daily(
+    args: argparse.Namespace, progress: Any, bar: Any, lines: list[str], settings: TiSettings
+) -> tuple[str, Any]:
     from flows.pipeline import ON_DECISION, daily
 
     def on_decision(row: dict[str, Any]) -> None:
@@ -123,8 +129,16 @@ def _run_daily(args: argparse.Namespace, progress: Any, bar: Any, lines: list[st
 
     async def go() -> tuple[str, Any]:
         ON_DECISION.set(on_decision)
-        return await _outcome(daily(args.tickers.split(","), args.date, args.arena,
-                                    args.calendar, _degraded(args), return_state=True))
+        return await _outcome(
+            daily(
+                args.tickers.split(","),
+                args.date,
+                args.arena,
+                args.calendar,
+                _degraded(args),
+                return_state=True,
+            )
+        )
 
     return asyncio.run(go())
 
@@ -134,8 +148,10 @@ def _print_result(result: dict[str, Any]) -> None:
         print(f"ti: nothing to publish: {result['skipped']}")
         return
     statuses = [r["status"] for r in result["rows"]]
-    print(f"{result['trade_date']}: {statuses.count('published')} published, "
-          f"{statuses.count('unchanged')} already on the stream")
+    print(
+        f"{result['trade_date']}: {statuses.count('published')} published, "
+        f"{statuses.count('unchanged')} already on the stream"
+    )
 
 
 def _daily(args: argparse.Namespace) -> int:
@@ -157,9 +173,15 @@ def _daily(args: argparse.Namespace) -> int:
     tickers = [t for t in args.tickers.split(",") if t.strip()]
     lines: list[str] = []
     console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True,
-                        disable=not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
     try:
         with progress:
             bar = progress.add_task("starting Prefect", total=len(tickers))
@@ -193,7 +215,8 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
             run = await client.read_flow_run(UUID(ident))
         except ValueError:
             runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[ident])))
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[ident]))
+            )
             if len(runs) != 1:
                 raise TiError(f"{len(runs)} flow runs are named {ident!r}: use the id") from None
             run = runs[0]
@@ -201,13 +224,16 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
         if flow_name not in flows:
             raise TiError(f"flow run {ident} is a {flow_name!r} run, not daily/publish-decision")
         if run.state is None or not run.state.is_final():
-            raise TiError(f"flow run {ident} is {run.state_name}: only a finished run can be "
-                          "retried")
-        await client.set_flow_run_state(run.id, Scheduled(message="Retried by ti retry"),
-                                        force=True)
+            raise TiError(
+                f"flow run {ident} is {run.state_name}: only a finished run can be retried"
+            )
+        await client.set_flow_run_state(
+            run.id, Scheduled(message="Retried by ti retry"), force=True
+        )
         run = await client.read_flow_run(run.id)
-    state: Any = await run_flow_async(flows[flow_name], flow_run=run,
-                                      parameters=run.parameters, return_type="state")
+    state: Any = await run_flow_async(
+        flows[flow_name], flow_run=run, parameters=run.parameters, return_type="state"
+    )
     return str(run.id), await state.result(raise_on_failure=False)
 
 
@@ -257,12 +283,17 @@ def _get(args: argparse.Namespace) -> int:
     found = asyncio.run(_lookup(ticker, trade_date, settings))
     where = settings.redis_url_redacted() if settings.uses_server else _where(settings)
     if found.problem:
-        print(f"ti: {found.key} is unreadable: {found.problem} (in {where}; `ti verify` "
-              "lists every such hash)", file=sys.stderr)
+        print(
+            f"ti: {found.key} is unreadable: {found.problem} (in {where}; `ti verify` "
+            "lists every such hash)",
+            file=sys.stderr,
+        )
         return 1
     if found.envelope is None:
-        print(f"ti: no decision for {ticker} {trade_date} (hash {found.key}) in {where}",
-              file=sys.stderr)
+        print(
+            f"ti: no decision for {ticker} {trade_date} (hash {found.key}) in {where}",
+            file=sys.stderr,
+        )
         return 1
     print(_show(found, args.json))
     return 0
@@ -277,41 +308,53 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add ``run``, ``daily`` and ``get`` to the ``ti`` command."""
     run = subparsers.add_parser(
-        "run", help="run the arena for one ticker and date and publish the decision",
-        description="Run publish_decision: arena -> envelope -> stream entry + lookup hash.")
+        "run",
+        help="run the arena for one ticker and date and publish the decision",
+        description="Run publish_decision: arena -> envelope -> stream entry + lookup hash.",
+    )
     run.add_argument("ticker", metavar="TICKER")
     run.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="trade date")
     _common(run)
-    run.add_argument("--force", action="store_true",
-                     help="append even an identical decision; overwrite a newer lookup hash")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="append even an identical decision; overwrite a newer lookup hash",
+    )
     run.set_defaults(func=_run)
 
     day = subparsers.add_parser(
-        "daily", help="publish one decision per ticker for a trading session",
+        "daily",
+        help="publish one decision per ticker for a trading session",
         description="Run the daily flow over TICKERS (arena runs limited by "
         "TI_ARENA_CONCURRENCY). Without --date: the session of now in the exchange's time zone "
         "(before the close, today's unfinished session), or nothing on a closed day; a --date "
-        "that is not a session is published with a warning.")
+        "that is not a session is published with a warning.",
+    )
     add_tickers(day)
-    day.add_argument("--date", default=None, metavar="YYYY-MM-DD",
-                     help="trade date (default: today's session)")
+    day.add_argument(
+        "--date", default=None, metavar="YYYY-MM-DD", help="trade date (default: today's session)"
+    )
     add_calendar(day, "of the sessions (the default date, the warning for another day)")
     _common(day)
     day.set_defaults(func=_daily_entry)
 
     retry = subparsers.add_parser(
-        "retry", help="retry a failed run/daily flow run: publishes only what failed",
+        "retry",
+        help="retry a failed run/daily flow run: publishes only what failed",
         description="Run a finished publish-decision or daily flow run again under the same id: "
         "arena work that succeeded is reused and nothing already on the stream is duplicated. "
         "Use this, not `prefect flow-run retry`, for runs started by ti run/daily: with no "
-        "deployment, Prefect's command only schedules them and they turn Late.")
+        "deployment, Prefect's command only schedules them and they turn Late.",
+    )
     retry.add_argument("flow_run", metavar="FLOW_RUN", help="flow run id (or unique name)")
     retry.set_defaults(func=_retry)
 
     get = subparsers.add_parser(
-        "get", help="print the published decision for TICKER DATE (exit 1 if missing)",
+        "get",
+        help="print the published decision for TICKER DATE (exit 1 if missing)",
         description="Read the lookup hash of (TICKER, DATE) from TI_REDIS_URL or the embedded "
-        "store. Does not start Prefect.")
+        "store. Does not start Prefect.",
+    )
     get.add_argument("ticker", metavar="TICKER")
     get.add_argument("trade_date", metavar="DATE")
     get.add_argument("--json", action="store_true", help="print the whole envelope as JSON")
@@ -330,5 +373,8 @@ def _warn_if_not_a_session(trade_date: str, calendar: str) -> None:
 
     plan = sessions(trade_date, trade_date, calendar)
     if not plan.sessions:
-        print(f"ti: warning: {trade_date} is not a session of {plan.calendar} "
-              f"({plan.skipped[0][1]}); publishing it as asked", file=sys.stderr)
+        print(
+            f"ti: warning: {trade_date} is not a session of {plan.calendar} "
+            f"({plan.skipped[0][1]}); publishing it as asked",
+            file=sys.stderr,
+        )

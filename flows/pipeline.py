@@ -77,16 +77,31 @@ def _flow_run_id() -> str:
 class _Decision:
     """One (ticker, date) through the four tasks; ``run`` returns its table row."""
 
-    def __init__(self, ticker: str, trade_date: str, runner: ArenaRunner, force: bool,
-                 settings: TiSettings, limit: asyncio.Semaphore,
-                 publish_degraded: bool = False) -> None:
+    def __init__(
+        self,
+        ticker: str,
+        trade_date: str,
+        runner: ArenaRunner,
+        force: bool,
+        settings: TiSettings,
+        limit: asyncio.Semaphore,
+        publish_degraded: bool = False,
+    ) -> None:
         self.ticker, self.trade_date, self.runner = ticker, trade_date, runner
         self.force, self.settings, self.limit = force, settings, limit
         self.publish_degraded = publish_degraded
         self.row: dict[str, Any] = {
-            "ticker": ticker, "trade_date": trade_date, "status": "failed", "verdict": None,
-            "confidence": None, "entry_id": None, "hash_key": None, "error": None,
-            "where": where_written(settings), "demo": runner.is_demo, "degraded": False,
+            "ticker": ticker,
+            "trade_date": trade_date,
+            "status": "failed",
+            "verdict": None,
+            "confidence": None,
+            "entry_id": None,
+            "hash_key": None,
+            "error": None,
+            "where": where_written(settings),
+            "demo": runner.is_demo,
+            "degraded": False,
         }
         self.error: BaseException | None = None
 
@@ -95,12 +110,14 @@ class _Decision:
         s = self.settings
         try:
             async with self.limit:
-                state = await configured(run_arena, s)(self.ticker, self.trade_date,
-                                                       self.runner.spec)
+                state = await configured(run_arena, s)(
+                    self.ticker, self.trade_date, self.runner.spec
+                )
             stage = "build-envelope"
             cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
-            envelope_json = await build_envelope(state, self.ticker, self.trade_date, cid,
-                                           self.runner.is_demo, self.publish_degraded)
+            envelope_json = await build_envelope(
+                state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
+            )
             stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
         except Exception as exc:
@@ -109,16 +126,21 @@ class _Decision:
             hash_key = await configured(publish_hash, s)(envelope_json, self.force)
         except Exception as exc:
             hash_key = decision_hash_key(self.ticker, self.trade_date)
-            self.row["note"] = _reason("publish-hash (entry and hash already written together)",
-                                       exc)
+            self.row["note"] = _reason(
+                "publish-hash (entry and hash already written together)", exc
+            )
             get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, self.row["note"])
         envelope = json.loads(envelope_json)
         synthesis = envelope["decision"]["synthesis"]
         self.row.update(
             status="published" if stream["created"] else "unchanged",
-            verdict=synthesis["verdict"], confidence=synthesis["confidence"],
-            score=synthesis["ensemble_score"], entry_id=stream["entry_id"], hash_key=hash_key,
-            correlation_id=envelope["correlation_id"], stream=s.stream_name,
+            verdict=synthesis["verdict"],
+            confidence=synthesis["confidence"],
+            score=synthesis["ensemble_score"],
+            entry_id=stream["entry_id"],
+            hash_key=hash_key,
+            correlation_id=envelope["correlation_id"],
+            stream=s.stream_name,
             degraded=envelope["meta"].get("degraded") is True,
         )
         await write_decision_card(envelope, self.row)
@@ -128,8 +150,9 @@ class _Decision:
     async def _failed(self, stage: str, exc: BaseException) -> dict[str, Any]:
         self.error = exc
         self.row["error"] = _reason(stage, exc)
-        get_run_logger().warning("%s %s failed at %s", self.ticker, self.trade_date,
-                                 self.row["error"])
+        get_run_logger().warning(
+            "%s %s failed at %s", self.ticker, self.trade_date, self.row["error"]
+        )
         await record_failure(self.ticker, self.trade_date, self.row["error"])
         emit_decision_event(self.row)
         return self.row
@@ -149,7 +172,10 @@ async def _one(decision: _Decision) -> dict[str, Any]:
 
 @flow(name="publish-decision", flow_run_name="{ticker}-{trade_date}")
 async def publish_decision(
-    ticker: str, trade_date: str, arena: str | None = None, force: bool = False,
+    ticker: str,
+    trade_date: str,
+    arena: str | None = None,
+    force: bool = False,
     publish_degraded: bool | None = None,
 ) -> dict[str, Any]:
     """Run the arena for one (ticker, date) and publish its decision; the flow fails if it does.
@@ -166,12 +192,20 @@ async def publish_decision(
     degraded = s.publish_degraded if publish_degraded is None else publish_degraded
     decision = _Decision(ticker, trade_date, runner, force, s, asyncio.Semaphore(1), degraded)
     row = await _one(decision)
-    await write_run_table(artifact_key("publish", ticker, trade_date), [row],
-                          f"publish {ticker} {trade_date}")
+    await write_run_table(
+        artifact_key("publish", ticker, trade_date), [row], f"publish {ticker} {trade_date}"
+    )
     if decision.error is not None:
         return failed_run(decision.error, decision.row["error"])  # type: ignore[no-any-return]
-    get_run_logger().info("%s %s: %s %s, stream entry %s, hash %s", ticker, trade_date,
-                          row["status"], row["verdict"], row["entry_id"], row["hash_key"])
+    get_run_logger().info(
+        "%s %s: %s %s, stream entry %s, hash %s",
+        ticker,
+        trade_date,
+        row["status"],
+        row["verdict"],
+        row["entry_id"],
+        row["hash_key"],
+    )
     return row
 
 
@@ -184,8 +218,14 @@ def _targets(tickers: list[str] | str, trade_date: str) -> tuple[list[str], list
         try:
             ticker = normalize_ticker(item)
         except TiError as exc:
-            bad.append({"ticker": str(item)[:20], "trade_date": trade_date, "status": "failed",
-                        "error": _reason("input", exc)})
+            bad.append(
+                {
+                    "ticker": str(item)[:20],
+                    "trade_date": trade_date,
+                    "status": "failed",
+                    "error": _reason("input", exc),
+                }
+            )
             continue
         if ticker not in good:
             good.append(ticker)
@@ -217,11 +257,14 @@ async def daily(
     else:
         plan = sessions(trade_date, trade_date, calendar)
         if not plan.sessions:
-            logger.warning("%s is not a session of %s (%s); publishing it as asked",
-                           plan.start, plan.calendar, plan.skipped[0][1])
+            logger.warning(
+                "%s is not a session of %s (%s); publishing it as asked",
+                plan.start,
+                plan.calendar,
+                plan.skipped[0][1],
+            )
     trade_date = normalize_trade_date(trade_date)
-    logger.info("publishing %d ticker(s) for session %s (%s)", len(tickers), trade_date,
-                calendar)
+    logger.info("publishing %d ticker(s) for session %s (%s)", len(tickers), trade_date, calendar)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
     good, rows = _targets(tickers, trade_date)
@@ -237,5 +280,6 @@ async def daily(
     if failed:
         detail = "; ".join(f"{r['ticker']}: {r['error']}" for r in failed[:5])
         return failed_run(  # type: ignore[no-any-return]
-            TiError(f"{len(failed)} of {len(rows)} decisions failed for {trade_date}: {detail}"))
+            TiError(f"{len(failed)} of {len(rows)} decisions failed for {trade_date}: {detail}")
+        )
     return {"trade_date": trade_date, "skipped": None, "rows": rows}

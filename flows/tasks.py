@@ -63,17 +63,30 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
     return isinstance(exc, BaseException) and is_retryable(exc)
 
 
-@task(name="run-arena", task_run_name="run-arena-{ticker}-{trade_date}", cache_policy=_CACHED,
-      persist_result=True, retry_condition_fn=retry_worthy)
+@task(
+    name="run-arena",
+    task_run_name="run-arena-{ticker}-{trade_date}",
+    cache_policy=_CACHED,
+    persist_result=True,
+    retry_condition_fn=retry_worthy,
+)
 async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
     return await load_arena(arena).run(ticker, trade_date)
 
 
-@task(name="build-envelope", task_run_name="build-envelope-{ticker}-{trade_date}",
-      cache_policy=_CACHED, persist_result=True)
+@task(
+    name="build-envelope",
+    task_run_name="build-envelope-{ticker}-{trade_date}",
+    cache_policy=_CACHED,
+    persist_result=True,
+)
 async def build_envelope(
-    state: dict[str, Any], ticker: str, trade_date: str, correlation_id: str, demo: bool = False,
+    state: dict[str, Any],
+    ticker: str,
+    trade_date: str,
+    correlation_id: str,
+    demo: bool = False,
     publish_degraded: bool = False,
 ) -> str:
     """The v1 envelope as JSON; the same inputs in the same flow run give the same envelope.
@@ -83,16 +96,21 @@ async def build_envelope(
     envelope = build_envelope_from_state(
         state,
         correlation_id=correlation_id,
-        extra_meta=decision_meta(state, publish_degraded=publish_degraded,
-                                 extra=DEMO_META if demo else None),
+        extra_meta=decision_meta(
+            state, publish_degraded=publish_degraded, extra=DEMO_META if demo else None
+        ),
         ticker=ticker,
         trade_date=trade_date,
     )
     return payload_and_digest(envelope)[0]  # the builder already serialised it
 
 
-@task(name="publish-stream", task_run_name=envelope_run_name, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_worthy)
+@task(
+    name="publish-stream",
+    task_run_name=envelope_run_name,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_worthy,
+)
 async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, Any]:
     """Write the entry AND its lookup hash in one script (``publish_many``): no failure after
     this task can leave the entry without its hash. A retry gets the same entry id.
@@ -112,12 +130,20 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
             trim=TrimPolicy.from_settings(s),
             idempotency_ttl=s.idempotency_ttl_seconds,
         )
-    return {"entry_id": result.entry_id, "created": result.created, "own": result.own_entry,
-            "hash_written": result.hash_written}
+    return {
+        "entry_id": result.entry_id,
+        "created": result.created,
+        "own": result.own_entry,
+        "hash_written": result.hash_written,
+    }
 
 
-@task(name="publish-hash", task_run_name=envelope_run_name, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_worthy)
+@task(
+    name="publish-hash",
+    task_run_name=envelope_run_name,
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_worthy,
+)
 async def publish_hash(envelope_json: str, force: bool = False) -> str:
     """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
     one), then clear the pair's failure record: best effort, a failed clear never fails the
@@ -130,8 +156,12 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
         try:
             await client.hdel(failure_key(s.stream_name), f"{target.ticker}:{target.trade_date}")
         except Exception as exc:  # bookkeeping only: the decision itself is published
-            logger.warning("%s %s: failure record not cleared (%s)", target.ticker,
-                           target.trade_date, " ".join(str(exc).split())[:200])
+            logger.warning(
+                "%s %s: failure record not cleared (%s)",
+                target.ticker,
+                target.trade_date,
+                " ".join(str(exc).split())[:200],
+            )
     return key
 
 

@@ -24,8 +24,15 @@ def _state(
         "synthesis_verdict": verdict,
         "synthesis_confidence": 0.7,
         "synthesis_score": 0.4 if verdict == "BUY" else -0.4,
-        "agent_signals": [{"agent": "technical_analyst", "domain": "technical",
-                           "signal": "bullish", "confidence": 0.8, "summary": "up"}],
+        "agent_signals": [
+            {
+                "agent": "technical_analyst",
+                "domain": "technical",
+                "signal": "bullish",
+                "confidence": 0.8,
+                "summary": "up",
+            }
+        ],
     }
 
 

@@ -45,8 +45,7 @@ def sample_templates(with_verdict: bool = True) -> list[dict[str, Any]]:
     """The sample arena states: full and degraded (the ones with a verdict), and, unless
     ``with_verdict``, the partial one too (no verdict: not published by default)."""
     states = [json.loads(p.read_text()) for p in sorted(DATA.glob("*-20??-??-??-*.json"))]
-    return [s for s in states
-            if not with_verdict or s.get("synthesis_verdict") or s.get("signal")]
+    return [s for s in states if not with_verdict or s.get("synthesis_verdict") or s.get("signal")]
 
 
 def replay_state(template: Mapping[str, Any], ticker: str, day: str, n: int) -> dict[str, Any]:

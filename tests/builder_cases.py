@@ -27,8 +27,12 @@ def base(**overrides: Any) -> dict[str, Any]:
 
 def signal(**overrides: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
-        "agent": "a", "domain": "d", "signal": "bullish", "confidence": 0.5,
-        "summary": "s", "key_factors": ["k"],
+        "agent": "a",
+        "domain": "d",
+        "signal": "bullish",
+        "confidence": 0.5,
+        "summary": "s",
+        "key_factors": ["k"],
     }
     raw.update(overrides)
     return raw

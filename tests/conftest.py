@@ -115,8 +115,11 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         # Prefect (3.8.8, still 3.9.1) reads the server's default result storage with a sync
         # client it never closes, once per flow run: the leaked socket fails tests under
         # filterwarnings=error.
-        mp.setattr(prefect.results, "_read_server_default_result_storage_block_id",
-                   _closing_default_storage_read)
+        mp.setattr(
+            prefect.results,
+            "_read_server_default_result_storage_block_id",
+            _closing_default_storage_read,
+        )
         storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
         with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
             # A busy 2-core machine needed over 70 s to start a Prefect server.
@@ -135,7 +138,6 @@ def _closing_default_storage_read() -> Any:
             return client.read_server_default_result_storage().default_result_storage_block_id
     except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
         return None
-
 
 
 @pytest.fixture(params=["fake", "real", "embedded"])

@@ -59,8 +59,9 @@ def _fresh_database() -> str:
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # refused, timed out, auth rejected: no database for the server
-        unavailable(f"PostgreSQL is not usable at {redact_url(PG_URL)}: "
-                     f"{type(exc).__name__}: {exc}")
+        unavailable(
+            f"PostgreSQL is not usable at {redact_url(PG_URL)}: {type(exc).__name__}: {exc}"
+        )
     return name
 
 
@@ -125,23 +126,46 @@ class Stack:
         self.timings[label] = round(time.monotonic() - start, 1)
 
     def cli(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=self.env,
-                              stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
     def _popen(self, args: list[str], log: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(self.tmp / log, "wb") as out:
-            return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start_server(self) -> None:
         self.database = _fresh_database()
         db_url = PG_URL.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
         env = self.env | {"PREFECT_API_DATABASE_CONNECTION_URL": f"{db_url}/{self.database}"}
-        self.server = self._popen([str(BIN / "prefect"), "server", "start", "--host",
-                                   "127.0.0.1", "--port", str(self.port)], "server.log", env)
+        self.server = self._popen(
+            [
+                str(BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            "server.log",
+            env,
+        )
         deadline = time.monotonic() + 300  # a busy 2-core machine needs minutes
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
@@ -163,8 +187,9 @@ class Stack:
             "TI_CONNECT_TIMEOUT": "1",
             "TI_SOCKET_TIMEOUT": "2",
         }
-        self.worker = self._popen([str(BIN / "prefect"), "worker", "start", "--pool",
-                                   "ti-process"], "worker.log", env)
+        self.worker = self._popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "ti-process"], "worker.log", env
+        )
 
     def start_webhook(self) -> str:
         Webhook.received = []
@@ -186,12 +211,14 @@ class Stack:
 
     def run(self, flow: str, name: str, parameters: dict[str, Any]) -> str:
         deployment = self.deployment_id(flow, name)
-        run = self.api("POST", f"/deployments/{deployment}/create_flow_run",
-                       {"parameters": parameters})
+        run = self.api(
+            "POST", f"/deployments/{deployment}/create_flow_run", {"parameters": parameters}
+        )
         return str(run["id"])
 
-    def wait(self, run_id: str, timeout: float = 60, attempt: int = 1,
-             log: str = "worker.log") -> dict[str, Any]:
+    def wait(
+        self, run_id: str, timeout: float = 60, attempt: int = 1, log: str = "worker.log"
+    ) -> dict[str, Any]:
         """The flow run once its ``attempt``-th run has reached a terminal state."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -19,7 +19,12 @@ from ti_core import build_envelope_from_state, decision_hash_key, decode_envelop
 from ti_core.models import TradingIntelligenceEnvelope
 
 __all__ = [
-    "SAMPLE", "Opener", "assert_exactly_once", "envelope", "many_envelopes", "read_hash",
+    "SAMPLE",
+    "Opener",
+    "assert_exactly_once",
+    "envelope",
+    "many_envelopes",
+    "read_hash",
     "stream_entries",
 ]
 
@@ -55,8 +60,9 @@ def envelope(
     state["synthesis_confidence"] = confidence
     if arena_id is not None:
         state["arena_id"] = arena_id
-    return build_envelope_from_state(state, correlation_id=correlation_id,
-                                     published_at=published_at or datetime.now(UTC))
+    return build_envelope_from_state(
+        state, correlation_id=correlation_id, published_at=published_at or datetime.now(UTC)
+    )
 
 
 def many_envelopes(count: int, *, tickers: int = 100) -> list[TradingIntelligenceEnvelope]:
@@ -73,8 +79,9 @@ def many_envelopes(count: int, *, tickers: int = 100) -> list[TradingIntelligenc
         target = d.target.model_copy(update={"ticker": f"T{i % tickers}", "trade_date": day})
         synthesis = d.synthesis.model_copy(update={"confidence": (i % 97) / 100})
         decision = d.model_copy(update={"target": target, "synthesis": synthesis})
-        out.append(base.model_copy(update={"decision": decision,
-                                           "correlation_id": uuid.uuid4().hex}))
+        out.append(
+            base.model_copy(update={"decision": decision, "correlation_id": uuid.uuid4().hex})
+        )
     if out:
         assert decode_envelope(out[-1].model_dump_json()) == out[-1]
     return out
@@ -107,21 +114,25 @@ async def assert_exactly_once(
     assert not duplicated, f"{len(duplicated)} correlation ids more than once"
     assert not missing, f"{len(missing)} envelopes missing from the stream"
     for start in range(0, len(envelopes) if hashes else 0, 500):
-        chunk = envelopes[start:start + 500]
+        chunk = envelopes[start : start + 500]
         try:
             pipe = client.pipeline(transaction=False)
         except TypeError:  # the embedded store's pipeline takes no arguments
             pipe = client.pipeline()
         for env in chunk:
-            pipe.hgetall(decision_hash_key(env.decision.target.ticker,
-                                           env.decision.target.trade_date))
+            pipe.hgetall(
+                decision_hash_key(env.decision.target.ticker, env.decision.target.trade_date)
+            )
         for env, fields in zip(chunk, await pipe.execute(), strict=True):
             _check_hash(env, fields, entries)
     return entries
 
 
-def _check_hash(env: TradingIntelligenceEnvelope, fields: dict[bytes, bytes],
-                entries: dict[str, TradingIntelligenceEnvelope]) -> None:
+def _check_hash(
+    env: TradingIntelligenceEnvelope,
+    fields: dict[bytes, bytes],
+    entries: dict[str, TradingIntelligenceEnvelope],
+) -> None:
     t = env.decision.target
     entry_id = fields[b"entry_id"].decode()
     assert entry_id in entries, f"{t.ticker} {t.trade_date}: hash points at a missing entry"

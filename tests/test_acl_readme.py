@@ -38,8 +38,11 @@ TI = str(Path(sys.executable).with_name("ti"))
 
 def readme_line(user: str) -> str:
     """The one ``ACL SETUSER user ...`` line of the README (inside a code block)."""
-    found = [line.strip() for line in README.read_text().splitlines()
-             if line.strip().startswith(f"ACL SETUSER {user} ")]
+    found = [
+        line.strip()
+        for line in README.read_text().splitlines()
+        if line.strip().startswith(f"ACL SETUSER {user} ")
+    ]
     assert len(found) == 1, found
     return found[0]
 
@@ -68,8 +71,12 @@ def url(server: RedisProcess, user: str, password: str = PASSWORD) -> str:
     return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
 
 
-def ti(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-       redis_url: str) -> tuple[int, str, str]:
+def ti(
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_url: str,
+) -> tuple[int, str, str]:
     from flows.cli import main
 
     monkeypatch.setenv("TI_REDIS_URL", redis_url)
@@ -106,16 +113,20 @@ def _publish(redis_url: str, envelopes: list[Any]) -> list[Any]:
     return asyncio.run(go())
 
 
-def test_producer_from_the_readme(server: RedisProcess, admin: redis.Redis,
-                                  monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_producer_from_the_readme(
+    server: RedisProcess,
+    admin: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     producer = url(server, "ti-producer")
     results = _publish(producer, [envelope("NVDA"), *many_envelopes(50)])
     assert all(r.created and r.hash_written for r in results)
     assert admin.xlen(S) == 51
 
-    code, out, err = ti(["status", "--tickers", "NVDA", *RANGE, "--json"], monkeypatch,
-                        capsys, producer)
+    code, out, err = ti(
+        ["status", "--tickers", "NVDA", *RANGE, "--json"], monkeypatch, capsys, producer
+    )
     assert code == 0 and '"published": 1' in out and err == ""
     code, out, err = ti(["get", "NVDA", "2026-05-11"], monkeypatch, capsys, producer)
     assert code == 1 and out == ""
@@ -128,17 +139,21 @@ def test_producer_from_the_readme(server: RedisProcess, admin: redis.Redis,
     one_line(err, "user 'ti-producer'", "lacks the right +")
 
 
-def test_consumer_from_the_readme(server: RedisProcess, admin: redis.Redis,
-                                  monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_consumer_from_the_readme(
+    server: RedisProcess,
+    admin: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     _publish(url(server, "ti-producer"), [envelope("NVDA"), *many_envelopes(20)])
     admin.xadd(S, {"data": b"not json"})  # a consumer group dead-letters it
     consumer = url(server, "ti-consumer")
 
     code, out, err = ti(["get", "NVDA", "2026-05-11"], monkeypatch, capsys, consumer)
     assert code == 0 and out.startswith("NVDA 2026-05-11: ") and err == ""
-    code, out, err = ti(["status", "--tickers", "NVDA", *RANGE, "--json"], monkeypatch,
-                        capsys, consumer)
+    code, out, err = ti(
+        ["status", "--tickers", "NVDA", *RANGE, "--json"], monkeypatch, capsys, consumer
+    )
     assert code == 0 and '"published": 1' in out
     code, out, err = ti(["verify"], monkeypatch, capsys, consumer)
     assert code == 2 and "undecodable_entry: 1" in out  # it ran: the bad entry is found
@@ -190,7 +205,9 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_wrong_password_is_one_line_and_tried_once(
-    server: RedisProcess, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+    server: RedisProcess,
+    admin: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     wrong = url(server, "ti-consumer", "not-the-SECRET")
@@ -225,8 +242,11 @@ def test_producer_backfills_from_the_readme(server: RedisProcess, admin: redis.R
 
 @pytest.mark.prefect
 def test_ti_run_with_each_user_from_the_readme(
-    prefect_harness: None, server: RedisProcess, admin: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    prefect_harness: None,
+    server: RedisProcess,
+    admin: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("TI_TASK_RETRIES", "0")
     argv = ["run", "NVDA", "--date", "2026-05-11", "--arena", "tests.arena_fixtures:sync_arena"]

@@ -57,32 +57,49 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca = (
-        x509.CertificateBuilder().subject_name(_name("ti test CA")).issuer_name(_name("ti test CA"))
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(_name("ti test CA"))
+        .issuer_name(_name("ti test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     cert = (
-        x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
-    files = {"ca": directory / "ca.pem", "cert": directory / "server.pem",
-             "key": directory / "server.key"}
+    files = {
+        "ca": directory / "ca.pem",
+        "cert": directory / "server.pem",
+        "key": directory / "server.key",
+    }
     files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    files["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return files
 
 
@@ -90,8 +107,14 @@ class Server:
     def __init__(self, proc: RedisProcess, tls_port: int, ca: Path) -> None:
         self.proc, self.tls_port, self.ca = proc, tls_port, ca
 
-    def url(self, user: str | None = USER, password: str = PASSWORD, *, tls: bool = False,
-            query: str = "") -> str:
+    def url(
+        self,
+        user: str | None = USER,
+        password: str = PASSWORD,
+        *,
+        tls: bool = False,
+        query: str = "",
+    ) -> str:
         auth = f"{user}:{password}@" if user else ""
         scheme, port = ("rediss", self.tls_port) if tls else ("redis", self.proc.port)
         return f"{scheme}://{auth}127.0.0.1:{port}/0" + (f"?{query}" if query else "")
@@ -103,13 +126,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     files = make_tls_files(workdir)
     tls_port = free_port()
     proc = RedisProcess(
-        workdir, "--tls-port", str(tls_port), "--tls-cert-file", str(files["cert"]),
-        "--tls-key-file", str(files["key"]), "--tls-ca-cert-file", str(files["ca"]),
-        "--tls-auth-clients", "no",
+        workdir,
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(files["cert"]),
+        "--tls-key-file",
+        str(files["key"]),
+        "--tls-ca-cert-file",
+        str(files["ca"]),
+        "--tls-auth-clients",
+        "no",
     ).start()
     with proc.sync_client() as admin:
-        admin.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}",
-                              *producer_acl_rule().split())
+        admin.execute_command(
+            "ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}", *producer_acl_rule().split()
+        )
     yield Server(proc, tls_port, files["ca"])
     proc.stop()
 
@@ -156,9 +188,14 @@ async def test_producer_user_can_publish_everything_it_needs(
 
 async def test_commands_outside_the_rule_are_refused(producer: Any, admin: redis.Redis) -> None:
     await publish_many(producer, [envelope()])
-    for refused in (producer.flushall(), producer.xrange(S), producer.set("other:key", "1"),
-                    producer.keys("*"), producer.hgetall("maf:arena:other:x"),
-                    producer.config_get("*")):
+    for refused in (
+        producer.flushall(),
+        producer.xrange(S),
+        producer.set("other:key", "1"),
+        producer.keys("*"),
+        producer.hgetall("maf:arena:other:x"),
+        producer.config_get("*"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             await refused
     with pytest.raises(ConfigError, match="user 'ti-producer' .* lacks the right access to a key"):
@@ -175,8 +212,10 @@ async def test_wrong_password_is_a_config_error_without_the_secret(
     server: Server, admin: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    for url in (server.url(password=WRONG), server.url(password=WRONG, tls=True,
-                                                       query=f"ssl_ca_certs={server.ca}")):
+    for url in (
+        server.url(password=WRONG),
+        server.url(password=WRONG, tls=True, query=f"ssl_ca_certs={server.ca}"),
+    ):
         client = open_redis(url, TiSettings(retries=1))
         try:
             with pytest.raises(ConfigError, match="refused the credentials") as caught:
@@ -201,8 +240,9 @@ def test_malformed_url_with_a_password_is_redacted() -> None:
     _secretless(str(caught.value), "".join(traceback.format_exception(caught.value)))
 
 
-@pytest.mark.parametrize("query", ["ssl_ca_certs={ca}", "ssl_cert_reqs=none"],
-                         ids=["ca-in-url", "no-verification"])
+@pytest.mark.parametrize(
+    "query", ["ssl_ca_certs={ca}", "ssl_cert_reqs=none"], ids=["ca-in-url", "no-verification"]
+)
 async def test_publish_over_rediss(server: Server, admin: redis.Redis, query: str) -> None:
     url = server.url(tls=True, query=query.format(ca=server.ca))
     envs = many_envelopes(20)
@@ -232,13 +272,15 @@ async def test_rediss_with_an_untrusted_certificate_fails_cleanly(
 async def test_the_scripts_commands_are_checked_too(server: Server, admin: redis.Redis) -> None:
     """Why the rule lists XADD, HSET...: Redis checks what a script calls against the user."""
     rule = producer_acl_rule().replace(" +xadd", "")
-    admin.execute_command("ACL", "SETUSER", "no-xadd", "reset", "on", f">{PASSWORD}",
-                          *rule.split())
+    admin.execute_command("ACL", "SETUSER", "no-xadd", "reset", "on", f">{PASSWORD}", *rule.split())
     try:
         client = open_redis(server.url(user="no-xadd"))
         try:
-            with pytest.raises(ConfigError, match=r"user 'no-xadd' .* lacks the right to run a "
-                               r"command the publish script calls .*script can't run"):
+            with pytest.raises(
+                ConfigError,
+                match=r"user 'no-xadd' .* lacks the right to run a "
+                r"command the publish script calls .*script can't run",
+            ):
                 await publish_many(client, [envelope()])
         finally:
             await client.aclose()

@@ -53,8 +53,12 @@ async def test_replay_reads_the_archived_state(replay_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [(None, "does not exist"), ("{not json", "not valid JSON"), ("[1, 2]", "not an object"),
-     (b"\xff\xfe", "cannot read")],
+    [
+        (None, "does not exist"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not an object"),
+        (b"\xff\xfe", "cannot read"),
+    ],
 )
 async def test_replay_missing_or_bad_file_names_the_path(
     replay_dir: Path, content: str | bytes | None, needle: str
@@ -69,9 +73,16 @@ async def test_replay_missing_or_bad_file_names_the_path(
     assert not is_retryable(info.value)
 
 
-@pytest.mark.parametrize(("ticker", "day"), [("../NVDA", "2026-05-11"), ("..", "2026-05-11"),
-                                             ("NVDA", "../../etc/passwd"), ("NV/DA", "2026-05-11"),
-                                             ("NVDA", "2026-02-30")])
+@pytest.mark.parametrize(
+    ("ticker", "day"),
+    [
+        ("../NVDA", "2026-05-11"),
+        ("..", "2026-05-11"),
+        ("NVDA", "../../etc/passwd"),
+        ("NV/DA", "2026-05-11"),
+        ("NVDA", "2026-02-30"),
+    ],
+)
 async def test_replay_validates_before_touching_the_file_system(
     replay_dir: Path, ticker: str, day: str
 ) -> None:
@@ -102,8 +113,18 @@ async def test_import_spec_failures_are_classified() -> None:
         await load_arena(f"{MODULE}:list_arena").run("NVDA", "2026-05-11")
 
 
-@pytest.mark.parametrize("spec", ["no_such_module_xyz:run", f"{MODULE}:missing", f"{MODULE}:VALUE",
-                                  "replay:", "http://x", "rm -rf /", "mod:"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "no_such_module_xyz:run",
+        f"{MODULE}:missing",
+        f"{MODULE}:VALUE",
+        "replay:",
+        "http://x",
+        "rm -rf /",
+        "mod:",
+    ],
+)
 def test_bad_specs_are_config_errors(spec: str) -> None:
     with pytest.raises(ConfigError):
         load_arena(spec)
@@ -113,8 +134,9 @@ async def test_demo_is_deterministic_and_unmistakable() -> None:
     a = await DemoArena().run("NVDA", "2026-05-11")
     assert a == await load_arena("demo").run("nvda", "2026-05-11")
     assert a != await DemoArena().run("NVDA", "2026-05-12")
-    envelope = build_envelope_from_state(a, extra_meta=DEMO_META, ticker="NVDA",
-                                         trade_date="2026-05-11")
+    envelope = build_envelope_from_state(
+        a, extra_meta=DEMO_META, ticker="NVDA", trade_date="2026-05-11"
+    )
     assert envelope.arena_id.startswith("demo-") and envelope.meta["demo"] is True
     assert "DEMO" in envelope.decision.synthesis.reasoning
 

@@ -62,8 +62,11 @@ async def _core_backfill(client: Any, replay: Path, only: str = "missing") -> Ba
 def test_plan_is_streamed_session_by_session_with_normalised_tickers() -> None:
     items = plan_items(["nvda", " brk.b", "NVDA"], ["2026-04-01", "2026-04-02"])
     assert next(items) == Item("NVDA", "2026-04-01")
-    assert list(items) == [Item("BRK.B", "2026-04-01"), Item("NVDA", "2026-04-02"),
-                           Item("BRK.B", "2026-04-02")]
+    assert list(items) == [
+        Item("BRK.B", "2026-04-01"),
+        Item("NVDA", "2026-04-02"),
+        Item("BRK.B", "2026-04-02"),
+    ]
     assert [len(b) for b in batched(range(7), 3)] == [3, 3, 1]
     with pytest.raises(InvalidStateError):
         list(plan_items([], ["2026-04-01"]))
@@ -103,8 +106,9 @@ async def test_month_backfill_isolates_a_missing_state_then_retries_only_failed(
 async def test_bad_state_and_refused_write_fail_only_their_item(
     real_redis: Any, redis_url: str, replay: Path
 ) -> None:
-    (replay / "NVDA" / "2026-04-02.json").write_text(json.dumps({"synthesis_verdict": "BUY",
-                                                                  "synthesis_score": "high"}))
+    (replay / "NVDA" / "2026-04-02.json").write_text(
+        json.dumps({"synthesis_verdict": "BUY", "synthesis_score": "high"})
+    )
     # A key of the wrong type makes Redis refuse that item's script: the batch is re-published
     # one by one so only that item fails.
     await real_redis.set(decision_hash_key("BRK.B", "2026-04-06"), "not a hash")
@@ -116,8 +120,7 @@ async def test_bad_state_and_refused_write_fail_only_their_item(
     assert report.count("published") == 61
 
     grid = await status_grid(real_redis, TICKERS, APRIL)
-    assert grid.counts() == {"published": 61, "orphan_entry": 0, "failed": 2,
-                             "missing": 0}
+    assert grid.counts() == {"published": 61, "orphan_entry": 0, "failed": 2, "missing": 0}
     assert grid.cells["NVDA"][APRIL.sessions.index("2026-04-02")] == "failed"
     assert set(grid.failures) == {"NVDA:2026-04-02", "BRK.B:2026-04-06"}
     assert grid.as_dict()["tickers"]["AAPL"]["2026-04-01"] == "published"
@@ -196,8 +199,9 @@ async def test_flow_dry_run_matches_the_real_run_and_failures_fail_the_run(
     assert seen == plan.todo  # the dry run's plan is what the real run did, in order
     assert len(reports) == 3  # 63 items in batches of 25: three tasks, not 63
 
-    again = await backfill.fn(TICKERS, "2026-04-01", "2026-04-30", arena, only="failed",
-                              dry_run=True)
+    again = await backfill.fn(
+        TICKERS, "2026-04-01", "2026-04-30", arena, only="failed", dry_run=True
+    )
     assert again.todo == [HOLE] and again.published == 62
     assert "does not exist" in again.failed["AAPL:2026-04-15"]
     await _assert_artifacts(state.state_details.flow_run_id)
@@ -208,8 +212,9 @@ async def _assert_artifacts(flow_run_id: Any) -> None:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     async with get_client() as client:
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     kinds = {a.type for a in artifacts}
     assert {"progress", "table"} <= kinds
     progress = next(a for a in artifacts if a.type == "progress")

@@ -67,6 +67,7 @@ def _xlen(url: str) -> int:
 
 def _when(url: str, at_least: int, action: Callable[[], None], timeout: float = 60) -> Any:
     """Run ``action`` in a thread as soon as the stream has ``at_least`` entries."""
+
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while _xlen(url) < at_least and time.monotonic() < deadline:
@@ -88,8 +89,9 @@ async def _run_all(url: str, redis_wait: float) -> BatchReport:
     total = BatchReport()
     try:
         for chunk in batched(plan_items(TICKERS, PLAN.sessions), 12):
-            report = await backfill_batch(client, runner, chunk, concurrency=4,
-                                          redis_wait=redis_wait, retry_delay=0.01)
+            report = await backfill_batch(
+                client, runner, chunk, concurrency=4, redis_wait=redis_wait, retry_delay=0.01
+            )
             total.planned += report.planned
             total.skipped += report.skipped
             total.outcomes += report.outcomes
@@ -133,9 +135,14 @@ async def test_redis_killed_mid_backfill(
 
 
 def _ti(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=MAIN, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=MAIN,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.prefect
@@ -146,11 +153,27 @@ def test_backfill_process_killed_mid_run_then_rerun(
 ) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "TI_REDIS_URL": redis_url, "TI_BATCH_SIZE": "8",
-           "TI_TEST_ARENA_DELAY": "0.02", "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-           "PYTHONPATH": str(MAIN)}
-    args = ["backfill", "--tickers", ",".join(TICKERS), "--start", PLAN.start, "--end",
-            PLAN.end, "--arena", "tests.backfill_arena:slow_replay", "--concurrency", "2"]
+    env = {
+        **os.environ,
+        "TI_REDIS_URL": redis_url,
+        "TI_BATCH_SIZE": "8",
+        "TI_TEST_ARENA_DELAY": "0.02",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PYTHONPATH": str(MAIN),
+    }
+    args = [
+        "backfill",
+        "--tickers",
+        ",".join(TICKERS),
+        "--start",
+        PLAN.start,
+        "--end",
+        PLAN.end,
+        "--arena",
+        "tests.backfill_arena:slow_replay",
+        "--concurrency",
+        "2",
+    ]
     proc = _ti(args, env)
     watcher = _when(redis_url, 30, lambda: os.killpg(proc.pid, signal.SIGKILL))
     proc.communicate(timeout=90)

@@ -53,9 +53,16 @@ def test_verdict_falls_back_to_signal_key() -> None:
 # -- verdict and signal words ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "verdict"), [
-    (" buy ", "BUY"), ("Sell", "SELL"), ("hold\n", "HOLD"), ("strong buy", "HOLD"), ("", "HOLD"),
-])
+@pytest.mark.parametrize(
+    ("raw", "verdict"),
+    [
+        (" buy ", "BUY"),
+        ("Sell", "SELL"),
+        ("hold\n", "HOLD"),
+        ("strong buy", "HOLD"),
+        ("", "HOLD"),
+    ],
+)
 def test_verdict_words_are_trimmed_upper_cased_or_hold(raw: str, verdict: str) -> None:
     assert build(base(synthesis_verdict=raw)).decision.synthesis.verdict == verdict
 
@@ -70,9 +77,15 @@ def test_non_string_verdict_is_refused() -> None:
     refused(base(synthesis_verdict=["BUY"]), "synthesis_verdict", "['BUY']")
 
 
-@pytest.mark.parametrize(("raw", "direction"), [
-    ("bullish", "BULLISH"), (" Bearish ", "BEARISH"), ("sideways", "NEUTRAL"), (None, "NEUTRAL"),
-])
+@pytest.mark.parametrize(
+    ("raw", "direction"),
+    [
+        ("bullish", "BULLISH"),
+        (" Bearish ", "BEARISH"),
+        ("sideways", "NEUTRAL"),
+        (None, "NEUTRAL"),
+    ],
+)
 def test_signal_words(raw: Any, direction: str) -> None:
     assert build(base(agent_signals=[signal(signal=raw)])).decision.agent_signals[0].signal == (
         direction
@@ -82,9 +95,27 @@ def test_signal_words(raw: Any, direction: str) -> None:
 # -- numbers ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [85, 1.0001, -0.1, math.nan, math.inf, -math.inf, "nan", "inf",
-                                   "abc", "1e999", True, [0.5], {"v": 1}, Decimal("NaN"),
-                                   Decimal("sNaN"), 10**400])
+@pytest.mark.parametrize(
+    "value",
+    [
+        85,
+        1.0001,
+        -0.1,
+        math.nan,
+        math.inf,
+        -math.inf,
+        "nan",
+        "inf",
+        "abc",
+        "1e999",
+        True,
+        [0.5],
+        {"v": 1},
+        Decimal("NaN"),
+        Decimal("sNaN"),
+        10**400,
+    ],
+)
 def test_bad_synthesis_confidence_is_refused(value: Any) -> None:
     refused(base(synthesis_confidence=value), "synthesis_confidence")
 
@@ -99,9 +130,17 @@ def test_bad_score_is_refused(value: Any) -> None:
     refused(base(synthesis_score=value), "synthesis_score", repr(value)[:20])
 
 
-@pytest.mark.parametrize(("value", "number"), [
-    ("0.7", 0.7), (" 0.25 ", 0.25), (1, 1.0), (0, 0.0), (Decimal("0.5"), 0.5), (None, 0.0),
-])
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ("0.7", 0.7),
+        (" 0.25 ", 0.25),
+        (1, 1.0),
+        (0, 0.0),
+        (Decimal("0.5"), 0.5),
+        (None, 0.0),
+    ],
+)
 def test_numbers_from_numeric_strings_and_numbers(value: Any, number: float) -> None:
     assert build(base(synthesis_confidence=value)).decision.synthesis.confidence == number
 
@@ -124,10 +163,16 @@ def test_total_seconds_accepts_numbers_and_numeric_strings() -> None:
 # -- JSON parts ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("timing", [
-    {"phase": "x", "seconds": math.nan}, {"phase": "x", "seconds": math.inf},
-    {"phase": "x", "tags": {1, 2}}, {"phase": object()}, {"phase": "x\ud800"},
-])
+@pytest.mark.parametrize(
+    "timing",
+    [
+        {"phase": "x", "seconds": math.nan},
+        {"phase": "x", "seconds": math.inf},
+        {"phase": "x", "tags": {1, 2}},
+        {"phase": object()},
+        {"phase": "x\ud800"},
+    ],
+)
 def test_phase_timing_that_json_cannot_encode_is_refused(timing: dict[str, Any]) -> None:
     refused(base(phase_timings=[timing]), "phase_timings[0]")
 
@@ -139,8 +184,9 @@ def test_phase_timings_must_be_a_list_of_mappings() -> None:
 
 def test_phase_timings_are_kept_in_json_form() -> None:
     e = build(base(phase_timings=[{"phase": "gather", "seconds": 1.5, "steps": (1, 2), 3: "x"}]))
-    assert e.decision.phase_timings == [{"phase": "gather", "seconds": 1.5, "steps": [1, 2],
-                                         "3": "x"}]
+    assert e.decision.phase_timings == [
+        {"phase": "gather", "seconds": 1.5, "steps": [1, 2], "3": "x"}
+    ]
 
 
 def test_json_nested_too_deep_is_refused() -> None:
@@ -174,8 +220,14 @@ def test_extra_meta_merges_and_must_be_json() -> None:
 
 
 def test_text_bounds() -> None:
-    e = build(base(synthesis_reasoning="r" * 10_000, arena_id="i" * 500, llm_model="m" * 500,
-                   target={**TARGET, "exchange": "e" * 500, "asset_class": " crypto "}))
+    e = build(
+        base(
+            synthesis_reasoning="r" * 10_000,
+            arena_id="i" * 500,
+            llm_model="m" * 500,
+            target={**TARGET, "exchange": "e" * 500, "asset_class": " crypto "},
+        )
+    )
     assert len(e.decision.synthesis.reasoning) == REASONING_MAX_CHARS
     assert len(e.arena_id) == 200 and len(e.meta["model_used"]) == 200
     assert len(e.decision.target.exchange) == 200 and e.decision.target.asset_class == "crypto"

@@ -47,8 +47,10 @@ def same_models(fast: Any, validated: Any) -> None:
 
 
 def check_fast_path(state: Any, **kwargs: Any) -> None:
-    args = {name: kwargs.get(name) for name in
-            ("correlation_id", "extra_meta", "ticker", "trade_date", "published_at")}
+    args = {
+        name: kwargs.get(name)
+        for name in ("correlation_id", "extra_meta", "ticker", "trade_date", "published_at")
+    }
     try:
         envelope, bound = _build(state, **args)
     except (InvalidStateError, ValueError, TypeError, OverflowError, RuntimeError):
@@ -83,15 +85,24 @@ def test_fast_path_equals_full_validation_on_well_formed_states(state: dict[str,
 # Texts at and around the bounds, with padding, non-ASCII and control characters.
 edgy_text = st.one_of(
     st.text(max_size=12),
-    st.builds(lambda n, c, pad: pad + c * n + pad, st.integers(195, 305),
-              st.sampled_from(["x", "é", "\x1f", "\x00"]), st.sampled_from(["", " ", "\t"])),
+    st.builds(
+        lambda n, c, pad: pad + c * n + pad,
+        st.integers(195, 305),
+        st.sampled_from(["x", "é", "\x1f", "\x00"]),
+        st.sampled_from(["", " ", "\t"]),
+    ),
 )
-plain_like = st.fixed_dictionaries({
-    "agent": edgy_text, "domain": edgy_text,
-    "signal": st.sampled_from(["bullish", "BEARISH", "Neutral", "sideways", " bullish", ""]),
-    "confidence": st.one_of(st.floats(), st.integers(0, 1)), "summary": edgy_text,
-    "key_factors": st.one_of(st.lists(edgy_text, max_size=11), st.tuples(edgy_text)),
-}, optional={"narrative": st.text(max_size=5)})
+plain_like = st.fixed_dictionaries(
+    {
+        "agent": edgy_text,
+        "domain": edgy_text,
+        "signal": st.sampled_from(["bullish", "BEARISH", "Neutral", "sideways", " bullish", ""]),
+        "confidence": st.one_of(st.floats(), st.integers(0, 1)),
+        "summary": edgy_text,
+        "key_factors": st.one_of(st.lists(edgy_text, max_size=11), st.tuples(edgy_text)),
+    },
+    optional={"narrative": st.text(max_size=5)},
+)
 
 
 @examples(500)
@@ -110,17 +121,33 @@ def test_bound_covers_a_worst_case_envelope() -> None:
     """Control characters (6 bytes each in JSON), big numbers and long names everywhere."""
     nasty = "\x01" * 190
     state = {
-        "target": {"ticker": "NVDA", "trade_date": "2026-05-11", "exchange": nasty,
-                   "asset_class": nasty},
-        "synthesis_reasoning": "\x02" * 4000, "arena_id": nasty, "llm_model": nasty,
-        "agent_signals": [{"agent": nasty, "domain": nasty, "signal": "bullish",
-                           "confidence": 0.1234567890123456, "summary": "\x03" * 300,
-                           "key_factors": ["\x04" * 200] * 2}],
-        "source_metrics": [{"source": f"s{i}" + "\x05" * 150, "success": True,
-                            "result_bytes": 10**15} for i in range(5)],
+        "target": {
+            "ticker": "NVDA",
+            "trade_date": "2026-05-11",
+            "exchange": nasty,
+            "asset_class": nasty,
+        },
+        "synthesis_reasoning": "\x02" * 4000,
+        "arena_id": nasty,
+        "llm_model": nasty,
+        "agent_signals": [
+            {
+                "agent": nasty,
+                "domain": nasty,
+                "signal": "bullish",
+                "confidence": 0.1234567890123456,
+                "summary": "\x03" * 300,
+                "key_factors": ["\x04" * 200] * 2,
+            }
+        ],
+        "source_metrics": [
+            {"source": f"s{i}" + "\x05" * 150, "success": True, "result_bytes": 10**15}
+            for i in range(5)
+        ],
         "phase_timings": [{"phase": nasty, "seconds": -1.2345678901234567e-300, "n": 2**63}],
         "arena_total_seconds": 1.7976931348623157e308,
     }
-    envelope, bound = _build(state, None, {"k" * 50: ["\x06" * 10, {"x": 1e-300}]}, None,
-                             None, None)
+    envelope, bound = _build(
+        state, None, {"k" * 50: ["\x06" * 10, {"x": 1e-300}]}, None, None, None
+    )
     assert len(envelope.model_dump_json().encode()) <= bound

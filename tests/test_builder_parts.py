@@ -18,19 +18,45 @@ def test_target_that_is_not_a_mapping_is_refused(target: Any) -> None:
     refused(base(target=target), "target", repr(target))
 
 
-@pytest.mark.parametrize(("raw", "ticker"), [
-    ("BRK.B", "BRK.B"), ("BF-B", "BF-B"), ("^GSPC", "^GSPC"), ("ES=F", "ES=F"), (" nvda ", "NVDA"),
-    ("7203.T", "7203.T"), ("btc_usd", "BTC_USD"),
-])
+@pytest.mark.parametrize(
+    ("raw", "ticker"),
+    [
+        ("BRK.B", "BRK.B"),
+        ("BF-B", "BF-B"),
+        ("^GSPC", "^GSPC"),
+        ("ES=F", "ES=F"),
+        (" nvda ", "NVDA"),
+        ("7203.T", "7203.T"),
+        ("btc_usd", "BTC_USD"),
+    ],
+)
 def test_tickers_allowed(raw: str, ticker: str) -> None:
     envelope = build(base(target={"ticker": raw, "trade_date": "2026-05-11"}))
     assert envelope.decision.target.ticker == ticker
 
 
-@pytest.mark.parametrize("raw", [
-    "NV:DA*", "A B", "{X}", "A/B", "\x00", "", "   ", "A\nB", "A*", "A?", "[A]", "...", "^",
-    "X" * 21, "NVDA\u0301", 5, ["NVDA"],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "NV:DA*",
+        "A B",
+        "{X}",
+        "A/B",
+        "\x00",
+        "",
+        "   ",
+        "A\nB",
+        "A*",
+        "A?",
+        "[A]",
+        "...",
+        "^",
+        "X" * 21,
+        "NVDA\u0301",
+        5,
+        ["NVDA"],
+    ],
+)
 def test_tickers_refused(raw: Any) -> None:
     message = refused(base(target={"ticker": raw, "trade_date": "2026-05-11"}), "ticker")
     if raw:  # the empty ticker is reported as missing; the others name the value
@@ -42,20 +68,37 @@ def test_no_ticker_anywhere_is_refused() -> None:
     refused({"target": {"ticker": "NVDA"}}, "trade_date", "missing")
 
 
-@pytest.mark.parametrize(("raw", "iso"), [
-    ("2026-05-11", "2026-05-11"), (date(2026, 5, 11), "2026-05-11"),
-    (datetime(2026, 5, 11, 23, 59), "2026-05-11"), ("2026-05-11T14:30:00", "2026-05-11"),
-    ("2026-05-11T14:30:00+00:00", "2026-05-11"), ("20260511", "2026-05-11"),
-    (" 2026-05-11 ", "2026-05-11"),
-])
+@pytest.mark.parametrize(
+    ("raw", "iso"),
+    [
+        ("2026-05-11", "2026-05-11"),
+        (date(2026, 5, 11), "2026-05-11"),
+        (datetime(2026, 5, 11, 23, 59), "2026-05-11"),
+        ("2026-05-11T14:30:00", "2026-05-11"),
+        ("2026-05-11T14:30:00+00:00", "2026-05-11"),
+        ("20260511", "2026-05-11"),
+        (" 2026-05-11 ", "2026-05-11"),
+    ],
+)
 def test_dates_accepted(raw: Any, iso: str) -> None:
     assert build(base(target={"ticker": "NVDA", "trade_date": raw})).decision.target.trade_date == (
         iso
     )
 
 
-@pytest.mark.parametrize("raw", ["2026-02-30", "2026-13-01", "garbage", "11/05/2026", "2026-5-11",
-                                 20260511, 1.5, ["2026-05-11"]])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-02-30",
+        "2026-13-01",
+        "garbage",
+        "11/05/2026",
+        "2026-5-11",
+        20260511,
+        1.5,
+        ["2026-05-11"],
+    ],
+)
 def test_dates_refused(raw: Any) -> None:
     refused(base(target={"ticker": "NVDA", "trade_date": raw}), "trade_date", repr(raw)[:12])
 
@@ -92,11 +135,22 @@ def test_invalid_caller_ticker_is_refused_even_without_state_target() -> None:
 # -- agent signals and source metrics --------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [
-    "not-a-signal", 5, None, signal(confidence="high"), signal(confidence=85),
-    signal(confidence=math.nan), signal(key_factors="one string"), signal(key_factors=[{"x": 1}]),
-    signal(agent={"n": 1}), signal(summary=["x"]), signal(signal=3),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not-a-signal",
+        5,
+        None,
+        signal(confidence="high"),
+        signal(confidence=85),
+        signal(confidence=math.nan),
+        signal(key_factors="one string"),
+        signal(key_factors=[{"x": 1}]),
+        signal(agent={"n": 1}),
+        signal(summary=["x"]),
+        signal(signal=3),
+    ],
+)
 def test_malformed_agent_signal_is_skipped_with_a_warning(
     bad: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -113,8 +167,12 @@ def test_agent_signals_not_a_list_is_refused() -> None:
 
 
 def test_signal_text_is_bounded() -> None:
-    raw = signal(summary="x" * 1000, key_factors=[f"f{i}" for i in range(30)] + [{"ignored": 1}],
-                 agent="  padded  ", confidence="0.9")
+    raw = signal(
+        summary="x" * 1000,
+        key_factors=[f"f{i}" for i in range(30)] + [{"ignored": 1}],
+        agent="  padded  ",
+        confidence="0.9",
+    )
     s = build(base(agent_signals=[raw])).decision.agent_signals[0]
     assert len(s.summary) == 300 and len(s.key_factors) == 10 and s.agent == "padded"
     assert s.confidence == 0.9

@@ -31,8 +31,11 @@ from ti_core.builder import MAX_ENVELOPE_BYTES
 
 def examples(count: int) -> Any:
     """``count`` cases, no per-example deadline: a loaded CI machine must not fail on timing."""
-    return settings(max_examples=count, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=count,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 KEY_RE = re.compile(
@@ -42,7 +45,11 @@ KEY_RE = re.compile(
 # -- strategies --------------------------------------------------------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
 )
 json_like = st.recursive(
     scalars,
@@ -53,11 +60,19 @@ json_like = st.recursive(
 )
 # Values no JSON document holds, but a Python caller might pass.
 oddities = st.one_of(
-    st.sets(st.integers(), max_size=3), st.binary(max_size=8), st.dates(), st.datetimes(),
-    st.decimals(allow_nan=True, allow_infinity=True), st.builds(object),
+    st.sets(st.integers(), max_size=3),
+    st.binary(max_size=8),
+    st.dates(),
+    st.datetimes(),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.builds(object),
     # builds, not just: hypothesis's repr of a 5000-digit int raises (int max str digits).
-    st.tuples(st.integers()), st.complex_numbers(), st.builds(lambda: 10**5000), st.just(math.nan),
-    st.just(math.inf), st.text(alphabet=st.characters(codec=None), max_size=10),
+    st.tuples(st.integers()),
+    st.complex_numbers(),
+    st.builds(lambda: 10**5000),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.text(alphabet=st.characters(codec=None), max_size=10),
     st.sampled_from(["\ud800", "x\udfffy", "\x00\n\r\x1b[31m", " \u2028 ", "9" * 5000]),
 )
 wild = st.one_of(json_like, oddities)
@@ -66,82 +81,138 @@ good_tickers = st.sampled_from(["NVDA", "brk.b", " BF-B ", "^GSPC", "ES=F", "720
 bad_tickers = st.sampled_from(["NV:DA*", "A B", "{X}", "A/B", "\x00", "", "A" * 21, "é"])
 tickers = st.one_of(good_tickers, bad_tickers, st.text(max_size=22), wild)
 dates = st.one_of(
-    st.dates().map(date.isoformat), st.dates(), st.datetimes(),
-    st.sampled_from(["2026-02-30", "garbage", "2026-05-11T10:00:00+05:00", "20260511"]), wild,
+    st.dates().map(date.isoformat),
+    st.dates(),
+    st.datetimes(),
+    st.sampled_from(["2026-02-30", "garbage", "2026-05-11T10:00:00+05:00", "20260511"]),
+    wild,
 )
-unit = st.one_of(st.floats(0, 1), st.floats(), st.integers(-2, 100),
-                 st.floats(0, 1).map(str), wild)
+unit = st.one_of(st.floats(0, 1), st.floats(), st.integers(-2, 100), st.floats(0, 1).map(str), wild)
 signed = st.one_of(st.floats(-1, 1), st.floats(), st.sampled_from(["abc", "1.5", "-0.3"]), wild)
-words = st.one_of(st.sampled_from(["buy", " SELL", "hold", "bullish", "Bearish ", "neutral",
-                                   "sideways", ""]), st.text(max_size=10), wild)
+words = st.one_of(
+    st.sampled_from(["buy", " SELL", "hold", "bullish", "Bearish ", "neutral", "sideways", ""]),
+    st.text(max_size=10),
+    wild,
+)
 texts = st.one_of(st.text(max_size=30), st.integers(), st.floats(), wild)
 signals = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "agent": texts, "domain": texts, "signal": words, "confidence": unit, "summary": texts,
-        "key_factors": st.one_of(st.lists(texts, max_size=4), wild), "narrative": texts,
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "agent": texts,
+            "domain": texts,
+            "signal": words,
+            "confidence": unit,
+            "summary": texts,
+            "key_factors": st.one_of(st.lists(texts, max_size=4), wild),
+            "narrative": texts,
+        },
+    ),
     wild,
 )
 metrics = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "source": texts, "success": st.one_of(st.booleans(), wild),
-        "result_bytes": st.one_of(st.integers(-5, 10**6), st.integers().map(str), wild),
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "source": texts,
+            "success": st.one_of(st.booleans(), wild),
+            "result_bytes": st.one_of(st.integers(-5, 10**6), st.integers().map(str), wild),
+        },
+    ),
     wild,
 )
 timings = st.one_of(
     st.fixed_dictionaries({"phase": texts}, optional={"seconds": st.one_of(st.floats(), wild)}),
-    st.dictionaries(st.text(max_size=5), wild, max_size=3), wild,
-)
-targets = st.one_of(
-    st.fixed_dictionaries({}, optional={
-        "ticker": tickers, "trade_date": dates, "date": dates, "exchange": texts,
-        "asset_class": texts,
-    }),
+    st.dictionaries(st.text(max_size=5), wild, max_size=3),
     wild,
 )
+targets = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ticker": tickers,
+            "trade_date": dates,
+            "date": dates,
+            "exchange": texts,
+            "asset_class": texts,
+        },
+    ),
+    wild,
+)
+
+
 # Long strings are built cheaply (generating 400 random characters costs more than the test).
 def long_or_short(short: int, around: int) -> st.SearchStrategy[str]:
-    return st.one_of(st.text(max_size=short),
-                     st.builds(lambda n, c: c * n, st.integers(around - 10, around + 60),
-                               st.sampled_from(["x", "é", " "])))
+    return st.one_of(
+        st.text(max_size=short),
+        st.builds(
+            lambda n, c: c * n,
+            st.integers(around - 10, around + 60),
+            st.sampled_from(["x", "é", " "]),
+        ),
+    )
 
 
-valid_signal = st.fixed_dictionaries({
-    "agent": long_or_short(12, 200), "domain": st.text(max_size=12),
-    "signal": st.sampled_from(["bullish", "BEARISH", " neutral "]),
-    "confidence": st.floats(0, 1), "summary": long_or_short(30, 300),
-    "key_factors": st.one_of(st.lists(st.text(max_size=8), max_size=3),
-                             st.lists(st.just("f" * 205), min_size=9, max_size=12)),
-})
-valid_states = st.fixed_dictionaries({
-    "target": st.fixed_dictionaries({
-        "ticker": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.\-=^_]{0,19}", fullmatch=True),
-        "trade_date": st.dates(),
-        "exchange": st.text(max_size=10),
-    }),
-    "synthesis_verdict": st.sampled_from(["buy", "SELL", "hold", None]),
-    "synthesis_confidence": st.floats(0, 1),
-    "synthesis_score": st.floats(-1, 1),
-    "synthesis_reasoning": long_or_short(30, 4000),
-    "agent_signals": st.lists(valid_signal, max_size=4),
-    "phase_timings": st.lists(st.fixed_dictionaries(
-        {"phase": st.text(max_size=10), "seconds": st.floats(0, 1e6)}), max_size=5),
-    "source_metrics": st.lists(st.fixed_dictionaries({
-        "source": st.text(max_size=12), "success": st.booleans(),
-        "result_bytes": st.integers(0, 10**9)}), max_size=4),
-    "arena_total_seconds": st.one_of(st.none(), st.floats(0, 1e6)),
-    "llm_model": st.text(max_size=20),
-})
+valid_signal = st.fixed_dictionaries(
+    {
+        "agent": long_or_short(12, 200),
+        "domain": st.text(max_size=12),
+        "signal": st.sampled_from(["bullish", "BEARISH", " neutral "]),
+        "confidence": st.floats(0, 1),
+        "summary": long_or_short(30, 300),
+        "key_factors": st.one_of(
+            st.lists(st.text(max_size=8), max_size=3),
+            st.lists(st.just("f" * 205), min_size=9, max_size=12),
+        ),
+    }
+)
+valid_states = st.fixed_dictionaries(
+    {
+        "target": st.fixed_dictionaries(
+            {
+                "ticker": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.\-=^_]{0,19}", fullmatch=True),
+                "trade_date": st.dates(),
+                "exchange": st.text(max_size=10),
+            }
+        ),
+        "synthesis_verdict": st.sampled_from(["buy", "SELL", "hold", None]),
+        "synthesis_confidence": st.floats(0, 1),
+        "synthesis_score": st.floats(-1, 1),
+        "synthesis_reasoning": long_or_short(30, 4000),
+        "agent_signals": st.lists(valid_signal, max_size=4),
+        "phase_timings": st.lists(
+            st.fixed_dictionaries({"phase": st.text(max_size=10), "seconds": st.floats(0, 1e6)}),
+            max_size=5,
+        ),
+        "source_metrics": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "source": st.text(max_size=12),
+                    "success": st.booleans(),
+                    "result_bytes": st.integers(0, 10**9),
+                }
+            ),
+            max_size=4,
+        ),
+        "arena_total_seconds": st.one_of(st.none(), st.floats(0, 1e6)),
+        "llm_model": st.text(max_size=20),
+    }
+)
 # Per known key: values of any type, to reach every coercion and refusal path.
 wild_values = {
-    "target": targets, "synthesis_verdict": words, "signal": words,
-    "synthesis_confidence": unit, "synthesis_score": signed, "synthesis_reasoning": texts,
+    "target": targets,
+    "synthesis_verdict": words,
+    "signal": words,
+    "synthesis_confidence": unit,
+    "synthesis_score": signed,
+    "synthesis_reasoning": texts,
     "agent_signals": st.one_of(st.lists(signals, max_size=4), wild),
     "source_metrics": st.one_of(st.lists(metrics, max_size=4), wild),
     "phase_timings": st.one_of(st.lists(timings, max_size=4), wild),
     "arena_total_seconds": st.one_of(st.floats(), st.floats(0, 1e4).map(str), wild),
-    "llm_model": texts, "arena_id": texts, "reports": wild,
+    "llm_model": texts,
+    "arena_id": texts,
+    "reports": wild,
 }
 
 
@@ -157,8 +228,9 @@ def known_states(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):  # and sometimes one random value inside a signal or the target
         signals_ = state.get("agent_signals")
         if isinstance(signals_, list) and signals_ and isinstance(signals_[0], dict):
-            field = draw(st.sampled_from(["agent", "signal", "confidence", "summary",
-                                          "key_factors"]))
+            field = draw(
+                st.sampled_from(["agent", "signal", "confidence", "summary", "key_factors"])
+            )
             signals_[0][field] = draw(wild)
         if isinstance(state.get("target"), dict):
             field = draw(st.sampled_from(["ticker", "trade_date", "date", "exchange"]))
@@ -169,16 +241,25 @@ def known_states(draw: st.DrawFn) -> dict[str, Any]:
 any_states = st.one_of(st.dictionaries(st.text(max_size=12), json_like, max_size=6), wild)
 caller_args = st.one_of(
     st.just({}),
-    st.fixed_dictionaries({}, optional={
-        "ticker": st.one_of(good_tickers, tickers), "trade_date": dates,
-        "extra_meta": st.one_of(st.dictionaries(st.text(max_size=8), json_like, max_size=3), wild),
-        "correlation_id": st.one_of(st.just("0" * 32), st.text(max_size=33), wild),
-        "published_at": st.one_of(
-            st.datetimes(timezones=st.just(UTC)), st.datetimes(), wild,
-            st.datetimes(timezones=st.integers(-1439, 1439).map(
-                lambda m: timezone(timedelta(minutes=m)))),
-        ),
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ticker": st.one_of(good_tickers, tickers),
+            "trade_date": dates,
+            "extra_meta": st.one_of(
+                st.dictionaries(st.text(max_size=8), json_like, max_size=3), wild
+            ),
+            "correlation_id": st.one_of(st.just("0" * 32), st.text(max_size=33), wild),
+            "published_at": st.one_of(
+                st.datetimes(timezones=st.just(UTC)),
+                st.datetimes(),
+                wild,
+                st.datetimes(
+                    timezones=st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m)))
+                ),
+            ),
+        },
+    ),
 )
 
 
@@ -261,10 +342,14 @@ def test_well_formed_states_always_build(state: dict[str, Any]) -> None:
 # -- decoder ---------------------------------------------------------------------------------
 
 SAMPLE = build_envelope_from_state(
-    {"target": {"ticker": "NVDA", "trade_date": "2026-05-11"}, "synthesis_verdict": "BUY",
-     "synthesis_confidence": 0.5, "agent_signals": [{"agent": "a", "domain": "d",
-                                                     "signal": "BULLISH", "confidence": 0.4}]},
-    correlation_id="f" * 32, published_at=datetime(2026, 5, 11, tzinfo=UTC),
+    {
+        "target": {"ticker": "NVDA", "trade_date": "2026-05-11"},
+        "synthesis_verdict": "BUY",
+        "synthesis_confidence": 0.5,
+        "agent_signals": [{"agent": "a", "domain": "d", "signal": "BULLISH", "confidence": 0.4}],
+    },
+    correlation_id="f" * 32,
+    published_at=datetime(2026, 5, 11, tzinfo=UTC),
 )
 SAMPLE_DOC = json.loads(SAMPLE.model_dump_json())
 
@@ -302,10 +387,12 @@ def mutated_envelopes(draw: st.DrawFn) -> str:
 
 
 payloads = st.one_of(
-    st.binary(max_size=200), st.text(max_size=200),
+    st.binary(max_size=200),
+    st.text(max_size=200),
     json_like.map(lambda v: json.dumps(v, allow_nan=True)),
     json_like.map(lambda v: json.dumps(v).encode()),
-    mutated_envelopes(), mutated_envelopes().map(str.encode),
+    mutated_envelopes(),
+    mutated_envelopes().map(str.encode),
     mutated_envelopes().map(lambda s: bytearray(s.encode())),
     st.builds(lambda s: SAMPLE.model_dump_json()[:s], st.integers(0, 400)),
     wild,
@@ -334,8 +421,9 @@ def test_decoder_agrees_with_pydantic_on_mutations(payload: str) -> None:
     if result is not None and expected is not None:  # a dropped field takes a fresh default
         volatile = {"published_at", "correlation_id"}
         # As JSON: a NaN inside meta (which foreign JSON may carry) is never equal to itself.
-        assert (result.model_dump_json(exclude=volatile)
-                == expected.model_dump_json(exclude=volatile))
+        assert result.model_dump_json(exclude=volatile) == expected.model_dump_json(
+            exclude=volatile
+        )
 
 
 def test_sample_round_trip_and_offsets() -> None:

@@ -14,20 +14,26 @@ def test_xnys_thanksgiving_week_skips_the_holiday_and_weekends() -> None:
     plan = sessions("2026-11-20", "2026-11-30")
     assert plan.calendar == "XNYS"
     assert plan.sessions == [
-        "2026-11-20", "2026-11-23", "2026-11-24", "2026-11-25", "2026-11-27", "2026-11-30",
+        "2026-11-20",
+        "2026-11-23",
+        "2026-11-24",
+        "2026-11-25",
+        "2026-11-27",
+        "2026-11-30",
     ]
     assert plan.skipped == [
-        ("2026-11-21", "weekend"), ("2026-11-22", "weekend"), ("2026-11-26", "holiday"),
-        ("2026-11-28", "weekend"), ("2026-11-29", "weekend"),
+        ("2026-11-21", "weekend"),
+        ("2026-11-22", "weekend"),
+        ("2026-11-26", "holiday"),
+        ("2026-11-28", "weekend"),
+        ("2026-11-29", "weekend"),
     ]
 
 
 def test_every_day_is_either_a_session_or_skipped_once() -> None:
     plan = sessions(date(2025, 1, 1), "2025-12-31")
     days = plan.sessions + [d for d, _ in plan.skipped]
-    assert sorted(days) == [
-        (date(2025, 1, 1) + timedelta(days=i)).isoformat() for i in range(365)
-    ]
+    assert sorted(days) == [(date(2025, 1, 1) + timedelta(days=i)).isoformat() for i in range(365)]
     assert len(plan.sessions) == 250  # NYSE 2025 (incl. the Jan 9 national day of mourning)
     assert ("2025-01-09", "holiday") in plan.skipped
 
@@ -70,7 +76,8 @@ def test_bad_dates_are_rejected() -> None:
 def test_current_session_uses_the_exchange_time_zone() -> None:
     # 03:00 UTC on the 24th is still the 23rd (a Monday) in New York.
     assert current_session(now=datetime(2026, 11, 24, 3, tzinfo=UTC)) == (
-        "2026-11-23", "2026-11-23 is a session (XNYS)",
+        "2026-11-23",
+        "2026-11-23 is a session (XNYS)",
     )
     tokyo = timezone(timedelta(hours=9))
     assert current_session("XTKS", now=datetime(2026, 11, 24, 8, tzinfo=tokyo))[0] == "2026-11-24"
@@ -78,7 +85,8 @@ def test_current_session_uses_the_exchange_time_zone() -> None:
 
 def test_current_session_reports_holidays_and_weekends() -> None:
     assert current_session(now=datetime(2026, 11, 26, 15, tzinfo=UTC)) == (
-        None, "2026-11-26 is a holiday (XNYS)",
+        None,
+        "2026-11-26 is a holiday (XNYS)",
     )
     day, reason = current_session("weekdays", now=datetime(2026, 11, 28, 12))
     assert day is None and "weekend" in reason

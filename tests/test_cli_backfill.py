@@ -69,8 +69,9 @@ def test_backfill_names_failures_then_only_failed_finishes(
     assert main(["backfill", *RANGE, *arena, "--only", "failed"]) == 0
     out = capsys.readouterr().out
     assert "1 published" in out and "17 already done" in out and "0 failed" in out
-    assert_exactly_once(redis_url, [(i.ticker, i.trade_date)
-                                    for i in plan_items(TICKERS, PLAN.sessions)])
+    assert_exactly_once(
+        redis_url, [(i.ticker, i.trade_date) for i in plan_items(TICKERS, PLAN.sessions)]
+    )
 
 
 def test_status_json_grid(
@@ -84,48 +85,68 @@ def test_status_json_grid(
 
     async def publish_two() -> None:
         async with open_redis(redis_url) as client:
-            await run_items(client, load_arena(f"replay:{cli_env}"),
-                            [Item("NVDA", "2026-04-01"), Item("NVDA", "2026-04-02")])
+            await run_items(
+                client,
+                load_arena(f"replay:{cli_env}"),
+                [Item("NVDA", "2026-04-01"), Item("NVDA", "2026-04-02")],
+            )
 
     asyncio.run(publish_two())
     assert main(["status", *RANGE, "--json"]) == 0
     grid = json.loads(capsys.readouterr().out)
-    assert grid["counts"] == {"published": 2, "orphan_entry": 0, "failed": 0,
-                              "missing": 16}
+    assert grid["counts"] == {"published": 2, "orphan_entry": 0, "failed": 0, "missing": 16}
     assert grid["tickers"]["NVDA"]["2026-04-01"] == "published"
     assert grid["tickers"]["BRK.B"]["2026-04-01"] == "missing"
     assert {"date": "2026-04-03", "reason": "holiday"} in grid["skipped"]
     assert len(grid["sessions"]) == 9
 
 
-PROBE = ("import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
-         "print('PREFECT' if 'prefect' in sys.modules else 'CLEAN'); sys.exit(rc)")
+PROBE = (
+    "import sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+    "print('PREFECT' if 'prefect' in sys.modules else 'CLEAN'); sys.exit(rc)"
+)
 
 
 def test_status_never_imports_prefect(cli_env: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE, "status", *RANGE], cwd=MAIN,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "status", *RANGE],
+        cwd=MAIN,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("CLEAN")
     assert "NVDA" in done.stdout and "BRK.B" in done.stdout
 
 
 def test_a_refused_backfill_does_not_start_prefect(cli_env: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE, "backfill", *RANGE, "--calendar", "NOPE"],
-                          cwd=MAIN, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "backfill", *RANGE, "--calendar", "NOPE"],
+        cwd=MAIN,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "unknown calendar" in done.stderr
     assert done.stdout.strip() == "CLEAN"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--start", "2026-02-30"], "not a real date"),
-    (["--calendar", "NOPE"], "get_calendar_names"),
-    (["--end", "2026-03-01"], "before start"),
-    (["--arena", "nonsense spec"], "arena spec"),
-    (["--concurrency", "0"], "at least 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2026-02-30"], "not a real date"),
+        (["--calendar", "NOPE"], "get_calendar_names"),
+        (["--end", "2026-03-01"], "before start"),
+        (["--arena", "nonsense spec"], "arena spec"),
+        (["--concurrency", "0"], "at least 1"),
+    ],
+)
 def test_bad_arguments_fail_in_one_line(
-    cli_env: Path, redis_url: str, capsys: pytest.CaptureFixture[str], args: list[str],
+    cli_env: Path,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
     message: str,
 ) -> None:
     base = dict(zip(RANGE[::2], RANGE[1::2], strict=True))
@@ -140,9 +161,23 @@ def test_bad_arguments_fail_in_one_line(
 
 def test_a_dry_run_answers_without_prefect(cli_env: Path) -> None:
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens
-    done = subprocess.run([sys.executable, "-c", PROBE, "backfill", *RANGE, "--dry-run",
-                           "--arena", f"replay:{cli_env}"], cwd=MAIN, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            "backfill",
+            *RANGE,
+            "--dry-run",
+            "--arena",
+            f"replay:{cli_env}",
+        ],
+        cwd=MAIN,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "18 to do; nothing published" in done.stdout
     assert "skip 2026-04-03: holiday" in done.stdout

@@ -26,14 +26,18 @@ NOISE = ("Traceback", "CancelledError", "database is locked", "Error", "Warning"
 
 
 def ti(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([TI, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [TI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """A new user's environment: no TI_*, PREFECT_* or XDG_* settings, a new empty HOME."""
-    keep = {k: v for k, v in os.environ.items()
-            if not k.startswith(("TI_", "PREFECT_", "XDG_")) and k != "HOME"}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TI_", "PREFECT_", "XDG_")) and k != "HOME"
+    }
     return {**keep, "HOME": str(home), **extra}
 
 
@@ -89,8 +93,11 @@ def test_demo_is_refused_for_a_configured_server_without_starting_prefect(tmp_pa
 
 def test_bad_arguments_fail_in_one_line(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
-    for args in (["run", "NV:DA", "--date", "2026-05-11"], ["run", "NVDA", "--date", "2026-02-30"],
-                 ["run", "NVDA", "--date", "2026-05-11", "--arena", "nonsense spec"]):
+    for args in (
+        ["run", "NV:DA", "--date", "2026-05-11"],
+        ["run", "NVDA", "--date", "2026-02-30"],
+        ["run", "NVDA", "--date", "2026-05-11", "--arena", "nonsense spec"],
+    ):
         out = ti(*args, env=env)
         assert out.returncode == 1, args
         assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("ti: "), out.stderr
@@ -112,19 +119,30 @@ def test_allow_demo_publishes_to_the_server_and_says_where(
 
 
 @pytest.mark.prefect
-def test_daily_reports_each_ticker_fails_in_one_line_and_retries(tmp_path: Path, prefect_api: str,
-                                                         sample_states: dict[str, Any]) -> None:
+def test_daily_reports_each_ticker_fails_in_one_line_and_retries(
+    tmp_path: Path, prefect_api: str, sample_states: dict[str, Any]
+) -> None:
     (tmp_path / "replay" / "NVDA").mkdir(parents=True)
     (tmp_path / "replay" / "NVDA" / "2026-05-11.json").write_text(
-        json.dumps(sample_states["nvda-2026-05-11-full"]))
+        json.dumps(sample_states["nvda-2026-05-11-full"])
+    )
     env = clean_env(tmp_path, PREFECT_API_URL=prefect_api, TI_DATA_DIR=str(tmp_path / "data"))
-    out = ti("daily", "--tickers", "NVDA,TSLA", "--date", "2026-05-11",
-             "--arena", f"replay:{tmp_path / 'replay'}", env=env)
+    out = ti(
+        "daily",
+        "--tickers",
+        "NVDA,TSLA",
+        "--date",
+        "2026-05-11",
+        "--arena",
+        f"replay:{tmp_path / 'replay'}",
+        env=env,
+    )
     assert out.returncode == 1
     lines = out.stdout.splitlines()
     assert any(x.startswith("NVDA 2026-05-11: ") and " entry " in x for x in lines), out.stdout
-    assert any(x.startswith("TSLA 2026-05-11: FAILED run-arena: no archived arena state")
-               for x in lines), out.stdout
+    assert any(
+        x.startswith("TSLA 2026-05-11: FAILED run-arena: no archived arena state") for x in lines
+    ), out.stdout
     (error,) = out.stderr.splitlines()
     assert error.startswith("ti: daily run failed: 1 of 2 decisions failed")
     missing = tmp_path / "replay" / "TSLA" / "2026-05-11.json"
@@ -135,14 +153,21 @@ def test_daily_reports_each_ticker_fails_in_one_line_and_retries(tmp_path: Path,
     # The state turns up; retrying the same flow run publishes TSLA only.
     flow_run_id = error.rsplit("ti retry ", 1)[1].rstrip("]")
     missing.parent.mkdir()
-    missing.write_text(json.dumps({**sample_states["nvda-2026-05-11-full"],
-                                   "target": {"ticker": "TSLA", "date": "2026-05-11"}}))
+    missing.write_text(
+        json.dumps(
+            {
+                **sample_states["nvda-2026-05-11-full"],
+                "target": {"ticker": "TSLA", "date": "2026-05-11"},
+            }
+        )
+    )
     retried = ti("retry", flow_run_id, env=env)
     assert retried.returncode == 0, retried.stderr
     assert retried.stderr == ""
     lines = retried.stdout.splitlines()
-    assert any(x.startswith("NVDA 2026-05-11: ") and "(already on the stream)" in x
-               for x in lines), retried.stdout
+    assert any(
+        x.startswith("NVDA 2026-05-11: ") and "(already on the stream)" in x for x in lines
+    ), retried.stdout
     assert lines[-1] == "2026-05-11: 1 published, 1 already on the stream"
     assert ti("get", "TSLA", "2026-05-11", env=env).returncode == 0
 
@@ -183,8 +208,17 @@ def test_embedded_store_keeps_every_write_across_connections_and_processes(
 
         asyncio.run(main())
     """)
-    out = subprocess.run([sys.executable, "-c", reader], env=env, check=True, timeout=60,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", reader],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.split() == ["b'1'", "b'1'", "30"]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "store.dat", "store.dat.prev", "store.lock"]
+        "store.dat",
+        "store.dat.prev",
+        "store.lock",
+    ]

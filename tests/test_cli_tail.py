@@ -33,8 +33,9 @@ class Running:
     """
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.pump = threading.Thread(target=self._pump, daemon=True)
         self.pump.start()
@@ -156,12 +157,16 @@ def test_ti_tail_json_from_start(run: Any, redis_url: str, sample_states: Any) -
 
 
 def test_ti_tail_group_acknowledges_and_ti_lag_reports(
-    run: Any, redis_url: str, sample_states: Any, capsys: pytest.CaptureFixture[str],
+    run: Any,
+    redis_url: str,
+    sample_states: Any,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ids = publish(redis_url, [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT")])
-    tail = run([TI, "tail", "--from-start", "--group", "desk", "--consumer", "d1"],
-                   env_for(redis_url))
+    tail = run(
+        [TI, "tail", "--from-start", "--group", "desk", "--consumer", "d1"], env_for(redis_url)
+    )
     assert [tail.line().split()[0] for _ in ids] == ids
     wait_blocked(redis_url, "xread", tail)
     code, err = tail.stop(signal.SIGTERM)
@@ -199,14 +204,25 @@ def test_ti_tail_on_the_embedded_store(run: Any, sample_states: Any) -> None:
 
 def test_example_consumer_runs(run: Any, redis_url: str, sample_states: Any) -> None:
     ids = publish(redis_url, [envelope(sample_states)])
-    consumer = run([sys.executable, str(ROOT / "examples" / "consumer.py"),
-                        "--url", redis_url, "--consumer", "e1", "--claim-idle-ms", "500"],
-                       env_for(None))
+    consumer = run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "consumer.py"),
+            "--url",
+            redis_url,
+            "--consumer",
+            "e1",
+            "--claim-idle-ms",
+            "500",
+        ],
+        env_for(None),
+    )
     started = f"consumer e1 of group engine started on {DEFAULT_STREAM_NAME}"
     assert consumer.line().startswith(started)
     wait_blocked(redis_url, "xread", consumer)
-    ids += publish(redis_url, [envelope(sample_states, ticker="TSLA", verdict="SELL")],
-                   {"data": "not json"})
+    ids += publish(
+        redis_url, [envelope(sample_states, ticker="TSLA", verdict="SELL")], {"data": "not json"}
+    )
     line = consumer.line()
     assert line == f"applied TSLA 2026-05-11 SELL confidence 0.78 -> position -1 ({ids[1]})"
     with redis.Redis.from_url(redis_url) as client:

@@ -20,8 +20,12 @@ from ti_core.settings import TiSettings
 S = DEFAULT_STREAM_NAME
 
 
-def envelope(states: dict[str, Any], ticker: str = "NVDA", trade_date: str = "2026-05-11",
-             verdict: str = "BUY") -> Any:
+def envelope(
+    states: dict[str, Any],
+    ticker: str = "NVDA",
+    trade_date: str = "2026-05-11",
+    verdict: str = "BUY",
+) -> Any:
     state = copy.deepcopy(states["nvda-2026-05-11-full"])
     state["target"].update(ticker=ticker, trade_date=trade_date)
     state["synthesis_verdict"] = verdict
@@ -89,8 +93,13 @@ async def test_tail_skips_bad_entries_and_keeps_going(
         got.append(await asyncio.wait_for(agen.__anext__(), 5))
     await agen.aclose()
     assert [(i, e) for i, e in got] == list(zip(ids, good, strict=True))
-    for reason in ("schema_version", "malformed JSON", "validation failed", "not UTF-8",
-                   "no 'data' field"):
+    for reason in (
+        "schema_version",
+        "malformed JSON",
+        "validation failed",
+        "not UTF-8",
+        "no 'data' field",
+    ):
         assert reason in caplog.text
 
 
@@ -125,19 +134,26 @@ async def test_tail_from_zero_replays_history(real_redis: Any, sample_states: An
 
 async def test_replay_range_returns_exactly_the_range(real_redis: Any, sample_states: Any):
     days = [f"2026-05-{d:02d}" for d in range(6, 16)]
-    envs = [envelope(sample_states, ticker=t, trade_date=d) for d in reversed(days)
-            for t in ("NVDA", "AAPL")]
+    envs = [
+        envelope(sample_states, ticker=t, trade_date=d)
+        for d in reversed(days)
+        for t in ("NVDA", "AAPL")
+    ]
     results = await publish_many(real_redis, envs[:7])
     await real_redis.xadd(S, {"data": "not json"})
     results += await publish_many(real_redis, envs[7:])
     wanted = {"2026-05-11", "2026-05-12", "2026-05-13"}
-    expected = [(r.entry_id, e) for r, e in zip(results, envs, strict=True)
-                if e.decision.target.trade_date in wanted]
+    expected = [
+        (r.entry_id, e)
+        for r, e in zip(results, envs, strict=True)
+        if e.decision.target.trade_date in wanted
+    ]
     got = [x async for x in replay_range(real_redis, "2026-05-11", "2026-05-13", page=3)]
     assert got == expected and len(got) == 6
-    only = [e.decision.target.ticker
-            async for _, e in replay_range(real_redis, "2026-05-11", "2026-05-13",
-                                           tickers=["aapl"])]
+    only = [
+        e.decision.target.ticker
+        async for _, e in replay_range(real_redis, "2026-05-11", "2026-05-13", tickers=["aapl"])
+    ]
     assert only == ["AAPL"] * 3
     with pytest.raises(InvalidStateError):
         _ = [x async for x in replay_range(real_redis, "2026-05-13", "2026-05-11")]

@@ -13,8 +13,9 @@ import pytest
 from tests.backfill_replay import assert_exactly_once, write_replay_dir
 from ti_core.calendar import sessions
 
-pytest.importorskip("prefect_dask",
-                    reason="prefect-dask is not installed: pip install -e '.[dask]'")
+pytest.importorskip(
+    "prefect_dask", reason="prefect-dask is not installed: pip install -e '.[dask]'"
+)
 distributed = pytest.importorskip("distributed")
 plugin = pytest.importorskip("distributed.diagnostics.plugin")
 
@@ -28,8 +29,9 @@ class _Finished(plugin.SchedulerPlugin):  # type: ignore[misc]
     def __init__(self) -> None:
         self.keys: list[str] = []
 
-    def transition(self, key: object, start: str, finish: str, *args: object,
-                   **kwargs: object) -> None:
+    def transition(
+        self, key: object, start: str, finish: str, *args: object, **kwargs: object
+    ) -> None:
         if finish == "memory":
             self.keys.append(str(key))
 
@@ -45,14 +47,19 @@ async def test_backfill_batches_run_as_dask_tasks(
     replay = write_replay_dir(tmp_path / "replay", TICKERS, plan.sessions)
     monkeypatch.setenv("TI_REDIS_URL", redis_url)
     monkeypatch.setenv("TI_BATCH_SIZE", "6")  # 30 items -> 5 batches
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         finished = _Finished()
         cluster.scheduler.add_plugin(finished)
         runner = DaskTaskRunner(address=cluster.scheduler_address)
         state = await backfill.with_options(task_runner=runner)(
-            TICKERS, plan.sessions[0], plan.sessions[-1], arena=f"replay:{replay}",
-            calendar="weekdays", return_state=True,
+            TICKERS,
+            plan.sessions[0],
+            plan.sessions[-1],
+            arena=f"replay:{replay}",
+            calendar="weekdays",
+            return_state=True,
         )
     assert state.is_completed(), state
     summary = await state.result()

@@ -14,8 +14,12 @@ from ti_core.decoder import MAX_PAYLOAD_BYTES, explain_payload
 from ti_core.models import TradingIntelligenceEnvelope
 
 ENVELOPE = build_envelope_from_state(
-    {"target": {"ticker": "NVDA", "trade_date": "2026-05-11"}, "synthesis_verdict": "BUY",
-     "synthesis_confidence": 0.78, "synthesis_score": 0.41},
+    {
+        "target": {"ticker": "NVDA", "trade_date": "2026-05-11"},
+        "synthesis_verdict": "BUY",
+        "synthesis_confidence": 0.78,
+        "synthesis_score": 0.41,
+    },
     correlation_id="0123456789abcdef0123456789abcdef",
     published_at=datetime(2026, 5, 11, 21, 30, tzinfo=UTC),
 )
@@ -44,9 +48,15 @@ def body(**changes: Any) -> dict[str, Any]:
     return document
 
 
-@pytest.mark.parametrize("payload", [
-    PAYLOAD, PAYLOAD.encode(), bytearray(PAYLOAD.encode()), memoryview(PAYLOAD.encode()),
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        PAYLOAD,
+        PAYLOAD.encode(),
+        bytearray(PAYLOAD.encode()),
+        memoryview(PAYLOAD.encode()),
+    ],
+)
 def test_valid_payload_in_any_buffer_type(payload: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         assert decode_envelope(payload) == ENVELOPE
@@ -69,17 +79,25 @@ def test_non_utf8_bytes(caplog: pytest.LogCaptureFixture) -> None:
     skipped(PAYLOAD.encode()[:-2] + b"\xff}", caplog, "not UTF-8")
 
 
-@pytest.mark.parametrize(("payload", "kind"), [
-    ("[1, 2]", "list"), ("null", "NoneType"), ('"a string"', "str"), ("42", "int"),
-    ("4.5", "float"), ("true", "bool"), ("NaN", "float"),
-])
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        ("[1, 2]", "list"),
+        ("null", "NoneType"),
+        ('"a string"', "str"),
+        ("42", "int"),
+        ("4.5", "float"),
+        ("true", "bool"),
+        ("NaN", "float"),
+    ],
+)
 def test_json_that_is_not_an_object(
     payload: str, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     skipped(payload, caplog, "not an object", kind)
 
 
-@pytest.mark.parametrize("payload", ["", "{", "{'a': 1}", "nan", "{\"a\": }", "\x00"])
+@pytest.mark.parametrize("payload", ["", "{", "{'a': 1}", "nan", '{"a": }', "\x00"])
 def test_malformed_json(payload: str, caplog: pytest.LogCaptureFixture) -> None:
     skipped(payload, caplog, "malformed JSON")
 
@@ -87,8 +105,10 @@ def test_malformed_json(payload: str, caplog: pytest.LogCaptureFixture) -> None:
 def test_deep_nesting(caplog: pytest.LogCaptureFixture) -> None:
     skipped("[" * 100_000 + "]" * 100_000, caplog)
     skipped('{"a":' * 100_000 + "1" + "}" * 100_000, caplog)
-    skipped(json.dumps(body(meta={"x": 1}))[:-2] + ',"deep":' + "[" * 50_000 + "]" * 50_000
-            + "}}", caplog)
+    skipped(
+        json.dumps(body(meta={"x": 1}))[:-2] + ',"deep":' + "[" * 50_000 + "]" * 50_000 + "}}",
+        caplog,
+    )
 
 
 def test_payload_over_one_mebibyte(caplog: pytest.LogCaptureFixture) -> None:
@@ -115,11 +135,14 @@ def test_version_is_checked_before_the_body(caplog: pytest.LogCaptureFixture) ->
     assert "validation" not in line
 
 
-@pytest.mark.parametrize(("changes", "where"), [
-    ({"decision": {"target": {"ticker": "NVDA"}}}, "decision.synthesis"),
-    ({"arena": "other"}, "arena"),
-    ({"published_at": "yesterday"}, "published_at"),
-])
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"decision": {"target": {"ticker": "NVDA"}}}, "decision.synthesis"),
+        ({"arena": "other"}, "arena"),
+        ({"published_at": "yesterday"}, "published_at"),
+    ],
+)
 def test_body_failing_validation(
     changes: dict[str, Any], where: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -141,8 +164,7 @@ def test_warning_stays_on_one_line_with_hostile_keys(caplog: pytest.LogCaptureFi
     assert "\x1b" not in line and line.isprintable()
 
 
-@pytest.mark.parametrize("payload", [None, 42, 4.2, {"schema_version": "1"}, ["x"], object(),
-                                     True])
+@pytest.mark.parametrize("payload", [None, 42, 4.2, {"schema_version": "1"}, ["x"], object(), True])
 def test_non_string_inputs(payload: Any, caplog: pytest.LogCaptureFixture) -> None:
     skipped(payload, caplog, "not str or bytes", type(payload).__name__)
 

@@ -33,8 +33,10 @@ def _flow(entrypoint: str) -> Any:
 
 
 def _render(template: str, event: dict[str, Any]) -> str:
-    return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(
-        event=event
+    return (
+        jinja2.Environment(undefined=jinja2.StrictUndefined)
+        .from_string(template)
+        .render(event=event)
     )
 
 
@@ -94,11 +96,16 @@ def test_arena_trigger_renders_to_valid_parameters(tmp_path: Path) -> None:
     (tmp_path / "BRK.B").mkdir()
     (tmp_path / "BRK.B" / "2026-05-12.json").write_text("{}")
     event = arena_completed_event("brk.b", "2026-05-12", tmp_path)
-    assert trigger["match"]["prefect.resource.id"].rstrip("*") in event["resource"][
-        "prefect.resource.id"]
+    assert (
+        trigger["match"]["prefect.resource.id"].rstrip("*")
+        in event["resource"]["prefect.resource.id"]
+    )
     rendered = {k: _render(v, event) for k, v in trigger["parameters"].items()}
-    assert rendered == {"ticker": "BRK.B", "trade_date": "2026-05-12",
-                        "arena": f"replay:{tmp_path.resolve()}"}
+    assert rendered == {
+        "ticker": "BRK.B",
+        "trade_date": "2026-05-12",
+        "arena": f"replay:{tmp_path.resolve()}",
+    }
     flow = _flow(deployment["entrypoint"])
     flow.validate_parameters(rendered)
 
@@ -111,8 +118,11 @@ def test_ti_serve_builds_the_same_deployments() -> None:
     daily = served["daily-publish"]
     (schedule,) = daily.schedules
     yaml_schedule = DEPLOYMENTS["daily-publish"]["schedules"][0]
-    assert (schedule.schedule.cron, schedule.schedule.timezone) == (
-        yaml_schedule["cron"], yaml_schedule["timezone"]) == (DAILY_CRON, DAILY_TIMEZONE)
+    assert (
+        (schedule.schedule.cron, schedule.schedule.timezone)
+        == (yaml_schedule["cron"], yaml_schedule["timezone"])
+        == (DAILY_CRON, DAILY_TIMEZONE)
+    )
     assert daily.parameters == {"tickers": ["NVDA", "AAPL"], "arena": "replay:/states"}
     (trigger,) = served["publish-on-arena-complete"].triggers
     (yaml_trigger,) = DEPLOYMENTS["publish-on-arena-complete"]["triggers"]

@@ -55,10 +55,12 @@ def commands(body: str) -> list[str]:
 BLOCKS = [(doc, *block) for doc in DOCS for block in command_blocks(doc)]
 
 
-@pytest.mark.parametrize(("doc", "line", "marker", "body"), BLOCKS,
-                         ids=[f"{b[0].name}:{b[1]}" for b in BLOCKS])
-def test_each_command_block_is_run_or_illustrative(doc: Path, line: int, marker: str | None,
-                                                   body: str) -> None:
+@pytest.mark.parametrize(
+    ("doc", "line", "marker", "body"), BLOCKS, ids=[f"{b[0].name}:{b[1]}" for b in BLOCKS]
+)
+def test_each_command_block_is_run_or_illustrative(
+    doc: Path, line: int, marker: str | None, body: str
+) -> None:
     where = f"{doc.relative_to(ROOT)}:{line}"
     assert marker is not None, f"{where}: mark it <!-- illustrative --> or <!-- run-by: ... -->"
     if marker == "illustrative":

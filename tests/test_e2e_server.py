@@ -51,13 +51,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"B(name='ti-e2e', url='{url}', json_data={{'subject': '{{{{subject}}}}', "
             "'body': '{{body}}'}).save('ti-e2e-alerts')"
         )
-        subprocess.run([sys.executable, "-c", block], env=s.env, check=True, timeout=60,
-                       capture_output=True)
-        subprocess.run(["bash", "automations/apply.sh", "custom-webhook/ti-e2e-alerts"],
-                       cwd=ROOT, env=s.env, check=True, timeout=60, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", block], env=s.env, check=True, timeout=60, capture_output=True
+        )
+        subprocess.run(
+            ["bash", "automations/apply.sh", "custom-webhook/ti-e2e-alerts"],
+            cwd=ROOT,
+            env=s.env,
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
         s.timed("notification block + automations/apply.sh", mark)
-        samples = (("NVDA", "nvda-2026-05-11-full"), ("AAPL", "aapl-2026-05-11-partial"),
-                   ("BRK.B", "brkb-2026-05-12-degraded"))
+        samples = (
+            ("NVDA", "nvda-2026-05-11-full"),
+            ("AAPL", "aapl-2026-05-11-partial"),
+            ("BRK.B", "brkb-2026-05-12-degraded"),
+        )
         for ticker, sample in samples:
             (s.states / ticker).mkdir(parents=True)
             day = sample.split("-", 1)[1][:10]
@@ -96,9 +106,14 @@ def test_daily_publish_through_a_worker_lands_in_redis(stack: Stack) -> None:
     stack.timed("daily-publish run", start)
     assert run["state"]["type"] == "COMPLETED", stack.log("worker.log")
     assert set(_published(stack)) == {"NVDA", "AAPL"}
-    verify = subprocess.run([sys.executable, "-m", "flows.cli", "verify", "--json"], cwd=ROOT,
-                            env=stack.env | {"TI_REDIS_URL": stack.redis.url},
-                            capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "verify", "--json"],
+        cwd=ROOT,
+        env=stack.env | {"TI_REDIS_URL": stack.redis.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert verify.returncode == 0 and json.loads(verify.stdout)["hashes"] == 2, verify.stderr
 
 
@@ -112,8 +127,11 @@ def test_redis_down_fails_the_run_then_retry_publishes_once(stack: Stack) -> Non
     stack.timed("failing run (Redis down)", start)
     assert run["state"]["type"] == "FAILED"
     assert "2 of 2 decisions failed" in run["state"]["message"]
-    artifacts = stack.api("POST", "/artifacts/filter", {"artifacts": {
-        "flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}})
+    artifacts = stack.api(
+        "POST",
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}},
+    )
     (table,) = artifacts
     rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
     failed = {row["ticker"]: row for row in rows}
@@ -145,23 +163,41 @@ def test_arena_completed_event_triggers_the_deployment(stack: Stack) -> None:
     with stack.redis.sync_client() as client:
         client.flushall()
     start = time.monotonic()
-    emit = subprocess.run([sys.executable, "-m", "flows.cli", "emit-arena-completed", "brk.b",
-                           "2026-05-12", "--state-dir", str(stack.states)], cwd=ROOT,
-                          env=stack.env, capture_output=True, text=True, timeout=60)
+    emit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "emit-arena-completed",
+            "brk.b",
+            "2026-05-12",
+            "--state-dir",
+            str(stack.states),
+        ],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert emit.returncode == 0, emit.stderr
     deployment = stack.deployment_id("publish-decision", "publish-on-arena-complete")
     deadline = time.monotonic() + 60
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not runs:
-        runs = stack.api("POST", "/flow_runs/filter",
-                         {"deployments": {"id": {"any_": [deployment]}}})
+        runs = stack.api(
+            "POST", "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment]}}}
+        )
         time.sleep(0.5)
     assert len(runs) == 1, f"the trigger made {len(runs)} runs"
     run = stack.wait(runs[0]["id"])
     stack.timed("event -> triggered run", start)
     assert run["state"]["type"] == "COMPLETED", stack.log("worker.log")
-    assert run["parameters"] == {"ticker": "BRK.B", "trade_date": "2026-05-12",
-                                 "arena": f"replay:{stack.states.resolve()}"}
+    assert run["parameters"] == {
+        "ticker": "BRK.B",
+        "trade_date": "2026-05-12",
+        "arena": f"replay:{stack.states.resolve()}",
+    }
     assert set(_published(stack)) == {"BRK.B"}
 
 
@@ -173,14 +209,24 @@ def test_ti_serve_runs_the_same_deployments_without_a_worker(stack: Stack) -> No
         client.flushall()
     start = time.monotonic()
     env = stack.env | {"TI_REDIS_URL": stack.redis.url, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    command = [sys.executable, "-m", "flows.cli", "serve", "--tickers", "NVDA,aapl",
-               "--arena", f"replay:{stack.states}"]
-    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=60)
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "serve",
+        "--tickers",
+        "NVDA,aapl",
+        "--arena",
+        f"replay:{stack.states}",
+    ]
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1, refused.stderr
     assert "prefect deployment delete daily/daily-publish" in refused.stderr
-    for name in ("daily/daily-publish", "backfill/backfill",
-                 "publish-decision/publish-on-arena-complete"):
+    for name in (
+        "daily/daily-publish",
+        "backfill/backfill",
+        "publish-decision/publish-on-arena-complete",
+    ):
         stack.cli("deployment", "delete", name)
     serve = stack._popen(command, "serve.log", env)
     try:
@@ -191,7 +237,9 @@ def test_ti_serve_runs_the_same_deployments_without_a_worker(stack: Stack) -> No
         daily = stack.api("GET", "/deployments/name/daily/daily-publish")
         (schedule,) = daily["schedules"]
         assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (
-            "30 17 * * 1-5", "America/New_York")
+            "30 17 * * 1-5",
+            "America/New_York",
+        )
         assert daily["parameters"]["tickers"] == ["NVDA", "AAPL"]
         run = stack.wait(stack.run("daily", "daily-publish", {"trade_date": DAY}), log="serve.log")
         stack.timed("ti serve up + served run", start)

@@ -39,8 +39,14 @@ async def test_wrongtype_on_a_decision_hash_says_what_was_not_written(real_redis
 
 @pytest.fixture
 def replica(tmp_path: Any) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(free_port()),
-                        "--replica-serve-stale-data", "yes").start()
+    proc = RedisProcess(
+        tmp_path / "replica",
+        "--replicaof",
+        "127.0.0.1",
+        str(free_port()),
+        "--replica-serve-stale-data",
+        "yes",
+    ).start()
     yield proc
     proc.stop()
 
@@ -81,8 +87,9 @@ async def test_concurrent_backfills_count_only_what_each_appended(redis_url: str
     items = list(plan_items(tickers, days))
     clients = [open_redis(redis_url), open_redis(redis_url)]
     try:
-        runs = await asyncio.gather(*(
-            _batches(c, items, size) for c, size in zip(clients, (37, 23), strict=True)))
+        runs = await asyncio.gather(
+            *(_batches(c, items, size) for c, size in zip(clients, (37, 23), strict=True))
+        )
         on_stream = await clients[0].xlen(S)
         entries = await clients[0].xrange(S)
     finally:
@@ -100,7 +107,7 @@ async def _batches(client: Any, items: list[Item], size: int) -> list[Any]:
     runner = load_arena("demo")
     out: list[Any] = []
     for start in range(0, len(items), size):
-        out += await run_items(client, runner, items[start:start + size], concurrency=2)
+        out += await run_items(client, runner, items[start : start + size], concurrency=2)
     return out
 
 
@@ -119,4 +126,3 @@ def test_ti_get_with_a_look_alike_ticker_is_one_line(capsys: pytest.CaptureFixtu
     assert main(["get", "ſpy", "2026-05-11"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ti: ") and "non-ASCII" in err
-

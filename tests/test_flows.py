@@ -64,10 +64,12 @@ async def artifacts(key: str, flow_run_id: Any) -> list[Any]:
     )
 
     async with get_client() as client:
-        return await client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-        ))
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
 
 
 async def wait_for_event(
@@ -77,8 +79,9 @@ async def wait_for_event(
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    flt = EventFilter(event=EventNameFilter(name=[name]),
-                      resource=EventResourceFilter(id=[resource_id]))
+    flt = EventFilter(
+        event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id])
+    )
     deadline = asyncio.get_running_loop().time() + timeout
     async with get_client() as client:
         while True:
@@ -99,8 +102,12 @@ async def test_publish_decision_happy_path(
     row = await state.result()
     assert row["status"] == "published" and row["verdict"] == "BUY" and row["error"] is None
     (entry,) = entries(server)
-    assert entry["decision"]["target"] == {"ticker": "NVDA", "trade_date": "2026-05-11",
-                                           "exchange": "", "asset_class": "equity"}
+    assert entry["decision"]["target"] == {
+        "ticker": "NVDA",
+        "trade_date": "2026-05-11",
+        "exchange": "",
+        "asset_class": "equity",
+    }
     assert entry["meta"].get("demo") is None
     stored = server.hgetall(decision_hash_key("NVDA", "2026-05-11"))
     assert stored["correlation_id"] == entry["correlation_id"] == row["correlation_id"]
@@ -114,8 +121,10 @@ async def test_publish_decision_happy_path(
     assert json.loads(table.data)[0]["status"] == "published"
 
     events = await wait_for_event(
-        "ti.decision.published", "ti.decision.NVDA.2026-05-11",
-        lambda e: e.payload.get("correlation_id") == row["correlation_id"])
+        "ti.decision.published",
+        "ti.decision.NVDA.2026-05-11",
+        lambda e: e.payload.get("correlation_id") == row["correlation_id"],
+    )
     assert events, "no ti.decision.published event"
     labels = events[0].resource
     assert labels["ti.ticker"] == "NVDA" and labels["ti.trade-date"] == "2026-05-11"
@@ -141,7 +150,8 @@ async def test_redis_down_then_back_retries_recover_with_one_entry(
         with proc.sync_client() as client:
             assert client.xlen(DEFAULT_STREAM_NAME) == 1
             assert client.hget(decision_hash_key("AAPL", "2026-05-11"), "correlation_id") == (
-                row["correlation_id"].encode())
+                row["correlation_id"].encode()
+            )
         assert row["status"] == "published"
         assert calls(arena_log) == ["AAPL 2026-05-11"]  # the arena ran once; publishing retried
     finally:
@@ -170,8 +180,10 @@ async def test_redis_down_for_good_fails_visibly_and_writes_nothing(
         assert row["error"].startswith("publish-stream: Redis") and "unavailable" in row["error"]
     assert await artifacts("decision-msft-2026-05-12", run_id) == []
     events = await wait_for_event(
-        "ti.decision.failed", "ti.decision.MSFT.2026-05-12",
-        lambda e: proc.url.rsplit(":", 1)[1].split("/")[0] in e.payload.get("error", ""))
+        "ti.decision.failed",
+        "ti.decision.MSFT.2026-05-12",
+        lambda e: proc.url.rsplit(":", 1)[1].split("/")[0] in e.payload.get("error", ""),
+    )
     assert events and "unavailable" in events[0].payload["error"]
     proc.start()
     try:
@@ -200,14 +212,19 @@ async def test_invalid_state_fails_at_once_with_the_builders_message(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
     build = [r for r in runs if r.name.startswith("build-envelope")]
     assert len(build) == 1 and build[0].run_count == 1  # no retry
 
 
 async def test_retried_flow_run_publishes_the_failed_only(
-    prefect_harness: None, arena_log: Path, server: redis.Redis,
+    prefect_harness: None,
+    arena_log: Path,
+    server: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect.client.orchestration import get_client
@@ -229,19 +246,24 @@ async def test_retried_flow_run_publishes_the_failed_only(
     async with get_client() as client:
         await client.set_flow_run_state(flow_run_id, Scheduled(), force=True)
         flow_run = await client.read_flow_run(flow_run_id)
-    retried = await run_flow(daily, flow_run=flow_run, parameters=flow_run.parameters,
-                             return_type="state")
+    retried = await run_flow(
+        daily, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+    )
     assert retried.is_completed(), retried.message
     result = await retried.result()
     assert {r["ticker"]: r["status"] for r in result["rows"]} == {
-        "NVDA": "unchanged", "AMD": "published"}
+        "NVDA": "unchanged",
+        "AMD": "published",
+    }
     assert sorted(e["decision"]["target"]["ticker"] for e in entries(server)) == ["AMD", "NVDA"]
     assert sorted(calls(arena_log)) == ["AMD 2026-05-13", "AMD 2026-05-13", "NVDA 2026-05-13"]
     assert not server.hexists(failure_key(DEFAULT_STREAM_NAME), "AMD:2026-05-13")
 
 
 async def test_daily_on_a_closed_day_does_nothing_and_says_why(
-    prefect_harness: None, arena_log: Path, server: redis.Redis,
+    prefect_harness: None,
+    arena_log: Path,
+    server: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With no date, the session comes from when the run was scheduled: a run scheduled for a
@@ -252,7 +274,9 @@ async def test_daily_on_a_closed_day_does_nothing_and_says_why(
 
 
 async def test_a_late_daily_run_publishes_its_scheduled_session(
-    prefect_harness: None, arena_log: Path, server: redis.Redis,
+    prefect_harness: None,
+    arena_log: Path,
+    server: redis.Redis,
 ) -> None:
     result = await _scheduled_daily(datetime(2026, 5, 15, 21, 30, tzinfo=UTC))  # Fri 17:30 NY
     assert result["trade_date"] == "2026-05-15" and result["rows"][0]["status"] == "published"
@@ -267,8 +291,11 @@ async def _scheduled_daily(when: datetime) -> Any:
     import flows.pipeline as pipeline
 
     async with get_client() as client:
-        run = await client.create_flow_run(pipeline.daily, parameters={
-            "tickers": ["NVDA"], "arena": ARENA}, state=Scheduled(scheduled_time=when))
+        run = await client.create_flow_run(
+            pipeline.daily,
+            parameters={"tickers": ["NVDA"], "arena": ARENA},
+            state=Scheduled(scheduled_time=when),
+        )
     return await run_flow_async(pipeline.daily, flow_run=run, parameters=run.parameters)
 
 
@@ -283,8 +310,12 @@ async def test_daily_fans_out_within_the_concurrency_limit_on_the_embedded_store
     monkeypatch.setenv("TI_ARENA_CONCURRENCY", "2")
     IN_FLIGHT["max"] = 0
     tickers = ["A", "B", "C", "D", "E", "F"]
-    result = await daily(tickers + ["a", "NOT A TICKER!"], "2026-05-11",
-                         arena="tests.arena_fixtures:tracking_arena", return_state=True)
+    result = await daily(
+        tickers + ["a", "NOT A TICKER!"],
+        "2026-05-11",
+        arena="tests.arena_fixtures:tracking_arena",
+        return_state=True,
+    )
     assert IN_FLIGHT["max"] == 2  # overlapping, but never more than the limit
     assert result.is_failed() and "1 of 7 decisions failed" in result.message
     async with connect() as client:

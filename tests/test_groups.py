@@ -33,7 +33,7 @@ end
 return 0
 """
 
-KILLED_CONSUMER = textwrap.dedent('''
+KILLED_CONSUMER = textwrap.dedent("""
     import asyncio, sys
     from ti_core.connection import open_redis
     from ti_core.groups import GroupReader
@@ -50,7 +50,7 @@ KILLED_CONSUMER = textwrap.dedent('''
         await GroupReader(client, "engine", "c1", handler, start="0").run()
 
     asyncio.run(main())
-''')
+""")
 
 
 async def dead_letters(client: Any) -> list[dict[str, Any]]:
@@ -103,7 +103,8 @@ async def test_cancelled_before_ack_is_redelivered_to_the_restarted_consumer(
             await asyncio.sleep(3600)
 
     task = asyncio.create_task(
-        GroupReader(real_redis, "engine", "c1", stuck, start="0", block_ms=100).run())
+        GroupReader(real_redis, "engine", "c1", stuck, start="0", block_ms=100).run()
+    )
     await asyncio.wait_for(entered.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -112,8 +113,9 @@ async def test_cancelled_before_ack_is_redelivered_to_the_restarted_consumer(
     assert [r["message_id"].decode() for r in rows] == ids[1:]  # first acked, rest pending
 
     handled: list[str] = []
-    restarted = GroupReader(real_redis, "engine", "c1", lambda i, e: handled.append(i),
-                            claim_idle_ms=60_000)
+    restarted = GroupReader(
+        real_redis, "engine", "c1", lambda i, e: handled.append(i), claim_idle_ms=60_000
+    )
     await asyncio.wait_for(restarted.drain(), 5)  # its own pending first, no idle wait
     assert handled == ids[1:]
     assert seen == ids[:2]
@@ -152,9 +154,18 @@ async def test_bad_entries_go_to_the_dead_letter_stream_with_reasons(
     report = await group_lag(real_redis)
     assert report["dead_letters"] == 5
     assert report["groups"][0] | {"last_delivered_id": None} == {
-        "name": "engine", "consumers": 1, "pending": 0, "last_delivered_id": None,
-        "entries_read": 7, "lag": 0, "lost": 0, "lost_recorded": 0, "lost_unknown_gaps": 0,
-        "lost_since": None, "lost_last_at": None}
+        "name": "engine",
+        "consumers": 1,
+        "pending": 0,
+        "last_delivered_id": None,
+        "entries_read": 7,
+        "lag": 0,
+        "lost": 0,
+        "lost_recorded": 0,
+        "lost_unknown_gaps": 0,
+        "lost_since": None,
+        "lost_last_at": None,
+    }
 
 
 async def test_handler_failing_goes_to_dead_letters_after_max_attempts(
@@ -171,8 +182,16 @@ async def test_handler_failing_goes_to_dead_letters_after_max_attempts(
             raise RuntimeError("strategy blew up")
         done.append(entry_id)
 
-    reader = GroupReader(real_redis, "engine", "c1", handler, start="0", max_attempts=3,
-                         claim_idle_ms=50, block_ms=50)
+    reader = GroupReader(
+        real_redis,
+        "engine",
+        "c1",
+        handler,
+        start="0",
+        max_attempts=3,
+        claim_idle_ms=50,
+        block_ms=50,
+    )
     stats = await asyncio.wait_for(reader.drain(), 10)
     assert done == [ids[0], ids[2], ids[3]]
     assert calls == {ids[0]: 1, ids[1]: 3, ids[2]: 1, ids[3]: 1}
@@ -196,8 +215,9 @@ async def test_deliveries_do_not_count_against_an_entry_handler_attempts_do(
     await real_redis.hset(attempts_key(S, "engine"), ids[0], 3)  # its handler ran 3 times
     await asyncio.sleep(0.05)
     handled: list[str] = []
-    reader = GroupReader(real_redis, "engine", "c2", lambda i, e: handled.append(i),
-                         max_attempts=3, claim_idle_ms=20)
+    reader = GroupReader(
+        real_redis, "engine", "c2", lambda i, e: handled.append(i), max_attempts=3, claim_idle_ms=20
+    )
     await asyncio.wait_for(reader.drain(), 5)
     assert handled == ids[1:]  # delivered 7 times, never attempted: handled normally
     (letter,) = await dead_letters(real_redis)
@@ -206,9 +226,7 @@ async def test_deliveries_do_not_count_against_an_entry_handler_attempts_do(
     assert await real_redis.hgetall(attempts_key(S, "engine")) == {}
 
 
-async def test_pending_entry_trimmed_away_is_recorded_as_lost(
-    real_redis: Any, sample_states: Any
-):
+async def test_pending_entry_trimmed_away_is_recorded_as_lost(real_redis: Any, sample_states: Any):
     envs = [envelope(sample_states, ticker=t) for t in ("AAPL", "MSFT")]
     ids = [r.entry_id for r in await publish_many(real_redis, envs)]
     await ensure_group(real_redis, S, "engine", "0")
@@ -216,8 +234,9 @@ async def test_pending_entry_trimmed_away_is_recorded_as_lost(
     await real_redis.xtrim(S, maxlen=0)
     await asyncio.sleep(0.03)
     handled: list[str] = []
-    reader = GroupReader(real_redis, "engine", "c2", lambda i, e: handled.append(i),
-                         claim_idle_ms=10)
+    reader = GroupReader(
+        real_redis, "engine", "c2", lambda i, e: handled.append(i), claim_idle_ms=10
+    )
     await asyncio.wait_for(reader.drain(), 5)
     assert handled == []
     letters = await dead_letters(real_redis)

@@ -40,15 +40,17 @@ DAY = "2026-05-11"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("redis-oom"), "--maxmemory-policy",
-                        "noeviction").start()
+    proc = RedisProcess(
+        tmp_path_factory.mktemp("redis-oom"), "--maxmemory-policy", "noeviction"
+    ).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def admin(server: RedisProcess, monkeypatch: pytest.MonkeyPatch,
-          tmp_path: Path) -> Iterator[redis.Redis]:
+def admin(
+    server: RedisProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[redis.Redis]:
     monkeypatch.setenv("TI_REDIS_URL", server.url)
     monkeypatch.setenv("TI_TEST_ARENA_LOG", str(tmp_path / "arena.log"))
     monkeypatch.setenv("TI_TASK_RETRIES", "2")
@@ -110,8 +112,9 @@ def state_of(admin: redis.Redis, ticker: str) -> tuple[str, dict[str, Any]]:
             await c.aclose()
         return found.state
 
-    fields = {k.decode(): v.decode() for k, v in admin.hgetall(decision_hash_key(ticker, DAY))
-              .items()}
+    fields = {
+        k.decode(): v.decode() for k, v in admin.hgetall(decision_hash_key(ticker, DAY)).items()
+    }
     return asyncio.run(read()), fields
 
 
@@ -126,15 +129,19 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def assert_one_pair(admin: redis.Redis, ticker: str, capsys: pytest.CaptureFixture[str]) -> None:
     """One entry for the pair, its hash naming it, ``ti verify`` consistent, status published."""
-    entries = [(i.decode(), json.loads(f[b"data"])) for i, f in admin.xrange(S)
-               if json.loads(f[b"data"])["decision"]["target"]["ticker"] == ticker]
+    entries = [
+        (i.decode(), json.loads(f[b"data"]))
+        for i, f in admin.xrange(S)
+        if json.loads(f[b"data"])["decision"]["target"]["ticker"] == ticker
+    ]
     assert len(entries) == 1, entries
     fields = admin.hgetall(decision_hash_key(ticker, DAY))
     assert fields[b"entry_id"].decode() == entries[0][0]
     code, out, _ = cli(["verify"], capsys)
     assert code == 0 and ": consistent" in out, out
-    code, out, _ = cli(["status", "--tickers", ticker, "--start", DAY, "--end", DAY, "--json"],
-                       capsys)
+    code, out, _ = cli(
+        ["status", "--tickers", ticker, "--start", DAY, "--end", DAY, "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["tickers"][ticker][DAY] == "published"
 
 
@@ -162,8 +169,9 @@ async def test_two_step_orphan_is_named_then_healed_by_publishing_the_pair_again
 ) -> None:
     env = await _orphan(client, admin, "NVDA")
     assert admin.xlen(S) == 1 and not admin.exists(decision_hash_key("NVDA", DAY))
-    code, out, _ = await asyncio.to_thread(cli, ["status", "--tickers", "NVDA", "--start", DAY,
-                                                 "--end", DAY, "--json"], capsys)
+    code, out, _ = await asyncio.to_thread(
+        cli, ["status", "--tickers", "NVDA", "--start", DAY, "--end", DAY, "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["tickers"]["NVDA"][DAY] == "orphan_entry"
     code, out, _ = await asyncio.to_thread(cli, ["verify"], capsys)
     assert code == 2 and "orphan_entry: 1" in out and "publish again to heal" in out
@@ -194,7 +202,9 @@ async def test_oom_before_the_pair_writes_nothing_and_says_so(
 
 @pytest.mark.prefect
 async def test_flow_under_oom_right_after_the_stream_write_then_retried(
-    prefect_harness: None, server: RedisProcess, admin: redis.Redis,
+    prefect_harness: None,
+    server: RedisProcess,
+    admin: redis.Redis,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from prefect.client.orchestration import get_client
@@ -224,8 +234,9 @@ async def test_flow_under_oom_right_after_the_stream_write_then_retried(
     async with get_client() as prefect:
         await prefect.set_flow_run_state(run_id, Scheduled(), force=True)
         flow_run = await prefect.read_flow_run(run_id)
-    retried = await run_flow(publish_decision, flow_run=flow_run,
-                             parameters=flow_run.parameters, return_type="state")
+    retried = await run_flow(
+        publish_decision, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+    )
     assert retried.is_completed(), retried.message
     assert (await retried.result())["status"] == "published"
     await asyncio.to_thread(assert_one_pair, admin, "AMD", capsys)

@@ -35,18 +35,47 @@ def test_decision_hash_key() -> None:
     )
 
 
-@pytest.mark.parametrize(("raw", "ticker"), [
-    ("BRK.B", "BRK.B"), ("BF-B", "BF-B"), ("^GSPC", "^GSPC"), ("ES=F", "ES=F"), (" nvda ", "NVDA"),
-    ("EURUSD=X", "EURUSD=X"), ("btc_usd", "BTC_USD"), ("A" * TICKER_MAX_LEN, "A" * TICKER_MAX_LEN),
-])
+@pytest.mark.parametrize(
+    ("raw", "ticker"),
+    [
+        ("BRK.B", "BRK.B"),
+        ("BF-B", "BF-B"),
+        ("^GSPC", "^GSPC"),
+        ("ES=F", "ES=F"),
+        (" nvda ", "NVDA"),
+        ("EURUSD=X", "EURUSD=X"),
+        ("btc_usd", "BTC_USD"),
+        ("A" * TICKER_MAX_LEN, "A" * TICKER_MAX_LEN),
+    ],
+)
 def test_tickers_accepted(raw: str, ticker: str) -> None:
     assert normalize_ticker(raw) == ticker
 
 
-@pytest.mark.parametrize("raw", [
-    "NV:DA*", "A B", "{X}", "A/B", "\x00", "", " ", "A\tB", "NVDA\n:X", "A?", "[A]", "A" * 21,
-    "..", "-", "ÄPFEL", "NVDA\u200b", None, 5, b"NVDA",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "NV:DA*",
+        "A B",
+        "{X}",
+        "A/B",
+        "\x00",
+        "",
+        " ",
+        "A\tB",
+        "NVDA\n:X",
+        "A?",
+        "[A]",
+        "A" * 21,
+        "..",
+        "-",
+        "ÄPFEL",
+        "NVDA\u200b",
+        None,
+        5,
+        b"NVDA",
+    ],
+)
 def test_tickers_rejected(raw: Any) -> None:
     with pytest.raises(InvalidStateError) as info:
         normalize_ticker(raw, field="target.ticker")
@@ -55,17 +84,34 @@ def test_tickers_rejected(raw: Any) -> None:
         decision_hash_key(raw, "2026-05-11")
 
 
-@pytest.mark.parametrize(("raw", "iso"), [
-    ("2026-05-11", "2026-05-11"), (date(2026, 5, 11), "2026-05-11"),
-    (datetime(2026, 5, 11, 23, 0), "2026-05-11"), ("2026-05-11T09:30:00-04:00", "2026-05-11"),
-    ("2028-02-29", "2028-02-29"),
-])
+@pytest.mark.parametrize(
+    ("raw", "iso"),
+    [
+        ("2026-05-11", "2026-05-11"),
+        (date(2026, 5, 11), "2026-05-11"),
+        (datetime(2026, 5, 11, 23, 0), "2026-05-11"),
+        ("2026-05-11T09:30:00-04:00", "2026-05-11"),
+        ("2028-02-29", "2028-02-29"),
+    ],
+)
 def test_dates_accepted(raw: Any, iso: str) -> None:
     assert normalize_trade_date(raw) == iso
 
 
-@pytest.mark.parametrize("raw", ["2026-02-30", "2027-02-29", "2026-00-10", "garbage", "", None,
-                                 20260511, "2026/05/11", "2026-05-11:X"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-02-30",
+        "2027-02-29",
+        "2026-00-10",
+        "garbage",
+        "",
+        None,
+        20260511,
+        "2026/05/11",
+        "2026-05-11:X",
+    ],
+)
 def test_dates_rejected(raw: Any) -> None:
     with pytest.raises(InvalidStateError, match="trade_date"):
         normalize_trade_date(raw)

@@ -37,8 +37,17 @@ from ti_core.publish import (
 )
 
 S = DEFAULT_STREAM_NAME
-CONTRACT_FIELDS = {"json", "ticker", "trade_date", "verdict", "confidence", "ensemble_score",
-                   "published_at", "correlation_id", "arena_id"}
+CONTRACT_FIELDS = {
+    "json",
+    "ticker",
+    "trade_date",
+    "verdict",
+    "confidence",
+    "ensemble_score",
+    "published_at",
+    "correlation_id",
+    "arena_id",
+}
 T0 = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
 
 
@@ -81,7 +90,10 @@ async def test_decision_hash_fields_and_repeat(r: Any) -> None:
     assert fields["entry_id"] == entry_id
     assert decode_envelope(fields["json"]) == env
     assert (fields["ticker"], fields["trade_date"], fields["verdict"]) == (
-        "NVDA", "2026-05-11", "BUY")
+        "NVDA",
+        "2026-05-11",
+        "BUY",
+    )
     assert fields["correlation_id"] == env.correlation_id
     assert fields["confidence"] == str(env.decision.synthesis.confidence)
     assert await publish_decision_hash(r, env) == key
@@ -145,8 +157,10 @@ async def test_equal_times_are_ordered_by_correlation_id(r: Any) -> None:
 async def test_legacy_hash_without_published_ts_counts_as_older(r: Any) -> None:
     env = envelope()
     t = env.decision.target
-    await r.hset(decision_hash_key(t.ticker, t.trade_date),
-                 mapping={"json": "{}", "verdict": "HOLD", "published_at": "2099-01-01"})
+    await r.hset(
+        decision_hash_key(t.ticker, t.trade_date),
+        mapping={"json": "{}", "verdict": "HOLD", "published_at": "2099-01-01"},
+    )
     (res,) = await publish_many(r, [env])
     assert res.hash_written
     assert (await read_hash(r, env))["verdict"] == "BUY"
@@ -228,8 +242,11 @@ async def test_lost_scripts_are_loaded_again(r: Any) -> None:
 
 @pytest.mark.parametrize(
     ("policy", "low", "high"),
-    [(TrimPolicy(50, approximate=False), 50, 50), (TrimPolicy(50), 50, 150),
-     (TrimPolicy(0), 401, 401)],
+    [
+        (TrimPolicy(50, approximate=False), 50, 50),
+        (TrimPolicy(50), 50, 150),
+        (TrimPolicy(0), 401, 401),
+    ],
     ids=["exact", "approximate", "never"],
 )
 async def test_trimming_keeps_the_stream_about_maxlen(
@@ -237,7 +254,7 @@ async def test_trimming_keeps_the_stream_about_maxlen(
 ) -> None:
     envs = many_envelopes(400, tickers=40)
     for start in range(0, 400, 40):
-        results = await publish_many(r, envs[start:start + 40], trim=policy)
+        results = await publish_many(r, envs[start : start + 40], trim=policy)
     last_id = await publish_envelope(r, S, envelope("ZZZ"), trim=policy)
     assert low <= await r.xlen(S) <= high
     kept = list(await stream_entries(r, S))

@@ -69,8 +69,11 @@ async def warm_up(url: str) -> None:
 async def test_control_plain_xadd_with_retries_duplicates(real_redis: Any, redis_proc: Any) -> None:
     """Without the protection, a lost reply + a client retry = the entry written again."""
     with LossyProxy(redis_proc.port) as proxy:
-        plain = Redis.from_url(proxy.url, retry=Retry(NoBackoff(), 3),
-                               retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        plain = Redis.from_url(
+            proxy.url,
+            retry=Retry(NoBackoff(), 3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
         try:
             proxy.swallow_reply(b"XADD", times=2)
             await plain.xadd(S, {"data": envelope().model_dump_json()})
@@ -160,7 +163,7 @@ async def test_client_kill_during_10000_publishes(real_redis: Any, redis_url: st
     async def batches(part: list[Any]) -> list[PublishResult]:
         out = []
         for start in range(0, len(part), 100):
-            chunk = part[start:start + 100]
+            chunk = part[start : start + 100]
             out.extend(await as_caller_would(lambda c=chunk: publish_many(client, c)))
         return out
 
@@ -208,7 +211,7 @@ async def test_kill9_mid_publish_many_then_restart_and_publish_again(tmp_path: P
         killer.start()
         with pytest.raises(RedisUnavailableError):
             for start in range(0, len(envs), 250):
-                acknowledged += await publish_many(client, envs[start:start + 250], chunk_size=50)
+                acknowledged += await publish_many(client, envs[start : start + 250], chunk_size=50)
         killer.join()
         assert 0 < len(acknowledged) < len(envs)
         server.start()
@@ -264,8 +267,7 @@ async def test_redis_down_raises_redis_unavailable_quickly() -> None:
 async def test_a_hung_server_times_out_instead_of_hanging(redis_proc: Any) -> None:
     with LossyProxy(redis_proc.port) as proxy:
         proxy.blackhole = True  # accepts, then never answers
-        client = open_redis(proxy.url, settings(socket_timeout=0.2, connect_timeout=0.2,
-                                                retries=3))
+        client = open_redis(proxy.url, settings(socket_timeout=0.2, connect_timeout=0.2, retries=3))
         started = time.monotonic()
         try:
             with pytest.raises(RedisUnavailableError, match="Timeout"):

@@ -43,17 +43,26 @@ async def test_wrong_type_key_fails_before_any_write(r: Any) -> None:
 
 def test_payload_and_digest_match_the_plain_serialisation(sample_states: dict[str, Any]) -> None:
     tricky = envelope(correlation_id="c" * 32)
-    decision = tricky.decision.model_copy(update={"phase_timings": [
-        {"published_at": "x", "correlation_id": "c" * 32, "arena_id": "\"},\n\u2028é"}]})
-    tricky = tricky.model_copy(update={
-        "decision": decision, "arena_id": 'a"rena\\', "meta": {"published_at": 1, "é": [None]}})
+    decision = tricky.decision.model_copy(
+        update={
+            "phase_timings": [
+                {"published_at": "x", "correlation_id": "c" * 32, "arena_id": '"},\n\u2028é'}
+            ]
+        }
+    )
+    tricky = tricky.model_copy(
+        update={
+            "decision": decision,
+            "arena_id": 'a"rena\\',
+            "meta": {"published_at": 1, "é": [None]},
+        }
+    )
     envs = [build_envelope_from_state(s) for s in sample_states.values()] + [envelope(), tricky]
     for env in envs:
         payload, digest = payload_and_digest(env)
         assert payload == env.model_dump_json()
         assert digest == content_digest(env)
-    later = tricky.model_copy(update={"published_at": T0, "correlation_id": "d" * 32,
-                                      "meta": {}})
+    later = tricky.model_copy(update={"published_at": T0, "correlation_id": "d" * 32, "meta": {}})
     assert payload_and_digest(later)[1] == payload_and_digest(tricky)[1]
     other = tricky.model_copy(update={"arena_id": "other"})
     assert payload_and_digest(other)[1] != payload_and_digest(tricky)[1]
@@ -70,8 +79,9 @@ def test_hiredis_packing_sends_the_same_bytes_as_redis_py() -> None:
     env = envelope()
     commands = [
         ("EVALSHA", "0" * 40, 2, "k:1", "k:2", env.model_dump_json(), "é", 1.5, -3, b"\x00\xff"),
-        ("CLIENT SETNAME", "ti"), (b"CLIENT SETINFO", b"LIB-NAME", "x"), ("XADD", "s", "*",
-                                                                          "data", "x" * 70_000),
+        ("CLIENT SETNAME", "ti"),
+        (b"CLIENT SETINFO", b"LIB-NAME", "x"),
+        ("XADD", "s", "*", "data", "x" * 70_000),
     ]
     for command in commands:
         assert b"".join(ours.pack_command(*command)) == b"".join(plain.pack_command(*command))

@@ -34,8 +34,9 @@ def test_importing_ti_core_loads_no_prefect() -> None:
         "print(json.dumps(sorted(m for m in sys.modules if m == 'prefect' "
         "or m.startswith('prefect.'))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 

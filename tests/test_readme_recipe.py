@@ -30,7 +30,7 @@ def recipes(doc: Path) -> list[str]:
     if found is None:
         return []
     level = len(found.group(1))
-    rest = text[found.end():]
+    rest = text[found.end() :]
     end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.MULTILINE)
     section = rest[: end.start()] if end else rest
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
@@ -47,8 +47,12 @@ def test_the_consuming_guide_has_both_recipes() -> None:
 
 @pytest.mark.parametrize(("doc", "index"), CASES, ids=[f"{d.name}-{i}" for d, i in CASES])
 def test_point_lookup_recipe_runs_as_written(
-    doc: Path, index: int, redis_url: str, sample_states: Any,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    doc: Path,
+    index: int,
+    redis_url: str,
+    sample_states: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
     code = compile(recipes(doc)[index], f"{doc.name}[point lookup {index}]", "exec")

@@ -72,17 +72,23 @@ def test_redact_url_hides_every_form(url: str) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     proc = RedisProcess(tmp_path_factory.mktemp("redis-redaction")).start()
     with proc.sync_client() as admin:
-        admin.execute_command("ACL", "SETUSER", "ti-user", "reset", "on", f">{SECRET}", "~*",
-                              "+@all")
-        admin.execute_command("ACL", "SETUSER", "default", "reset", "on", f">{SECRET}", "~*",
-                              "+@all")
+        admin.execute_command(
+            "ACL", "SETUSER", "ti-user", "reset", "on", f">{SECRET}", "~*", "+@all"
+        )
+        admin.execute_command(
+            "ACL", "SETUSER", "default", "reset", "on", f">{SECRET}", "~*", "+@all"
+        )
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def cli(server: RedisProcess, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> object:
+def cli(
+    server: RedisProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> object:
     from flows.cli import main
 
     caplog.set_level(logging.DEBUG)
@@ -104,9 +110,11 @@ def test_cli_reads_never_show_the_secret(server: RedisProcess, cli: object) -> N
     run = cli  # type: ignore[assignment]
     worked = 0
     for url in corpus(port=server.port):
-        for argv in (["get", "NVDA", "2026-05-11"], ["verify"],
-                     ["status", "--tickers", "NVDA", "--start", "2026-05-11",
-                      "--end", "2026-05-11"]):
+        for argv in (
+            ["get", "NVDA", "2026-05-11"],
+            ["verify"],
+            ["status", "--tickers", "NVDA", "--start", "2026-05-11", "--end", "2026-05-11"],
+        ):
             code, text = run(url, *argv)  # type: ignore[operator]
             worked += code == 0 or "no decision for NVDA" in text
     assert worked >= 10 * 3  # most forms authenticate: the secret was really used
@@ -118,11 +126,23 @@ def test_run_output_logs_artifacts_events_and_parameters(
 ) -> None:
     run = cli  # type: ignore[assignment]
     monkeypatch.setenv("TI_TASK_RETRIES", "0")
-    urls = [f"redis://127.0.0.1:{server.port}/0?passwor%64={ENC}",
-            f"redis://:{ENC}@127.0.0.1:{server.port}/0?ssl_password={ENC}",
-            f"redis://ti-user:{ENC}@127.0.0.1:{server.port}/0"]
-    codes = [run(u, "run", "RDCT", "--date", "2026-05-11",  # type: ignore[operator]
-                 "--arena", "tests.arena_fixtures:sync_arena")[0] for u in urls]
+    urls = [
+        f"redis://127.0.0.1:{server.port}/0?passwor%64={ENC}",
+        f"redis://:{ENC}@127.0.0.1:{server.port}/0?ssl_password={ENC}",
+        f"redis://ti-user:{ENC}@127.0.0.1:{server.port}/0",
+    ]
+    codes = [
+        run(
+            u,
+            "run",
+            "RDCT",
+            "--date",
+            "2026-05-11",  # type: ignore[operator]
+            "--arena",
+            "tests.arena_fixtures:sync_arena",
+        )[0]
+        for u in urls
+    ]
     assert codes == [0, 1, 0]  # ssl_password on redis:// is refused (in one redacted line)
     with redis.Redis(port=server.port, password=SECRET) as admin:
         assert admin.xlen("maf:arena:trading_intelligence:output") == 1
@@ -145,21 +165,28 @@ async def _prefect_records(ticker: str, day: str) -> list[str]:
     texts: list[str] = []
     async with get_client() as client:
         runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{ticker}-{day}"])))
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"{ticker}-{day}"]))
+        )
         assert len(runs) == 3
         texts += [str(r.parameters) + str(r.state and r.state.message) for r in runs]
-        logs = await client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs]))
+        )
         texts += [log.message for log in logs]
         keys = [f"decision-{ticker.lower()}-{day}", f"publish-{ticker.lower()}-{day}"]
         artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
         assert len(artifacts) >= 2
         texts += [str(a.data) + str(a.description) for a in artifacts]
         deadline = asyncio.get_running_loop().time() + 20
         while True:
-            page = await client.read_events(filter=EventFilter(
-                resource=EventResourceFilter(id=[f"ti.decision.{ticker}.{day}"])), limit=50)
+            page = await client.read_events(
+                filter=EventFilter(
+                    resource=EventResourceFilter(id=[f"ti.decision.{ticker}.{day}"])
+                ),
+                limit=50,
+            )
             if len(page.events) >= 3 or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.25)
@@ -173,4 +200,3 @@ def test_a_wrong_password_in_every_form_is_hidden(server: RedisProcess, cli: obj
     wrong = corpus(port=server.port)[3].replace(ENC, ENC + "x")
     code, text = run(wrong, "get", "NVDA", "2026-05-11")  # type: ignore[operator]
     assert code == 1 and "refused the credentials" in text
-

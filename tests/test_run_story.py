@@ -27,7 +27,8 @@ async def _story(flow_run_id: Any) -> tuple[list[str], list[Any]]:
     async with get_client() as client:
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id={"any_": [flow_run_id]}))
         tasks = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
     return [log.message for log in logs if log.level >= logging.INFO], tasks
 
 
@@ -54,8 +55,11 @@ async def test_a_retried_then_failed_run_tells_its_story(
 
     messages, tasks = await _story(run_id)
     names = {t.name for t in tasks}
-    assert {"run-arena-NVDA-2026-05-11", "build-envelope-NVDA-2026-05-11",
-            "publish-stream-NVDA-2026-05-11"} <= names, names
+    assert {
+        "run-arena-NVDA-2026-05-11",
+        "build-envelope-NVDA-2026-05-11",
+        "publish-stream-NVDA-2026-05-11",
+    } <= names, names
     retry = [m for m in messages if "Retry 1/1 will start" in m]
     assert retry and "second(s) from now" in retry[0] and "RedisUnavailableError" in retry[0]
     assert any("Finished in state Completed" in m for m in messages), messages  # INFO steps
@@ -67,6 +71,7 @@ async def test_a_published_run_logs_what_it_wrote(prefect_harness: None) -> None
     state = await publish_decision("AAPL", "2026-05-11", "demo", return_state=True)
     assert state.is_completed(), state.message
     messages, tasks = await _story(state.state_details.flow_run_id)
-    assert any(m.startswith("AAPL 2026-05-11: published ") and "stream entry" in m
-               for m in messages), messages
+    assert any(
+        m.startswith("AAPL 2026-05-11: published ") and "stream entry" in m for m in messages
+    ), messages
     assert "publish-hash-AAPL-2026-05-11" in {t.name for t in tasks}

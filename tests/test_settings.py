@@ -76,25 +76,35 @@ def test_every_field_has_a_description() -> None:
 @pytest.mark.parametrize("url", URLS_WITH_SECRETS)
 def test_password_is_never_shown(url: str) -> None:
     s = TiSettings(redis_url=url)
-    shown = [repr(s), str(s), s.redis_url_redacted(), redact_url(url), redact_url(SecretStr(url)),
-             s.model_dump_json(), repr(s.model_dump())]
+    shown = [
+        repr(s),
+        str(s),
+        s.redis_url_redacted(),
+        redact_url(url),
+        redact_url(SecretStr(url)),
+        s.model_dump_json(),
+        repr(s.model_dump()),
+    ]
     for text in shown:
         assert SECRET not in text, text
         assert SECRET[:4] not in text and SECRET[4:] not in text, text
     assert s.redis_url is not None and s.redis_url.get_secret_value() == url
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("redis://user:pw@host:6380/0", "redis://***@host:6380/0"),
-    ("redis://:pw@localhost", "redis://***@localhost"),
-    ("rediss://u:pw@h.example.com:6380", "rediss://***@h.example.com:6380"),
-    ("unix://:pw@/tmp/r.sock?db=0", "unix://***@/tmp/r.sock?db=0"),
-    ("unix:///tmp/r.sock?password=pw&db=1", "unix:///tmp/r.sock?password=***&db=1"),
-    ("redis://:pw@[::1]:6379/2", "redis://***@[::1]:6379/2"),
-    ("redis://h:6379/0?db=1&Password=pw", "redis://h:6379/0?db=1&Password=***"),
-    ("redis://localhost:6379/0", "redis://localhost:6379/0"),
-    ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:pw@host:6380/0", "redis://***@host:6380/0"),
+        ("redis://:pw@localhost", "redis://***@localhost"),
+        ("rediss://u:pw@h.example.com:6380", "rediss://***@h.example.com:6380"),
+        ("unix://:pw@/tmp/r.sock?db=0", "unix://***@/tmp/r.sock?db=0"),
+        ("unix:///tmp/r.sock?password=pw&db=1", "unix:///tmp/r.sock?password=***&db=1"),
+        ("redis://:pw@[::1]:6379/2", "redis://***@[::1]:6379/2"),
+        ("redis://h:6379/0?db=1&Password=pw", "redis://h:6379/0?db=1&Password=***"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
+    ],
+)
 def test_redacted_form_keeps_the_useful_parts(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 

@@ -24,8 +24,13 @@ def _envelopes(states: dict[str, dict[str, Any]]) -> list[Any]:
 
 
 def _state(ticker: str, day: str, verdict: str = "BUY") -> dict[str, Any]:
-    return {"target": {"ticker": ticker, "trade_date": day}, "synthesis_verdict": verdict,
-            "synthesis_confidence": 0.7, "synthesis_score": 0.4, "arena_id": f"a-{ticker}"}
+    return {
+        "target": {"ticker": ticker, "trade_date": day},
+        "synthesis_verdict": verdict,
+        "synthesis_confidence": 0.7,
+        "synthesis_score": 0.4,
+        "arena_id": f"a-{ticker}",
+    }
 
 
 async def test_consistent_store_over_several_pages(real_redis, sample_states) -> None:
@@ -40,8 +45,9 @@ async def test_consistent_store_over_several_pages(real_redis, sample_states) ->
 
 async def test_revised_decision_is_superseded_not_a_problem(real_redis, sample_states) -> None:
     await publish_many(real_redis, [build_envelope_from_state(_state("NVDA", "2026-05-11"))])
-    await publish_many(real_redis, [build_envelope_from_state(_state("NVDA", "2026-05-11",
-                                                                     "SELL"))])
+    await publish_many(
+        real_redis, [build_envelope_from_state(_state("NVDA", "2026-05-11", "SELL"))]
+    )
     report = await verify_store(real_redis)
     assert report.ok and report.counts == {"superseded": 1}
 
@@ -96,8 +102,9 @@ async def test_bad_hash_and_bad_entry_and_wrong_key(real_redis) -> None:
     await real_redis.xadd(STREAM, {"data": b"\xff not json"})
     await real_redis.hset(decision_hash_key("B", "2026-05-11"), mapping={"json": "[1]"})
     # A copy of A's hash under C's key: it names A's entry, but the key says C.
-    await real_redis.hset(decision_hash_key("C", "2026-05-11"),
-                          mapping=await real_redis.hgetall(ra.hash_key))
+    await real_redis.hset(
+        decision_hash_key("C", "2026-05-11"), mapping=await real_redis.hgetall(ra.hash_key)
+    )
     await real_redis.set(decision_hash_key("D", "2026-05-11"), "a string, not a hash")
     report = await verify_store(real_redis)
     assert report.counts == {"undecodable_entry": 1, "undecodable_hash": 2, "key_mismatch": 1}

@@ -27,14 +27,31 @@ DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "reference_expectations.json").read_text())
 CASES = REFERENCE["cases"]
 CONTRACT_HASH_FIELDS = {
-    "json", "ticker", "trade_date", "verdict", "confidence", "ensemble_score",
-    "published_at", "correlation_id", "arena_id",
+    "json",
+    "ticker",
+    "trade_date",
+    "verdict",
+    "confidence",
+    "ensemble_score",
+    "published_at",
+    "correlation_id",
+    "arena_id",
 }
 ENVELOPE_KEYS = [
-    "schema_version", "arena", "decision", "published_at", "correlation_id", "arena_id", "meta",
+    "schema_version",
+    "arena",
+    "decision",
+    "published_at",
+    "correlation_id",
+    "arena_id",
+    "meta",
 ]
 DECISION_KEYS = [
-    "target", "synthesis", "agent_signals", "source_metrics", "phase_timings",
+    "target",
+    "synthesis",
+    "agent_signals",
+    "source_metrics",
+    "phase_timings",
     "arena_total_seconds",
 ]
 
@@ -81,10 +98,17 @@ def test_field_order_and_nesting_follow_the_contract(name: str) -> None:
     assert list(ours["decision"]) == DECISION_KEYS == list(reference_order["decision"])
     assert list(ours["decision"]["target"]) == ["ticker", "trade_date", "exchange", "asset_class"]
     assert list(ours["decision"]["synthesis"]) == [
-        "verdict", "confidence", "ensemble_score", "reasoning"
+        "verdict",
+        "confidence",
+        "ensemble_score",
+        "reasoning",
     ]
     assert list(ours["decision"]["source_metrics"]) == [
-        "total_calls", "successful", "failed", "total_bytes", "by_source"
+        "total_calls",
+        "successful",
+        "failed",
+        "total_bytes",
+        "by_source",
     ]
     for signal in ours["decision"]["agent_signals"]:
         assert list(signal) == ["agent", "domain", "signal", "confidence", "summary", "key_factors"]
@@ -132,7 +156,9 @@ def test_volatile_fields_differ_but_shape_does_not() -> None:
 def test_nvda_buy() -> None:
     d = _build("nvda-2026-05-11-full").decision
     assert (d.synthesis.verdict, d.synthesis.confidence, d.synthesis.ensemble_score) == (
-        "BUY", 0.78, 0.41,
+        "BUY",
+        0.78,
+        0.41,
     )
     assert len(d.agent_signals) == 5
     assert "narrative" not in _build("nvda-2026-05-11-full").model_dump_json()
@@ -142,7 +168,9 @@ def test_nvda_buy() -> None:
 def test_aapl_partial_holds_with_date_under_date() -> None:
     d = _build("aapl-2026-05-11-partial").decision
     assert (d.synthesis.verdict, d.synthesis.confidence, d.synthesis.ensemble_score) == (
-        "HOLD", 0.0, 0.0,
+        "HOLD",
+        0.0,
+        0.0,
     )
     assert (d.target.ticker, d.target.trade_date) == ("AAPL", "2026-05-11")
 
@@ -159,9 +187,14 @@ def test_brkb_degraded_keeps_exactly_the_reference_signals(
         (s["agent"], s["signal"])
         for s in CASES["brkb-2026-05-12-degraded"]["envelope"]["decision"]["agent_signals"]
     ]
-    assert kept == expected == [
-        ("fundamentals_analyst", "BEARISH"), ("sentiment_analyst", "NEUTRAL"),
-    ]
+    assert (
+        kept
+        == expected
+        == [
+            ("fundamentals_analyst", "BEARISH"),
+            ("sentiment_analyst", "NEUTRAL"),
+        ]
+    )
     assert envelope.meta["agents_count"] == 2
     text = caplog.text
     assert "agent_signals[1]" in text and "'not-a-signal'" in text

@@ -18,8 +18,19 @@ __all__ = ["consumer_acl_rule", "producer_acl_rule", "setuser_line"]
 # missing" and ``ti status``: HEXISTS); WAIT for TI_MIN_REPLICAS (docs/availability.md);
 # CLIENT SETNAME, sent on connect for our name.
 _PRODUCER_COMMANDS = (
-    "+evalsha", "+script|load", "+xadd", "+get", "+set", "+hget", "+hset", "+xtrim",
-    "+hdel", "+hmget", "+hexists", "+wait", "+client|setname",
+    "+evalsha",
+    "+script|load",
+    "+xadd",
+    "+get",
+    "+set",
+    "+hget",
+    "+hset",
+    "+xtrim",
+    "+hdel",
+    "+hmget",
+    "+hexists",
+    "+wait",
+    "+client|setname",
 )
 # What a consumer sends: ``ti get`` / get_decision (HGETALL, HGET), tail (XREAD, XRANGE,
 # XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
@@ -30,10 +41,34 @@ _PRODUCER_COMMANDS = (
 # ``ti status`` (HEXISTS, HMGET) and
 # ``ti verify`` (SCAN, EXISTS, XLEN, XRANGE, XINFO STREAM, HGETALL, HGET).
 _CONSUMER_COMMANDS = (
-    "+hget", "+hgetall", "+hexists", "+hmget", "+exists", "+scan", "+xlen", "+xrange",
-    "+xread", "+xinfo|stream", "+xinfo|groups", "+xgroup|create", "+xgroup|setid",
-    "+xreadgroup", "+xack", "+xautoclaim", "+xpending", "+multi", "+exec", "+eval",
-    "+evalsha", "+script|load", "+time", "+wait", "+hkeys", "+hset", "+hsetnx", "+hincrby",
+    "+hget",
+    "+hgetall",
+    "+hexists",
+    "+hmget",
+    "+exists",
+    "+scan",
+    "+xlen",
+    "+xrange",
+    "+xread",
+    "+xinfo|stream",
+    "+xinfo|groups",
+    "+xgroup|create",
+    "+xgroup|setid",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xpending",
+    "+multi",
+    "+exec",
+    "+eval",
+    "+evalsha",
+    "+script|load",
+    "+time",
+    "+wait",
+    "+hkeys",
+    "+hset",
+    "+hsetnx",
+    "+hincrby",
     "+hdel",
     "+client|setname",
 )
@@ -54,11 +89,15 @@ def consumer_acl_rule(stream_name: str = DEFAULT_STREAM_NAME) -> str:
     (a Redis 7 selector: ``XADD`` is allowed on that key alone). The selector is quoted, as
     ``redis-cli`` needs it; split the rule like a shell (``shlex.split``) to send it."""
     validate_stream_name(stream_name)
-    reads = (f"%R~{DECISION_HASH_PREFIX}:* %R~{stream_name}:latest:* %R~{stream_name}:failures "
-             f"%R~{stream_name}:dead")
+    reads = (
+        f"%R~{DECISION_HASH_PREFIX}:* %R~{stream_name}:latest:* %R~{stream_name}:failures "
+        f"%R~{stream_name}:dead"
+    )
     groups = f"~{stream_name}:attempts:* ~{stream_name}:lost:*"  # the group reader's own records
-    return (f"resetkeys ~{stream_name} {groups} {reads} resetchannels -@all "
-            f"{' '.join(_CONSUMER_COMMANDS)} \"(~{stream_name}:dead +xadd)\"")
+    return (
+        f"resetkeys ~{stream_name} {groups} {reads} resetchannels -@all "
+        f'{" ".join(_CONSUMER_COMMANDS)} "(~{stream_name}:dead +xadd)"'
+    )
 
 
 def setuser_line(user: str, rule: str) -> str:

@@ -171,8 +171,7 @@ class CallableArena:
             raise
         except (TimeoutError, ConnectionError) as exc:
             raise ArenaTransientError(
-                f"arena {self.spec} {ticker} {trade_date}: {type(exc).__name__}: "
-                f"{_brief(exc)}"
+                f"arena {self.spec} {ticker} {trade_date}: {type(exc).__name__}: {_brief(exc)}"
             ) from exc
         except Exception as exc:
             raise ArenaError(
@@ -180,8 +179,9 @@ class CallableArena:
                 f"{_brief(exc)}"
             ) from exc
         state = self.to_state(result, ticker, trade_date)
-        check_state(state, self.max_state_bytes, f"arena {self.spec} state for {ticker} "
-                    f"{trade_date}")
+        check_state(
+            state, self.max_state_bytes, f"arena {self.spec} state for {ticker} {trade_date}"
+        )
         return state
 
     def to_state(self, result: Any, ticker: str, trade_date: str) -> dict[str, Any]:
@@ -220,14 +220,16 @@ class DemoArena:
         for index, (agent, domain) in enumerate(_DEMO_AGENTS):
             value = seed[1 + index]
             signal = ("bearish", "neutral", "bullish")[value % 3]
-            signals.append({
-                "agent": agent,
-                "domain": domain,
-                "signal": signal,
-                "confidence": round(0.4 + (value / 255) * 0.5, 2),
-                "summary": f"Demo {domain} view ({signal}); not a real analysis.",
-                "key_factors": ["demo data"],
-            })
+            signals.append(
+                {
+                    "agent": agent,
+                    "domain": domain,
+                    "signal": signal,
+                    "confidence": round(0.4 + (value / 255) * 0.5, 2),
+                    "summary": f"Demo {domain} view ({signal}); not a real analysis.",
+                    "key_factors": ["demo data"],
+                }
+            )
         return {
             "arena_id": f"demo-{ticker.lower()}-{trade_date}-{seed[5:7].hex()}",
             "target": {"ticker": ticker, "date": trade_date},
@@ -253,7 +255,7 @@ def load_arena(spec: str | None = None, *, settings: TiSettings | None = None) -
     if text == "demo":
         return DemoArena()
     if text.startswith("replay:"):
-        directory = text[len("replay:"):].strip()
+        directory = text[len("replay:") :].strip()
         if not directory:
             raise ConfigError("arena spec 'replay:' needs a directory: replay:DIR")
         return ReplayArena(directory, limit)

@@ -126,10 +126,14 @@ async def _state_of(
     for attempt in range(retries + 1):
         try:
             state = await runner.run(item.ticker, item.trade_date)
-            meta = decision_meta(state, publish_degraded=publish_degraded,
-                                 extra=DEMO_META if runner.is_demo else None)
-            return build_envelope_from_state(state, ticker=item.ticker,
-                                             trade_date=item.trade_date, extra_meta=meta)
+            meta = decision_meta(
+                state,
+                publish_degraded=publish_degraded,
+                extra=DEMO_META if runner.is_demo else None,
+            )
+            return build_envelope_from_state(
+                state, ticker=item.ticker, trade_date=item.trade_date, extra_meta=meta
+            )
         except ArenaTransientError as exc:
             if attempt == retries:
                 return exc
@@ -140,13 +144,18 @@ async def _state_of(
 
 
 async def _build_all(
-    runner: ArenaRunner, items: Sequence[Item], concurrency: int, retries: int, delay: float,
+    runner: ArenaRunner,
+    items: Sequence[Item],
+    concurrency: int,
+    retries: int,
+    delay: float,
     publish_degraded: bool = False,
 ) -> list[TradingIntelligenceEnvelope | BaseException]:
     """Envelopes (or errors) in item order, with at most ``concurrency`` arena runs at once:
     that many workers share one iterator (not a task per item)."""
-    built: list[TradingIntelligenceEnvelope | BaseException] = [
-        InvalidStateError("not run")] * len(items)
+    built: list[TradingIntelligenceEnvelope | BaseException] = [InvalidStateError("not run")] * len(
+        items
+    )
     todo = iter(enumerate(items))
 
     async def worker() -> None:
@@ -157,8 +166,12 @@ async def _build_all(
     return built
 
 
-_UNREACHABLE = (RedisUnavailableError, redis_errors.ConnectionError, redis_errors.TimeoutError,
-                OSError)
+_UNREACHABLE = (
+    RedisUnavailableError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+)
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], wait: float, what: str) -> T:
@@ -183,14 +196,19 @@ async def _patiently(call: Callable[[], Awaitable[T]], wait: float, what: str) -
 
 
 async def _publish(
-    client: Any, envelopes: list[TradingIntelligenceEnvelope], publish: dict[str, Any],
+    client: Any,
+    envelopes: list[TradingIntelligenceEnvelope],
+    publish: dict[str, Any],
     redis_wait: float,
 ) -> list[PublishResult | PublishError]:
     """``publish_many``, retried while Redis is unreachable (for up to ``redis_wait`` seconds);
     a refused batch is re-published one by one so only the refused envelope fails."""
     try:
-        return list(await _patiently(lambda: publish_many(client, envelopes, **publish),
-                                     redis_wait, "publishing"))
+        return list(
+            await _patiently(
+                lambda: publish_many(client, envelopes, **publish), redis_wait, "publishing"
+            )
+        )
     except RedisUnavailableError:
         raise
     except PublishError:
@@ -228,8 +246,9 @@ async def run_items(
     ``RedisUnavailableError`` only when Redis stays unreachable for ``redis_wait`` seconds:
     nothing else can be recorded then, and a re-run resumes where this one stopped.
     """
-    built = await _build_all(runner, items, concurrency, arena_retries, retry_delay,
-                             publish_degraded)
+    built = await _build_all(
+        runner, items, concurrency, arena_retries, retry_delay, publish_degraded
+    )
     envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
     publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
     results = iter(await _publish(client, envelopes, publish, redis_wait) if envelopes else [])
@@ -241,7 +260,8 @@ async def run_items(
             # envelope, found by its correlation id) counts; an identical decision another run
             # appended (content-aware) does not, however recent its entry.
             status: Literal["published", "unchanged"] = (
-                "published" if got.own_entry else "unchanged")
+                "published" if got.own_entry else "unchanged"
+            )
             meta = value.meta if isinstance(value, TradingIntelligenceEnvelope) else {}
             note = f"degraded: {meta.get('degraded_reason')}" if meta.get("degraded") else ""
             outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id, note))
@@ -256,17 +276,24 @@ async def _record(client: Any, outcomes: list[Outcome], stream_name: str, wait: 
     done = [o for o in outcomes if o.status != "failed"]
 
     async def write() -> None:
-        await record_failures(client, {f"{o.ticker}:{o.trade_date}": o.reason for o in failed},
-                              stream_name=stream_name)
-        await clear_failures(client, [f"{o.ticker}:{o.trade_date}" for o in done],
-                             stream_name=stream_name)
+        await record_failures(
+            client,
+            {f"{o.ticker}:{o.trade_date}": o.reason for o in failed},
+            stream_name=stream_name,
+        )
+        await clear_failures(
+            client, [f"{o.ticker}:{o.trade_date}" for o in done], stream_name=stream_name
+        )
 
     try:
         await _patiently(write, wait, "recording outcomes")
     except Exception as exc:  # bookkeeping: never turns published decisions into a failure
-        logger.warning("backfill: failure records of %d items not updated (%s); the decisions "
-                       "themselves are as reported", len(outcomes),
-                       " ".join(str(exc).split())[:300])
+        logger.warning(
+            "backfill: failure records of %d items not updated (%s); the decisions "
+            "themselves are as reported",
+            len(outcomes),
+            " ".join(str(exc).split())[:300],
+        )
 
 
 async def backfill_batch(
@@ -281,13 +308,15 @@ async def backfill_batch(
 ) -> BatchReport:
     """Classify ``items``, run those ``only`` selects (see :func:`run_items`), report all."""
     wait = float(run_options.get("redis_wait", DEFAULT_REDIS_WAIT))
-    found = await _patiently(lambda: classify(client, items, stream_name=stream_name), wait,
-                             "classifying")
+    found = await _patiently(
+        lambda: classify(client, items, stream_name=stream_name), wait, "classifying"
+    )
     todo = [item for item, f in zip(items, found, strict=True) if selected(f, only)]
     report = BatchReport(planned=len(items), skipped=len(items) - len(todo))
     if on_classified is not None:
         on_classified(report.skipped)
     if todo:
-        report.outcomes = await run_items(client, runner, todo, stream_name=stream_name,
-                                          **run_options)
+        report.outcomes = await run_items(
+            client, runner, todo, stream_name=stream_name, **run_options
+        )
     return report

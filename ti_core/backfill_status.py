@@ -57,8 +57,6 @@ class Item:
         return f"{self.ticker}:{self.trade_date}"
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Found:
     """What Redis holds for an item: a decision hash, and the reason of a recorded failure."""
@@ -99,17 +97,19 @@ async def classify(
             pipe.hget(failure_key(stream_name), name)
     replies = list(await pipe.execute(raise_on_error=False))
     _raise_unavailable(client, replies)
-    failures = replies.pop() if many else replies[2 * len(items):]
-    entries = replies[len(items):2 * len(items)]
-    del replies[len(items):]
+    failures = replies.pop() if many else replies[2 * len(items) :]
+    entries = replies[len(items) : 2 * len(items)]
+    del replies[len(items) :]
     # A key of the wrong type answers with an error: not a decision, not a failure record.
     if isinstance(failures, Exception):
         failures = [None] * len(items)
     failures = [None if isinstance(f, Exception) else f for f in failures]
     return [
-        Found(published is True or published == 1,
-              None if failure is None else _failure_reason(failure),
-              entry is True or entry == 1)
+        Found(
+            published is True or published == 1,
+            None if failure is None else _failure_reason(failure),
+            entry is True or entry == 1,
+        )
         for published, failure, entry in zip(replies, failures, entries, strict=True)
     ]
 
@@ -173,8 +173,9 @@ class StatusGrid:
             "calendar": self.calendar,
             "sessions": self.sessions,
             "skipped": [{"date": d, "reason": r} for d, r in self.skipped],
-            "tickers": {t: dict(zip(self.sessions, row, strict=True))
-                        for t, row in self.cells.items()},
+            "tickers": {
+                t: dict(zip(self.sessions, row, strict=True)) for t, row in self.cells.items()
+            },
             "counts": self.counts(),
             "failures": self.failures,
         }
@@ -193,12 +194,10 @@ async def status_grid(
     grid.cells = {name: ["missing"] * len(grid.sessions) for name in names}
     for name in names:
         for start in range(0, len(grid.sessions), _CHUNK):
-            days = grid.sessions[start:start + _CHUNK]
-            found = await classify(client, [Item(name, d) for d in days],
-                                   stream_name=stream_name)
+            days = grid.sessions[start : start + _CHUNK]
+            found = await classify(client, [Item(name, d) for d in days], stream_name=stream_name)
             for offset, (day, f) in enumerate(zip(days, found, strict=True)):
                 grid.cells[name][start + offset] = f.state
                 if f.failure is not None:
                     grid.failures[f"{name}:{day}"] = f.failure
     return grid
-

@@ -138,12 +138,16 @@ def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> TargetVie
             f"target.trade_date {final_date!r} differs from the requested date "
             f"{shorten(trade_date)}"
         )
-    return checked(TargetView, {
-        "ticker": final_ticker,
-        "trade_date": final_date,
-        "exchange": text(raw.get("exchange"), "target.exchange"),
-        "asset_class": text(raw.get("asset_class"), "target.asset_class", default="equity"),
-    }, _TARGET_SET)
+    return checked(
+        TargetView,
+        {
+            "ticker": final_ticker,
+            "trade_date": final_date,
+            "exchange": text(raw.get("exchange"), "target.exchange"),
+            "asset_class": text(raw.get("asset_class"), "target.asset_class", default="equity"),
+        },
+        _TARGET_SET,
+    )
 
 
 def _synthesis(state: Mapping[str, Any]) -> SynthesisView:
@@ -157,13 +161,18 @@ def _synthesis(state: Mapping[str, Any]) -> SynthesisView:
     score = state.get("synthesis_score")
     if type(score) is not float or not -1.0 <= score <= 1.0:
         score = number(score, "synthesis_score", -1.0, 1.0)
-    return checked(SynthesisView, {
-        "verdict": verdict,
-        "confidence": confidence,
-        "ensemble_score": score,
-        "reasoning": text(state.get("synthesis_reasoning"), "synthesis_reasoning",
-                          REASONING_MAX_CHARS),
-    }, _SYNTHESIS_SET)
+    return checked(
+        SynthesisView,
+        {
+            "verdict": verdict,
+            "confidence": confidence,
+            "ensemble_score": score,
+            "reasoning": text(
+                state.get("synthesis_reasoning"), "synthesis_reasoning", REASONING_MAX_CHARS
+            ),
+        },
+        _SYNTHESIS_SET,
+    )
 
 
 def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
@@ -199,10 +208,18 @@ def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
     summary = _short(raw_summary, SUMMARY_MAX_CHARS)
     if summary is None:
         summary = text(raw_summary, "summary", SUMMARY_MAX_CHARS)
-    return checked(AgentSignalView, {
-        "agent": agent, "domain": domain, "signal": direction, "confidence": confidence,
-        "summary": summary, "key_factors": factors,
-    }, _SIGNAL_SET)
+    return checked(
+        AgentSignalView,
+        {
+            "agent": agent,
+            "domain": domain,
+            "signal": direction,
+            "confidence": confidence,
+            "summary": summary,
+            "key_factors": factors,
+        },
+        _SIGNAL_SET,
+    )
 
 
 def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
@@ -214,14 +231,23 @@ def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
         direction = _DIRECTION_OF[raw_word]
     except (KeyError, TypeError):
         return None
-    if (type(confidence) is not float or not 0.0 <= confidence <= 1.0
-            or type(agent) is not str or type(domain) is not str or type(summary) is not str
-            or type(factors) is not list):
+    if (
+        type(confidence) is not float
+        or not 0.0 <= confidence <= 1.0
+        or type(agent) is not str
+        or type(domain) is not str
+        or type(summary) is not str
+        or type(factors) is not list
+    ):
         return None
     chars = len(agent) + len(domain)
-    if (len(agent) > NAME_MAX_CHARS or len(domain) > NAME_MAX_CHARS
-            or len(summary) > SUMMARY_MAX_CHARS or len(factors) > KEY_FACTORS_MAX
-            or not (agent + domain + summary).isascii()):
+    if (
+        len(agent) > NAME_MAX_CHARS
+        or len(domain) > NAME_MAX_CHARS
+        or len(summary) > SUMMARY_MAX_CHARS
+        or len(factors) > KEY_FACTORS_MAX
+        or not (agent + domain + summary).isascii()
+    ):
         return None
     clean = []
     for factor in factors:
@@ -229,10 +255,18 @@ def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
             return None
         clean.append(factor.strip())
     signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
-    _set(signal, "__dict__", {
-        "agent": agent.strip(), "domain": domain.strip(), "signal": direction,
-        "confidence": confidence, "summary": summary.strip(), "key_factors": clean,
-    })
+    _set(
+        signal,
+        "__dict__",
+        {
+            "agent": agent.strip(),
+            "domain": domain.strip(),
+            "signal": direction,
+            "confidence": confidence,
+            "summary": summary.strip(),
+            "key_factors": clean,
+        },
+    )
     _set(signal, "__pydantic_fields_set__", _SIGNAL_SET)
     _set(signal, "__pydantic_extra__", None)
     _set(signal, "__pydantic_private__", None)
@@ -250,18 +284,29 @@ def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
             chars += plain[1]
             continue
         if not isinstance(raw, Mapping):
-            logger.warning("skipping malformed agent signal: agent_signals[%d] must be a "
-                           "mapping, got %s", index, shorten(raw))
+            logger.warning(
+                "skipping malformed agent signal: agent_signals[%d] must be a mapping, got %s",
+                index,
+                shorten(raw),
+            )
             continue
         try:
             signal = _signal(raw)
         except InvalidStateError as exc:
-            logger.warning("skipping malformed agent signal: agent_signals[%d].%s", index,
-                           " ".join(str(exc).split()))
+            logger.warning(
+                "skipping malformed agent signal: agent_signals[%d].%s",
+                index,
+                " ".join(str(exc).split()),
+            )
             continue
         signals.append(signal)
-        chars += (len(signal.agent) + len(signal.domain) + len(signal.summary)
-                  + sum(map(len, signal.key_factors)) + len(signal.key_factors))
+        chars += (
+            len(signal.agent)
+            + len(signal.domain)
+            + len(signal.summary)
+            + sum(map(len, signal.key_factors))
+            + len(signal.key_factors)
+        )
     return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
 
 
@@ -278,12 +323,23 @@ def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int
     """The summary, and a bound on its JSON bytes."""
     records = sequence(state.get("source_metrics"), "source_metrics")
     total, successful, total_bytes, by_source = _count_plain(records) or _count_each(records)
-    summary = checked(SourceMetricsSummary, {
-        "total_calls": total, "successful": successful, "failed": total - successful,
-        "total_bytes": total_bytes, "by_source": by_source,
-    }, _METRICS_SET)
-    size = (TEXT_BYTES * sum(map(len, by_source)) + ITEM_BYTES * len(by_source)
-            + total_bytes.bit_length() // 3 + 1)  # digits of an int of any size
+    summary = checked(
+        SourceMetricsSummary,
+        {
+            "total_calls": total,
+            "successful": successful,
+            "failed": total - successful,
+            "total_bytes": total_bytes,
+            "by_source": by_source,
+        },
+        _METRICS_SET,
+    )
+    size = (
+        TEXT_BYTES * sum(map(len, by_source))
+        + ITEM_BYTES * len(by_source)
+        + total_bytes.bit_length() // 3
+        + 1
+    )  # digits of an int of any size
     return summary, size
 
 
@@ -354,8 +410,9 @@ def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
                 f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
             )
         flat = flat_json(item)  # the common case: a flat dict of plain values
-        timing, item_size = flat if flat is not None else as_json_sized(
-            dict(item), f"phase_timings[{index}]")
+        timing, item_size = (
+            flat if flat is not None else as_json_sized(dict(item), f"phase_timings[{index}]")
+        )
         timings.append(timing)
         size += item_size + 1
     return timings, size
@@ -374,8 +431,9 @@ def _published_at(value: datetime | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidStateError(f"published_at must be a timezone-aware datetime, got "
-                                f"{shorten(value)}")
+        raise InvalidStateError(
+            f"published_at must be a timezone-aware datetime, got {shorten(value)}"
+        )
     return value.astimezone(UTC)
 
 
@@ -385,8 +443,9 @@ def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> tuple[dict[str,
     size = TEXT_BYTES * len(model)
     if extra is not None:
         if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
-            raise InvalidStateError(f"extra_meta must be a mapping with text keys, got "
-                                    f"{shorten(extra)}")
+            raise InvalidStateError(
+                f"extra_meta must be a mapping with text keys, got {shorten(extra)}"
+            )
         more, more_size = as_json_sized(dict(extra), "extra_meta")
         meta.update(more)
         size += more_size
@@ -397,14 +456,19 @@ def _correlation_id(value: Any) -> str:
     if value is None:
         return urandom(16).hex()  # what _new_correlation_id does, minus two calls
     if not isinstance(value, str) or not _CID_RE.fullmatch(value):
-        raise InvalidStateError(f"correlation_id must be 32 lowercase hex chars, got "
-                                f"{shorten(value)}")
+        raise InvalidStateError(
+            f"correlation_id must be 32 lowercase hex chars, got {shorten(value)}"
+        )
     return value
 
 
 def _build(
-    state: Mapping[str, Any], correlation_id: Any, extra_meta: Any, ticker: Any,
-    trade_date: Any, published_at: Any,
+    state: Mapping[str, Any],
+    correlation_id: Any,
+    extra_meta: Any,
+    ticker: Any,
+    trade_date: Any,
+    published_at: Any,
 ) -> tuple[TradingIntelligenceEnvelope, int]:
     """The envelope, from values each checked once against the models' rules (so built
     without validating them again), and a bound on its JSON bytes."""
@@ -413,31 +477,46 @@ def _build(
     synthesis = _synthesis(state)
     metrics, metrics_size = _source_metrics(state)
     timings, timings_size = _phase_timings(state)
-    decision = checked(MarketMindDecision, {
-        "target": target,
-        "synthesis": synthesis,
-        "agent_signals": signals,
-        "source_metrics": metrics,
-        "phase_timings": timings,
-        "arena_total_seconds": _total_seconds(state),
-    }, _DECISION_SET)
+    decision = checked(
+        MarketMindDecision,
+        {
+            "target": target,
+            "synthesis": synthesis,
+            "agent_signals": signals,
+            "source_metrics": metrics,
+            "phase_timings": timings,
+            "arena_total_seconds": _total_seconds(state),
+        },
+        _DECISION_SET,
+    )
     when = _published_at(published_at)
     cid = _correlation_id(correlation_id)
     arena_id = text(state.get("arena_id"), "arena_id")
     meta, meta_size = _meta(state, len(signals), extra_meta)
-    envelope = checked(TradingIntelligenceEnvelope, {
-        "schema_version": "1",
-        "arena": "trading_intelligence",
-        "decision": decision,
-        "published_at": when,
-        "correlation_id": cid,
-        "arena_id": arena_id,
-        "meta": meta,
-    }, _ENVELOPE_SET)
-    texts = (len(target.exchange) + len(target.asset_class) + len(synthesis.reasoning)
-             + len(arena_id))
-    size = (_SKELETON_BYTES + TEXT_BYTES * texts + signals_size + metrics_size + timings_size
-            + meta_size)
+    envelope = checked(
+        TradingIntelligenceEnvelope,
+        {
+            "schema_version": "1",
+            "arena": "trading_intelligence",
+            "decision": decision,
+            "published_at": when,
+            "correlation_id": cid,
+            "arena_id": arena_id,
+            "meta": meta,
+        },
+        _ENVELOPE_SET,
+    )
+    texts = (
+        len(target.exchange) + len(target.asset_class) + len(synthesis.reasoning) + len(arena_id)
+    )
+    size = (
+        _SKELETON_BYTES
+        + TEXT_BYTES * texts
+        + signals_size
+        + metrics_size
+        + timings_size
+        + meta_size
+    )
     return envelope, size
 
 
@@ -458,8 +537,9 @@ def build_envelope_from_state(
     if type(state) is not dict and not isinstance(state, Mapping):
         raise InvalidStateError(f"state must be a mapping, got {shorten(state)}")
     try:
-        envelope, bound = _build(state, correlation_id, extra_meta, ticker, trade_date,
-                                 published_at)
+        envelope, bound = _build(
+            state, correlation_id, extra_meta, ticker, trade_date, published_at
+        )
         # Serialising costs as much as building: only when the bound cannot prove the cap
         # is kept (publishing then reuses the bytes; otherwise it serialises them itself).
         size = len(remember(envelope)[0].encode()) if bound > MAX_ENVELOPE_BYTES else 0

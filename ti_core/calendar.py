@@ -25,7 +25,7 @@ WEEKDAYS = "weekdays"
 _WEEKDAY_MASK = "1111100"  # Monday .. Sunday, as exchange_calendars spells a week mask
 _FIND_CODES = (
     "use 'weekdays' or an exchange_calendars code such as XNYS, XNAS, XLON, XTKS "
-    "(list them with: python -c \"import exchange_calendars as x; "
+    '(list them with: python -c "import exchange_calendars as x; '
     'print(x.get_calendar_names())")'
 )
 
@@ -93,8 +93,9 @@ def _exchange_calendar(code: str, first_year: int, last_year: int) -> _Calendar:
 
 def _calendar_code(calendar: Any) -> str:
     if not isinstance(calendar, str) or not calendar.strip():
-        raise ConfigError(f"calendar must be a non-empty code, got {shorten(calendar)}: "
-                          f"{_FIND_CODES}")
+        raise ConfigError(
+            f"calendar must be a non-empty code, got {shorten(calendar)}: {_FIND_CODES}"
+        )
     return calendar.strip()
 
 
@@ -119,9 +120,7 @@ def sessions(start: Any, end: Any, calendar: str = "XNYS") -> SessionPlan:
     return plan
 
 
-def current_session(
-    calendar: str = "XNYS", now: datetime | None = None
-) -> tuple[str | None, str]:
+def current_session(calendar: str = "XNYS", now: datetime | None = None) -> tuple[str | None, str]:
     """Today's session in the exchange's time zone, or ``None`` and why there is none.
 
     A naive ``now`` is taken as UTC. ``weekdays`` uses UTC.

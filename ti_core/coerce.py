@@ -17,7 +17,13 @@ from ti_core.errors import InvalidStateError
 from ti_core.keys import shorten
 
 __all__ = [
-    "MAX_JSON_DEPTH", "NAME_MAX_CHARS", "as_json", "as_json_sized", "number", "sequence", "text",
+    "MAX_JSON_DEPTH",
+    "NAME_MAX_CHARS",
+    "as_json",
+    "as_json_sized",
+    "number",
+    "sequence",
+    "text",
     "word",
 ]
 
@@ -83,8 +89,13 @@ def word(value: Any, field: str, allowed: frozenset[str], fallback: str) -> str:
         raise InvalidStateError(f"{field} must be a word, got {shorten(value)}")
     upper = value.strip().upper()
     if upper not in allowed:
-        logger.warning("%s %s is not one of %s: using %s", field, shorten(value),
-                       "/".join(sorted(allowed)), fallback)
+        logger.warning(
+            "%s %s is not one of %s: using %s",
+            field,
+            shorten(value),
+            "/".join(sorted(allowed)),
+            fallback,
+        )
         return fallback
     return upper
 

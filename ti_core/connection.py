@@ -79,8 +79,10 @@ def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Any:
     try:  # an option the connection class does not take (?ssl_password= on redis://) fails
         pool.connection_class(**pool.connection_kwargs)  # here, not at the first command
     except TypeError as exc:
-        raise ConfigError(f"cannot use Redis URL {redact_url(raw)}: {_first_line(exc)} (TLS "
-                          "options need rediss://)") from None
+        raise ConfigError(
+            f"cannot use Redis URL {redact_url(raw)}: {_first_line(exc)} (TLS "
+            "options need rediss://)"
+        ) from None
     return client
 
 
@@ -88,8 +90,9 @@ class _Retry(Retry):
     """redis-py's retry, minus refused credentials (a ``ConnectionError`` there): a wrong
     password stays wrong, and retrying it only delays the one-line error."""
 
-    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
-                              with_failure_count: bool = False) -> Any:
+    async def call_with_retry(
+        self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
+    ) -> Any:
         def worth(error: Exception) -> bool:
             if isinstance(error, _REFUSED):
                 return False
@@ -153,8 +156,12 @@ def describe_client(client: Any) -> str:
 
 # Worth retrying: unreachable, timed out, still loading its data (a ConnectionError in
 # redis-py), or a replica refusing writes while a failover promotes another server.
-_TRANSIENT = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError,
-              OSError)
+_TRANSIENT = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,
+    OSError,
+)
 # Never worth retrying, although redis-py files them under ConnectionError.
 _REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 _COMMAND_RIGHT = re.compile(r"run the '([a-z|_-]+)' command", re.IGNORECASE)
@@ -182,12 +189,18 @@ def _missing_right(message: str) -> str:
 
 def _refused_by_acl(exc: BaseException) -> bool:
     text = str(exc)
-    return (isinstance(exc, redis_errors.NoPermissionError) or "NOPERM" in text
-            or "can't run this command" in text)  # a script calling a command the user lacks
+    return (
+        isinstance(exc, redis_errors.NoPermissionError)
+        or "NOPERM" in text
+        or "can't run this command" in text
+    )  # a script calling a command the user lacks
 
 
 def redis_failure(
-    exc: BaseException, where: str, *, user: str = "default",
+    exc: BaseException,
+    where: str,
+    *,
+    user: str = "default",
     written: str = "nothing was written",
 ) -> PublishError | ConfigError | None:
     """The ``ti_core`` error for a redis-py failure at ``where`` (a redacted URL), or None.
@@ -200,29 +213,41 @@ def redis_failure(
     write. Messages carry the redacted location, never the password.
     """
     if isinstance(exc, _REFUSED):
-        return ConfigError(f"Redis at {where} refused the credentials of user {user!r} "
-                           f"({type(exc).__name__}); check the user name and password in the "
-                           "Redis URL")
+        return ConfigError(
+            f"Redis at {where} refused the credentials of user {user!r} "
+            f"({type(exc).__name__}); check the user name and password in the "
+            "Redis URL"
+        )
     if _refused_by_acl(exc):
-        return ConfigError(f"Redis user {user!r} at {where} lacks the right "
-                           f"{_missing_right(str(exc))} ({_first_line(exc)}); {written}; "
-                           "grant it (see the ACL rules in the README)")
+        return ConfigError(
+            f"Redis user {user!r} at {where} lacks the right "
+            f"{_missing_right(str(exc))} ({_first_line(exc)}); {written}; "
+            "grant it (see the ACL rules in the README)"
+        )
     if _untrusted_certificate(exc):
-        return ConfigError(f"the TLS certificate of {where} is not trusted "
-                           f"({_first_line(exc)}); give its CA as ?ssl_ca_certs=/path/ca.pem")
+        return ConfigError(
+            f"the TLS certificate of {where} is not trusted "
+            f"({_first_line(exc)}); give its CA as ?ssl_ca_certs=/path/ca.pem"
+        )
     if isinstance(exc, redis_errors.ReadOnlyError) or str(exc).startswith("READONLY"):
-        return RedisUnavailableError(f"Redis at {where} is a read-only replica "
-                                     f"({_first_line(exc)}); {written}; retry once a primary "
-                                     "is back")
+        return RedisUnavailableError(
+            f"Redis at {where} is a read-only replica "
+            f"({_first_line(exc)}); {written}; retry once a primary "
+            "is back"
+        )
     if isinstance(exc, _TRANSIENT) or _too_few_replicas(exc):
         return RedisUnavailableError(f"Redis at {where} unavailable: {_first_line(exc)}")
     if isinstance(exc, redis_errors.OutOfMemoryError) or str(exc).startswith("OOM"):
-        return PublishError(f"Redis at {where} is out of memory (maxmemory reached: "
-                            f"{_first_line(exc)}); {written}; free memory or raise maxmemory, "
-                            "then publish again")
+        return PublishError(
+            f"Redis at {where} is out of memory (maxmemory reached: "
+            f"{_first_line(exc)}); {written}; free memory or raise maxmemory, "
+            "then publish again"
+        )
     if "WRONGTYPE" in str(exc):
-        return PublishError(f"Redis at {where}: a key holds the wrong type of value "
-                            f"({_first_line(exc)}); {written}; remove or rename that key")
+        return PublishError(
+            f"Redis at {where}: a key holds the wrong type of value "
+            f"({_first_line(exc)}); {written}; remove or rename that key"
+        )
     if isinstance(exc, redis_errors.RedisError):
         return PublishError(f"Redis at {where} refused a command: {_first_line(exc)}; {written}")
     return None
@@ -230,8 +255,7 @@ def redis_failure(
 
 def raise_mapped(exc: BaseException, client: Any, written: str = "nothing was written") -> None:
     """Raise :func:`redis_failure`'s error for ``exc`` (from ``exc``), if it is a Redis one."""
-    failure = redis_failure(exc, describe_client(client), user=client_user(client),
-                            written=written)
+    failure = redis_failure(exc, describe_client(client), user=client_user(client), written=written)
     if failure is not None:
         raise failure from exc
 
@@ -259,7 +283,9 @@ def _first_line(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def connect(
-    url: str | SecretStr | None = None, *, settings: TiSettings | None = None,
+    url: str | SecretStr | None = None,
+    *,
+    settings: TiSettings | None = None,
     readonly: bool = False,
 ) -> AsyncIterator[Any]:
     """Yield a client for ``url`` (or ``TI_REDIS_URL``, or the primary named by
@@ -278,8 +304,9 @@ async def connect(
     sentinels = sentinel_target(s) if url is None else None  # with Sentinels, no URL
     if not raw and sentinels is None:
         if s.min_replicas:
-            raise ConfigError("TI_MIN_REPLICAS needs a Redis server with replicas; the "
-                              "embedded store has none")
+            raise ConfigError(
+                "TI_MIN_REPLICAS needs a Redis server with replicas; the embedded store has none"
+            )
         async with embedded_store(s, readonly=readonly) as store:
             yield store
         return
@@ -304,11 +331,14 @@ def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> Any:
     ``TI_REDIS_FAILOVER_WAIT`` seconds so that a failover is ridden out."""
     backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
     client = open_sentinel(
-        target, settings, socket_timeout=settings.socket_timeout,
+        target,
+        settings,
+        socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.connect_timeout,
         retry=FailoverRetry(backoff, settings.retries, settings.redis_failover_wait),
         retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
-        health_check_interval=0, client_name=CLIENT_NAME,
+        health_check_interval=0,
+        client_name=CLIENT_NAME,
     )
     pool = client.connection_pool
     pool.connection_class = _hiredis_packing(pool.connection_class)  # before any connection
@@ -317,5 +347,9 @@ def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> Any:
 
 def _require_replicas(client: Any, settings: TiSettings) -> None:
     if settings.min_replicas:
-        require_replicas(client, settings.min_replicas, settings.replica_timeout,
-                         socket_timeout=settings.socket_timeout)
+        require_replicas(
+            client,
+            settings.min_replicas,
+            settings.replica_timeout,
+            socket_timeout=settings.socket_timeout,
+        )

@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 Entry = tuple[str, TradingIntelligenceEnvelope]
 
 
-
 def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
     """The ``data`` field of a stream entry, or ``(None, reason)`` when it has none."""
     if not fields:
@@ -230,8 +229,9 @@ def _id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms or 0), int(seq or 0)
 
 
-def _unread_trimmed(group: dict[str, Any], removed: int | None, first_id: str | None,
-                    last_id: str) -> int | None:
+def _unread_trimmed(
+    group: dict[str, Any], removed: int | None, first_id: str | None, last_id: str
+) -> int | None:
     """Entries trimmed that ``group`` has not read and has not yet passed: 0, a count or None.
 
     Trimming removes the oldest entries, so a group positioned before the first remaining
@@ -257,12 +257,18 @@ def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
 
     def when(name: str) -> str | None:
         ms = fields.get(name)
-        return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(
-            timespec="seconds")
+        return (
+            None
+            if ms is None
+            else datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds")
+        )
 
-    return {"lost_recorded": int(fields.get("entries", 0)),
-            "lost_unknown_gaps": int(fields.get("unknown", 0)),
-            "lost_since": when("first_at_ms"), "lost_last_at": when("last_at_ms")}
+    return {
+        "lost_recorded": int(fields.get("entries", 0)),
+        "lost_unknown_gaps": int(fields.get("unknown", 0)),
+        "lost_since": when("first_at_ms"),
+        "lost_last_at": when("last_at_ms"),
+    }
 
 
 async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
@@ -276,8 +282,13 @@ async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict
     ``exists`` is False (and ``groups`` empty) when nothing was published yet.
     """
     validate_stream_name(stream_name)
-    out: dict[str, Any] = {"stream": stream_name, "exists": False, "length": 0, "groups": [],
-                           "dead_letters": int(await client.xlen(dead_letter_key(stream_name)))}
+    out: dict[str, Any] = {
+        "stream": stream_name,
+        "exists": False,
+        "length": 0,
+        "groups": [],
+        "dead_letters": int(await client.xlen(dead_letter_key(stream_name))),
+    }
     try:
         info = await client.xinfo_stream(stream_name)
     except redis_errors.ResponseError as exc:

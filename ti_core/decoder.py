@@ -92,8 +92,10 @@ def _diagnose(payload: Any) -> tuple[TradingIntelligenceEnvelope | None, str]:
             return None, f"JSON is a {type(head).__name__}, not an object"
         version = head.get("schema_version")
         if version != SCHEMA_VERSION:
-            return None, (f"unknown schema_version={shorten(version, 40)} "
-                          f"(this consumer speaks v{SCHEMA_VERSION})")
+            return None, (
+                f"unknown schema_version={shorten(version, 40)} "
+                f"(this consumer speaks v{SCHEMA_VERSION})"
+            )
         return None, f"validation failed: {_one_line(first_failure)}"
     except Exception as exc:  # the promise is "never raises": a last line of defence
         return None, f"undecodable payload ({type(exc).__name__}): {_one_line(exc)}"

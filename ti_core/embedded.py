@@ -163,8 +163,10 @@ def store_lock(settings: TiSettings) -> Iterator[Path]:
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while (fd := _lock(path.with_suffix(".lock"))) is None:
         if time.monotonic() > deadline:
-            raise StoreBusyError(f"the embedded store {path} stayed locked by another process "
-                                 f"for {_LOCK_WAIT_SECONDS:.0f} s; retry when it finishes")
+            raise StoreBusyError(
+                f"the embedded store {path} stayed locked by another process "
+                f"for {_LOCK_WAIT_SECONDS:.0f} s; retry when it finishes"
+            )
         time.sleep(0.05)
     try:
         clean_leftovers(path)
@@ -273,7 +275,8 @@ async def _acquire(path: Path) -> _SharedStore:
             raise StoreBusyError(
                 f"the embedded store {path} stayed locked by another process for "
                 f"{_LOCK_WAIT_SECONDS:.0f} s; retry when it finishes, or set TI_REDIS_URL to "
-                "share a Redis server")
+                "share a Redis server"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -308,9 +311,13 @@ def _warn_if_large(path: Path) -> None:
         return
     if size > LARGE_STORE_BYTES and path not in _warned:
         _warned.add(path)
-        logger.warning("the embedded store %s is %d MB: each save now holds several copies of "
-                       "it in memory; set TI_REDIS_URL to publish to a Redis server "
-                       "(docs/store.md)", path, size >> 20)
+        logger.warning(
+            "the embedded store %s is %d MB: each save now holds several copies of "
+            "it in memory; set TI_REDIS_URL to publish to a Redis server "
+            "(docs/store.md)",
+            path,
+            size >> 20,
+        )
 
 
 async def _release(path: Path, shared: _SharedStore, save: bool) -> None:

@@ -92,9 +92,14 @@ def _is_lost_connection(exc: BaseException) -> bool:
 
 def _is_consumer_fault(exc: BaseException) -> bool:
     """True if ``exc`` from a handler is the consumer's failure, not the entry's (see above)."""
-    return (not isinstance(exc, Exception)
-            or isinstance(exc, ConsumerBrokenError | OSError | MemoryError
-                          | redis_errors.RedisError | RedisUnavailableError))
+    return not isinstance(exc, Exception) or isinstance(
+        exc,
+        ConsumerBrokenError
+        | OSError
+        | MemoryError
+        | redis_errors.RedisError
+        | RedisUnavailableError,
+    )
 
 
 @dataclass(slots=True)
@@ -127,7 +132,8 @@ async def ensure_group(client: Any, stream_name: str, group: str, start: str = "
     before it reads them can be counted.
     """
     created = await _script(client, CREATE_GROUP)(
-        keys=[stream_name, attempts_key(stream_name, group)], args=[group, start])
+        keys=[stream_name, attempts_key(stream_name, group)], args=[group, start]
+    )
     return bool(created)
 
 
@@ -228,8 +234,9 @@ class GroupReader:
             return GroupStats()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             detail = " ".join(str(exc).split())[:160]
-            raise RedisUnavailableError(f"Redis unavailable: {type(exc).__name__}"
-                                        + (f": {detail}" if detail else "")) from exc
+            raise RedisUnavailableError(
+                f"Redis unavailable: {type(exc).__name__}" + (f": {detail}" if detail else "")
+            ) from exc
 
     async def _recreate_group(self) -> None:
         """The group (or the stream) was deleted under us: make it again where configured."""
@@ -238,8 +245,13 @@ class GroupReader:
         self._claim_cursor = "0-0"
         self._acks.clear()
         where = "only entries added from now on" if self.start == "$" else f"from {self.start}"
-        logger.warning("group %s vanished from %s; recreating it at %s (%s)", self.group,
-                       self.stream_name, self.start, where)
+        logger.warning(
+            "group %s vanished from %s; recreating it at %s (%s)",
+            self.group,
+            self.stream_name,
+            self.start,
+            where,
+        )
         await self._ensure_group()
 
     async def _ensure_group(self) -> None:
@@ -281,15 +293,23 @@ class GroupReader:
         results = await pipe.execute()
         (lost, top), reply = results[0], results[1]
         if policy is not None and int(results[2]) < policy.replicas:
-            logger.warning("a group read reached %s of %d replicas in %d ms: a failover now "
-                           "could deliver its entries again", results[2], policy.replicas,
-                           policy.timeout_ms)
+            logger.warning(
+                "a group read reached %s of %d replicas in %d ms: a failover now "
+                "could deliver its entries again",
+                results[2],
+                policy.replicas,
+                policy.timeout_ms,
+            )
         self._top = text(top)
         if lost:
             how_many = "an unknown number of" if int(lost) < 0 else str(lost)
-            logger.warning("group %s lost %s entries of %s: trimmed before it read them "
-                           "(recorded in %s)", self.group, how_many, self.stream_name,
-                           self.lost_key)
+            logger.warning(
+                "group %s lost %s entries of %s: trimmed before it read them (recorded in %s)",
+                self.group,
+                how_many,
+                self.stream_name,
+                self.lost_key,
+            )
         return [(text(entry_id), entry_fields) for entry_id, entry_fields in _entries(reply)]
 
     async def _wait_for_new(self) -> bool:
@@ -301,8 +321,9 @@ class GroupReader:
         """
         until_claim = int((self._next_claim - self._now()) * 1000)
         block_ms = safe_block_ms(self.client, min(self.block_ms, max(1, until_claim)))
-        reply = await self.client.xread({self.stream_name: self._top or "$"}, count=1,
-                                        block=block_ms)
+        reply = await self.client.xread(
+            {self.stream_name: self._top or "$"}, count=1, block=block_ms
+        )
         return bool(reply)
 
     async def _own_pending(self) -> GroupStats:
@@ -319,8 +340,12 @@ class GroupReader:
 
     async def _reclaim(self) -> GroupStats:
         reply = await self.client.xautoclaim(
-            self.stream_name, self.group, self.consumer, self.claim_idle_ms,
-            start_id=self._claim_cursor, count=self.count,
+            self.stream_name,
+            self.group,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self.count,
         )
         cursor = text(reply[0])
         claimed = list(reply[1] or [])
@@ -331,12 +356,21 @@ class GroupReader:
         self._next_claim = self._now() + interval
         stats = GroupStats(reclaimed=len(claimed))
         for entry_id in deleted:  # Redis 7 drops these from the pending list: record the loss
-            await self._dead_letter(entry_id, None, "trimmed from the stream before it was "
-                                    "acknowledged (lost to this group)", 0, ack=False)
+            await self._dead_letter(
+                entry_id,
+                None,
+                "trimmed from the stream before it was acknowledged (lost to this group)",
+                0,
+                ack=False,
+            )
             stats.dead_lettered += 1
         if claimed:
-            logger.warning("%s reclaimed %d entries idle over %d ms",
-                           self.consumer, len(claimed), self.claim_idle_ms)
+            logger.warning(
+                "%s reclaimed %d entries idle over %d ms",
+                self.consumer,
+                len(claimed),
+                self.claim_idle_ms,
+            )
             stats.add(await self._process_redelivered(claimed))
         return stats
 
@@ -381,8 +415,12 @@ class GroupReader:
             attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
             if attempts > self.max_attempts:
                 await self._dead_letter(
-                    entry_id, payload, f"handler failed or crashed {attempts - 1} times without "
-                    f"an acknowledgement (limit {self.max_attempts})", attempts - 1)
+                    entry_id,
+                    payload,
+                    f"handler failed or crashed {attempts - 1} times without "
+                    f"an acknowledgement (limit {self.max_attempts})",
+                    attempts - 1,
+                )
                 stats.dead_lettered += 1
                 continue
             try:
@@ -418,11 +456,17 @@ class GroupReader:
 
     async def _failed(self, entry_id: str, payload: Any, attempts: int, why: str) -> str:
         if attempts >= self.max_attempts:
-            await self._dead_letter(entry_id, payload,
-                                    f"handler failed {attempts} times; last: {why}", attempts)
+            await self._dead_letter(
+                entry_id, payload, f"handler failed {attempts} times; last: {why}", attempts
+            )
             return "dead_lettered"
-        logger.warning("handler failed on %s (attempt %d of %d), left pending: %s",
-                       entry_id, attempts, self.max_attempts, why)
+        logger.warning(
+            "handler failed on %s (attempt %d of %d), left pending: %s",
+            entry_id,
+            attempts,
+            self.max_attempts,
+            why,
+        )
         return "failed"
 
     async def _uncharge(self, entry_id: str) -> None:
@@ -442,13 +486,22 @@ class GroupReader:
     ) -> None:
         logger.warning("dead-lettering %s of %s: %s", entry_id, self.stream_name, reason)
         record = {
-            "entry_id": entry_id, "stream": self.stream_name, "group": self.group,
-            "consumer": self.consumer, "reason": reason, "attempts": str(attempts),
-            "at": datetime.now(UTC).isoformat(), "data": _raw(payload),
+            "entry_id": entry_id,
+            "stream": self.stream_name,
+            "group": self.group,
+            "consumer": self.consumer,
+            "reason": reason,
+            "attempts": str(attempts),
+            "at": datetime.now(UTC).isoformat(),
+            "data": _raw(payload),
         }
         pipe = self.client.pipeline(transaction=True)  # the record and the ack, or neither
-        pipe.xadd(self.dead_letter_stream, record, maxlen=self.dead_letter_maxlen or None,
-                  approximate=True)
+        pipe.xadd(
+            self.dead_letter_stream,
+            record,
+            maxlen=self.dead_letter_maxlen or None,
+            approximate=True,
+        )
         if ack:
             pipe.xack(self.stream_name, self.group, entry_id)
         pipe.hdel(self.attempts_key, entry_id)

@@ -79,8 +79,10 @@ def normalize_ticker(value: Any, *, field: str = "ticker") -> str:
     if not isinstance(value, str):
         raise InvalidStateError(f"{field} must be a string, got {shorten(value)}")
     if not value.isascii():  # before any case mapping: 'ſpy'.upper() is 'SPY', 'ıbm' is 'IBM'
-        raise InvalidStateError(f"{field} {shorten(value)} is not a ticker: non-ASCII characters "
-                                "(look-alike letters are refused, not folded)")
+        raise InvalidStateError(
+            f"{field} {shorten(value)} is not a ticker: non-ASCII characters "
+            "(look-alike letters are refused, not folded)"
+        )
     ticker = value.strip().upper()
     if not _TICKER_RE.fullmatch(ticker):
         raise InvalidStateError(

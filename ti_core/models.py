@@ -125,12 +125,19 @@ class TradingIntelligenceEnvelope(BaseModel):
 _Model = TypeVar("_Model", bound=BaseModel)
 _set = object.__setattr__
 _new = object.__new__
-_MODELS = (AgentSignalView, TargetView, SynthesisView, SourceMetricsSummary, MarketMindDecision,
-           TradingIntelligenceEnvelope)
+_MODELS = (
+    AgentSignalView,
+    TargetView,
+    SynthesisView,
+    SourceMetricsSummary,
+    MarketMindDecision,
+    TradingIntelligenceEnvelope,
+)
 # What ``checked`` skips is only safe while the models do nothing but check types and bounds:
 # no validators that change values, no post-init, no private attributes, no kept extras.
 _PLAIN = all(
-    not model.__pydantic_post_init__ and not model.__private_attributes__
+    not model.__pydantic_post_init__
+    and not model.__private_attributes__
     and not model.__pydantic_decorators__.field_validators
     and not model.__pydantic_decorators__.model_validators
     and model.model_config.get("extra") != "allow"

@@ -116,8 +116,6 @@ class PublishResult:
     (another envelope's) was returned instead. What "this run published" counts."""
 
 
-
-
 def _is_noscript(result: Any) -> bool:
     # The embedded store reports a plain ResponseError with the server's NOSCRIPT text.
     return isinstance(result, redis_errors.NoScriptError) or (
@@ -125,8 +123,9 @@ def _is_noscript(result: Any) -> bool:
     )
 
 
-async def _execute(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None,
-                   stream_name: str) -> list[Any]:
+async def _execute(
+    client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None, stream_name: str
+) -> list[Any]:
     pipe = pipeline(client)
     for call in calls:
         pipe.evalsha(*call)
@@ -143,8 +142,13 @@ async def _execute(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPoli
     return results
 
 
-async def _run(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None,
-               stream_name: str, written: str) -> list[Any]:
+async def _run(
+    client: Any,
+    calls: Sequence[tuple[Any, ...]],
+    trim: TrimPolicy | None,
+    stream_name: str,
+    written: str,
+) -> list[Any]:
     """Run script calls (plus one trim) in one round trip; load scripts once if Redis lost them.
 
     Retries of lost replies happen inside the client (our policy, see ``connection``); what
@@ -170,15 +174,19 @@ async def _run(client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy |
 
 def _stream_keys(envelope: TradingIntelligenceEnvelope, stream_name: str) -> list[str]:
     t = envelope.decision.target
-    return [stream_name, correlation_key(stream_name, envelope.correlation_id),
-            latest_key(stream_name, t.ticker, t.trade_date)]
+    return [
+        stream_name,
+        correlation_key(stream_name, envelope.correlation_id),
+        latest_key(stream_name, t.ticker, t.trade_date),
+    ]
 
 
 def _check(stream_name: str, ttl: int) -> None:
     validate_stream_name(stream_name)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-        raise InvalidStateError(f"idempotency_ttl must be a whole number of seconds >= 1, "
-                                f"got {ttl!r}")
+        raise InvalidStateError(
+            f"idempotency_ttl must be a whole number of seconds >= 1, got {ttl!r}"
+        )
 
 
 def _call(name: str, keys: Sequence[str], args: Sequence[str]) -> tuple[Any, ...]:
@@ -200,8 +208,13 @@ async def append_envelope(
     args = argv(envelope, payload, digest, idempotency_ttl, force)
     call = _call("stream", _stream_keys(envelope, stream_name), args[:4])
     t = envelope.decision.target
-    (result,) = await _run(client, [call], trim or TrimPolicy(), stream_name,
-                           f"no entry was written for {t.ticker} {t.trade_date}")
+    (result,) = await _run(
+        client,
+        [call],
+        trim or TrimPolicy(),
+        stream_name,
+        f"no entry was written for {t.ticker} {t.trade_date}",
+    )
     return text(result[0]), int(result[1]) == 1
 
 
@@ -219,8 +232,9 @@ async def publish_envelope(
     An identical decision already last on the stream for its (ticker, date) is not appended
     again unless ``force``; its entry id is returned instead.
     """
-    entry_id, _ = await append_envelope(client, stream_name, envelope, force=force, trim=trim,
-                                        idempotency_ttl=idempotency_ttl)
+    entry_id, _ = await append_envelope(
+        client, stream_name, envelope, force=force, trim=trim, idempotency_ttl=idempotency_ttl
+    )
     return entry_id
 
 
@@ -241,8 +255,13 @@ async def publish_decision_hash(
     key = decision_hash_key(t.ticker, t.trade_date)
     keys = [key, correlation_key(stream_name, envelope.correlation_id)]
     args = argv(envelope, payload_and_digest(envelope)[0], "", 0, force)
-    (result,) = await _run(client, [_call("hash", keys, args)], None, stream_name,
-                           f"the lookup hash of {t.ticker} {t.trade_date} was not written")
+    (result,) = await _run(
+        client,
+        [_call("hash", keys, args)],
+        None,
+        stream_name,
+        f"the lookup hash of {t.ticker} {t.trade_date} was not written",
+    )
     if not text(result[0]):
         raise NotPublishedError(
             f"{t.ticker} {t.trade_date}: correlation id {envelope.correlation_id} has no entry on "
@@ -311,8 +330,10 @@ def _batches(
         yield batch
 
 
-_BATCH_WRITTEN = ("each envelope's entry and hash are one script: the failing envelope was not "
-                  "written, those before it in its batch may be; publishing again finishes it")
+_BATCH_WRITTEN = (
+    "each envelope's entry and hash are one script: the failing envelope was not "
+    "written, those before it in its batch may be; publishing again finishes it"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +353,7 @@ def _prepare(
     for start in range(0, len(envelopes), PER_SCRIPT_CALL):
         keys: list[str] = []
         args: list[str] = []
-        for envelope in envelopes[start:start + PER_SCRIPT_CALL]:
+        for envelope in envelopes[start : start + PER_SCRIPT_CALL]:
             t = envelope.decision.target
             hash_key = decision_hash_key(t.ticker, t.trade_date)
             keys += _stream_keys(envelope, stream_name)
@@ -360,6 +381,7 @@ async def _send(
             hash_key=hash_key,
             own_entry=int(flat[3 * i + 1]) != 0,
         )
-        for i, (env, hash_key) in enumerate(zip(prepared.envelopes, prepared.hash_keys,
-                                                strict=True))
+        for i, (env, hash_key) in enumerate(
+            zip(prepared.envelopes, prepared.hash_keys, strict=True)
+        )
     ]

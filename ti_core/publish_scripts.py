@@ -83,7 +83,9 @@ if cur_ts and cur_entry then
   if held_cap and tonumber(held_cap .. '999') < cur_ts then cur_ts = tonumber(held_cap .. '999') end
 end
 """
-_HASH_WRITE = _ORDER + """
+_HASH_WRITE = (
+    _ORDER
+    + """
 local keep = false
 if ARGV[a + 4] == '0' then
   if created ~= 1 and cur_entry == entry then
@@ -103,10 +105,13 @@ if not keep then
   written = 1
 end
 """
+)
 # KEYS: stream, cid, latest; ARGV 1-4. Returns {entry id, created}.
 STREAM_SCRIPT = (
     "local ks, kc, kl, a = KEYS[1], KEYS[2], KEYS[3], 0\n"
-    + _STREAM_READ + _STREAM_WRITE + "return {entry, created}\n"
+    + _STREAM_READ
+    + _STREAM_WRITE
+    + "return {entry, created}\n"
 )
 # KEYS: hash, cid. Returns {entry id or '' if not on the stream, 2, written}: confirms the
 # hash of an envelope whose entry is written, or writes it (heals an entry left without it).
@@ -126,7 +131,10 @@ BATCH_SCRIPT = (
     "for i = 0, #KEYS / 4 - 1 do\n"
     "local ks, kc, kl, kh = KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3], KEYS[i * 4 + 4]\n"
     "local a = i * 13\n"
-    + _STREAM_READ + _HASH_READ + _STREAM_WRITE + _HASH_WRITE
+    + _STREAM_READ
+    + _HASH_READ
+    + _STREAM_WRITE
+    + _HASH_WRITE
     + "out[i * 3 + 1], out[i * 3 + 2], out[i * 3 + 3] = entry, created, written\n"
     "end\n"
     "return out\n"
@@ -173,8 +181,15 @@ def _scalar_fields(envelope: TradingIntelligenceEnvelope) -> dict[str, str]:
 
 
 # Values sent after ARGV[6], in the order the scripts name them (field names are in the script).
-_HASH_ORDER = ("ticker", "trade_date", "verdict", "confidence", "ensemble_score",
-               "published_at", "arena_id")
+_HASH_ORDER = (
+    "ticker",
+    "trade_date",
+    "verdict",
+    "confidence",
+    "ensemble_score",
+    "published_at",
+    "arena_id",
+)
 
 
 def argv(
@@ -186,6 +201,18 @@ def argv(
     directly rather than through ``_scalar_fields``: this runs once per envelope published.
     """
     t, y = envelope.decision.target, envelope.decision.synthesis
-    return [payload, digest, str(ttl), "1" if force else "0", _published_ts(envelope),
-            envelope.correlation_id, t.ticker, t.trade_date, y.verdict, str(y.confidence),
-            str(y.ensemble_score), envelope.published_at.isoformat(), envelope.arena_id]
+    return [
+        payload,
+        digest,
+        str(ttl),
+        "1" if force else "0",
+        _published_ts(envelope),
+        envelope.correlation_id,
+        t.ticker,
+        t.trade_date,
+        y.verdict,
+        str(y.confidence),
+        str(y.ensemble_score),
+        envelope.published_at.isoformat(),
+        envelope.arena_id,
+    ]

@@ -46,8 +46,11 @@ def _redacted_query(query: str) -> str:
     pairs = []
     for pair in query.split("&"):
         key, eq, _ = pair.partition("=")
-        pairs.append(f"{key}=***" if eq and _secret_key(key) else
-                     ("***" if not eq and _secret_key(key) else pair))
+        pairs.append(
+            f"{key}=***"
+            if eq and _secret_key(key)
+            else ("***" if not eq and _secret_key(key) else pair)
+        )
     return "&".join(pairs)
 
 

@@ -102,7 +102,6 @@ class VerifyReport:
         }
 
 
-
 def _id_tuple(entry_id: str) -> tuple[int, int] | None:
     ms, _, seq = entry_id.partition("-")
     try:
@@ -115,7 +114,6 @@ def _next_id(entry_id: str) -> str:
     parsed = _id_tuple(entry_id)
     assert parsed is not None
     return f"{parsed[0]}-{parsed[1] + 1}"
-
 
 
 async def _execute(client: Any, pipe: Any) -> list[Any]:
@@ -171,8 +169,9 @@ def _fields(raw: Any) -> dict[str, Any]:
     return {text(k): v for k, v in dict(raw or {}).items()}
 
 
-def _check_hash(report: VerifyReport, key: str, fields: Any, entry: Any,
-                bounds: _StreamBounds) -> None:
+def _check_hash(
+    report: VerifyReport, key: str, fields: Any, entry: Any, bounds: _StreamBounds
+) -> None:
     """Judge one hash against the entry it names (``entry`` is the XRANGE result or None)."""
     judged = explain_hash(key, fields)
     fields = _fields(fields)
@@ -206,8 +205,9 @@ def _check_hash(report: VerifyReport, key: str, fields: Any, entry: Any,
         report.add("content_mismatch", f"{key} -> {entry_id}: the entry holds another decision")
 
 
-async def _audit_hash_page(client: Any, report: VerifyReport, stream: str, keys: list[str],
-                           bounds: _StreamBounds) -> None:
+async def _audit_hash_page(
+    client: Any, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
+) -> None:
     pipe = pipeline(client)
     for key in keys:
         pipe.hgetall(key)
@@ -235,8 +235,9 @@ async def _audit_hash_page(client: Any, report: VerifyReport, stream: str, keys:
         _check_hash(report, key, row, entry, bounds)
 
 
-async def _audit_hashes(client: Any, report: VerifyReport, stream: str, page: int,
-                        bounds: _StreamBounds) -> None:
+async def _audit_hashes(
+    client: Any, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
+) -> None:
     batch: list[str] = []
     try:
         async for raw in client.scan_iter(match=f"{DECISION_HASH_PREFIX}:*", count=page):
@@ -270,13 +271,12 @@ async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any
         pipe.exists(key)
         for name in ("entry_id", "published_ts", "correlation_id"):
             pipe.hget(key, name)
-        judged.append((entry_id, key, publish_order(envelope, entry_id),
-                       envelope.correlation_id))
+        judged.append((entry_id, key, publish_order(envelope, entry_id), envelope.correlation_id))
     if not judged:
         return
     results = await _execute(client, pipe)
     for index, (entry_id, key, order, cid) in enumerate(judged):
-        exists, linked, held_ts, held_cid = results[4 * index:4 * index + 4]
+        exists, linked, held_ts, held_cid = results[4 * index : 4 * index + 4]
         if any(isinstance(r, Exception) for r in (exists, linked, held_ts, held_cid)):
             continue  # the hash pass reports a key of the wrong type
         if not exists:
@@ -284,8 +284,10 @@ async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any
         elif linked is not None and text(linked) != entry_id:
             held = _order_of(held_ts, held_cid, text(linked))
             if held is not None and (order, cid) > held:
-                report.add("stale_hash", f"{key} -> {text(linked)} hides the later-ordered "
-                           f"entry {entry_id}")
+                report.add(
+                    "stale_hash",
+                    f"{key} -> {text(linked)} hides the later-ordered entry {entry_id}",
+                )
             else:
                 report.add("superseded", f"{entry_id}: {key} -> {text(linked)}")
 
@@ -340,10 +342,16 @@ async def verify_store(
     await _audit_stream(client, report, stream_name, page_size)
     for group in (await group_lag(client, stream_name))["groups"] if bounds.exists else []:
         if group["lost"]:
-            report.add("group_lost", f"group {group['name']} lost {group['lost']} entries "
-                       f"(trimmed before it read them; first {group['lost_since'] or '?'})")
+            report.add(
+                "group_lost",
+                f"group {group['name']} lost {group['lost']} entries "
+                f"(trimmed before it read them; first {group['lost_since'] or '?'})",
+            )
     allowed = maxlen + (APPROXIMATE_SLACK if approximate else 0)
     if maxlen > 0 and report.stream_length > allowed:
-        report.add("over_bound", f"{stream_name}: {report.stream_length} entries, bound {maxlen}"
-                   + (f" (~, +{APPROXIMATE_SLACK} slack)" if approximate else ""))
+        report.add(
+            "over_bound",
+            f"{stream_name}: {report.stream_length} entries, bound {maxlen}"
+            + (f" (~, +{APPROXIMATE_SLACK} slack)" if approximate else ""),
+        )
     return report

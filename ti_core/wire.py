@@ -19,8 +19,15 @@ __all__ = ["content_digest", "payload_and_digest", "remember"]
 # The envelope's JSON is its fields in declaration order; when they are the v1 ones, the
 # payload is this prefix + the decision's JSON + the rest, so the decision (most of the
 # bytes) is serialised once for both the payload and the digest.
-_FIELDS = ("schema_version", "arena", "decision", "published_at", "correlation_id",
-           "arena_id", "meta")
+_FIELDS = (
+    "schema_version",
+    "arena",
+    "decision",
+    "published_at",
+    "correlation_id",
+    "arena_id",
+    "meta",
+)
 _PREFIX = '{"schema_version":"1","arena":"trading_intelligence","decision":'
 _REST = {"schema_version", "arena", "decision"}
 _V1_LAYOUT = tuple(TradingIntelligenceEnvelope.model_fields) == _FIELDS
@@ -36,8 +43,11 @@ def _digest(decision_json: str, arena_id: str) -> str:
 def _serialise(envelope: TradingIntelligenceEnvelope) -> tuple[str, str]:
     # The serialisers themselves (what model_dump_json calls), without its per-call overhead.
     decision_json = _DECISION_JSON(envelope.decision).decode()
-    if type(envelope) is TradingIntelligenceEnvelope and _V1_LAYOUT and (
-        envelope.schema_version, envelope.arena) == ("1", "trading_intelligence"):
+    if (
+        type(envelope) is TradingIntelligenceEnvelope
+        and _V1_LAYOUT
+        and (envelope.schema_version, envelope.arena) == ("1", "trading_intelligence")
+    ):
         rest = _ENVELOPE_JSON(envelope, exclude=_REST).decode()
         payload = _PREFIX + decision_json + "," + rest[1:]
     else:
