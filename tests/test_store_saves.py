@@ -17,8 +17,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -29,12 +30,12 @@ from ti_core import TiSettings, connect
 from ti_core.store_load import empty_and_close, load_snapshot
 
 WRITER = textwrap.dedent("""
-    import asyncio, os
+    import asyncio, os, sys
     from ti_core import connect
 
     BLOB = os.urandom(400_000).hex()  # ~800 KB: a save takes long enough to be hit
 
-    async def main():
+    async def write():
         async with connect() as c:
             generation = int(await c.get("gen") or 0)
         while True:
@@ -44,8 +45,31 @@ WRITER = textwrap.dedent("""
                 await c.set("blob", f"{generation}:{BLOB}")
             print(generation, flush=True)  # saved: the file holds this generation
 
-    asyncio.run(main())
+    # One writer per line read, forked from here with Python and ti_core already loaded
+    # (a new interpreter per writer cost more than the writing); the test SIGKILLs it.
+    for _ in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            asyncio.run(write())
+            os._exit(0)
+        print("pid", pid, flush=True)
+        os.waitpid(pid, 0)
+        print("reaped", flush=True)  # after whatever the writer printed
 """)
+
+
+def _started(lines: list[str]) -> bool:
+    """The writer's pid and its first completed save are both printed (in either order)."""
+    return any(line.startswith("pid ") for line in lines) and len(lines) >= 2
+
+
+def _lines_until(stream: IO[str], done: Callable[[list[str]], bool]) -> list[str]:
+    lines: list[str] = []
+    while not done(lines):
+        line = stream.readline()
+        assert line, f"the writer process ended: {lines}"
+        lines.append(line.strip())
+    return lines
 
 
 async def _read_generation(store_file: Path, scratch: Path) -> tuple[int, str]:
@@ -63,23 +87,41 @@ def test_sigkill_at_random_points_of_saves_leaves_old_or_new_store(tmp_path: Pat
     env = {**os.environ, "TI_DATA_DIR": str(data_dir)}
     rng = random.Random(7)
     last_saved = 0
-    for attempt in range(20):
-        with subprocess.Popen(
-            [sys.executable, "-c", WRITER], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
-        ) as proc:
-            assert proc.stdout is not None
-            first = proc.stdout.readline()  # one save done: now kill somewhere in later ones
-            assert first.strip(), "the writer did not save"
-            time.sleep(rng.uniform(0.0, 0.6))
-            proc.send_signal(signal.SIGKILL)
-            printed = [first, *proc.stdout.read().split()]
-            proc.wait(timeout=30)
-        last_saved = int(printed[-1])
-        gen, blob_gen = asyncio.run(
-            _read_generation(data_dir / "store.dat", tmp_path / f"load-{attempt}")
-        )
-        assert gen in (last_saved, last_saved + 1), (attempt, gen, last_saved)
-        assert blob_gen == str(gen), "a torn store: keys from two different saves"
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as forker:
+        assert forker.stdin is not None and forker.stdout is not None
+        pid = 0
+        try:
+            for attempt in range(20):
+                forker.stdin.write("write\n")
+                forker.stdin.flush()
+                # its pid, and one save done: now kill somewhere in later ones
+                started = _lines_until(forker.stdout, _started)
+                (pid,) = [int(line.split()[1]) for line in started if line.startswith("pid ")]
+                time.sleep(rng.uniform(0.0, 0.6))
+                os.kill(pid, signal.SIGKILL)
+                rest = _lines_until(forker.stdout, lambda got: got[-1:] == ["reaped"])
+                pid = 0
+                printed = [line for line in started + rest[:-1] if not line.startswith("pid ")]
+                last_saved = int(printed[-1])
+                gen, blob_gen = asyncio.run(
+                    _read_generation(data_dir / "store.dat", tmp_path / f"load-{attempt}")
+                )
+                assert gen in (last_saved, last_saved + 1), (attempt, gen, last_saved)
+                assert blob_gen == str(gen), "a torn store: keys from two different saves"
+            forker.stdin.close()
+            assert forker.wait(timeout=30) == 0
+        finally:
+            if forker.poll() is None:  # a failed check: stop the writer, then the forker
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                forker.kill()
     leftovers = [p.name for p in data_dir.iterdir() if p.name.startswith(".")]
 
     async def next_holder() -> None:
@@ -207,6 +249,7 @@ def test_read_commands_never_write_the_store(
     assert sorted(p.name for p in data_dir.iterdir()) == listing
 
 
+@pytest.mark.slow  # readers run for seconds
 def test_ti_tail_on_the_embedded_store_does_not_rewrite_it(tmp_path: Path) -> None:
     """Seconds of polling: same bytes and mtime; a new decision still shows up."""
     data_dir = tmp_path / "ti-data"
