@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -24,14 +26,131 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start Prefect run last, keeping their relative order.
+FAST_TIER_BUDGET_ENV = "TI_FAST_TIER_BUDGET"
+E2E_STACK = pytest.StashKey[Any]()  # a tests.prefect_stack.StackInBackground
+_SPENT = pytest.StashKey[dict[str, list[float]]]()
+_DESELECTED = pytest.StashKey[list[pytest.Item]]()
 
-    Prefect leaves threads behind (its events client pings a websocket, drawing from the global
-    ``random``); hypothesis reads any change to that state during generation as a strategy
-    using ``random`` and fails, so property tests must not share the process with them.
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SPENT] = {}
+    config.stash[_DESELECTED] = []
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Kept so that tests/test_tiers.py sees the whole suite under ``-m "not slow"`` too."""
+    if items:
+        items[0].config.stash[_DESELECTED].extend(items)
+
+
+def deselected_items(config: pytest.Config) -> list[pytest.Item]:
+    return list(config.stash[_DESELECTED])
+
+
+def _cpu_seconds() -> float:
+    """CPU of this process and of the children it has reaped: on a shared machine the wall
+    clock says little, CPU time says what the test itself costs."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(item: pytest.Item, phase: str) -> Any:
+    """With ``TI_FAST_TIER_BUDGET`` set: wall and CPU seconds of one phase of a test."""
+    if FAST_TIER_BUDGET_ENV not in os.environ:
+        return (yield)
+    wall, cpu = time.monotonic(), _cpu_seconds()
+    try:
+        return (yield)
+    finally:
+        slow = float(item.get_closest_marker("slow") is not None)
+        spent = item.config.stash[_SPENT].setdefault(item.nodeid, [0.0, 0.0, 0.0, slow])
+        spent[0] += time.monotonic() - wall
+        spent[1] += _cpu_seconds() - cpu
+        if phase == "setup":  # session and module fixtures are paid by their first test
+            spent[2] += time.monotonic() - wall
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    return (yield from _timed(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    return (yield from _timed(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Any:
+    return (yield from _timed(item, "teardown"))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Tests not marked slow that took over ``TI_FAST_TIER_BUDGET`` seconds (wall): a report,
+    never a failure, because a busy machine makes any test slow. Mark one ``slow`` when its
+    CPU time is high too, or when its setup is not a fixture the fast tier shares anyway."""
+    budget = os.environ.get(FAST_TIER_BUDGET_ENV)
+    if budget is None:
+        return
+    limit = float(budget)
+    spent = config.stash[_SPENT]
+    fast = {node: times for node, times in spent.items() if not times[3]}
+    over = sorted(((t, node) for node, t in fast.items() if t[0] > limit), reverse=True)
+    write = terminalreporter.write_line
+    terminalreporter.section(f"fast tier budget: {limit:g} s per test ({FAST_TIER_BUDGET_ENV})")
+    write(
+        f"{len(fast)} tests not marked slow: {sum(t[0] for t in fast.values()):.1f} s wall, "
+        f"{sum(t[1] for t in fast.values()):.1f} s CPU (this process and reaped children)"
+    )
+    if not over:
+        write(f"no test outside the slow tier took over {limit:g} s")
+    for (wall, cpu, setup, _), node in over:
+        write(f"{wall:6.1f} s wall (setup {setup:.1f}) {cpu:6.1f} s CPU  {node}")
+
+
+def needs_prefect(item: pytest.Item) -> bool:
+    return "prefect_harness" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start Prefect are slow, and run last, keeping their relative order.
+
+    Slow: the harness takes ~10 s to start and its server's CPU grows with every flow run;
+    more than half of the suite's CPU outside the end-to-end tests. The fast tier
+    (``-m "not slow"``) tests the core and the command line without it.
+
+    Last: Prefect leaves threads behind (its events client pings a websocket, drawing from the
+    global ``random``); hypothesis reads any change to that state during generation as a
+    strategy using ``random`` and fails, so property tests must not share the process with
+    them.
     """
-    items.sort(key=lambda item: "prefect_harness" in getattr(item, "fixturenames", ()))
+    for item in items:
+        if needs_prefect(item):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=needs_prefect)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _e2e_stack_early(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """When test_e2e_server is selected, its Prefect server, deployments and worker are
+    prepared in the background from the first test on (tests/prefect_stack.py): that minute
+    or two of mostly waiting overlaps the rest of the suite."""
+    if not any(item.path.name == "test_e2e_server.py" for item in request.session.items):
+        yield
+        return
+    from tests.prefect_stack import StackInBackground
+
+    early = StackInBackground(tmp_path_factory.mktemp("e2e")).start()
+    request.config.stash[E2E_STACK] = early
+    try:
+        yield
+    finally:
+        early.close()
 
 
 @pytest.fixture(scope="session")

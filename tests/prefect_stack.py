@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,16 @@ import pytest
 from tests.redisproc import REQUIRE_ENV, RedisProcess, free_port
 from ti_core.settings import redact_url
 
-__all__ = ["DATA", "DAY", "ROOT", "Stack", "Webhook", "stop_group", "unavailable"]
+__all__ = [
+    "DATA",
+    "DAY",
+    "ROOT",
+    "Stack",
+    "StackInBackground",
+    "Webhook",
+    "stop_group",
+    "unavailable",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -104,6 +115,7 @@ class Stack:
         self.worker: subprocess.Popen[bytes] | None = None
         self.hook: ThreadingHTTPServer | None = None
         self.timings: dict[str, float] = {}
+        self.webhook_url = ""
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.port = port
@@ -195,7 +207,8 @@ class Stack:
         Webhook.received = []
         self.hook = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
         threading.Thread(target=self.hook.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.hook.server_address[1]}/hook"
+        self.webhook_url = f"http://127.0.0.1:{self.hook.server_address[1]}/hook"
+        return self.webhook_url
 
     def log(self, name: str) -> str:
         path = self.tmp / name
@@ -204,7 +217,7 @@ class Stack:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30)
         assert response.status_code < 300, f"{method} {path}: {response.text[:500]}"
-        return response.json()
+        return response.json() if response.content else None
 
     def deployment_id(self, flow: str, name: str) -> str:
         return str(self.api("GET", f"/deployments/name/{flow}/{name}")["id"])
@@ -228,6 +241,60 @@ class Stack:
             time.sleep(0.5)
         pytest.fail(f"flow run {run_id} not finished in {timeout} s:\n{self.log(log)}")
 
+    def prepare(self) -> None:
+        """Everything the tests share: redis-server, the server, `prefect deploy --all`, the
+        notification block and automations, the replay states, a worker. After the server is
+        up two branches run side by side (each mostly waits for Prefect commands to start):
+        work pool, worker, deploy; and block, automations."""
+        start = time.monotonic()
+        self.start_server()
+        self.timed("server up (PostgreSQL, migrations)", start)
+        url = self.webhook_url  # started by the caller's thread (see StackInBackground)
+        with ThreadPoolExecutor(2) as pool:
+            branches = [pool.submit(self._deploy_and_work), pool.submit(self._alerts, url)]
+            for branch in branches:
+                branch.result()
+        samples = (
+            ("NVDA", "nvda-2026-05-11-full"),
+            ("AAPL", "aapl-2026-05-11-partial"),
+            ("BRK.B", "brkb-2026-05-12-degraded"),
+        )
+        for ticker, sample in samples:
+            (self.states / ticker).mkdir(parents=True)
+            day = sample.split("-", 1)[1][:10]
+            shutil.copy(DATA / f"{sample}.json", self.states / ticker / f"{day}.json")
+
+    def _deploy_and_work(self) -> None:
+        mark = time.monotonic()
+        self.cli("work-pool", "create", "ti-process", "--type", "process")
+        self.start_worker()  # it polls the pool: runs wait for the deployments, not for it
+        self.cli("--no-prompt", "deploy", "--all")
+        self.timed("work pool + worker + prefect deploy --all", mark)
+
+    def _alerts(self, url: str) -> None:
+        mark = time.monotonic()
+        block = (
+            "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B;"
+            f"B(name='ti-e2e', url='{url}', json_data={{'subject': '{{{{subject}}}}', "
+            "'body': '{{body}}'}).save('ti-e2e-alerts')"
+        )
+        subprocess.run(
+            [sys.executable, "-c", block],
+            env=self.env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["bash", "automations/apply.sh", "custom-webhook/ti-e2e-alerts"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+        self.timed("notification block + automations/apply.sh", mark)
+
     def close(self) -> None:
         stop_group(self.worker)
         stop_group(self.server)
@@ -237,3 +304,51 @@ class Stack:
             self.hook.server_close()
         if self.database:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+
+
+class StackInBackground:
+    """A ``Stack`` prepared in a thread from the start of the session, so that the minute or
+    two Prefect needs (PostgreSQL migrations, ``prefect deploy``) overlaps the tests before
+    test_e2e_server instead of adding to them (tests/conftest.py starts it when that module
+    is selected). redis-server and the webhook start here, in the caller's thread: the
+    background thread only waits on subprocesses and HTTP, and never touches the global
+    ``random`` (hypothesis, in the main thread, fails on any change to it)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.stack = Stack(tmp)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="e2e-stack")
+        self._ready: Future[None] | None = None
+        self._closed = False
+
+    def start(self) -> StackInBackground:
+        if shutil.which("redis-server") is None:
+            return self  # result() reports it, in the test
+        self.stack.redis.start()
+        self.stack.start_webhook()
+        self._ready = self._pool.submit(self.stack.prepare)
+        return self
+
+    def result(self) -> Stack:
+        """The prepared stack (waits for it); a skip or failure of the setup is raised here."""
+        if self._ready is None:
+            unavailable("redis-server is not installed")
+        assert self._ready is not None
+        self._ready.result()
+        return self.stack
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._ready is not None:
+            if not self._ready.done():  # the session ended first: make the setup fail fast
+                stop_group(self.stack.server)
+            try:
+                self._ready.result()  # stopping halfway through would leave processes behind
+            except BaseException:  # noqa: BLE001, S110 (reported by result() in the test)
+                pass
+        self._pool.shutdown()
+        try:
+            self.stack.close()
+        finally:
+            print(f"\ne2e timings (s): {self.stack.timings}")

@@ -113,6 +113,7 @@ def test_ti_run_publishes_every_rating_and_action_as_mapped(
     assert captured.out == "" and ("REVW", DAY) not in stream(env)
 
 
+@pytest.mark.slow  # three daily runs, fourteen decisions
 def test_ti_daily_maps_each_ticker_and_fails_only_those_without_a_verdict(
     env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -323,6 +324,7 @@ def test_oversized_and_deep_states_get_one_refusal_whichever_command(
     assert stream(env) == {}
 
 
+@pytest.mark.slow  # a child ti imports Prefect
 def test_ti_run_subprocess_refuses_a_deep_state_in_one_line(
     tmp_path: Path, bad_states: Path, env: str
 ) -> None:

@@ -70,6 +70,7 @@ def _quiet() -> Any:
     logging.disable(logging.NOTSET)
 
 
+@pytest.mark.slow  # the fast tier keeps the smaller property tests
 @examples(400)
 @given(state=known_states(), kwargs=caller_args)
 def test_fast_path_equals_full_validation(state: dict[str, Any], kwargs: Any) -> None:

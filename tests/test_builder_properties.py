@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -312,6 +313,7 @@ def check_decode(payload: Any) -> TradingIntelligenceEnvelope | None:
 # -- builder ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the fast tier keeps the smaller property tests
 @examples(700)
 @given(state=known_states(), kwargs=caller_args)
 def test_builder_on_known_keys_with_random_values(state: dict[str, Any], kwargs: Any) -> None:
@@ -399,6 +401,7 @@ payloads = st.one_of(
 )
 
 
+@pytest.mark.slow  # the fast tier keeps the smaller property tests
 @examples(1100)
 @given(payload=payloads)
 def test_decoder_never_raises_and_warns_once(payload: Any) -> None:

@@ -107,6 +107,7 @@ PROBE = (
 )
 
 
+@pytest.mark.slow  # a child process importing the CLI
 def test_status_never_imports_prefect(cli_env: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, "status", *RANGE],
@@ -120,6 +121,7 @@ def test_status_never_imports_prefect(cli_env: Path) -> None:
     assert "NVDA" in done.stdout and "BRK.B" in done.stdout
 
 
+@pytest.mark.slow  # a child process importing the CLI
 def test_a_refused_backfill_does_not_start_prefect(cli_env: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, "backfill", *RANGE, "--calendar", "NOPE"],

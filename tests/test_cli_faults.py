@@ -132,6 +132,7 @@ def test_ti_tail_and_a_group_reader_ride_out_a_redis_restart(
         assert err.count("lost Redis") == 1, err
 
 
+@pytest.mark.slow  # waits out the configured time
 @pytest.mark.parametrize("group", [False, True])
 def test_ti_tail_gives_up_after_the_configured_time(
     run: Any,

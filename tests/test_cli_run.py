@@ -118,6 +118,7 @@ def test_allow_demo_publishes_to_the_server_and_says_where(
     assert json.loads(fields[b"data"])["meta"]["demo"] is True
 
 
+@pytest.mark.slow  # starts the local Prefect server in a child ti
 @pytest.mark.prefect
 def test_daily_reports_each_ticker_fails_in_one_line_and_retries(
     tmp_path: Path, prefect_api: str, sample_states: dict[str, Any]

@@ -82,6 +82,7 @@ def test_status_of_no_server_and_of_a_stale_record(tmp_path: Path, data: Path) -
     assert ti("server", "status", env=env).returncode == 3
 
 
+@pytest.mark.slow  # a child ti per case
 def test_nothing_to_do_never_starts_prefect(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     probe = [sys.executable, "-c", PROBE]
@@ -99,6 +100,7 @@ def test_nothing_to_do_never_starts_prefect(tmp_path: Path, data: Path) -> None:
     assert not (data / "prefect" / "server.json").exists()
 
 
+@pytest.mark.slow  # a child process importing the CLI
 def test_a_sunday_daily_says_so_without_prefect(tmp_path: Path, data: Path) -> None:
     """``ti daily`` with no date, on a Sunday: the clock is faked in the child process only."""
     code = (
@@ -139,6 +141,7 @@ def test_help_lists_every_command_without_importing_them() -> None:
         assert name in done.stdout and command.help.split()[0] in done.stdout
 
 
+@pytest.mark.slow  # a child ti per case
 def test_debug_is_accepted_anywhere(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     for args in (

@@ -6,39 +6,46 @@ Skipped when the optional ``dask`` extra is not installed (``pip install -e '.[d
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.backfill_replay import assert_exactly_once, write_replay_dir
 from ti_core.calendar import sessions
 
-pytest.importorskip(
-    "prefect_dask", reason="prefect-dask is not installed: pip install -e '.[dask]'"
-)
-distributed = pytest.importorskip("distributed")
-plugin = pytest.importorskip("distributed.diagnostics.plugin")
+# Found, not imported: prefect_dask imports Prefect and distributed (seconds), which the
+# collection of a fast tier that never runs this test would pay.
+if find_spec("prefect_dask") is None or find_spec("distributed") is None:
+    pytest.skip("prefect-dask is not installed: pip install -e '.[dask]'", allow_module_level=True)
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.prefect]
 TICKERS = ["NVDA", "AAPL", "MSFT"]
 
 
-class _Finished(plugin.SchedulerPlugin):  # type: ignore[misc]
-    """Keys of the tasks that finished on the cluster (a scheduler plugin sees every one)."""
+def _finished() -> Any:
+    """A scheduler plugin recording the keys of the tasks that finished on the cluster (it
+    sees every one)."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
 
-    def __init__(self) -> None:
-        self.keys: list[str] = []
+    class Finished(SchedulerPlugin):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.keys: list[str] = []
 
-    def transition(
-        self, key: object, start: str, finish: str, *args: object, **kwargs: object
-    ) -> None:
-        if finish == "memory":
-            self.keys.append(str(key))
+        def transition(
+            self, key: object, start: str, finish: str, *args: object, **kwargs: object
+        ) -> None:
+            if finish == "memory":
+                self.keys.append(str(key))
+
+    return Finished()
 
 
 async def test_backfill_batches_run_as_dask_tasks(
     prefect_harness: None, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import distributed
     from prefect_dask import DaskTaskRunner
 
     from flows.backfill import backfill
@@ -50,7 +57,7 @@ async def test_backfill_batches_run_as_dask_tasks(
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
-        finished = _Finished()
+        finished = _finished()
         cluster.scheduler.add_plugin(finished)
         runner = DaskTaskRunner(address=cluster.scheduler_address)
         state = await backfill.with_options(task_runner=runner)(

@@ -1,10 +1,12 @@
 """End to end on a real Prefect server: PostgreSQL, `prefect deploy --all`, a process worker.
 
-One server, worker and redis-server for the module (about a minute in all). The tests then:
-publish two tickers through ``daily-publish``; fail the same run with Redis stopped (the flow
-run is Failed, its table names both tickers, the notify automation calls its webhook) and
-retry it with ``prefect flow-run retry`` once Redis is back (published once, twice retried
-still once); and emit ``ti.arena.completed`` so the triggered deployment publishes.
+One server, worker and redis-server for the module (a minute or two), prepared in the
+background from the start of the session (tests/conftest.py, tests/prefect_stack.py). The
+tests then: publish two tickers through ``daily-publish``; fail the same run with Redis
+stopped (the flow run is Failed, its table names both tickers, the notify automation calls
+its webhook) and retry it with ``prefect flow-run retry`` once Redis is back (published once,
+twice retried still once); and emit ``ti.arena.completed`` so the triggered deployment
+publishes.
 
 Needs PostgreSQL on 127.0.0.1:5432 (``TI_TEST_POSTGRES_URL`` to change it): skipped without
 it, failed instead when ``TI_REQUIRE_REDIS_SERVER=1`` (CI).
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,59 +25,26 @@ from typing import Any
 
 import pytest
 
-from tests.prefect_stack import DATA, DAY, ROOT, Stack, Webhook, stop_group, unavailable
+from tests.conftest import E2E_STACK
+from tests.prefect_stack import DAY, ROOT, Stack, StackInBackground, Webhook, stop_group
 from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server is not installed")
-    s = Stack(tmp_path_factory.mktemp("e2e"))
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The stack tests/conftest.py began preparing at the start of the session (or, when this
+    module was not selected then, one prepared now)."""
+    early = request.config.stash.get(E2E_STACK, None)
+    if early is None:
+        early = StackInBackground(tmp_path_factory.mktemp("e2e")).start()
     try:
-        start = time.monotonic()
-        s.redis.start()
-        s.start_server()
-        s.timed("server up (PostgreSQL, migrations)", start)
-        mark = time.monotonic()
-        s.cli("work-pool", "create", "ti-process", "--type", "process")
-        s.cli("--no-prompt", "deploy", "--all")
-        s.timed("work pool + prefect deploy --all", mark)
-        mark = time.monotonic()
-        url = s.start_webhook()
-        block = (
-            "from prefect.blocks.notifications import CustomWebhookNotificationBlock as B;"
-            f"B(name='ti-e2e', url='{url}', json_data={{'subject': '{{{{subject}}}}', "
-            "'body': '{{body}}'}).save('ti-e2e-alerts')"
-        )
-        subprocess.run(
-            [sys.executable, "-c", block], env=s.env, check=True, timeout=60, capture_output=True
-        )
-        subprocess.run(
-            ["bash", "automations/apply.sh", "custom-webhook/ti-e2e-alerts"],
-            cwd=ROOT,
-            env=s.env,
-            check=True,
-            timeout=60,
-            capture_output=True,
-        )
-        s.timed("notification block + automations/apply.sh", mark)
-        samples = (
-            ("NVDA", "nvda-2026-05-11-full"),
-            ("AAPL", "aapl-2026-05-11-partial"),
-            ("BRK.B", "brkb-2026-05-12-degraded"),
-        )
-        for ticker, sample in samples:
-            (s.states / ticker).mkdir(parents=True)
-            day = sample.split("-", 1)[1][:10]
-            shutil.copy(DATA / f"{sample}.json", s.states / ticker / f"{day}.json")
-        s.start_worker()
-        yield s
+        yield early.result()
     finally:
-        s.close()
-        print(f"\ne2e timings (s): {s.timings}")
+        early.close()
 
 
 def _daily_params(stack: Stack) -> dict[str, Any]:
@@ -222,12 +190,12 @@ def test_ti_serve_runs_the_same_deployments_without_a_worker(stack: Stack) -> No
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1, refused.stderr
     assert "prefect deployment delete daily/daily-publish" in refused.stderr
-    for name in (
-        "daily/daily-publish",
-        "backfill/backfill",
-        "publish-decision/publish-on-arena-complete",
-    ):
-        stack.cli("deployment", "delete", name)
+    for flow, name in (
+        ("daily", "daily-publish"),
+        ("backfill", "backfill"),
+        ("publish-decision", "publish-on-arena-complete"),
+    ):  # through the API: three `prefect deployment delete` would each start Prefect
+        stack.api("DELETE", f"/deployments/{stack.deployment_id(flow, name)}")
     serve = stack._popen(command, "serve.log", env)
     try:
         deadline = time.monotonic() + 60

@@ -144,6 +144,7 @@ async def test_failover_retry_keeps_trying_for_its_budget_then_raises() -> None:
     assert await FailoverRetry(NoBackoff(), 0, budget=1).call_with_retry(answers, fail) == "ok"
 
 
+@pytest.mark.slow  # waits out the client's backoff
 async def test_unreachable_sentinels_are_a_retryable_error_naming_them() -> None:
     port = free_port()
     settings = TiSettings(

@@ -126,6 +126,7 @@ def _writers_refuse(data_dir: Path, reason: str) -> None:
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow  # a child ti per command
 def test_full_disk_readers_work_writers_say_so_in_one_line(
     small_disk: Path,
     monkeypatch: pytest.MonkeyPatch,
