@@ -6,6 +6,7 @@ temporary data directory, with a short idle timeout, and stop them before they e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,44 @@ def data(tmp_path: Path) -> Iterator[Path]:
 
 def _env(tmp_path: Path, data: Path, idle: str = "600") -> dict[str, str]:
     return clean_env(tmp_path, TI_DATA_DIR=str(data), TI_SERVER_IDLE_TIMEOUT=idle)
+
+
+@dataclass
+class IdleServer:
+    data: Path
+    env: dict[str, str]
+    start: subprocess.Popen[str]
+    pids: list[int]
+
+
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleServer]:
+    """``ti server start`` with a 3 s idle timeout, for test_the_server_stops_itself_when_idle.
+
+    Started by the first of the module's two server tests, so that its Prefect server boots
+    beside that test's own (each boot takes a minute on a busy machine, mostly waiting); the
+    supervisor and its server are noted as soon as they exist, before they can go idle.
+    """
+    tmp = tmp_path_factory.mktemp("idle-server")
+    data = tmp / "data"
+    env = _env(tmp, data, idle="3")
+    start = subprocess.Popen(
+        [TI, "server", "start"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        pids: list[int] = []
+        while len(pids) < 2:  # the supervisor and the Prefect server it runs
+            assert start.poll() is None and time.monotonic() < deadline, start.communicate()
+            time.sleep(0.1)
+            with contextlib.suppress(OSError, ValueError):  # not written yet, or half
+                pids = _server_pids(data)
+        yield IdleServer(data, env, start, pids)
+    finally:
+        if start.poll() is None:
+            start.kill()
+        start.communicate()
+        LocalServer(data).stop()  # whatever a failed test left running
 
 
 def test_status_of_no_server_and_of_a_stale_record(tmp_path: Path, data: Path) -> None:
@@ -157,6 +197,7 @@ def test_debug_is_accepted_anywhere(tmp_path: Path, data: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.usefixtures("idle_server")  # its server boots beside this test's
 def test_one_server_shared_found_after_a_kill_and_stopped(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     # A ti killed while the server starts: the server is recorded and keeps starting.
@@ -190,11 +231,9 @@ def test_one_server_shared_found_after_a_kill_and_stopped(tmp_path: Path, data: 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_the_server_stops_itself_when_idle(tmp_path: Path, data: Path) -> None:
-    env = _env(tmp_path, data, idle="3")
-    start = ti("server", "start", env=env, timeout=400)
-    assert start.returncode == 0, start.stderr
-    pids = _server_pids(data)
-    assert all(_gone(pid, within=120) for pid in pids), pids
-    assert not (data / "prefect" / "server.json").exists()
-    assert ti("server", "status", env=env).returncode == 3
+def test_the_server_stops_itself_when_idle(idle_server: IdleServer) -> None:
+    out, err = idle_server.start.communicate(timeout=400)
+    assert idle_server.start.returncode == 0, err
+    assert all(_gone(pid, within=120) for pid in idle_server.pids), idle_server.pids
+    assert not (idle_server.data / "prefect" / "server.json").exists()
+    assert ti("server", "status", env=idle_server.env).returncode == 3
