@@ -16,6 +16,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.boundary import connection_lost
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
 from ti_core.keys import (
@@ -28,8 +29,9 @@ from ti_core.keys import (
 )
 from ti_core.lookup import read_decision
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.reconnect import CONNECTION_LOST, Outage
+from ti_core.reconnect import Outage
 from ti_core.replies import pipeline, text
+from ti_core.retry import RetryPolicy
 
 __all__ = [
     "Entry",
@@ -155,6 +157,7 @@ async def tail(
     count: int = 100,
     block_ms: int = 5000,
     give_up_after: float | None = 300.0,
+    retry: RetryPolicy | None = None,
 ) -> AsyncIterator[Entry]:
     """Yield ``(entry_id, envelope)`` forever, skipping undecodable entries with a warning.
 
@@ -163,18 +166,19 @@ async def tail(
     A lost connection is ridden out: the tail logs one line, retries with backoff and jitter
     from the last entry it yielded (so nothing is missed or repeated), logs one line when Redis
     is back, and raises ``RedisUnavailableError`` after ``give_up_after`` seconds of failure
-    (``None``: at the first failure, after the client's own retries).
+    (``None``: at the first failure, after the client's own retries), pausing as ``retry``
+    says (default: ``ti_core.retry.redis_policy``).
     """
     validate_stream_name(stream_name)
-    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0)
+    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0, retry)
     cursor: str | None = None if start == "$" else start
     while True:
         try:
             if cursor is None:
                 cursor = await stream_last_id(client, stream_name)
             entries = await _xread(client, stream_name, cursor, count, block_ms)
-        except CONNECTION_LOST as exc:
-            if isinstance(exc, BrokenPipeError):
+        except Exception as exc:
+            if not connection_lost(exc):
                 raise
             await outage.wait(exc)
             continue

@@ -16,7 +16,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core.decoder import explain_payload
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, one_line
 from ti_core.keys import decision_hash_key, shorten
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.replies import text
@@ -104,7 +104,7 @@ def explain_hash(key: str, raw: Any) -> Lookup:
         problem = _agreement(key, fields, envelope)
         return Lookup(key, None if problem else envelope, fields, problem)
     except Exception as exc:  # the promise is "never raises"
-        return Lookup(key, None, {}, f"unreadable ({type(exc).__name__}: {shorten(exc, 80)})")
+        return Lookup(key, None, {}, f"unreadable ({one_line(exc, 120, typed=True)})")
 
 
 async def read_decision(client: Any, ticker: str, trade_date: str) -> Lookup:
