@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from ti_core.arena import DEMO_META, ArenaRunner
 from ti_core.backfill_status import Found, Item, classify, clear_failures, record_failures
 from ti_core.builder import build_envelope_from_state
+from ti_core.client import RedisClient
 from ti_core.connection import connection_lost
 from ti_core.errors import (
     InvalidStateError,
@@ -171,7 +172,7 @@ async def _patiently(call: Callable[[], Awaitable[T]], redis: RetryPolicy, what:
 
 
 async def _publish(
-    client: Any,
+    client: RedisClient,
     envelopes: list[TradingIntelligenceEnvelope],
     publish: dict[str, Any],
     redis: RetryPolicy,
@@ -201,7 +202,7 @@ async def _publish(
 
 
 async def run_items(
-    client: Any,
+    client: RedisClient,
     runner: ArenaRunner,
     items: Sequence[Item],
     *,
@@ -249,7 +250,7 @@ async def run_items(
 
 
 async def _record(
-    client: Any, outcomes: list[Outcome], stream_name: str, redis: RetryPolicy
+    client: RedisClient, outcomes: list[Outcome], stream_name: str, redis: RetryPolicy
 ) -> None:
     failed = [o for o in outcomes if o.status == "failed"]
     done = [o for o in outcomes if o.status != "failed"]
@@ -276,7 +277,7 @@ async def _record(
 
 
 async def backfill_batch(
-    client: Any,
+    client: RedisClient,
     runner: ArenaRunner,
     items: Sequence[Item],
     *,

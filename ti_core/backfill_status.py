@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ti_core.calendar import SessionPlan
+from ti_core.client import RedisClient
 from ti_core.connection import raise_mapped
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -77,7 +78,7 @@ class Found:
 
 
 async def classify(
-    client: Any, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> list[Found]:
     """Per item, what Redis holds: one pipeline of HEXISTS per decision hash and per
     latest-entry record, plus one HMGET of the failure hash."""
@@ -89,15 +90,10 @@ async def classify(
     for item in items:
         pipe.hexists(latest_key(stream_name, item.ticker, item.trade_date), "entry_id")
     names = [item.field for item in items]
-    many = hasattr(pipe, "hmget")  # the embedded store's pipeline has HGET only
-    if many:
-        pipe.hmget(failure_key(stream_name), names)
-    else:
-        for name in names:
-            pipe.hget(failure_key(stream_name), name)
+    pipe.hmget(failure_key(stream_name), names)
     replies = list(await pipe.execute(raise_on_error=False))
     _raise_unavailable(client, replies)
-    failures = replies.pop() if many else replies[2 * len(items) :]
+    failures = replies.pop()
     entries = replies[len(items) : 2 * len(items)]
     del replies[len(items) :]
     # A key of the wrong type answers with an error: not a decision, not a failure record.
@@ -114,7 +110,7 @@ async def classify(
     ]
 
 
-def _raise_unavailable(client: Any, replies: list[Any]) -> None:
+def _raise_unavailable(client: RedisClient, replies: list[Any]) -> None:
     """A refused right or an unreachable server is an error, not a state of the items."""
     for reply in replies:
         if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
@@ -130,7 +126,7 @@ def _failure_reason(raw: Any) -> str:
 
 
 async def record_failures(
-    client: Any, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> None:
     """Write ``TICKER:DATE`` -> ``{"reason", "at"}`` for each failed item (``Item.field``)."""
     if not reasons:
@@ -141,7 +137,7 @@ async def record_failures(
 
 
 async def clear_failures(
-    client: Any, names: Sequence[str], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, names: Sequence[str], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> None:
     """Delete the failure records of items (``Item.field``) that are now published."""
     if names:
@@ -182,7 +178,7 @@ class StatusGrid:
 
 
 async def status_grid(
-    client: Any,
+    client: RedisClient,
     tickers: Iterable[str],
     plan: SessionPlan,
     *,

@@ -14,11 +14,11 @@ import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import redis.asyncio as redis_asyncio
 from redis import exceptions as redis_errors
 
+from ti_core.client import RedisClient
 from ti_core.errors import ConfigError, PublishError, RedisUnavailableError, TiError, one_line
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-def describe_client(client: Any) -> str:
+def describe_client(client: RedisClient) -> str:
     """Where ``client`` points, for messages: scheme, host, port and db, never credentials."""
     pool = getattr(client, "connection_pool", None)
     service = getattr(pool, "service_name", None)
@@ -66,7 +66,7 @@ _LOST = (
 _COMMAND_RIGHT = re.compile(r"run the '([a-z|_-]+)' command", re.IGNORECASE)
 
 
-def client_user(client: Any) -> str:
+def client_user(client: RedisClient) -> str:
     """The ACL user ``client`` authenticates as (``default`` when the URL names none)."""
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
     user = kwargs.get("username") if isinstance(kwargs, dict) else None
@@ -155,7 +155,9 @@ def redis_failure(
     return None
 
 
-def raise_mapped(exc: BaseException, client: Any, written: str = "nothing was written") -> None:
+def raise_mapped(
+    exc: BaseException, client: RedisClient, written: str = "nothing was written"
+) -> None:
     """Raise :func:`redis_failure`'s error for ``exc`` (from ``exc``), if it is a Redis one."""
     failure = redis_failure(exc, describe_client(client), user=client_user(client), written=written)
     if failure is not None:
@@ -197,7 +199,7 @@ def connection_lost(exc: BaseException) -> bool:
 
 
 @contextmanager
-def redis_calls(client: Any, written: str = "nothing was written") -> Iterator[None]:
+def redis_calls(client: RedisClient, written: str = "nothing was written") -> Iterator[None]:
     """Around Redis calls on ``client``: a redis-py failure leaves as :func:`redis_failure`'s
     ``TiError`` (``written`` says what the calls did and did not write); ours pass as they are."""
     try:

@@ -28,6 +28,7 @@ from ti_core.boundary import (
     redis_calls,
     redis_failure,
 )
+from ti_core.client import RedisClient
 from ti_core.embedded import EMBEDDED_FILE, embedded_store, embedded_store_path
 from ti_core.errors import ConfigError, one_line
 from ti_core.replicas import require_replicas
@@ -62,7 +63,7 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Any:
+def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> RedisClient:
     """A ``redis.asyncio.Redis`` for ``url`` with our retry policy; the caller closes it.
 
     No periodic health-check PING: redis-py retries it inside every connect attempt, which
@@ -150,7 +151,7 @@ async def connect(
     *,
     settings: TiSettings | None = None,
     readonly: bool = False,
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[RedisClient]:
     """Yield a client for ``url`` (or ``TI_REDIS_URL``, or the primary named by
     ``TI_REDIS_SENTINELS``, followed across failovers: ``ti_core.sentinel``); with none, the
     embedded store. ``TI_MIN_REPLICAS`` is registered on the client (``ti_core.replicas``).
@@ -189,11 +190,11 @@ async def connect(
         await client.aclose()
 
 
-def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> Any:
+def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> RedisClient:
     """A client of the Sentinels' current primary with this module's policy, retrying for
     ``TI_REDIS_FAILOVER_WAIT`` seconds so that a failover is ridden out."""
     backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
-    client = open_sentinel(
+    client: redis_asyncio.Redis = open_sentinel(
         target,
         settings,
         socket_timeout=settings.socket_timeout,
@@ -208,7 +209,7 @@ def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> Any:
     return client
 
 
-def _require_replicas(client: Any, settings: TiSettings) -> None:
+def _require_replicas(client: RedisClient, settings: TiSettings) -> None:
     if settings.min_replicas:
         require_replicas(
             client,

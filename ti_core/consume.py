@@ -17,6 +17,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core.boundary import connection_lost
+from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
 from ti_core.keys import (
@@ -62,7 +63,7 @@ def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
     return None, f"entry has no 'data' field (fields: {', '.join(names)})"
 
 
-def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
+def safe_block_ms(client: RedisClient, block_ms: int | None) -> int | None:
     """``block_ms`` capped below the client's socket timeout.
 
     redis-py applies its socket timeout to blocking reads too: an XREAD blocking longer than
@@ -85,7 +86,7 @@ def next_id(entry_id: str) -> str:
 
 
 async def get_decision(
-    client: Any, ticker: str, trade_date: str
+    client: RedisClient, ticker: str, trade_date: str
 ) -> TradingIntelligenceEnvelope | None:
     """The envelope in the lookup hash for (ticker, date), or ``None`` if absent or unreadable.
 
@@ -99,7 +100,7 @@ async def get_decision(
     return found.envelope
 
 
-async def stream_last_id(client: Any, stream_name: str) -> str:
+async def stream_last_id(client: RedisClient, stream_name: str) -> str:
     """The stream's last generated id (``0-0`` if it does not exist): what ``$`` means now."""
     try:
         info = await client.xinfo_stream(stream_name)
@@ -125,7 +126,7 @@ def _decoded(stream_name: str, entries: Iterable[tuple[Any, Any]]) -> Iterator[E
 
 
 async def _xread(
-    client: Any, stream_name: str, after: str, count: int, block_ms: int | None
+    client: RedisClient, stream_name: str, after: str, count: int, block_ms: int | None
 ) -> list[tuple[Any, Any]]:
     block = safe_block_ms(client, block_ms)
     reply = await client.xread({stream_name: after}, count=count, block=block)
@@ -135,7 +136,7 @@ async def _xread(
 
 
 async def read_batch(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     after: str = "0-0",
@@ -150,7 +151,7 @@ async def read_batch(
 
 
 async def tail(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     start: str = "$",
@@ -198,7 +199,7 @@ def _date_range(start_date: Any, end_date: Any) -> tuple[str, str]:
 
 
 async def replay_range(
-    client: Any,
+    client: RedisClient,
     start_date: Any,
     end_date: Any,
     *,
@@ -275,7 +276,7 @@ def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
     }
 
 
-async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
+async def group_lag(client: RedisClient, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
     """Stream length and, per consumer group: consumers, pending, entries read, lag, lost.
 
     ``lag`` is Redis 7's count of entries not yet delivered to the group (``None`` when Redis

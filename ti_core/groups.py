@@ -56,6 +56,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core.boundary import connection_lost, raise_mapped
+from ti_core.client import RedisClient
 from ti_core.consume import entry_payload, safe_block_ms, text
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError, one_line
@@ -118,11 +119,11 @@ class GroupStats:
         return self.handled + self.dead_lettered + self.failed
 
 
-def _script(client: Any, source: str) -> Any:
+def _script(client: RedisClient, source: str) -> Any:
     return client.register_script(source)
 
 
-async def ensure_group(client: Any, stream_name: str, group: str, start: str = "$") -> bool:
+async def ensure_group(client: RedisClient, stream_name: str, group: str, start: str = "$") -> bool:
     """Create ``group`` on ``stream_name`` (and the stream); True if created, False if it existed.
 
     Only "group already exists" (BUSYGROUP) is tolerated; any other refusal propagates. A new
@@ -140,7 +141,7 @@ class GroupReader:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         group: str,
         consumer: str,
         handler: Handler,

@@ -25,6 +25,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.client import RedisClient, RedisPipeline
 from ti_core.connection import raise_mapped
 from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
@@ -116,7 +117,7 @@ def _next_id(entry_id: str) -> str:
     return f"{parsed[0]}-{parsed[1] + 1}"
 
 
-async def _execute(client: Any, pipe: Any) -> list[Any]:
+async def _execute(client: RedisClient, pipe: RedisPipeline) -> list[Any]:
     try:
         results = list(await pipe.execute(raise_on_error=False))
     except Exception as exc:
@@ -145,7 +146,7 @@ class _StreamBounds:
         return self.last_generated is not None and wanted <= self.last_generated
 
 
-async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
+async def _bounds(client: RedisClient, stream: str) -> tuple[_StreamBounds, int]:
     pipe = pipeline(client)
     pipe.exists(stream)
     pipe.xlen(stream)
@@ -206,7 +207,7 @@ def _check_hash(
 
 
 async def _audit_hash_page(
-    client: Any, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
+    client: RedisClient, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
 ) -> None:
     pipe = pipeline(client)
     for key in keys:
@@ -236,7 +237,7 @@ async def _audit_hash_page(
 
 
 async def _audit_hashes(
-    client: Any, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
+    client: RedisClient, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
 ) -> None:
     batch: list[str] = []
     try:
@@ -252,7 +253,7 @@ async def _audit_hashes(
         await _audit_hash_page(client, report, stream, batch, bounds)
 
 
-async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any]) -> None:
+async def _audit_entry_page(client: RedisClient, report: VerifyReport, entries: list[Any]) -> None:
     pipe = pipeline(client)
     judged: list[tuple[str, str, int, str]] = []  # (entry id, hash key, order, cid)
     for raw_id, raw_fields in entries:
@@ -306,7 +307,7 @@ def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
     return order, text(cid) if cid is not None else ""
 
 
-async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: int) -> None:
+async def _audit_stream(client: RedisClient, report: VerifyReport, stream: str, page: int) -> None:
     start = "-"
     while True:
         try:
@@ -323,7 +324,7 @@ async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: in
 
 
 async def verify_store(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     maxlen: int = 100_000,
