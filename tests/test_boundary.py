@@ -220,3 +220,25 @@ async def test_group_reader_step_leaves_only_tierrors() -> None:
             await reader.step(block=False)
     finally:
         await client.aclose()
+
+
+async def test_public_reads_leave_only_tierrors() -> None:
+    """``@redis_boundary`` on the core's functions that take a client: no redis-py error out."""
+    from ti_core.backfill_status import Item, classify
+    from ti_core.consume import group_lag, read_batch, stream_last_id
+    from ti_core.lookup import read_decision
+
+    client = open_redis("redis://127.0.0.1:1/0", TiSettings(retries=0))
+    calls = [
+        stream_last_id(client, "s"),
+        read_batch(client, stream_name="s"),
+        group_lag(client),
+        read_decision(client, "NVDA", "2026-04-01"),
+        classify(client, [Item("NVDA", "2026-04-01")]),
+    ]
+    try:
+        for call in calls:
+            with pytest.raises(RedisUnavailableError, match="^Redis at redis://127.0.0.1:1/0 unav"):
+                await call
+    finally:
+        await client.aclose()

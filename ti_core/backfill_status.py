@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ti_core.boundary import raise_mapped, redis_boundary
 from ti_core.calendar import SessionPlan
 from ti_core.client import RedisClient
-from ti_core.connection import raise_mapped
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
     decision_hash_key,
@@ -44,6 +44,7 @@ __all__ = [
 ItemState = Literal["published", "orphan_entry", "failed", "missing"]
 STATES = ("published", "orphan_entry", "failed", "missing")
 _CHUNK = 2000
+_READ = "nothing was written (a read)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class Found:
         return "failed" if self.failure is not None else "missing"
 
 
+@redis_boundary(_READ)
 async def classify(
     client: RedisClient, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> list[Found]:
@@ -114,7 +116,7 @@ def _raise_unavailable(client: RedisClient, replies: list[Any]) -> None:
     """A refused right or an unreachable server is an error, not a state of the items."""
     for reply in replies:
         if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
-            raise_mapped(reply, client, "nothing was written (a read)")
+            raise_mapped(reply, client, _READ)
 
 
 def _failure_reason(raw: Any) -> str:
@@ -177,6 +179,7 @@ class StatusGrid:
         }
 
 
+@redis_boundary(_READ)
 async def status_grid(
     client: RedisClient,
     tickers: Iterable[str],

@@ -1,7 +1,8 @@
 """The one boundary between redis-py's errors and this package's (``ti_core.errors``).
 
-Every Redis call of the core is inside it: :func:`redis_calls` around calls on a client the
-caller passed in, :func:`connect`'s block around everything done with a client it opened,
+Every Redis call of the core is inside it: :func:`redis_boundary` on the public functions
+that take a client, :func:`redis_calls` around calls in generators and loops, ``connect()``'s
+block around everything done with a client it opened,
 and :func:`raise_mapped` for errors a pipeline returns instead of raising. All use
 :func:`redis_failure`, the single table from a redis-py (or OS) failure to a ``TiError``
 with one line naming the redacted location; :func:`connection_lost` is the single answer to
@@ -10,10 +11,12 @@ with one line naming the redacted location; :func:`connection_lost` is the singl
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as redis_asyncio
 from redis import exceptions as redis_errors
@@ -27,9 +30,13 @@ __all__ = [
     "connection_lost",
     "describe_client",
     "raise_mapped",
+    "redis_boundary",
     "redis_calls",
     "redis_failure",
 ]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def describe_client(client: RedisClient) -> str:
@@ -196,6 +203,28 @@ def connection_lost(exc: BaseException) -> bool:
     if isinstance(exc, (*REFUSED, BrokenPipeError)):
         return False
     return isinstance(exc, _LOST) or str(exc).startswith("READONLY") or _too_few_replicas(exc)
+
+
+def redis_boundary(
+    written: str = "nothing was written",
+) -> Callable[
+    [Callable[Concatenate[RedisClient, P], Awaitable[T]]],
+    Callable[Concatenate[RedisClient, P], Awaitable[T]],
+]:
+    """:func:`redis_calls` around a whole ``async def f(client, ...)``: a public function of
+    the core that takes a client leaves only ``TiError`` (or the caller's own errors)."""
+
+    def wrap(
+        function: Callable[Concatenate[RedisClient, P], Awaitable[T]],
+    ) -> Callable[Concatenate[RedisClient, P], Awaitable[T]]:
+        @functools.wraps(function)
+        async def bounded(client: RedisClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            with redis_calls(client, written):
+                return await function(client, *args, **kwargs)
+
+        return bounded
+
+    return wrap
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core.boundary import connection_lost
+from ti_core.boundary import connection_lost, redis_boundary, redis_calls
 from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
@@ -50,6 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Entry = tuple[str, TradingIntelligenceEnvelope]
+_READ = "nothing was written (a read)"
 
 
 def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
@@ -100,6 +101,7 @@ async def get_decision(
     return found.envelope
 
 
+@redis_boundary(_READ)
 async def stream_last_id(client: RedisClient, stream_name: str) -> str:
     """The stream's last generated id (``0-0`` if it does not exist): what ``$`` means now."""
     try:
@@ -135,6 +137,7 @@ async def _xread(
     return list(reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0])
 
 
+@redis_boundary(_READ)
 async def read_batch(
     client: RedisClient,
     *,
@@ -177,7 +180,8 @@ async def tail(
         try:
             if cursor is None:
                 cursor = await stream_last_id(client, stream_name)
-            entries = await _xread(client, stream_name, cursor, count, block_ms)
+            with redis_calls(client, _READ):
+                entries = await _xread(client, stream_name, cursor, count, block_ms)
         except Exception as exc:
             if not connection_lost(exc):
                 raise
@@ -217,7 +221,8 @@ async def replay_range(
     wanted = {normalize_ticker(t) for t in tickers} if tickers is not None else None
     cursor = "-"
     while True:
-        entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
+        with redis_calls(client, _READ):
+            entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
         if not entries:
             return
         for entry_id, envelope in _decoded(stream_name, entries):
@@ -276,6 +281,7 @@ def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
     }
 
 
+@redis_boundary(_READ)
 async def group_lag(client: RedisClient, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
     """Stream length and, per consumer group: consumers, pending, entries read, lag, lost.
 

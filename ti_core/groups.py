@@ -55,7 +55,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core.boundary import connection_lost, raise_mapped
+from ti_core.boundary import connection_lost, raise_mapped, redis_boundary
 from ti_core.client import RedisClient
 from ti_core.consume import entry_payload, safe_block_ms, text
 from ti_core.decoder import explain_payload
@@ -123,6 +123,7 @@ def _script(client: RedisClient, source: str) -> Any:
     return client.register_script(source)
 
 
+@redis_boundary("no group was created")
 async def ensure_group(client: RedisClient, stream_name: str, group: str, start: str = "$") -> bool:
     """Create ``group`` on ``stream_name`` (and the stream); True if created, False if it existed.
 

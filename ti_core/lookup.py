@@ -15,6 +15,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.boundary import redis_boundary
 from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, one_line
@@ -108,6 +109,7 @@ def explain_hash(key: str, raw: Any) -> Lookup:
         return Lookup(key, None, {}, f"unreadable ({one_line(exc, 120, typed=True)})")
 
 
+@redis_boundary("nothing was written (a read)")
 async def read_decision(client: RedisClient, ticker: str, trade_date: str) -> Lookup:
     """The lookup hash of (ticker, date), judged; a key that is not a hash is a problem."""
     key = decision_hash_key(ticker, trade_date)
