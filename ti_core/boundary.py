@@ -25,6 +25,7 @@ from ti_core.client import RedisClient
 from ti_core.errors import ConfigError, PublishError, RedisUnavailableError, TiError, one_line
 
 __all__ = [
+    "CLIENT_RETRIES",
     "REFUSED",
     "client_user",
     "connection_lost",
@@ -58,6 +59,8 @@ def describe_client(client: RedisClient) -> str:
     return f"{scheme}://{host}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
+# What redis-py's own retry (inside the client, ``ti_core.connection``) tries again.
+CLIENT_RETRIES = (redis_errors.ConnectionError, redis_errors.TimeoutError)
 # Never worth retrying, although redis-py files them under ConnectionError.
 REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 # Redis, or the way to it, is gone for now: unreachable, timed out, still loading its data (a

@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
 from ti_core.boundary import (
+    CLIENT_RETRIES,
     REFUSED,
     client_user,
     connection_lost,
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 CLIENT_NAME = "ti"  # CLIENT SETNAME on every connection: find (or kill) ours in CLIENT LIST
-_BACKOFF_BASE = 0.05
-_BACKOFF_CAP = 1.0
 _UTF8 = frozenset({"utf-8", "utf8", "UTF-8"})
 
 _hiredis_pack: Any = None
@@ -77,8 +76,8 @@ def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Redi
             raw,
             socket_timeout=s.socket_timeout,
             socket_connect_timeout=s.connect_timeout,
-            retry=_Retry(EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), s.retries),
-            retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+            retry=_Retry(_backoff(s), s.retries),
+            retry_on_error=list(CLIENT_RETRIES),
             health_check_interval=0,
             client_name=CLIENT_NAME,
         )
@@ -94,6 +93,12 @@ def open_redis(url: str | SecretStr, settings: TiSettings | None = None) -> Redi
             "options need rediss://)"
         ) from None
     return client
+
+
+def _backoff(settings: TiSettings) -> EqualJitterBackoff:
+    """redis-py's in-client pauses, from the same settings as every other wait for Redis
+    (``TI_REDIS_RETRY_DELAY`` doubling up to ``TI_REDIS_RETRY_MAX_DELAY``; equal jitter)."""
+    return EqualJitterBackoff(cap=settings.redis_retry_max_delay, base=settings.redis_retry_delay)
 
 
 class _Retry(Retry):
@@ -193,14 +198,14 @@ async def connect(
 def _open_sentinel(target: SentinelTarget, settings: TiSettings) -> RedisClient:
     """A client of the Sentinels' current primary with this module's policy, retrying for
     ``TI_REDIS_FAILOVER_WAIT`` seconds so that a failover is ridden out."""
-    backoff = EqualJitterBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE)
+    backoff = _backoff(settings)
     client: redis_asyncio.Redis = open_sentinel(
         target,
         settings,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.connect_timeout,
         retry=FailoverRetry(backoff, settings.retries, settings.redis_failover_wait),
-        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+        retry_on_error=list(CLIENT_RETRIES),
         health_check_interval=0,
         client_name=CLIENT_NAME,
     )

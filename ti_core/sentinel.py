@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import AbstractBackoff
 
-from ti_core.boundary import REFUSED
+from ti_core.boundary import CLIENT_RETRIES, REFUSED
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
 
@@ -122,10 +122,7 @@ class FailoverRetry(Retry):
         backoff: AbstractBackoff,
         retries: int,
         budget: float,
-        supported_errors: tuple[type[redis_errors.RedisError], ...] = (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-        ),
+        supported_errors: tuple[type[redis_errors.RedisError], ...] = CLIENT_RETRIES,
     ) -> None:
         super().__init__(backoff, retries, supported_errors)
         self.budget = budget

@@ -231,8 +231,8 @@ class TiSettings(BaseSettings):
     redis_retry_delay: float = Field(
         default=0.05,
         ge=0,
-        description="First pause while waiting for an unreachable Redis (backfill batches, "
-        "consumers); doubles each retry, with jitter.",
+        description="First pause while waiting for an unreachable Redis (client retries, "
+        "backfill batches, consumers); doubles each retry, with jitter.",
     )
     redis_retry_max_delay: float = Field(
         default=1.0,
