@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -41,6 +40,7 @@ from ti_core.connection import embedded_store_path
 from ti_core.errors import TiError
 from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
 from ti_core.settings import TiSettings
+from ti_core.wire import carrying, envelope_of
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
 
@@ -115,8 +115,15 @@ class _Decision:
                 )
             stage = "build-envelope"
             cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
-            envelope_json = await build_envelope(
-                state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
+            envelope_json = carrying(  # a retried flow run's cached text: parsed here, once
+                await build_envelope(
+                    state,
+                    self.ticker,
+                    self.trade_date,
+                    cid,
+                    self.runner.is_demo,
+                    self.publish_degraded,
+                )
             )
             stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
@@ -130,18 +137,18 @@ class _Decision:
                 "publish-hash (entry and hash already written together)", exc
             )
             get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, self.row["note"])
-        envelope = json.loads(envelope_json)
-        synthesis = envelope["decision"]["synthesis"]
+        envelope = envelope_of(envelope_json)  # the one build-envelope made: not parsed
+        synthesis = envelope.decision.synthesis
         self.row.update(
             status="published" if stream["created"] else "unchanged",
-            verdict=synthesis["verdict"],
-            confidence=synthesis["confidence"],
-            score=synthesis["ensemble_score"],
+            verdict=synthesis.verdict,
+            confidence=synthesis.confidence,
+            score=synthesis.ensemble_score,
             entry_id=stream["entry_id"],
             hash_key=hash_key,
-            correlation_id=envelope["correlation_id"],
+            correlation_id=envelope.correlation_id,
             stream=s.stream_name,
-            degraded=envelope["meta"].get("degraded") is True,
+            degraded=envelope.meta.get("degraded") is True,
         )
         await write_decision_card(envelope, self.row)
         emit_decision_event(self.row)
