@@ -68,11 +68,18 @@ class Spies:
 
     @property
     def serialised(self) -> int:
+        """Envelopes turned into JSON: by ``wire.serialise`` or around it."""
         return self.calls["serialise"] + self.calls["model_dump_json"]
 
     @property
     def parsed(self) -> int:
-        return self.calls["parse"] + self.calls["model_validate_json"] + self.calls["json.loads"]
+        """Envelope texts parsed: by pydantic (``wire.parse`` is one) or as plain JSON."""
+        return self.calls["model_validate_json"] + self.calls["json.loads"]
+
+    def through_wire(self) -> bool:
+        """Every conversion went through ``ti_core.wire`` (v1 envelopes never need
+        ``model_dump_json``)."""
+        return self.calls["model_dump_json"] == 0 and self.parsed == self.calls["parse"]
 
 
 @pytest.fixture
@@ -103,6 +110,7 @@ async def test_publish_decision_serialises_once_and_never_parses(
     row = await publish_decision("NVDA", DAY, arena=ARENA)
     assert row["status"] == "published"
     assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
+    assert spies.through_wire(), spies.calls
     (payload,) = _payloads(server)
     assert json.loads(payload)["correlation_id"] == row["correlation_id"]
 
@@ -117,6 +125,7 @@ async def test_daily_serialises_once_per_decision(
     result = await daily(["NVDA", "AAPL", "MSFT"], DAY, arena=ARENA)
     assert [r["status"] for r in result["rows"]] == ["published"] * 3
     assert (spies.serialised, spies.parsed) == (3, 0), spies.calls
+    assert spies.through_wire(), spies.calls
     assert len(_payloads(server)) == 3
 
 
@@ -132,6 +141,7 @@ async def test_backfill_serialises_once_per_decision(
     summary = await backfill(["NVDA", "AAPL"], days[0], days[-1], f"replay:{replay}")
     assert summary.published == 6
     assert (spies.serialised, spies.parsed) == (6, 0), spies.calls
+    assert spies.through_wire(), spies.calls
     assert len(_payloads(server)) == 6
 
 
@@ -152,6 +162,7 @@ async def test_a_retried_flow_run_parses_the_cached_envelope_once_and_never_rese
     first = await daily(["NVDA", "AMD"], "2026-05-13", arena=ARENA, return_state=True)
     assert first.is_failed()
     assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
+    assert spies.through_wire(), spies.calls
     spies.calls.clear()
     monkeypatch.delenv("TI_TEST_ARENA_FAIL")
     async with get_client() as client:
@@ -166,7 +177,7 @@ async def test_a_retried_flow_run_parses_the_cached_envelope_once_and_never_rese
         "AMD": "published",
     }
     assert (spies.serialised, spies.parsed) == (1, 1), spies.calls
-    assert spies.calls["parse"] == 1
+    assert spies.through_wire(), spies.calls
 
 
 def test_envelope_json_pickles_as_text_and_digest(sample_states: dict[str, Any]) -> None:
