@@ -29,6 +29,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
+from flows.run_settings import run_settings
 from flows.run_story import envelope_run_name
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
@@ -75,7 +76,7 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
 )
 async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
-    return await load_arena(arena).run(ticker, trade_date)
+    return await load_arena(arena, settings=run_settings()).run(ticker, trade_date)
 
 
 @task(
@@ -122,7 +123,7 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
     call appended; ``own`` when the entry is this envelope's (this call or an earlier attempt
     of it), False when an identical decision already on the stream was returned instead.
     """
-    s = TiSettings()
+    s = run_settings()
     envelope = envelope_of(envelope_json)
     async with connect(settings=s) as client:
         (result,) = await publish_many(
@@ -151,7 +152,7 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
     """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
     one), then clear the pair's failure record: best effort, a failed clear never fails the
     decision, which is published."""
-    s = TiSettings()
+    s = run_settings()
     envelope = envelope_of(envelope_json)
     target = envelope.decision.target
     async with connect(settings=s) as client:
@@ -170,7 +171,7 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
 
 async def record_failure(ticker: str, trade_date: str, reason: str) -> bool:
     """Best effort: note a failed pair in the failure hash (for ``ti status``); False if not."""
-    s = TiSettings()
+    s = run_settings()
     record = json.dumps({"reason": reason[:500], "at": datetime.now(UTC).isoformat()})
     try:
         async with connect(settings=s) as client:
