@@ -193,3 +193,26 @@ def test_envelope_json_pickles_as_text_and_digest(sample_states: dict[str, Any])
     assert restored.envelope is None and restored.digest == wire.content_digest(envelope)
     assert wire.envelope_of(restored) == envelope  # parsed once, then carried
     assert wire.payload_and_digest(restored.envelope) == (str(text), text.digest)
+
+
+async def test_the_cores_paths_serialise_each_envelope_once(
+    fake_redis: Any, sample_states: dict[str, Any], spies: Spies
+) -> None:
+    """publish_envelope then publish_decision_hash (the stream-then-hash path), and
+    publish_many (entry and hash together): one serialisation per envelope, no parse."""
+    from ti_core.builder import build_envelope_from_state
+    from ti_core.publish import publish_decision_hash, publish_envelope, publish_many
+
+    state = sample_states["nvda-2026-05-11-full"]
+    one = build_envelope_from_state(state)
+    await publish_envelope(fake_redis, DEFAULT_STREAM_NAME, one)
+    await publish_decision_hash(fake_redis, one)
+    assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
+    spies.calls.clear()
+    many = [
+        build_envelope_from_state({**state, "target": {"ticker": t, "trade_date": DAY}})
+        for t in ("AAPL", "MSFT", "AMD", "TSLA")
+    ]
+    assert len(await publish_many(fake_redis, many)) == 4
+    assert (spies.serialised, spies.parsed) == (4, 0), spies.calls
+    assert spies.through_wire(), spies.calls
