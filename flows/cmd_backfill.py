@@ -22,6 +22,7 @@ from flows.options import (
     add_calendar,
     add_publish_degraded,
     add_tickers,
+    setting_flags,
 )
 from ti_core.errors import TiError
 
@@ -93,14 +94,6 @@ def register(subparsers: Any) -> None:
     s.set_defaults(func=_status)
 
 
-def _flags(args: argparse.Namespace) -> dict[str, bool | None]:
-    """The flags as the backfill flow's parameters: True when given, None leaves them to TI_*."""
-    return {
-        "allow_demo": True if args.allow_demo else None,
-        "publish_degraded": True if args.publish_degraded else None,
-    }
-
-
 def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str], str]:
     """Everything that can be refused before Prefect starts."""
     from ti_core.arena import ensure_demo_allowed, load_arena
@@ -126,7 +119,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from flows.run_settings import with_flags
     from ti_core.embedded import check_store
 
-    settings = with_flags(**_flags(args))  # built once, os.environ untouched
+    settings = with_flags(**setting_flags(args))  # built once, os.environ untouched
     names, calendar = _prepare(args, settings)
     # A damaged (or, unless a dry run, unwritable) embedded store: refused before Prefect.
     check_store(settings, write=not args.dry_run)
@@ -193,7 +186,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
                     args.only,
                     args.dry_run,
                     args.concurrency,
-                    **_flags(args),
+                    **setting_flags(args),
                 )
             )
         except Exception as exc:  # one line, not a traceback; the run's logs have the rest

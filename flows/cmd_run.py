@@ -23,6 +23,7 @@ from flows.options import (
     add_calendar,
     add_publish_degraded,
     add_tickers,
+    setting_flags,
 )
 from flows.run_settings import with_flags
 from ti_core.connection import connect
@@ -61,16 +62,8 @@ def format_row(row: dict[str, Any], settings: TiSettings) -> str:
 
 def _settings(args: argparse.Namespace) -> TiSettings:
     """The command's settings, built once: ``TI_*`` with the flags on top (``os.environ``
-    untouched); the flow gets the same flags as plain parameters (:func:`_flags`)."""
-    return with_flags(**_flags(args))
-
-
-def _flags(args: argparse.Namespace) -> dict[str, bool | None]:
-    """The flags as the flows' parameters: True when given, None to leave them to ``TI_*``."""
-    return {
-        "allow_demo": True if getattr(args, "allow_demo", False) else None,
-        "publish_degraded": True if getattr(args, "publish_degraded", False) else None,
-    }
+    untouched); the flow gets the same flags as plain parameters (``setting_flags``)."""
+    return with_flags(**setting_flags(args))
 
 
 def _prepare(args: argparse.Namespace, settings: TiSettings) -> None:
@@ -112,7 +105,12 @@ def _run(args: argparse.Namespace) -> int:
         run_id, row = asyncio.run(
             _outcome(
                 publish_decision(
-                    ticker, trade_date, args.arena, args.force, **_flags(args), return_state=True
+                    ticker,
+                    trade_date,
+                    args.arena,
+                    args.force,
+                    **setting_flags(args),
+                    return_state=True,
                 )
             )
         )
@@ -141,7 +139,7 @@ def _run_daily(
                 args.date,
                 args.arena,
                 args.calendar,
-                **_flags(args),
+                **setting_flags(args),
                 return_state=True,
             )
         )

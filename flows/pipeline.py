@@ -116,16 +116,10 @@ class _Decision:
                 )
             stage = "build-envelope"
             cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
-            envelope_json = carrying(  # a retried flow run's cached text: parsed here, once
-                await build_envelope(
-                    state,
-                    self.ticker,
-                    self.trade_date,
-                    cid,
-                    self.runner.is_demo,
-                    self.publish_degraded,
-                )
+            envelope_json = await build_envelope(
+                state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
             )
+            envelope_json = carrying(envelope_json)  # a retried run's cached text: parsed once
             stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
         except Exception as exc:
