@@ -37,6 +37,7 @@ from prefect.utilities.annotations import quote
 
 from flows.artifacts import artifact_key
 from flows.backfill_plan import DryRunPlan, dry_run_plan
+from flows.run_settings import flow_settings, run_settings
 from ti_core.arena import ensure_demo_allowed, load_arena
 from ti_core.backfill import (
     DEFAULT_REDIS_WAIT,
@@ -54,7 +55,6 @@ from ti_core.errors import InvalidStateError, TiError
 from ti_core.keys import normalize_ticker, shorten
 from ti_core.publish import TrimPolicy
 from ti_core.retry import redis_policy, task_policy
-from ti_core.settings import TiSettings
 
 __all__ = [
     "ON_PROGRESS",
@@ -139,7 +139,7 @@ async def backfill_batch_task(
     publish_degraded: bool = False,
 ) -> BatchReport:
     """Classify, run, publish and record one batch; the report has each item's outcome."""
-    s = TiSettings()
+    s = run_settings()
     runner = load_arena(arena, settings=s)
     items = [Item(t, d) for t, d in pairs]
     async with connect(settings=s) as client:
@@ -297,17 +297,19 @@ async def backfill(
     dry_run: bool = False,
     concurrency: int | None = None,
     publish_degraded: bool | None = None,
+    allow_demo: bool | None = None,
 ) -> BackfillSummary | DryRunPlan:
     """Publish every (ticker, session) from ``start`` to ``end`` (inclusive) that ``only`` selects.
 
     ``only``: ``missing`` (not yet published, the default), ``failed`` (recorded failures) or
     ``all``. ``dry_run`` returns the plan and publishes nothing. ``publish_degraded`` (default
-    ``TI_PUBLISH_DEGRADED``) publishes states with no verdict as HOLD marked degraded. Ends
-    Failed, naming each failed item, if any item failed.
+    ``TI_PUBLISH_DEGRADED``) publishes states with no verdict as HOLD marked degraded;
+    ``allow_demo`` (default ``TI_ALLOW_DEMO_PUBLISH``) lets the demo arena publish to a
+    configured Redis server. Ends Failed, naming each failed item, if any item failed.
     """
     if only not in ONLY_MODES:
         raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
-    s = TiSettings()
+    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
     names = _tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
@@ -338,7 +340,7 @@ async def backfill(
             s.batch_size,
             summary,
             writes,
-            s.publish_degraded if publish_degraded is None else publish_degraded,
+            s.publish_degraded,
         )
     finally:
         await writes.close(summary.planned)

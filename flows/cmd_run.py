@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
@@ -24,7 +23,9 @@ from flows.options import (
     add_calendar,
     add_publish_degraded,
     add_tickers,
+    setting_flags,
 )
+from flows.run_settings import with_flags
 from ti_core.connection import connect
 from ti_core.errors import TiError, one_line
 from ti_core.keys import normalize_ticker, normalize_trade_date
@@ -59,17 +60,19 @@ def format_row(row: dict[str, Any], settings: TiSettings) -> str:
     )
 
 
-def _prepare(args: argparse.Namespace) -> TiSettings:
-    """Apply flags to the environment the flow reads, and fail fast on a refused demo."""
-    if getattr(args, "allow_demo", False):
-        os.environ["TI_ALLOW_DEMO_PUBLISH"] = "1"
+def _settings(args: argparse.Namespace) -> TiSettings:
+    """The command's settings, built once: ``TI_*`` with the flags on top (``os.environ``
+    untouched); the flow gets the same flags as plain parameters (``setting_flags``)."""
+    return with_flags(**setting_flags(args))
+
+
+def _prepare(args: argparse.Namespace, settings: TiSettings) -> None:
+    """Fail fast, before Prefect, on a refused demo or an unusable embedded store."""
     from ti_core.arena import ensure_demo_allowed, load_arena
     from ti_core.embedded import check_store
 
-    settings = TiSettings()
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)
     check_store(settings)  # a damaged or unwritable embedded store: refuse before Prefect
-    return settings
 
 
 def _fail(what: str, exc: BaseException, hint: str = "") -> TiError:
@@ -84,19 +87,15 @@ async def _outcome(call: Any) -> tuple[str, Any]:
     return str(state.state_details.flow_run_id), value
 
 
-def _degraded(args: argparse.Namespace) -> bool | None:
-    """``--publish-degraded`` as the flow's parameter; None leaves it to the setting."""
-    return True if getattr(args, "publish_degraded", False) else None
-
-
 def _retry_hint(flow_run_id: str) -> str:
     return f" [flow run {flow_run_id}; once fixed: ti retry {flow_run_id}]"
 
 
 def _run(args: argparse.Namespace) -> int:
     ticker, trade_date = normalize_ticker(args.ticker), normalize_trade_date(args.date)
-    settings = _prepare(args)
-    local = prepare_prefect(args.debug)
+    settings = _settings(args)
+    _prepare(args, settings)
+    local = prepare_prefect(args.debug, settings)
     from flows.pipeline import publish_decision  # imports Prefect while the server starts
 
     wait_for_prefect(local)
@@ -105,7 +104,12 @@ def _run(args: argparse.Namespace) -> int:
         run_id, row = asyncio.run(
             _outcome(
                 publish_decision(
-                    ticker, trade_date, args.arena, args.force, _degraded(args), return_state=True
+                    ticker,
+                    trade_date,
+                    args.arena,
+                    args.force,
+                    **setting_flags(args),
+                    return_state=True,
                 )
             )
         )
@@ -134,7 +138,7 @@ def _run_daily(
                 args.date,
                 args.arena,
                 args.calendar,
-                _degraded(args),
+                **setting_flags(args),
                 return_state=True,
             )
         )
@@ -157,6 +161,9 @@ def _daily(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    settings = _settings(args)
+    if args.calendar is None:
+        args.calendar = settings.calendar
     if args.date is not None:
         args.date = normalize_trade_date(args.date)
         _warn_if_not_a_session(args.date, args.calendar)
@@ -167,8 +174,8 @@ def _daily(args: argparse.Namespace) -> int:
         if args.date is None:
             print(f"ti: nothing to publish: {reason}")
             return 0
-    settings = _prepare(args)
-    local = prepare_prefect(args.debug)
+    _prepare(args, settings)
+    local = prepare_prefect(args.debug, settings)
     tickers = [t for t in args.tickers.split(",") if t.strip()]
     lines: list[str] = []
     console = Console(stderr=True)
@@ -238,7 +245,7 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
 
 def _retry(args: argparse.Namespace) -> int:
     settings = TiSettings()
-    wait_for_prefect(prepare_prefect(args.debug))
+    wait_for_prefect(prepare_prefect(args.debug, settings))
     try:
         run_id, result = asyncio.run(_retry_flow_run(args.flow_run))
     except TiError:
@@ -335,7 +342,7 @@ def register(subparsers: Any) -> None:
     )
     add_calendar(day, "of the sessions (the default date, the warning for another day)")
     _common(day)
-    day.set_defaults(func=_daily_entry)
+    day.set_defaults(func=_daily)
 
     retry = subparsers.add_parser(
         "retry",
@@ -358,12 +365,6 @@ def register(subparsers: Any) -> None:
     get.add_argument("trade_date", metavar="DATE")
     get.add_argument("--json", action="store_true", help="print the whole envelope as JSON")
     get.set_defaults(func=_get)
-
-
-def _daily_entry(args: argparse.Namespace) -> int:
-    if args.calendar is None:
-        args.calendar = TiSettings().calendar
-    return _daily(args)
 
 
 def _warn_if_not_a_session(trade_date: str, calendar: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -26,6 +25,7 @@ from prefect.context import get_run_context
 
 from flows.artifacts import artifact_key, write_decision_card, write_run_table
 from flows.events import emit_decision_event
+from flows.run_settings import flow_settings
 from flows.run_story import failed_run, scheduled_moment
 from flows.tasks import (
     build_envelope,
@@ -41,6 +41,7 @@ from ti_core.connection import embedded_store_path
 from ti_core.errors import TiError, one_line
 from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
 from ti_core.settings import TiSettings
+from ti_core.wire import carrying, envelope_of
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
 
@@ -116,6 +117,7 @@ class _Decision:
             envelope_json = await build_envelope(
                 state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
             )
+            envelope_json = carrying(envelope_json)  # a retried run's cached text: parsed once
             stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
         except Exception as exc:
@@ -128,18 +130,18 @@ class _Decision:
                 "publish-hash (entry and hash already written together)", exc
             )
             get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, self.row["note"])
-        envelope = json.loads(envelope_json)
-        synthesis = envelope["decision"]["synthesis"]
+        envelope = envelope_of(envelope_json)  # the one build-envelope made: not parsed
+        synthesis = envelope.decision.synthesis
         self.row.update(
             status="published" if stream["created"] else "unchanged",
-            verdict=synthesis["verdict"],
-            confidence=synthesis["confidence"],
-            score=synthesis["ensemble_score"],
+            verdict=synthesis.verdict,
+            confidence=synthesis.confidence,
+            score=synthesis.ensemble_score,
             entry_id=stream["entry_id"],
             hash_key=hash_key,
-            correlation_id=envelope["correlation_id"],
+            correlation_id=envelope.correlation_id,
             stream=s.stream_name,
-            degraded=envelope["meta"].get("degraded") is True,
+            degraded=envelope.meta.get("degraded") is True,
         )
         await write_decision_card(envelope, self.row)
         emit_decision_event(self.row)
@@ -175,20 +177,23 @@ async def publish_decision(
     arena: str | None = None,
     force: bool = False,
     publish_degraded: bool | None = None,
+    allow_demo: bool | None = None,
 ) -> dict[str, Any]:
     """Run the arena for one (ticker, date) and publish its decision; the flow fails if it does.
 
     ``arena`` is a runner spec (default ``TI_ARENA``, else the demo); ``force`` appends even an
     identical decision and overwrites a newer lookup hash; ``publish_degraded`` (default
     ``TI_PUBLISH_DEGRADED``) publishes a state with no verdict as HOLD marked degraded
-    instead of failing.
+    instead of failing; ``allow_demo`` (default ``TI_ALLOW_DEMO_PUBLISH``) lets the demo
+    arena publish to a configured Redis server.
     """
-    s = TiSettings()
+    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
     ticker, trade_date = normalize_ticker(ticker), normalize_trade_date(trade_date)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
-    degraded = s.publish_degraded if publish_degraded is None else publish_degraded
-    decision = _Decision(ticker, trade_date, runner, force, s, asyncio.Semaphore(1), degraded)
+    decision = _Decision(
+        ticker, trade_date, runner, force, s, asyncio.Semaphore(1), s.publish_degraded
+    )
     row = await _one(decision)
     await write_run_table(
         artifact_key("publish", ticker, trade_date), [row], f"publish {ticker} {trade_date}"
@@ -237,14 +242,16 @@ async def daily(
     arena: str | None = None,
     calendar: str = "XNYS",
     publish_degraded: bool | None = None,
+    allow_demo: bool | None = None,
 ) -> dict[str, Any]:
     """Publish one decision per ticker for ``trade_date`` (default: today's session).
 
     With no date on a weekend or holiday it does nothing and says why. Arena runs are limited
     to ``TI_ARENA_CONCURRENCY`` at once. Returns ``{"trade_date", "skipped", "rows"}``; if any
-    ticker fails, the flow run fails after the others have published.
+    ticker fails, the flow run fails after the others have published. ``publish_degraded``
+    and ``allow_demo`` as in :func:`publish_decision`.
     """
-    s = TiSettings()
+    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
     logger = get_run_logger()
     if trade_date is None:  # the session this run was scheduled for, even if it starts late
         session, reason = current_session(calendar, now=scheduled_moment())
@@ -269,9 +276,8 @@ async def daily(
     for row in rows:
         _notify(row)
     limit = asyncio.Semaphore(s.arena_concurrency)
-    degraded = s.publish_degraded if publish_degraded is None else publish_degraded
     rows += await asyncio.gather(
-        *(_one(_Decision(t, trade_date, runner, False, s, limit, degraded)) for t in good)
+        *(_one(_Decision(t, trade_date, runner, False, s, limit, s.publish_degraded)) for t in good)
     )
     await write_run_table(artifact_key("daily", trade_date), rows, f"daily {trade_date}")
     failed = [r for r in rows if r["status"] == "failed"]

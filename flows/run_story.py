@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from ti_core.errors import one_line
+from ti_core.wire import envelope_of
 
 __all__ = ["envelope_run_name", "failed_run", "scheduled_moment"]
 
@@ -57,8 +57,8 @@ def envelope_run_name() -> str:
     from prefect.runtime import task_run
 
     name = str(task_run.task_name or "publish")
-    try:
-        target = json.loads(task_run.parameters["envelope_json"])["decision"]["target"]
-        return f"{name}-{target['ticker']}-{target['trade_date']}"
+    try:  # the envelope the text carries (parsed once, and kept for the task, if it does not)
+        target = envelope_of(task_run.parameters["envelope_json"]).decision.target
     except (KeyError, TypeError, ValueError):
         return name
+    return f"{name}-{target.ticker}-{target.trade_date}"

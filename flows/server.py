@@ -336,6 +336,8 @@ def use_local_server(settings: Any, *, say: Any = None) -> tuple[LocalServer, Re
             f"ti: starting the local Prefect server at {record.ui_url} (once; it stops after "
             f"{_idle_text(server.idle_timeout)} idle; 'ti server stop' stops it now)"
         )
+    # PREFECT_API_URL is Prefect's own configuration, read from the environment by Prefect
+    # (and by the flow runs it starts): the one environment write ti makes on purpose.
     os.environ[_API_ENV] = record.url
     return server, record
 

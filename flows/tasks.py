@@ -1,7 +1,11 @@
 """The pipeline's Prefect tasks: run-arena, build-envelope, publish-stream, publish-hash.
 
 Tasks take and return plain values (a state dict, an envelope as JSON text, an entry id) and
-open their own Redis client, so a retry or a retried flow run starts from clean inputs.
+open their own Redis client, so a retry or a retried flow run starts from clean inputs. The
+envelope's JSON text is serialised once, by build-envelope, as :class:`ti_core.wire.EnvelopeJson`:
+a ``str`` that, in this process, still carries its envelope and digest, so the publish tasks
+neither parse it back nor serialise it again (a task run elsewhere, or a retried flow run's
+cached text, parses it once).
 
 - Retries (``TI_TASK_RETRIES``, first delay ``TI_TASK_RETRY_DELAY`` doubling, with jitter)
   happen only when :func:`ti_core.errors.is_retryable` says so: Redis unreachable or a
@@ -24,18 +28,18 @@ from prefect import Task, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
 
+from flows.run_settings import run_settings
 from flows.run_story import envelope_run_name
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
 from ti_core.errors import is_retryable, one_line
 from ti_core.keys import failure_key
-from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.retry import task_policy
 from ti_core.settings import TiSettings
 from ti_core.verdict import decision_meta
-from ti_core.wire import payload_and_digest
+from ti_core.wire import envelope_of, wire_form
 
 __all__ = [
     "build_envelope",
@@ -71,7 +75,7 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
 )
 async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
-    return await load_arena(arena).run(ticker, trade_date)
+    return await load_arena(arena, settings=run_settings()).run(ticker, trade_date)
 
 
 @task(
@@ -101,7 +105,7 @@ async def build_envelope(
         ticker=ticker,
         trade_date=trade_date,
     )
-    return payload_and_digest(envelope)[0]  # the builder already serialised it
+    return wire_form(envelope)  # serialised once (by the builder already, if large)
 
 
 @task(
@@ -118,8 +122,8 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
     call appended; ``own`` when the entry is this envelope's (this call or an earlier attempt
     of it), False when an identical decision already on the stream was returned instead.
     """
-    s = TiSettings()
-    envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
+    s = run_settings()
+    envelope = envelope_of(envelope_json)
     async with connect(settings=s) as client:
         (result,) = await publish_many(
             client,
@@ -147,8 +151,8 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
     """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
     one), then clear the pair's failure record: best effort, a failed clear never fails the
     decision, which is published."""
-    s = TiSettings()
-    envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
+    s = run_settings()
+    envelope = envelope_of(envelope_json)
     target = envelope.decision.target
     async with connect(settings=s) as client:
         key = await publish_decision_hash(client, envelope, force=force, stream_name=s.stream_name)
@@ -166,7 +170,7 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
 
 async def record_failure(ticker: str, trade_date: str, reason: str) -> bool:
     """Best effort: note a failed pair in the failure hash (for ``ti status``); False if not."""
-    s = TiSettings()
+    s = run_settings()
     record = json.dumps({"reason": reason[:500], "at": datetime.now(UTC).isoformat()})
     try:
         async with connect(settings=s) as client:

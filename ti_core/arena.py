@@ -276,6 +276,5 @@ def ensure_demo_allowed(runner: ArenaRunner, settings: TiSettings | None = None)
         return
     raise DemoRefusedError(
         f"the demo arena makes fake decisions and will not publish to {s.redis_url_redacted()}: "
-        "choose a real arena (--arena SPEC or TI_ARENA), or allow the demo with "
-        "TI_ALLOW_DEMO_PUBLISH=1 (ti run --allow-demo)"
+        "choose a real arena (setting TI_ARENA), or allow the demo with TI_ALLOW_DEMO_PUBLISH=1"
     )

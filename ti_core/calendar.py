@@ -55,7 +55,7 @@ def _exchange_calendars() -> Any:
     except ImportError as exc:  # an optional extra in some installs
         raise ConfigError(
             "exchange calendars need the exchange_calendars package "
-            "(pip install exchange-calendars); or use --calendar weekdays"
+            "(pip install exchange-calendars); or use the calendar 'weekdays' (no holidays)"
         ) from exc
     return exchange_calendars
 

@@ -123,7 +123,7 @@ class StoreError(TiError):
 class StoreDamagedError(StoreError):
     """The embedded store's file does not load (truncated, altered, empty, not a file).
 
-    The file is left byte for byte as it is; the message says how to recover (``ti store``).
+    The file is left byte for byte as it is; the ``ti`` command adds how to recover (``ti store``).
     """
 
 

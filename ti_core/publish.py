@@ -58,7 +58,7 @@ from ti_core.publish_scripts import (
 from ti_core.replicas import check_replicas, queue_wait
 from ti_core.replies import pipeline, text
 from ti_core.settings import TiSettings
-from ti_core.wire import content_digest, payload_and_digest
+from ti_core.wire import content_digest, payload_and_digest, remember
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL",
@@ -198,7 +198,7 @@ async def append_envelope(
 ) -> tuple[str, bool]:
     """Like :func:`publish_envelope`, also saying whether this call appended the entry."""
     _check(stream_name, idempotency_ttl)
-    payload, digest = payload_and_digest(envelope)
+    payload, digest = remember(envelope)  # kept for its publish_decision_hash: serialised once
     args = argv(envelope, payload, digest, idempotency_ttl, force)
     call = _call("stream", _stream_keys(envelope, stream_name), args[:4])
     t = envelope.decision.target
@@ -248,7 +248,7 @@ async def publish_decision_hash(
     t = envelope.decision.target
     key = decision_hash_key(t.ticker, t.trade_date)
     keys = [key, correlation_key(stream_name, envelope.correlation_id)]
-    args = argv(envelope, payload_and_digest(envelope)[0], "", 0, force)
+    args = argv(envelope, remember(envelope)[0], "", 0, force)
     (result,) = await _run(
         client,
         [_call("hash", keys, args)],

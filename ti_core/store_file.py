@@ -78,12 +78,9 @@ def store_failure(exc: BaseException, doing: str, where: Path) -> StoreError:
 
 
 def damaged(path: Path, problem: str) -> StoreDamagedError:
-    """The refusal for a store file that does not load: what is wrong and how to recover."""
-    return StoreDamagedError(
-        f"embedded store {path} is damaged ({problem}); it was left as it is. Run `ti store "
-        "check`, then `ti store restore` (the previous good copy) or `ti store reset --yes` "
-        "(move it aside and start empty)"
-    )
+    """The refusal for a store file that does not load: what is wrong, and that nothing was
+    changed (the ``ti`` command adds how to recover with ``ti store``)."""
+    return StoreDamagedError(f"embedded store {path} is damaged ({problem}); it was left as it is")
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,7 @@ def decision_meta(
     reason = missing_verdict(state)
     if reason is not None and not publish_degraded:
         raise NoVerdictError(
-            f"{reason}; to publish it as HOLD marked degraded: --publish-degraded "
-            "(TI_PUBLISH_DEGRADED=1)"
+            f"{reason}; to publish it as HOLD marked degraded: TI_PUBLISH_DEGRADED=1"
         )
     own = state.get("meta")
     if own is not None and (
