@@ -7,17 +7,28 @@
 - :func:`scheduled_moment` is when the run was scheduled for: a late run, or a retry, still
   knows which session it was meant to publish.
 - :func:`envelope_run_name` names the publish task runs after their ticker and date.
+- :func:`one_line_task_failures` keeps a :class:`TiError`'s traceback out of the task run's
+  log: its message is already the one-line cause, and 70 lines of frames above it hid the
+  cause in the UI's Logs. Any other exception (a bug) keeps its traceback, and so does every
+  one with ``PREFECT_LOGGING_LEVEL=DEBUG``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from ti_core.errors import TiError
 
-__all__ = ["envelope_run_name", "failed_run", "one_line", "scheduled_moment"]
+__all__ = [
+    "envelope_run_name",
+    "failed_run",
+    "one_line",
+    "one_line_task_failures",
+    "scheduled_moment",
+]
 
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
@@ -69,3 +80,27 @@ def envelope_run_name() -> str:
         return f"{name}-{target['ticker']}-{target['trade_date']}"
     except (KeyError, TypeError, ValueError):
         return name
+
+
+def _without_ti_traceback(record: logging.LogRecord) -> bool:
+    """Log filter: a record about a TiError loses its traceback (never the record itself),
+    unless the task-run logger is at DEBUG."""
+    if (
+        record.exc_info
+        and isinstance(record.exc_info[1], TiError)
+        and not logging.getLogger("prefect.task_runs").isEnabledFor(logging.DEBUG)
+    ):
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
+def one_line_task_failures() -> None:
+    """Prefect logs a task's final failure with its traceback; for a TiError, drop it.
+
+    Installed once on Prefect's task-run logger, in every process that imports the tasks (a
+    ``ti`` command, a worker, ``ti serve``).
+    """
+    logger = logging.getLogger("prefect.task_runs")
+    if _without_ti_traceback not in logger.filters:
+        logger.addFilter(_without_ti_traceback)

@@ -25,7 +25,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
-from flows.run_story import envelope_run_name
+from flows.run_story import envelope_run_name, one_line_task_failures
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+one_line_task_failures()  # the UI's Logs open on the cause, not on its traceback
 RETRY_JITTER = 0.5
 _CACHED = INPUTS + RUN_ID
 

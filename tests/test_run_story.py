@@ -63,6 +63,7 @@ async def test_a_retried_then_failed_run_tells_its_story(
     retry = [m for m in messages if "Retry 1/1 will start" in m]
     assert retry and "second(s) from now" in retry[0] and "RedisUnavailableError" in retry[0]
     assert any("Finished in state Completed" in m for m in messages), messages  # INFO steps
+    assert not any("Traceback" in m for m in messages), messages  # a TiError is its one line
 
 
 async def test_a_published_run_logs_what_it_wrote(prefect_harness: None) -> None:
