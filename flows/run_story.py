@@ -7,6 +7,8 @@
 - :func:`scheduled_moment` is when the run was scheduled for: a late run, or a retry, still
   knows which session it was meant to publish.
 - :func:`envelope_run_name` names the publish task runs after their ticker and date.
+- :func:`run_logger` is where a step says what it did: the run's logger, whose records reach
+  the API (the UI's Logs) at INFO while ``ti`` keeps the terminal quiet.
 - :func:`one_line_task_failures` keeps a :class:`TiError`'s traceback out of the task run's
   log: its message is already the one-line cause, and 70 lines of frames above it hid the
   cause in the UI's Logs. Any other exception (a bug) keeps its traceback, and so does every
@@ -27,6 +29,7 @@ __all__ = [
     "failed_run",
     "one_line",
     "one_line_task_failures",
+    "run_logger",
     "scheduled_moment",
 ]
 
@@ -80,6 +83,18 @@ def envelope_run_name() -> str:
         return f"{name}-{target['ticker']}-{target['trade_date']}"
     except (KeyError, TypeError, ValueError):
         return name
+
+
+def run_logger(outside: str = "flows") -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The current flow or task run's logger; the logger ``outside`` when there is no run
+    (a flow or task body called through ``.fn()``)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(outside)
 
 
 def _without_ti_traceback(record: logging.LogRecord) -> bool:

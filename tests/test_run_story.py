@@ -76,3 +76,12 @@ async def test_a_published_run_logs_what_it_wrote(prefect_harness: None) -> None
         m.startswith("AAPL 2026-05-11: published ") and "stream entry" in m for m in messages
     ), messages
     assert "publish-hash-AAPL-2026-05-11" in {t.name for t in tasks}
+    steps = [  # each step says what it did, in order
+        "AAPL 2026-05-11: arena demo returned its state (",
+        "AAPL 2026-05-11: envelope built: ",
+        "AAPL 2026-05-11: appended entry ",
+        "AAPL 2026-05-11: lookup hash maf:arena:trading_intelligence:decisions:AAPL:2026-05-11 "
+        "confirmed",
+    ]
+    said = [next(i for i, m in enumerate(messages) if m.startswith(step)) for step in steps]
+    assert said == sorted(said), messages

@@ -73,7 +73,7 @@ def test_the_ui_shows_a_published_and_a_failed_run(tmp_path: Path, data: Path) -
     assert (published["state_type"], failed["state_type"]) == ("COMPLETED", "FAILED")
     retry = f"`ti retry {failed['id']}`"
 
-    with Browser(tmp_path / "browser", width=1400, height=1500) as browser:
+    with Browser(tmp_path / "browser", width=1400, height=1600) as browser:
         # The published run: its name, Completed, each step's task run by name, the summary.
         browser.open(f"{record.ui_url}/runs/flow-run/{published['id']}")
         page = browser.wait_for_text(
@@ -81,6 +81,10 @@ def test_the_ui_shows_a_published_and_a_failed_run(tmp_path: Path, data: Path) -
             "Completed",
             f"Beginning flow run 'NVDA-{DATE}'",
             *(f"{step}-NVDA-{DATE}" for step in STEPS),  # each log row names its task run
+            f"NVDA {DATE}: arena demo returned its state",  # each step says what it did
+            f"NVDA {DATE}: envelope built: {verdict}, confidence ",
+            f"NVDA {DATE}: appended entry ",
+            f"NVDA {DATE}: lookup hash maf:arena:trading_intelligence:decisions:NVDA:{DATE}",
             f"NVDA {DATE}: published {verdict}, stream entry ",
         )
         assert "INFO" in page and "ERROR" not in page and "Traceback" not in page
