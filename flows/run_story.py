@@ -6,7 +6,9 @@
   schedules those and they turn Late), the UI's Retry for a deployment's run.
 - :func:`scheduled_moment` is when the run was scheduled for: a late run, or a retry, still
   knows which session it was meant to publish.
-- :func:`envelope_run_name` names the publish task runs after their ticker and date.
+- :func:`envelope_run_name` names the publish task runs after their ticker and date;
+  :func:`daily_run_name` names a daily run after its session, also when a schedule left the
+  date out (the session it was scheduled for, not ``daily-None``).
 - :func:`run_logger` is where a step says what it did: the run's logger, whose records reach
   the API (the UI's Logs) at INFO while ``ti`` keeps the terminal quiet.
 - :func:`one_line_task_failures` keeps a :class:`TiError`'s traceback out of the task run's
@@ -25,6 +27,7 @@ from typing import Any
 from ti_core.errors import TiError
 
 __all__ = [
+    "daily_run_name",
     "envelope_run_name",
     "failed_run",
     "one_line",
@@ -83,6 +86,26 @@ def envelope_run_name() -> str:
         return f"{name}-{target['ticker']}-{target['trade_date']}"
     except (KeyError, TypeError, ValueError):
         return name
+
+
+def daily_run_name() -> str:
+    """``daily-2026-05-15``: the run's ``trade_date``, else the session it was scheduled for
+    (on a closed day, that day: the run then logs why it publishes nothing)."""
+    from prefect.runtime import flow_run
+
+    from ti_core.calendar import current_session
+
+    parameters = flow_run.parameters
+    day = parameters.get("trade_date")
+    if not day:
+        try:
+            day, reason = current_session(
+                str(parameters.get("calendar") or "XNYS"), now=scheduled_moment()
+            )
+        except Exception:  # a bad calendar: the flow itself says so
+            return "daily"
+        day = day or reason.split()[0]  # "2026-11-28 is a weekend (XNYS)"
+    return f"daily-{day}"
 
 
 def run_logger(outside: str = "flows") -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

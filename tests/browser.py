@@ -189,11 +189,15 @@ class Browser:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-        # Chromium may outlive chromedriver in the group: end whatever is left of it.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # Chromium may outlive chromedriver in the group: end whatever is left of it, and wait
+        # (a little) until the group is gone.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
         self._log.close()
 
     def __enter__(self) -> Browser:
