@@ -16,14 +16,13 @@ idempotent and content-aware, so even ``only="all"`` adds nothing for identical 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import (
     acreate_progress_artifact,
     acreate_table_artifact,
@@ -38,6 +37,7 @@ from prefect.utilities.annotations import quote
 from flows.artifacts import artifact_key
 from flows.backfill_plan import DryRunPlan, dry_run_plan
 from flows.run_settings import flow_settings, run_settings
+from flows.run_story import run_logger
 from ti_core.arena import ensure_demo_allowed, load_arena
 from ti_core.backfill import (
     DEFAULT_REDIS_WAIT,
@@ -99,13 +99,6 @@ def _in_run() -> bool:
     except MissingContextError:  # ``backfill.fn`` outside a flow run: nowhere to attach it
         return False
     return True
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:  # called as ``backfill.fn`` outside a flow run
-        return logging.getLogger(__name__)
 
 
 def _tickers(tickers: list[str] | str) -> list[str]:
@@ -313,7 +306,7 @@ async def backfill(
     names = _tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
-    _logger().info(
+    run_logger(__name__).info(
         "%d sessions x %d tickers (%d days skipped: weekends and holidays)",
         len(plan.sessions),
         len(names),

@@ -26,7 +26,7 @@ from prefect.context import get_run_context
 from flows.artifacts import artifact_key, write_decision_card, write_run_table
 from flows.events import emit_decision_event
 from flows.run_settings import flow_settings
-from flows.run_story import failed_run, scheduled_moment
+from flows.run_story import daily_run_name, failed_run, scheduled_moment
 from flows.tasks import (
     build_envelope,
     configured,
@@ -235,7 +235,7 @@ def _targets(tickers: list[str] | str, trade_date: str) -> tuple[list[str], list
     return good, bad
 
 
-@flow(name="daily", flow_run_name="daily-{trade_date}")
+@flow(name="daily", flow_run_name=daily_run_name)
 async def daily(
     tickers: list[str],
     trade_date: str | None = None,

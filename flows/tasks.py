@@ -29,7 +29,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
 
 from flows.run_settings import run_settings
-from flows.run_story import envelope_run_name
+from flows.run_story import envelope_run_name, one_line_task_failures, run_logger
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+one_line_task_failures()  # the UI's Logs open on the cause, not on its traceback
 _CACHED = INPUTS + RUN_ID
 
 
@@ -75,7 +76,12 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
 )
 async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
-    return await load_arena(arena, settings=run_settings()).run(ticker, trade_date)
+    runner = load_arena(arena, settings=run_settings())
+    state = await runner.run(ticker, trade_date)
+    run_logger(__name__).info(
+        "%s %s: arena %s returned its state (%d keys)", ticker, trade_date, runner.spec, len(state)
+    )
+    return state
 
 
 @task(
@@ -105,7 +111,18 @@ async def build_envelope(
         ticker=ticker,
         trade_date=trade_date,
     )
-    return wire_form(envelope)  # serialised once (by the builder already, if large)
+    envelope_json = wire_form(envelope)  # serialised once (by the builder already, if large)
+    synthesis = envelope.decision.synthesis
+    run_logger(__name__).info(
+        "%s %s: envelope built: %s, confidence %.2f, correlation id %s, %d bytes",
+        ticker,
+        trade_date,
+        synthesis.verdict,
+        synthesis.confidence,
+        correlation_id,
+        len(envelope_json),
+    )
+    return envelope_json
 
 
 @task(
@@ -133,6 +150,16 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
             trim=TrimPolicy.from_settings(s),
             idempotency_ttl=s.idempotency_ttl_seconds,
         )
+    target = envelope.decision.target
+    if result.created:
+        done = f"appended entry {result.entry_id} to {s.stream_name}" + (
+            ", with its lookup hash" if result.hash_written else ""
+        )
+    elif result.own_entry:
+        done = f"entry {result.entry_id} was appended by an earlier attempt (not appended again)"
+    else:
+        done = f"the same decision is already on the stream as entry {result.entry_id}"
+    run_logger(__name__).info("%s %s: %s", target.ticker, target.trade_date, done)
     return {
         "entry_id": result.entry_id,
         "created": result.created,
@@ -165,6 +192,9 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
                 target.trade_date,
                 one_line(exc, 200),
             )
+    run_logger(__name__).info(
+        "%s %s: lookup hash %s confirmed", target.ticker, target.trade_date, key
+    )
     return key
 
 
