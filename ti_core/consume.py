@@ -16,6 +16,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import stream_ids
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
 from ti_core.keys import (
@@ -74,12 +75,6 @@ def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
     if isinstance(timeout, int | float) and timeout > 0:
         limit = min(block_ms, int(timeout * 1000 * 0.8))
     return max(1, limit)
-
-
-def next_id(entry_id: str) -> str:
-    """The smallest stream id after ``entry_id`` (exclusive ranges, without ``(`` syntax)."""
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"
 
 
 async def get_decision(
@@ -221,12 +216,7 @@ async def replay_range(
                 yield entry_id, envelope
         if len(entries) < page:
             return
-        cursor = next_id(text(entries[-1][0]))
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms or 0), int(seq or 0)
+        cursor = stream_ids.after(text(entries[-1][0]))
 
 
 def _unread_trimmed(
@@ -242,9 +232,9 @@ def _unread_trimmed(
     """
     if removed is None:
         return None
-    position = _id_tuple(group["last_delivered_id"])
-    if removed == 0 or (first_id is not None and position >= _id_tuple(first_id)):
-        caught_up = position >= _id_tuple(last_id)
+    position = stream_ids.sort_key(group["last_delivered_id"])
+    if removed == 0 or (first_id is not None and position >= stream_ids.sort_key(first_id)):
+        caught_up = position >= stream_ids.sort_key(last_id)
         return int(group["lag"] or 0) if caught_up and removed else 0
     if group["entries_read"] is not None:
         return max(0, removed - int(group["entries_read"]))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from ti_core.acl import producer_acl_rule
 from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.stream_ids import end_of_ms_us
 
 __all__ = [
     "BATCH_SCRIPT",
@@ -156,8 +157,8 @@ def publish_order(envelope: TradingIntelligenceEnvelope, entry_id: str) -> int:
     """The order the scripts give ``envelope`` on entry ``entry_id``: its ``published_at`` in
     microseconds, capped at the end of the millisecond the server wrote the entry."""
     stamp = int(_published_ts(envelope))
-    head = entry_id.partition("-")[0]
-    return min(stamp, int(head) * 1000 + 999) if head.isdigit() else stamp
+    cap = end_of_ms_us(entry_id)
+    return stamp if cap is None else min(stamp, cap)
 
 
 def hash_fields(envelope: TradingIntelligenceEnvelope, payload: str) -> dict[str, str]:

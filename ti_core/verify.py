@@ -25,6 +25,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import stream_ids
 from ti_core.connection import raise_mapped
 from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
@@ -102,20 +103,6 @@ class VerifyReport:
         }
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int] | None:
-    ms, _, seq = entry_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return None
-
-
-def _next_id(entry_id: str) -> str:
-    parsed = _id_tuple(entry_id)
-    assert parsed is not None
-    return f"{parsed[0]}-{parsed[1] + 1}"
-
-
 async def _execute(client: Any, pipe: Any) -> list[Any]:
     try:
         results = list(await pipe.execute(raise_on_error=False))
@@ -137,7 +124,7 @@ class _StreamBounds:
     last_generated: tuple[int, int] | None
 
     def trimmed(self, entry_id: str) -> bool:
-        wanted = _id_tuple(entry_id)
+        wanted = stream_ids.parse(entry_id)
         if wanted is None or not self.exists:
             return False
         if self.first is not None:
@@ -158,10 +145,10 @@ async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
     if exists and not first:  # empty but present: everything ever written was trimmed
         try:
             info = await client.xinfo_stream(stream)
-            last_generated = _id_tuple(text(info.get("last-generated-id", b"")))
+            last_generated = stream_ids.parse(text(info.get("last-generated-id", b"")))
         except redis_errors.ResponseError:
             last_generated = None
-    first_id = _id_tuple(text(first[0][0])) if first else None
+    first_id = stream_ids.parse(text(first[0][0])) if first else None
     return _StreamBounds(bool(exists), first_id, last_generated), int(length)
 
 
@@ -218,7 +205,7 @@ async def _audit_hash_page(
         if isinstance(row, Exception):
             continue
         entry_id = row.get(b"entry_id", row.get("entry_id"))
-        if entry_id is not None and _id_tuple(text(entry_id)) is not None:
+        if entry_id is not None and stream_ids.parse(text(entry_id)) is not None:
             pipe.xrange(stream, text(entry_id), text(entry_id))
             wanted.append(index)
     found = dict(zip(wanted, await _execute(client, pipe) if wanted else [], strict=True))
@@ -300,9 +287,9 @@ def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
         order = int(text(ts))
     except (TypeError, ValueError):
         return None
-    head = entry_id.partition("-")[0]
-    if head.isdigit():
-        order = min(order, int(head) * 1000 + 999)
+    cap = stream_ids.end_of_ms_us(entry_id)
+    if cap is not None:
+        order = min(order, cap)
     return order, text(cid) if cid is not None else ""
 
 
@@ -319,7 +306,7 @@ async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: in
         await _audit_entry_page(client, report, entries)
         if len(entries) < page:
             return
-        start = _next_id(text(entries[-1][0]))
+        start = stream_ids.after(text(entries[-1][0]))
 
 
 async def verify_store(
