@@ -50,7 +50,7 @@ from ti_core.backfill import (
 from ti_core.calendar import SessionPlan, sessions
 from ti_core.connection import connect
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.keys import normalize_ticker, shorten
+from ti_core.keys import parse_tickers, shorten
 from ti_core.publish import TrimPolicy
 from ti_core.settings import TiSettings
 
@@ -104,14 +104,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except MissingContextError:  # called as ``backfill.fn`` outside a flow run
         return logging.getLogger(__name__)
-
-
-def _tickers(tickers: list[str] | str) -> list[str]:
-    raw = tickers.split(",") if isinstance(tickers, str) else list(tickers)
-    names = list(dict.fromkeys(normalize_ticker(t) for t in raw if str(t).strip()))
-    if not names:
-        raise InvalidStateError("no tickers given")
-    return names
 
 
 def _outcome_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
@@ -304,7 +296,7 @@ async def backfill(
     if only not in ONLY_MODES:
         raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
     s = TiSettings()
-    names = _tickers(tickers)
+    names = parse_tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
     _logger().info(

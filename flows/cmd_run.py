@@ -27,7 +27,7 @@ from flows.options import (
 )
 from ti_core.connection import connect
 from ti_core.errors import TiError
-from ti_core.keys import normalize_ticker, normalize_trade_date
+from ti_core.keys import normalize_ticker, normalize_trade_date, split_tickers
 from ti_core.lookup import Lookup, read_decision
 from ti_core.settings import TiSettings
 
@@ -131,7 +131,7 @@ def _run_daily(
         ON_DECISION.set(on_decision)
         return await _outcome(
             daily(
-                args.tickers.split(","),
+                split_tickers(args.tickers),
                 args.date,
                 args.arena,
                 args.calendar,
@@ -170,7 +170,7 @@ def _daily(args: argparse.Namespace) -> int:
             return 0
     settings = _prepare(args)
     local = prepare_prefect(args.debug)
-    tickers = [t for t in args.tickers.split(",") if t.strip()]
+    tickers = split_tickers(args.tickers)
     lines: list[str] = []
     console = Console(stderr=True)
     progress = Progress(

@@ -39,7 +39,12 @@ from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
 from ti_core.calendar import current_session, sessions
 from ti_core.connection import embedded_store_path
 from ti_core.errors import TiError
-from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
+from ti_core.keys import (
+    decision_hash_key,
+    normalize_ticker,
+    normalize_trade_date,
+    split_tickers,
+)
 from ti_core.settings import TiSettings
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
@@ -211,10 +216,9 @@ async def publish_decision(
 
 def _targets(tickers: list[str] | str, trade_date: str) -> tuple[list[str], list[dict[str, Any]]]:
     """Valid, de-duplicated tickers, and failed rows for the invalid ones."""
-    raw = tickers.split(",") if isinstance(tickers, str) else list(tickers)
     good: list[str] = []
     bad: list[dict[str, Any]] = []
-    for item in raw:
+    for item in split_tickers(tickers):
         try:
             ticker = normalize_ticker(item)
         except TiError as exc:
