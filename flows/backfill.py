@@ -49,6 +49,7 @@ from ti_core.backfill import (
 )
 from ti_core.calendar import SessionPlan, sessions
 from ti_core.connection import connect
+from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError
 from ti_core.keys import parse_tickers, shorten
 from ti_core.publish import TrimPolicy
@@ -280,7 +281,7 @@ async def backfill(
     start: str,
     end: str,
     arena: str | None = None,
-    calendar: str = "XNYS",
+    calendar: str = CALENDAR,
     only: str = "missing",
     dry_run: bool = False,
     concurrency: int | None = None,

@@ -38,6 +38,7 @@ from flows.tasks import (
 from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
 from ti_core.calendar import current_session, sessions
 from ti_core.connection import embedded_store_path
+from ti_core.defaults import CALENDAR
 from ti_core.errors import TiError
 from ti_core.keys import (
     decision_hash_key,
@@ -241,7 +242,7 @@ async def daily(
     tickers: list[str],
     trade_date: str | None = None,
     arena: str | None = None,
-    calendar: str = "XNYS",
+    calendar: str = CALENDAR,
     publish_degraded: bool | None = None,
 ) -> dict[str, Any]:
     """Publish one decision per ticker for ``trade_date`` (default: today's session).

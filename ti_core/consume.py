@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core import stream_ids
+from ti_core import defaults, stream_ids
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
 from ti_core.keys import (
@@ -148,8 +148,8 @@ async def tail(
     stream_name: str = DEFAULT_STREAM_NAME,
     start: str = "$",
     count: int = 100,
-    block_ms: int = 5000,
-    give_up_after: float | None = 300.0,
+    block_ms: int = defaults.BLOCK_MS,
+    give_up_after: float | None = defaults.RECONNECT_GIVE_UP_SECONDS,
 ) -> AsyncIterator[Entry]:
     """Yield ``(entry_id, envelope)`` forever, skipping undecodable entries with a warning.
 

@@ -55,6 +55,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import defaults
 from ti_core.consume import entry_payload, safe_block_ms, text
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
@@ -150,11 +151,11 @@ class GroupReader:
         stream_name: str = DEFAULT_STREAM_NAME,
         start: str = "$",
         max_attempts: int = 5,
-        claim_idle_ms: int = 60_000,
+        claim_idle_ms: int = defaults.CLAIM_IDLE_MS,
         count: int = 100,
-        block_ms: int = 5000,
-        dead_letter_maxlen: int = 100_000,
-        give_up_after: float = 300.0,
+        block_ms: int = defaults.BLOCK_MS,
+        dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN,
+        give_up_after: float = defaults.RECONNECT_GIVE_UP_SECONDS,
     ) -> None:
         if not group or not consumer:
             raise InvalidStateError("a consumer group and a consumer name are required")

@@ -29,6 +29,7 @@ from ti_core import stream_ids
 from ti_core.connection import raise_mapped
 from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
+from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.lookup import explain_hash
@@ -313,7 +314,7 @@ async def verify_store(
     client: Any,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
-    maxlen: int = 100_000,
+    maxlen: int = STREAM_MAXLEN,
     approximate: bool = True,
     page_size: int = 500,
     max_examples: int = 10,
