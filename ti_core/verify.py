@@ -27,10 +27,10 @@ from redis import exceptions as redis_errors
 
 from ti_core import stream_ids
 from ti_core.connection import raise_mapped
-from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
+from ti_core.group_lag import group_lag
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.lookup import explain_hash
 from ti_core.publish import content_digest
