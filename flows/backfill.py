@@ -107,19 +107,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger(__name__)
 
 
-def _outcome_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
-    return [
-        {
-            "ticker": o.ticker,
-            "trade_date": o.trade_date,
-            "status": o.status,
-            "entry_id": o.entry_id,
-            "reason": o.reason,
-        }
-        for o in outcomes
-    ]
-
-
 @task(name="backfill-batch", cache_policy=NO_CACHE, task_run_name="batch-{number}")
 async def backfill_batch_task(
     pairs: list[tuple[str, str]],
@@ -167,7 +154,7 @@ class _ApiWrites:
         if report.outcomes:
             self._add(
                 acreate_table_artifact(
-                    table=_outcome_rows(report.outcomes),
+                    table=[o.as_row() for o in report.outcomes],
                     description=f"backfill batch {number}: {len(report.outcomes)} items run, "
                     f"{report.skipped} already done",
                 )

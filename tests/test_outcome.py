@@ -111,3 +111,16 @@ def test_the_cli_line_reads_the_outcome() -> None:
     assert line.startswith("NVDA 2026-05-11: BUY confidence 0.80 [DEGRADED")
     assert "-> stream s entry 1-0 (already on the stream), hash " in line
     assert line.endswith("in redis://h:6379/0")
+
+
+def test_a_backfill_outcome_is_its_table_row() -> None:
+    from ti_core.backfill import Outcome
+
+    row = Outcome("NVDA", "2026-05-11", "failed", reason="arena: down").as_row()
+    assert row == {
+        "ticker": "NVDA",
+        "trade_date": "2026-05-11",
+        "status": "failed",
+        "entry_id": "",
+        "reason": "arena: down",
+    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal, TypeVar
 
@@ -65,6 +65,10 @@ class Outcome:
     status: Literal["published", "unchanged", "failed"]
     entry_id: str = ""
     reason: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        """Plain data, for a table: ticker, trade_date, status, entry_id, reason."""
+        return asdict(self)
 
 
 @dataclass(slots=True)
