@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError, replace
+from dataclasses import FrozenInstanceError, fields, replace
 from typing import Any
 
 import pytest
@@ -29,25 +29,18 @@ PUBLISHED = DecisionOutcome(
 )
 FAILED = DecisionOutcome("AMD", "2026-05-11", error="run-arena: down", where="w", demo=True)
 
-maybe_text = st.none() | st.text(max_size=20)
-maybe_number = st.none() | st.floats(allow_nan=False)
+# Every optional field, by its declared type (so a field added later is covered too).
+_BY_TYPE = {
+    "str | None": st.none() | st.text(max_size=20),
+    "float | None": st.none() | st.floats(allow_nan=False),
+    "bool": st.booleans(),
+}
 outcomes = st.builds(
     DecisionOutcome,
     ticker=st.text(min_size=1, max_size=8),
     trade_date=st.just("2026-05-11"),
     status=st.sampled_from(["published", "unchanged", "failed"]),
-    verdict=maybe_text,
-    confidence=maybe_number,
-    entry_id=maybe_text,
-    hash_key=maybe_text,
-    error=maybe_text,
-    where=maybe_text,
-    demo=st.booleans(),
-    degraded=st.booleans(),
-    note=maybe_text,
-    score=maybe_number,
-    correlation_id=maybe_text,
-    stream=maybe_text,
+    **{f.name: _BY_TYPE[str(f.type)] for f in fields(DecisionOutcome) if str(f.type) in _BY_TYPE},
 )
 
 
