@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ti_core.failures import (
+    RAW_CHARS,
     REASON_CHARS,
+    DeadLetter,
     FailureRecord,
     clear_failures,
     field_of,
@@ -58,3 +60,25 @@ async def test_record_then_clear(fake_redis: Any) -> None:
     await clear_failures(fake_redis, iter([field_of("NVDA", "2026-05-11")]), stream_name=stream)
     await clear_failures(fake_redis, [], stream_name=stream)
     assert list(await fake_redis.hkeys(failure_key(stream))) == [b"AMD:2026-05-11"]
+
+
+def test_a_dead_letter_keeps_the_raw_data_and_bounds_the_rest() -> None:
+    letter = DeadLetter.now("1-0", "s", "g", "c", "bad\n  entry " + "x" * 600, 3, b"\xff raw")
+    assert letter.data == b"\xff raw"
+    assert letter.reason.startswith("bad entry x") and len(letter.reason) == REASON_CHARS
+    assert list(letter.fields()) == [
+        "entry_id",
+        "stream",
+        "group",
+        "consumer",
+        "reason",
+        "attempts",
+        "at",
+        "data",
+    ]
+    stored = {
+        k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in letter.fields().items()
+    }
+    assert DeadLetter.from_fields(stored) == letter
+    assert DeadLetter.now("1-0", "s", "g", "c", "r", 0, None).data == ""
+    assert len(DeadLetter.now("1-0", "s", "g", "c", "r", 0, {"k": "v" * 5000}).data) == RAW_CHARS

@@ -1,4 +1,4 @@
-"""Failure records: which (ticker, date) publishes failed last, and why.
+"""Failure records: which (ticker, date) publishes failed last, and why; and dead letters.
 
 One hash per stream, :func:`ti_core.keys.failure_key`: field ``TICKER:DATE`` -> JSON
 ``{"reason", "at"}`` (the reason on one line, at most :data:`REASON_CHARS`; ``at`` an ISO UTC
@@ -6,6 +6,10 @@ time). A failed attempt writes its pair's record (the pipeline's tasks, one at a
 backfill, a batch at once), a successful one deletes it; ``ti status`` and ``ti backfill
 --only failed`` read them. This module is the records' only writer and reader, so the shape
 and the truncation cannot drift between those paths.
+
+On the consuming side, a :class:`DeadLetter` is the record a consumer group writes to
+:func:`ti_core.keys.dead_letter_key` for an entry it gave up on (:mod:`ti_core.groups`): the
+original id, raw data and reason, bounded the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
 from ti_core.replies import text
 
 __all__ = [
+    "RAW_CHARS",
     "REASON_CHARS",
+    "DeadLetter",
     "FailureRecord",
     "clear_failures",
     "field_of",
@@ -29,6 +35,7 @@ __all__ = [
 ]
 
 REASON_CHARS = 500
+RAW_CHARS = 1000  # of the repr of a dead entry's data that is neither bytes nor text
 
 
 def field_of(ticker: str, trade_date: str) -> str:
@@ -95,3 +102,70 @@ async def clear_failures(
     names = list(names)
     if names:
         await client.hdel(failure_key(stream_name), *names)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A consumer group's record of an entry it gave up on: an entry of the dead-letter stream."""
+
+    entry_id: str
+    stream: str
+    group: str
+    consumer: str
+    reason: str
+    attempts: int
+    at: str
+    data: bytes | str
+
+    @classmethod
+    def now(
+        cls,
+        entry_id: str,
+        stream: str,
+        group: str,
+        consumer: str,
+        reason: str,
+        attempts: int,
+        payload: Any,
+    ) -> DeadLetter:
+        """The record of ``payload`` (the entry's raw data, kept as it came) given up now."""
+        if isinstance(payload, bytes | str):
+            data: bytes | str = payload
+        else:
+            data = "" if payload is None else repr(payload)[:RAW_CHARS]
+        at = datetime.now(UTC).isoformat()
+        return cls(entry_id, stream, group, consumer, _bounded(reason), attempts, at, data)
+
+    def fields(self) -> dict[str, bytes | str]:
+        """The dead-letter stream entry's fields."""
+        return {
+            "entry_id": self.entry_id,
+            "stream": self.stream,
+            "group": self.group,
+            "consumer": self.consumer,
+            "reason": self.reason,
+            "attempts": str(self.attempts),
+            "at": self.at,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[Any, Any]) -> DeadLetter:
+        """A dead-letter entry read back (``data`` as stored; missing fields empty)."""
+        got = {text(k): v for k, v in raw.items()}
+
+        def field(name: str) -> str:
+            value = got.get(name)
+            return "" if value is None else text(value)
+
+        attempts = field("attempts")
+        return cls(
+            field("entry_id"),
+            field("stream"),
+            field("group"),
+            field("consumer"),
+            field("reason"),
+            int(attempts) if attempts.isdigit() else 0,
+            field("at"),
+            got.get("data", ""),
+        )
