@@ -39,6 +39,7 @@ from flows.artifacts import artifact_key
 from flows.backfill_plan import DryRunPlan, dry_run_plan
 from ti_core.arena import ensure_demo_allowed, load_arena
 from ti_core.backfill import (
+    DEFAULT_REDIS_WAIT,
     ONLY_MODES,
     BatchReport,
     Item,
@@ -53,6 +54,7 @@ from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError
 from ti_core.keys import parse_tickers, shorten
 from ti_core.publish import TrimPolicy
+from ti_core.retry import redis_policy, task_policy
 from ti_core.settings import TiSettings
 
 __all__ = [
@@ -131,6 +133,8 @@ async def backfill_batch_task(
             trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
             idempotency_ttl=s.idempotency_ttl_seconds,
             publish_degraded=publish_degraded,
+            retry=task_policy(s),
+            redis=redis_policy(DEFAULT_REDIS_WAIT, s),
         )
     return report
 

@@ -171,13 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    from ti_core.errors import TiError
+    from ti_core.errors import TiError, one_line
 
     if isinstance(exc, OSError) and not isinstance(exc, TiError) and exc.strerror:
         # a file or disk failure no layer below mapped: "No space left on device: /path"
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split()) or type(exc).__name__
+    return one_line(exc, None)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from flows.options import (
     add_publish_degraded,
     add_tickers,
 )
-from ti_core.errors import TiError
+from ti_core.errors import TiError, one_line
 
 __all__ = ["register"]
 
@@ -208,8 +208,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
     for o in failed:
         print(f"FAILED {o.ticker} {o.trade_date}: {o.reason}", file=sys.stderr)
     hint = "; re-run with --only failed to retry them" if failed else ""
-    text = str(result) if isinstance(result, TiError) else f"{type(result).__name__}: {result}"
-    raise TiError(f"{' '.join(text.split())}{hint}") from result
+    raise TiError(f"{one_line(result, None)}{hint}") from result
 
 
 def _summary_line(summary: Any) -> str:

@@ -28,6 +28,7 @@ from ti_core.errors import ConfigError
 from ti_core.group_lag import group_lag
 from ti_core.groups import ConsumerBrokenError, GroupReader
 from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.retry import redis_policy
 from ti_core.settings import TiSettings
 
 __all__ = ["format_line", "lag_lines", "register"]
@@ -180,7 +181,11 @@ async def _tail_server(
 ) -> int:
     async with connect(settings=settings) as client:
         async for entry_id, envelope in tail(
-            client, stream_name=stream, start=start, give_up_after=give_up
+            client,
+            stream_name=stream,
+            start=start,
+            give_up_after=give_up,
+            retry=redis_policy(give_up, settings),
         ):
             show(entry_id, envelope)
     return 0
@@ -207,6 +212,7 @@ async def _tail_group(
             start=start,
             claim_idle_ms=claim_idle_ms,
             give_up_after=give_up,
+            retry=redis_policy(give_up, settings),
         )
         await reader.run()
     return 0

@@ -26,7 +26,7 @@ from flows.options import (
     add_tickers,
 )
 from ti_core.connection import connect
-from ti_core.errors import TiError
+from ti_core.errors import TiError, one_line
 from ti_core.keys import normalize_ticker, normalize_trade_date, split_tickers
 from ti_core.lookup import Lookup, read_decision
 from ti_core.outcome import DecisionOutcome
@@ -76,8 +76,7 @@ def _prepare(args: argparse.Namespace) -> TiSettings:
 
 def _fail(what: str, exc: BaseException, hint: str = "") -> TiError:
     """The one-line error ``cli.main`` prints: what failed, why, and how to retry."""
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    return TiError(f"{what}: {' '.join(text.split())}{hint}")
+    return TiError(f"{what}: {one_line(exc, None)}{hint}")
 
 
 async def _outcome(call: Any) -> tuple[str, Any]:

@@ -40,7 +40,7 @@ from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
 from ti_core.calendar import current_session, sessions
 from ti_core.connection import embedded_store_path
 from ti_core.defaults import CALENDAR
-from ti_core.errors import TiError
+from ti_core.errors import TiError, one_line
 from ti_core.keys import (
     decision_hash_key,
     normalize_ticker,
@@ -72,9 +72,7 @@ def where_written(settings: TiSettings) -> str:
 
 def _reason(stage: str, exc: BaseException) -> str:
     """``stage: message`` on one line, at most ~300 characters, for rows, events and records."""
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return f"{stage}: {text if len(text) <= 300 else text[:297] + '...'}"
+    return f"{stage}: {one_line(exc, 300)}"
 
 
 def _flow_run_id() -> str:

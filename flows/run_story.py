@@ -15,16 +15,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ti_core.errors import TiError
+from ti_core.errors import one_line
 
-__all__ = ["envelope_run_name", "failed_run", "one_line", "scheduled_moment"]
-
-
-def one_line(exc: BaseException, limit: int = 500) -> str:
-    """The exception as one line: a TiError's message, else ``Type: message``."""
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+__all__ = ["envelope_run_name", "failed_run", "scheduled_moment"]
 
 
 def _retry_advice() -> str:
@@ -48,7 +41,7 @@ def failed_run(exc: BaseException, cause: str | None = None) -> Any:
     """
     from prefect.states import Failed
 
-    return Failed(message=f"{cause or one_line(exc)} -- {_retry_advice()}", data=exc)
+    return Failed(message=f"{cause or one_line(exc, 500)} -- {_retry_advice()}", data=exc)
 
 
 def scheduled_moment() -> datetime:

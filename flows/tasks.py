@@ -21,16 +21,16 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.tasks import exponential_backoff
 
 from flows.run_story import envelope_run_name
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
-from ti_core.errors import is_retryable
+from ti_core.errors import is_retryable, one_line
 from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
+from ti_core.retry import task_policy
 from ti_core.settings import TiSettings
 from ti_core.verdict import decision_meta
 from ti_core.wire import payload_and_digest
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-RETRY_JITTER = 0.5
 _CACHED = INPUTS + RUN_ID
 
 
@@ -160,7 +159,7 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
                 "%s %s: failure record not cleared (%s)",
                 target.ticker,
                 target.trade_date,
-                " ".join(str(exc).split())[:200],
+                one_line(exc, 200),
             )
     return key
 
@@ -182,10 +181,9 @@ def configured(t: Task[Any, Any], settings: TiSettings) -> Task[Any, Any]:
     """``t`` with the retry policy from settings (retrying tasks only)."""
     if t.retry_condition_fn is None:
         return t
+    policy = task_policy(settings)
     return t.with_options(
-        retries=settings.task_retries,
-        retry_delay_seconds=exponential_backoff(settings.task_retry_delay)(
-            max(settings.task_retries, 1)
-        ),
-        retry_jitter_factor=RETRY_JITTER,
+        retries=policy.retries,
+        retry_delay_seconds=policy.base_delays() or [policy.delay],
+        retry_jitter_factor=policy.jitter,
     )

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ti_core.boundary import raise_mapped, redis_boundary
 from ti_core.calendar import SessionPlan
-from ti_core.connection import raise_mapped
+from ti_core.client import RedisClient
 from ti_core.failures import field_of, reason_of
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -40,6 +41,7 @@ __all__ = [
 ItemState = Literal["published", "orphan_entry", "failed", "missing"]
 STATES = ("published", "orphan_entry", "failed", "missing")
 _CHUNK = 2000
+_READ = "nothing was written (a read)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,9 @@ class Found:
         return "failed" if self.failure is not None else "missing"
 
 
+@redis_boundary(_READ)
 async def classify(
-    client: Any, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> list[Found]:
     """Per item, what Redis holds: one pipeline of HEXISTS per decision hash and per
     latest-entry record, plus one HMGET of the failure hash."""
@@ -86,15 +89,10 @@ async def classify(
     for item in items:
         pipe.hexists(latest_key(stream_name, item.ticker, item.trade_date), "entry_id")
     names = [item.field for item in items]
-    many = hasattr(pipe, "hmget")  # the embedded store's pipeline has HGET only
-    if many:
-        pipe.hmget(failure_key(stream_name), names)
-    else:
-        for name in names:
-            pipe.hget(failure_key(stream_name), name)
+    pipe.hmget(failure_key(stream_name), names)
     replies = list(await pipe.execute(raise_on_error=False))
     _raise_unavailable(client, replies)
-    failures = replies.pop() if many else replies[2 * len(items) :]
+    failures = replies.pop()
     entries = replies[len(items) : 2 * len(items)]
     del replies[len(items) :]
     # A key of the wrong type answers with an error: not a decision, not a failure record.
@@ -111,11 +109,11 @@ async def classify(
     ]
 
 
-def _raise_unavailable(client: Any, replies: list[Any]) -> None:
+def _raise_unavailable(client: RedisClient, replies: list[Any]) -> None:
     """A refused right or an unreachable server is an error, not a state of the items."""
     for reply in replies:
         if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
-            raise_mapped(reply, client, "nothing was written (a read)")
+            raise_mapped(reply, client, _READ)
 
 
 @dataclass(slots=True)
@@ -151,8 +149,9 @@ class StatusGrid:
         }
 
 
+@redis_boundary(_READ)
 async def status_grid(
-    client: Any,
+    client: RedisClient,
     tickers: Iterable[str],
     plan: SessionPlan,
     *,

@@ -57,7 +57,7 @@ from ti_core.coerce import (
     text,
     word,
 )
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, one_line
 from ti_core.keys import normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import (
     KEY_FACTORS_MAX,
@@ -296,7 +296,7 @@ def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
             logger.warning(
                 "skipping malformed agent signal: agent_signals[%d].%s",
                 index,
-                " ".join(str(exc).split()),
+                one_line(exc, None),
             )
             continue
         signals.append(signal)

@@ -16,6 +16,8 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core import defaults, stream_ids
+from ti_core.boundary import connection_lost, redis_boundary, redis_calls
+from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
 from ti_core.keys import (
@@ -26,8 +28,9 @@ from ti_core.keys import (
 )
 from ti_core.lookup import read_decision
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.reconnect import CONNECTION_LOST, Outage
+from ti_core.reconnect import Outage
 from ti_core.replies import text
+from ti_core.retry import RetryPolicy
 
 __all__ = [
     "Entry",
@@ -44,6 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Entry = tuple[str, TradingIntelligenceEnvelope]
+_READ = "nothing was written (a read)"
 
 
 def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
@@ -57,7 +61,7 @@ def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
     return None, f"entry has no 'data' field (fields: {', '.join(names)})"
 
 
-def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
+def safe_block_ms(client: RedisClient, block_ms: int | None) -> int | None:
     """``block_ms`` capped below the client's socket timeout.
 
     redis-py applies its socket timeout to blocking reads too: an XREAD blocking longer than
@@ -74,7 +78,7 @@ def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
 
 
 async def get_decision(
-    client: Any, ticker: str, trade_date: str
+    client: RedisClient, ticker: str, trade_date: str
 ) -> TradingIntelligenceEnvelope | None:
     """The envelope in the lookup hash for (ticker, date), or ``None`` if absent or unreadable.
 
@@ -88,7 +92,8 @@ async def get_decision(
     return found.envelope
 
 
-async def stream_last_id(client: Any, stream_name: str) -> str:
+@redis_boundary(_READ)
+async def stream_last_id(client: RedisClient, stream_name: str) -> str:
     """The stream's last generated id (``0-0`` if it does not exist): what ``$`` means now."""
     try:
         info = await client.xinfo_stream(stream_name)
@@ -114,7 +119,7 @@ def _decoded(stream_name: str, entries: Iterable[tuple[Any, Any]]) -> Iterator[E
 
 
 async def _xread(
-    client: Any, stream_name: str, after: str, count: int, block_ms: int | None
+    client: RedisClient, stream_name: str, after: str, count: int, block_ms: int | None
 ) -> list[tuple[Any, Any]]:
     block = safe_block_ms(client, block_ms)
     reply = await client.xread({stream_name: after}, count=count, block=block)
@@ -123,8 +128,9 @@ async def _xread(
     return list(reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0])
 
 
+@redis_boundary(_READ)
 async def read_batch(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     after: str = "0-0",
@@ -139,13 +145,14 @@ async def read_batch(
 
 
 async def tail(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     start: str = "$",
     count: int = 100,
     block_ms: int = defaults.BLOCK_MS,
     give_up_after: float | None = defaults.RECONNECT_GIVE_UP_SECONDS,
+    retry: RetryPolicy | None = None,
 ) -> AsyncIterator[Entry]:
     """Yield ``(entry_id, envelope)`` forever, skipping undecodable entries with a warning.
 
@@ -154,18 +161,20 @@ async def tail(
     A lost connection is ridden out: the tail logs one line, retries with backoff and jitter
     from the last entry it yielded (so nothing is missed or repeated), logs one line when Redis
     is back, and raises ``RedisUnavailableError`` after ``give_up_after`` seconds of failure
-    (``None``: at the first failure, after the client's own retries).
+    (``None``: at the first failure, after the client's own retries), pausing as ``retry``
+    says (default: ``ti_core.retry.redis_policy``).
     """
     validate_stream_name(stream_name)
-    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0)
+    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0, retry)
     cursor: str | None = None if start == "$" else start
     while True:
         try:
             if cursor is None:
                 cursor = await stream_last_id(client, stream_name)
-            entries = await _xread(client, stream_name, cursor, count, block_ms)
-        except CONNECTION_LOST as exc:
-            if isinstance(exc, BrokenPipeError):
+            with redis_calls(client, _READ):
+                entries = await _xread(client, stream_name, cursor, count, block_ms)
+        except Exception as exc:
+            if not connection_lost(exc):
                 raise
             await outage.wait(exc)
             continue
@@ -185,7 +194,7 @@ def _date_range(start_date: Any, end_date: Any) -> tuple[str, str]:
 
 
 async def replay_range(
-    client: Any,
+    client: RedisClient,
     start_date: Any,
     end_date: Any,
     *,
@@ -203,7 +212,8 @@ async def replay_range(
     wanted = {normalize_ticker(t) for t in tickers} if tickers is not None else None
     cursor = "-"
     while True:
-        entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
+        with redis_calls(client, _READ):
+            entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
         if not entries:
             return
         for entry_id, envelope in _decoded(stream_name, entries):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ti_core.client import RedisClient
+from ti_core.errors import clip
 from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
 from ti_core.replies import text
 
@@ -44,8 +46,7 @@ def field_of(ticker: str, trade_date: str) -> str:
 
 
 def _bounded(reason: str) -> str:
-    line = " ".join(reason.split())
-    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."
+    return clip(" ".join(reason.split()), REASON_CHARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def reason_of(raw: Any) -> str:
 
 
 async def record_failures(
-    client: Any, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> None:
     """Write a record for each failed pair, ``{field_of(...): reason}``, in one HSET."""
     if not reasons:
@@ -96,7 +97,7 @@ async def record_failures(
 
 
 async def clear_failures(
-    client: Any, names: Iterable[str], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, names: Iterable[str], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> None:
     """Delete the records of pairs (``field_of(...)``) that are now published."""
     names = list(names)
@@ -132,7 +133,7 @@ class DeadLetter:
         if isinstance(payload, bytes | str):
             data: bytes | str = payload
         else:
-            data = "" if payload is None else repr(payload)[:RAW_CHARS]
+            data = "" if payload is None else clip(repr(payload), RAW_CHARS)
         at = datetime.now(UTC).isoformat()
         return cls(entry_id, stream, group, consumer, _bounded(reason), attempts, at, data)
 

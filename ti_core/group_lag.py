@@ -14,10 +14,14 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core import stream_ids
+from ti_core.boundary import redis_boundary
+from ti_core.client import RedisClient
 from ti_core.keys import DEFAULT_STREAM_NAME, dead_letter_key, group_lost_key, validate_stream_name
 from ti_core.replies import pipeline, text
 
 __all__ = ["group_lag"]
+
+_READ = "nothing was written (a read)"
 
 
 def _unread_trimmed(
@@ -62,7 +66,8 @@ def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
     }
 
 
-async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
+@redis_boundary(_READ)
+async def group_lag(client: RedisClient, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
     """Stream length and, per consumer group: consumers, pending, entries read, lag, lost.
 
     ``lag`` is Redis 7's count of entries not yet delivered to the group (``None`` when Redis

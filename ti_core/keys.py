@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, clip
 
 __all__ = [
     "ARENA_NAME",
@@ -55,7 +55,7 @@ def shorten(value: Any, limit: int = 60) -> str:
         text = repr(value)
     except Exception:  # a hostile __repr__ must not turn a clear error into another one
         text = f"<unrepresentable {type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(text, limit)
 
 
 # Every publish normalises the same few thousand tickers and dates several times (builder,

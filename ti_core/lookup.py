@@ -15,8 +15,10 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.boundary import redis_boundary
+from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, one_line
 from ti_core.hash_fields import CONTRACT_FIELDS, NUMBER_FIELDS
 from ti_core.keys import decision_hash_key, shorten
 from ti_core.models import TradingIntelligenceEnvelope
@@ -94,10 +96,11 @@ def explain_hash(key: str, raw: Any) -> Lookup:
         problem = _agreement(key, fields, envelope)
         return Lookup(key, None if problem else envelope, fields, problem)
     except Exception as exc:  # the promise is "never raises"
-        return Lookup(key, None, {}, f"unreadable ({type(exc).__name__}: {shorten(exc, 80)})")
+        return Lookup(key, None, {}, f"unreadable ({one_line(exc, 120, typed=True)})")
 
 
-async def read_decision(client: Any, ticker: str, trade_date: str) -> Lookup:
+@redis_boundary("nothing was written (a read)")
+async def read_decision(client: RedisClient, ticker: str, trade_date: str) -> Lookup:
     """The lookup hash of (ticker, date), judged; a key that is not a hash is a problem."""
     key = decision_hash_key(ticker, trade_date)
     try:

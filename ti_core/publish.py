@@ -37,6 +37,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.client import RedisClient
 from ti_core.connection import describe_client, raise_mapped
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
@@ -117,15 +118,8 @@ class PublishResult:
     (another envelope's) was returned instead. What "this run published" counts."""
 
 
-def _is_noscript(result: Any) -> bool:
-    # The embedded store reports a plain ResponseError with the server's NOSCRIPT text.
-    return isinstance(result, redis_errors.NoScriptError) or (
-        isinstance(result, redis_errors.ResponseError) and str(result).startswith("NOSCRIPT")
-    )
-
-
 async def _execute(
-    client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None, stream_name: str
+    client: RedisClient, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None, stream_name: str
 ) -> list[Any]:
     pipe = pipeline(client)
     for call in calls:
@@ -144,7 +138,7 @@ async def _execute(
 
 
 async def _run(
-    client: Any,
+    client: RedisClient,
     calls: Sequence[tuple[Any, ...]],
     trim: TrimPolicy | None,
     stream_name: str,
@@ -158,7 +152,7 @@ async def _run(
     """
     try:
         results = await _execute(client, calls, trim, stream_name)
-        if any(_is_noscript(r) for r in results):
+        if any(isinstance(r, redis_errors.NoScriptError) for r in results):
             for body in SCRIPTS.values():
                 await client.script_load(body)
             # Every script is idempotent: running the whole batch again is safe.
@@ -195,7 +189,7 @@ def _call(name: str, keys: Sequence[str], args: Sequence[str]) -> tuple[Any, ...
 
 
 async def append_envelope(
-    client: Any,
+    client: RedisClient,
     stream_name: str,
     envelope: TradingIntelligenceEnvelope,
     *,
@@ -220,7 +214,7 @@ async def append_envelope(
 
 
 async def publish_envelope(
-    client: Any,
+    client: RedisClient,
     stream_name: str,
     envelope: TradingIntelligenceEnvelope,
     *,
@@ -240,7 +234,7 @@ async def publish_envelope(
 
 
 async def publish_decision_hash(
-    client: Any,
+    client: RedisClient,
     envelope: TradingIntelligenceEnvelope,
     *,
     force: bool = False,
@@ -272,7 +266,7 @@ async def publish_decision_hash(
 
 
 async def publish_many(
-    client: Any,
+    client: RedisClient,
     envelopes: Iterable[TradingIntelligenceEnvelope],
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
@@ -367,7 +361,7 @@ def _prepare(
 
 
 async def _send(
-    client: Any, prepared: _Prepared, stream_name: str, trim: TrimPolicy
+    client: RedisClient, prepared: _Prepared, stream_name: str, trim: TrimPolicy
 ) -> list[PublishResult]:
     replies = await _run(client, prepared.calls, trim, stream_name, _BATCH_WRITTEN)
     flat = [value for result in replies for value in result]

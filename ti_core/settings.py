@@ -218,6 +218,28 @@ class TiSettings(BaseSettings):
         ge=0,
         description="First pipeline retry delay in seconds; doubles each retry, with jitter.",
     )
+    task_retry_max_delay: float = Field(
+        default=60.0,
+        ge=0,
+        description="Longest pause between two retries of a task or an arena run, in seconds.",
+    )
+    retry_jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Spread of every retry pause: a pause of d waits d*(1-j) to d*(1+j).",
+    )
+    redis_retry_delay: float = Field(
+        default=0.05,
+        ge=0,
+        description="First pause while waiting for an unreachable Redis (client retries, "
+        "backfill batches, consumers); doubles each retry, with jitter.",
+    )
+    redis_retry_max_delay: float = Field(
+        default=1.0,
+        ge=0,
+        description="Longest pause while waiting for an unreachable Redis, in seconds.",
+    )
     server_idle_timeout: float = Field(
         default=900.0,
         ge=0,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ti_core.errors import StoreDamagedError, StoreError
+from ti_core.errors import StoreDamagedError, StoreError, one_line
 
 __all__ = [
     "PREVIOUS_SUFFIX",
@@ -69,7 +69,7 @@ def store_failure(exc: BaseException, doing: str, where: Path) -> StoreError:
     if code is None:  # burner-redis raises OSError("IO error: ... (os error 28)")
         found = _OS_ERROR.search(str(exc))
         code = int(found.group(1)) if found else None
-    reason = _REASONS.get(code or -1) or " ".join(str(exc).split())[:160] or type(exc).__name__
+    reason = _REASONS.get(code or -1) or one_line(exc, 160, typed=False)
     return StoreError(
         f"embedded store: cannot {doing} {where}: {reason}; the store file is "
         "unchanged (free space or fix the directory, or set TI_DATA_DIR or "

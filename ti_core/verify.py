@@ -26,6 +26,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core import stream_ids
+from ti_core.client import RedisClient, RedisPipeline
 from ti_core.connection import raise_mapped
 from ti_core.decoder import explain_payload
 from ti_core.defaults import STREAM_MAXLEN
@@ -104,7 +105,7 @@ class VerifyReport:
         }
 
 
-async def _execute(client: Any, pipe: Any) -> list[Any]:
+async def _execute(client: RedisClient, pipe: RedisPipeline) -> list[Any]:
     try:
         results = list(await pipe.execute(raise_on_error=False))
     except Exception as exc:
@@ -133,7 +134,7 @@ class _StreamBounds:
         return self.last_generated is not None and wanted <= self.last_generated
 
 
-async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
+async def _bounds(client: RedisClient, stream: str) -> tuple[_StreamBounds, int]:
     pipe = pipeline(client)
     pipe.exists(stream)
     pipe.xlen(stream)
@@ -194,7 +195,7 @@ def _check_hash(
 
 
 async def _audit_hash_page(
-    client: Any, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
+    client: RedisClient, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
 ) -> None:
     pipe = pipeline(client)
     for key in keys:
@@ -224,7 +225,7 @@ async def _audit_hash_page(
 
 
 async def _audit_hashes(
-    client: Any, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
+    client: RedisClient, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
 ) -> None:
     batch: list[str] = []
     try:
@@ -240,7 +241,7 @@ async def _audit_hashes(
         await _audit_hash_page(client, report, stream, batch, bounds)
 
 
-async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any]) -> None:
+async def _audit_entry_page(client: RedisClient, report: VerifyReport, entries: list[Any]) -> None:
     pipe = pipeline(client)
     judged: list[tuple[str, str, int, str]] = []  # (entry id, hash key, order, cid)
     for raw_id, raw_fields in entries:
@@ -294,7 +295,7 @@ def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
     return order, text(cid) if cid is not None else ""
 
 
-async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: int) -> None:
+async def _audit_stream(client: RedisClient, report: VerifyReport, stream: str, page: int) -> None:
     start = "-"
     while True:
         try:
@@ -311,7 +312,7 @@ async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: in
 
 
 async def verify_store(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     maxlen: int = STREAM_MAXLEN,
