@@ -51,8 +51,9 @@ from ti_core.backfill import (
 )
 from ti_core.calendar import SessionPlan, sessions
 from ti_core.connection import connect
+from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.keys import normalize_ticker, shorten
+from ti_core.keys import parse_tickers, shorten
 from ti_core.publish import TrimPolicy
 from ti_core.retry import redis_policy, task_policy
 
@@ -99,27 +100,6 @@ def _in_run() -> bool:
     except MissingContextError:  # ``backfill.fn`` outside a flow run: nowhere to attach it
         return False
     return True
-
-
-def _tickers(tickers: list[str] | str) -> list[str]:
-    raw = tickers.split(",") if isinstance(tickers, str) else list(tickers)
-    names = list(dict.fromkeys(normalize_ticker(t) for t in raw if str(t).strip()))
-    if not names:
-        raise InvalidStateError("no tickers given")
-    return names
-
-
-def _outcome_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
-    return [
-        {
-            "ticker": o.ticker,
-            "trade_date": o.trade_date,
-            "status": o.status,
-            "entry_id": o.entry_id,
-            "reason": o.reason,
-        }
-        for o in outcomes
-    ]
 
 
 @task(name="backfill-batch", cache_policy=NO_CACHE, task_run_name="batch-{number}")
@@ -171,7 +151,7 @@ class _ApiWrites:
         if report.outcomes:
             self._add(
                 acreate_table_artifact(
-                    table=_outcome_rows(report.outcomes),
+                    table=[o.as_row() for o in report.outcomes],
                     description=f"backfill batch {number}: {len(report.outcomes)} items run, "
                     f"{report.skipped} already done",
                 )
@@ -285,7 +265,7 @@ async def backfill(
     start: str,
     end: str,
     arena: str | None = None,
-    calendar: str = "XNYS",
+    calendar: str = CALENDAR,
     only: str = "missing",
     dry_run: bool = False,
     concurrency: int | None = None,
@@ -303,7 +283,7 @@ async def backfill(
     if only not in ONLY_MODES:
         raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
     s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
-    names = _tickers(tickers)
+    names = parse_tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
     run_logger(__name__).info(

@@ -41,12 +41,11 @@ STYLES = {
 
 
 def _tickers(text: str) -> list[str]:
-    from ti_core.keys import normalize_ticker
+    from ti_core.keys import parse_tickers, split_tickers
 
-    names = [normalize_ticker(t) for t in text.split(",") if t.strip()]
-    if not names:
+    if not split_tickers(text):
         raise TiError("--tickers needs at least one ticker, e.g. --tickers NVDA,AAPL")
-    return list(dict.fromkeys(names))
+    return parse_tickers(text)
 
 
 def _add_range(parser: argparse.ArgumentParser) -> None:

@@ -30,15 +30,12 @@ EXIT_INCONSISTENT = 2
 def _ticker_list(text: str) -> list[str]:
     """``NVDA,aapl`` -> ``["NVDA", "AAPL"]``, each checked as a ticker."""
     from ti_core.errors import InvalidStateError
-    from ti_core.keys import normalize_ticker
+    from ti_core.keys import parse_tickers
 
     try:
-        tickers = [normalize_ticker(t) for t in text.split(",") if t.strip()]
-    except InvalidStateError as exc:
+        return parse_tickers(text)
+    except InvalidStateError as exc:  # "no tickers given" too
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if not tickers:
-        raise argparse.ArgumentTypeError("no tickers given")
-    return tickers
 
 
 async def _deployed_by_prefect_deploy(deployments: list[Any]) -> list[str]:

@@ -28,11 +28,12 @@ from flows.options import (
 from flows.run_settings import with_flags
 from ti_core.connection import connect
 from ti_core.errors import TiError, one_line
-from ti_core.keys import normalize_ticker, normalize_trade_date
+from ti_core.keys import normalize_ticker, normalize_trade_date, split_tickers
 from ti_core.lookup import Lookup, read_decision
+from ti_core.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
 
-__all__ = ["format_row", "register"]
+__all__ = ["format_outcome", "register"]
 
 SERVER_HINT = "set TI_REDIS_URL=redis://HOST:6379/0 to publish to a Redis server"
 DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
@@ -46,17 +47,18 @@ def _where(settings: TiSettings) -> str:
     return f"embedded store {embedded_store_path(settings)} ({SERVER_HINT})"
 
 
-def format_row(row: dict[str, Any], settings: TiSettings) -> str:
+def format_outcome(outcome: DecisionOutcome, settings: TiSettings) -> str:
     """One line for a finished decision: verdict, confidence, and where it was written."""
-    if row["status"] == "failed":
-        return f"{row['ticker']} {row['trade_date']}: FAILED {row['error']}"
-    demo = " [DEMO arena: not a real analysis]" if row.get("demo") else ""
-    demo += DEGRADED_MARK if row.get("degraded") else ""
-    again = " (already on the stream)" if row["status"] == "unchanged" else ""
+    o = outcome
+    if o.failed:
+        return f"{o.ticker} {o.trade_date}: FAILED {o.error}"
+    demo = " [DEMO arena: not a real analysis]" if o.demo else ""
+    demo += DEGRADED_MARK if o.degraded else ""
+    again = " (already on the stream)" if o.status == "unchanged" else ""
     return (
-        f"{row['ticker']} {row['trade_date']}: {row['verdict']} confidence "
-        f"{row['confidence']:.2f}{demo} -> stream {row.get('stream', settings.stream_name)} "
-        f"entry {row['entry_id']}{again}, hash {row['hash_key']}, in {_where(settings)}"
+        f"{o.ticker} {o.trade_date}: {o.verdict} confidence "
+        f"{o.confidence or 0:.2f}{demo} -> stream {o.stream or settings.stream_name} "
+        f"entry {o.entry_id}{again}, hash {o.hash_key}, in {_where(settings)}"
     )
 
 
@@ -117,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         raise _fail(what, exc) from exc
     if isinstance(row, BaseException):
         raise _fail(what, row, _retry_hint(run_id)) from row
-    print(format_row(row, settings))
+    print(format_outcome(DecisionOutcome.from_row(row), settings))
     return 0
 
 
@@ -126,15 +128,15 @@ def _run_daily(
 ) -> tuple[str, Any]:
     from flows.pipeline import ON_DECISION, daily
 
-    def on_decision(row: dict[str, Any]) -> None:
-        lines.append(format_row(row, settings))
-        progress.update(bar, advance=1, description=f"{row['ticker']} {row['status']}")
+    def on_decision(outcome: DecisionOutcome) -> None:
+        lines.append(format_outcome(outcome, settings))
+        progress.update(bar, advance=1, description=f"{outcome.ticker} {outcome.status}")
 
     async def go() -> tuple[str, Any]:
         ON_DECISION.set(on_decision)
         return await _outcome(
             daily(
-                args.tickers.split(","),
+                split_tickers(args.tickers),
                 args.date,
                 args.arena,
                 args.calendar,
@@ -150,7 +152,7 @@ def _print_result(result: dict[str, Any]) -> None:
     if result["skipped"]:
         print(f"ti: nothing to publish: {result['skipped']}")
         return
-    statuses = [r["status"] for r in result["rows"]]
+    statuses = [DecisionOutcome.from_row(r).status for r in result["rows"]]
     print(
         f"{result['trade_date']}: {statuses.count('published')} published, "
         f"{statuses.count('unchanged')} already on the stream"
@@ -176,7 +178,7 @@ def _daily(args: argparse.Namespace) -> int:
             return 0
     _prepare(args, settings)
     local = prepare_prefect(args.debug, settings)
-    tickers = [t for t in args.tickers.split(",") if t.strip()]
+    tickers = split_tickers(args.tickers)
     lines: list[str] = []
     console = Console(stderr=True)
     progress = Progress(
@@ -256,10 +258,10 @@ def _retry(args: argparse.Namespace) -> int:
         raise _fail(f"flow run {run_id} failed again", result, _retry_hint(run_id)) from result
     if "rows" in result:
         for row in result["rows"]:
-            print(format_row(row, settings))
+            print(format_outcome(DecisionOutcome.from_row(row), settings))
         _print_result(result)
     else:
-        print(format_row(result, settings))
+        print(format_outcome(DecisionOutcome.from_row(result), settings))
     return 0
 
 

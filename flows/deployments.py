@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.arena_events import ARENA_COMPLETED, RESOURCE_PREFIX
+from ti_core.defaults import CALENDAR
 
 __all__ = [
     "ARENA_TRIGGER_PARAMETERS",
@@ -66,7 +67,7 @@ DEPLOYMENTS = (
         "flows.pipeline:daily",
         "Publish one decision per ticker for today's session, after the US close.",
         ("ti", "scheduled"),
-        {"tickers": ["NVDA", "AAPL", "BRK.B"], "calendar": "XNYS"},
+        {"tickers": ["NVDA", "AAPL", "BRK.B"], "calendar": CALENDAR},
         scheduled=True,
     ),
     Deployment(
@@ -74,7 +75,7 @@ DEPLOYMENTS = (
         "flows.backfill:backfill",
         "Publish the decisions of a date range on demand (missing ones by default).",
         ("ti", "on-demand"),
-        {"only": "missing", "calendar": "XNYS"},
+        {"only": "missing", "calendar": CALENDAR},
     ),
     Deployment(
         "publish-on-arena-complete",

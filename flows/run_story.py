@@ -23,6 +23,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from ti_core.defaults import CALENDAR
 from ti_core.errors import TiError, one_line
 from ti_core.wire import envelope_of
 
@@ -92,7 +93,7 @@ def daily_run_name() -> str:
     if not day:
         try:
             day, reason = current_session(
-                str(parameters.get("calendar") or "XNYS"), now=scheduled_moment()
+                str(parameters.get("calendar") or CALENDAR), now=scheduled_moment()
             )
         except Exception:  # a bad calendar: the flow itself says so
             return "daily"

@@ -19,9 +19,7 @@ cached text, parses it once).
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Task, task
@@ -34,7 +32,7 @@ from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
 from ti_core.errors import is_retryable, one_line
-from ti_core.keys import failure_key
+from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.retry import task_policy
 from ti_core.settings import TiSettings
@@ -184,7 +182,9 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
     async with connect(settings=s) as client:
         key = await publish_decision_hash(client, envelope, force=force, stream_name=s.stream_name)
         try:
-            await client.hdel(failure_key(s.stream_name), f"{target.ticker}:{target.trade_date}")
+            await clear_failures(
+                client, [field_of(target.ticker, target.trade_date)], stream_name=s.stream_name
+            )
         except Exception as exc:  # bookkeeping only: the decision itself is published
             logger.warning(
                 "%s %s: failure record not cleared (%s)",
@@ -201,10 +201,11 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
 async def record_failure(ticker: str, trade_date: str, reason: str) -> bool:
     """Best effort: note a failed pair in the failure hash (for ``ti status``); False if not."""
     s = run_settings()
-    record = json.dumps({"reason": reason[:500], "at": datetime.now(UTC).isoformat()})
     try:
         async with connect(settings=s) as client:
-            await client.hset(failure_key(s.stream_name), f"{ticker}:{trade_date}", record)
+            await record_failures(
+                client, {field_of(ticker, trade_date): reason}, stream_name=s.stream_name
+            )
     except Exception:  # Redis is often the reason we are here; the flow still reports it
         return False
     return True

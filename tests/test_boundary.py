@@ -225,7 +225,8 @@ async def test_group_reader_step_leaves_only_tierrors() -> None:
 async def test_public_reads_leave_only_tierrors() -> None:
     """``@redis_boundary`` on the core's functions that take a client: no redis-py error out."""
     from ti_core.backfill_status import Item, classify
-    from ti_core.consume import group_lag, read_batch, stream_last_id
+    from ti_core.consume import read_batch, stream_last_id
+    from ti_core.group_lag import group_lag
     from ti_core.lookup import read_decision
 
     client = open_redis("redis://127.0.0.1:1/0", TiSettings(retries=0))

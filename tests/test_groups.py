@@ -17,8 +17,8 @@ from redis import exceptions as redis_errors
 
 from tests.test_consume import envelope, invalid_payload, v2_payload
 from ti_core import DEFAULT_STREAM_NAME, publish_many
-from ti_core.consume import group_lag
 from ti_core.errors import PublishError
+from ti_core.group_lag import group_lag
 from ti_core.groups import GroupReader, ensure_group
 from ti_core.keys import attempts_key, dead_letter_key
 

@@ -5,8 +5,8 @@ session, every ticker), consumed in batches. Each batch is classified with one p
 round trip (decision hash present = published; a field in the failure hash = failed), the
 selected items run through the arena concurrently (bounded), are built, published with
 ``publish_many`` (idempotent and content-aware, so a re-run adds nothing), and the outcome of
-each is recorded: a failure as ``TICKER:DATE`` -> ``{"reason", "at"}`` in
-``keys.failure_key(stream)``, a success by deleting that field. One bad item fails only itself.
+each is recorded: a failure as a failure record (:mod:`ti_core.failures`), a success by
+deleting it. One bad item fails only itself.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal, TypeVar
 
 from ti_core.arena import DEMO_META, ArenaRunner
-from ti_core.backfill_status import Found, Item, classify, clear_failures, record_failures
+from ti_core.backfill_status import Found, Item, classify
 from ti_core.builder import build_envelope_from_state
 from ti_core.client import RedisClient
 from ti_core.connection import connection_lost
@@ -29,6 +29,7 @@ from ti_core.errors import (
     RedisUnavailableError,
     one_line,
 )
+from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.keys import DEFAULT_STREAM_NAME, normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import DEFAULT_IDEMPOTENCY_TTL, PublishResult, TrimPolicy, publish_many
@@ -67,6 +68,10 @@ class Outcome:
     status: Literal["published", "unchanged", "failed"]
     entry_id: str = ""
     reason: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        """Plain data, for a table: ticker, trade_date, status, entry_id, reason."""
+        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -258,11 +263,11 @@ async def _record(
     async def write() -> None:
         await record_failures(
             client,
-            {f"{o.ticker}:{o.trade_date}": o.reason for o in failed},
+            {field_of(o.ticker, o.trade_date): o.reason for o in failed},
             stream_name=stream_name,
         )
         await clear_failures(
-            client, [f"{o.ticker}:{o.trade_date}" for o in done], stream_name=stream_name
+            client, [field_of(o.ticker, o.trade_date) for o in done], stream_name=stream_name
         )
 
     try:

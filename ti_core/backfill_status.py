@@ -3,24 +3,23 @@
 An item (ticker, session) is *published* when its decision hash exists; *orphan_entry* when
 it has no hash but an entry was appended for it (the ``{stream}:latest:{T}:{D}`` record: a
 publish that wrote the entry alone, e.g. by ``publish_envelope`` or an older version, and
-died before the hash; publishing it again heals it); *failed* when the failure hash
-``keys.failure_key(stream)`` has a ``TICKER:DATE`` field (JSON ``{"reason", "at"}``, written
-by a failed attempt, deleted by a successful one); else *missing*. :func:`classify` answers
+died before the hash; publishing it again heals it); *failed* when it has a failure record
+(:mod:`ti_core.failures`: written by a failed attempt, deleted by a successful one); else
+*missing*. :func:`classify` answers
 for a batch in one pipelined round trip; the grid is built from it in chunks, so
 ``ti status`` over hundreds of tickers and sessions needs no Prefect.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ti_core.boundary import raise_mapped, redis_boundary
 from ti_core.calendar import SessionPlan
 from ti_core.client import RedisClient
+from ti_core.failures import field_of, reason_of
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
     decision_hash_key,
@@ -28,7 +27,7 @@ from ti_core.keys import (
     latest_key,
     normalize_ticker,
 )
-from ti_core.replies import pipeline, text
+from ti_core.replies import pipeline
 
 __all__ = [
     "STATES",
@@ -36,8 +35,6 @@ __all__ = [
     "Item",
     "StatusGrid",
     "classify",
-    "clear_failures",
-    "record_failures",
     "status_grid",
 ]
 
@@ -56,7 +53,7 @@ class Item:
 
     @property
     def field(self) -> str:
-        return f"{self.ticker}:{self.trade_date}"
+        return field_of(self.ticker, self.trade_date)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +102,7 @@ async def classify(
     return [
         Found(
             published is True or published == 1,
-            None if failure is None else _failure_reason(failure),
+            None if failure is None else reason_of(failure),
             entry is True or entry == 1,
         )
         for published, failure, entry in zip(replies, failures, entries, strict=True)
@@ -117,33 +114,6 @@ def _raise_unavailable(client: RedisClient, replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
             raise_mapped(reply, client, _READ)
-
-
-def _failure_reason(raw: Any) -> str:
-    try:
-        record = json.loads(text(raw))
-        return str(record.get("reason", "")) if isinstance(record, dict) else text(raw)
-    except ValueError:
-        return text(raw)
-
-
-async def record_failures(
-    client: RedisClient, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
-) -> None:
-    """Write ``TICKER:DATE`` -> ``{"reason", "at"}`` for each failed item (``Item.field``)."""
-    if not reasons:
-        return
-    at = datetime.now(UTC).isoformat()
-    mapping = {name: json.dumps({"reason": reason, "at": at}) for name, reason in reasons.items()}
-    await client.hset(failure_key(stream_name), mapping=mapping)
-
-
-async def clear_failures(
-    client: RedisClient, names: Sequence[str], *, stream_name: str = DEFAULT_STREAM_NAME
-) -> None:
-    """Delete the failure records of items (``Item.field``) that are now published."""
-    if names:
-        await client.hdel(failure_key(stream_name), *names)
 
 
 @dataclass(slots=True)
@@ -198,5 +168,5 @@ async def status_grid(
             for offset, (day, f) in enumerate(zip(days, found, strict=True)):
                 grid.cells[name][start + offset] = f.state
                 if f.failure is not None:
-                    grid.failures[f"{name}:{day}"] = f.failure
+                    grid.failures[field_of(name, day)] = f.failure
     return grid

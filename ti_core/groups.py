@@ -50,16 +50,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import defaults
 from ti_core.boundary import connection_lost, raise_mapped, redis_boundary
 from ti_core.client import RedisClient
 from ti_core.consume import entry_payload, safe_block_ms, text
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError, one_line
+from ti_core.failures import DeadLetter
 from ti_core.group_scripts import CREATE_GROUP, GAP_CHECK
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -150,11 +151,11 @@ class GroupReader:
         stream_name: str = DEFAULT_STREAM_NAME,
         start: str = "$",
         max_attempts: int = 5,
-        claim_idle_ms: int = 60_000,
+        claim_idle_ms: int = defaults.CLAIM_IDLE_MS,
         count: int = 100,
-        block_ms: int = 5000,
-        dead_letter_maxlen: int = 100_000,
-        give_up_after: float = 300.0,
+        block_ms: int = defaults.BLOCK_MS,
+        dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN,
+        give_up_after: float = defaults.RECONNECT_GIVE_UP_SECONDS,
         retry: RetryPolicy | None = None,
     ) -> None:
         if not group or not consumer:
@@ -485,20 +486,13 @@ class GroupReader:
         self, entry_id: str, payload: Any, reason: str, attempts: int, *, ack: bool = True
     ) -> None:
         logger.warning("dead-lettering %s of %s: %s", entry_id, self.stream_name, reason)
-        record = {
-            "entry_id": entry_id,
-            "stream": self.stream_name,
-            "group": self.group,
-            "consumer": self.consumer,
-            "reason": reason,
-            "attempts": str(attempts),
-            "at": datetime.now(UTC).isoformat(),
-            "data": _raw(payload),
-        }
+        letter = DeadLetter.now(
+            entry_id, self.stream_name, self.group, self.consumer, reason, attempts, payload
+        )
         pipe = self.client.pipeline(transaction=True)  # the record and the ack, or neither
         pipe.xadd(
             self.dead_letter_stream,
-            record,
+            letter.fields(),
             maxlen=self.dead_letter_maxlen or None,
             approximate=True,
         )
@@ -527,9 +521,3 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     if isinstance(reply, Mapping):
         return list(next(iter(reply.values()))[0])
     return list(reply[0][1])
-
-
-def _raw(payload: Any) -> bytes | str:
-    if isinstance(payload, bytes | str):
-        return payload
-    return "" if payload is None else repr(payload)[:1000]

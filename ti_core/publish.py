@@ -39,6 +39,7 @@ from redis import exceptions as redis_errors
 
 from ti_core.client import RedisClient
 from ti_core.connection import describe_client, raise_mapped
+from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -90,7 +91,7 @@ _TURNS_TO_WRITE = 8
 class TrimPolicy:
     """How the stream is bounded: ``maxlen`` 0 never trims; ``approximate`` uses ``MAXLEN ~``."""
 
-    maxlen: int = 100_000
+    maxlen: int = STREAM_MAXLEN
     approximate: bool = True
 
     @classmethod

@@ -25,11 +25,13 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import stream_ids
 from ti_core.client import RedisClient, RedisPipeline
 from ti_core.connection import raise_mapped
-from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
+from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
+from ti_core.group_lag import group_lag
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.lookup import explain_hash
 from ti_core.publish import content_digest
@@ -103,20 +105,6 @@ class VerifyReport:
         }
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int] | None:
-    ms, _, seq = entry_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return None
-
-
-def _next_id(entry_id: str) -> str:
-    parsed = _id_tuple(entry_id)
-    assert parsed is not None
-    return f"{parsed[0]}-{parsed[1] + 1}"
-
-
 async def _execute(client: RedisClient, pipe: RedisPipeline) -> list[Any]:
     try:
         results = list(await pipe.execute(raise_on_error=False))
@@ -138,7 +126,7 @@ class _StreamBounds:
     last_generated: tuple[int, int] | None
 
     def trimmed(self, entry_id: str) -> bool:
-        wanted = _id_tuple(entry_id)
+        wanted = stream_ids.parse(entry_id)
         if wanted is None or not self.exists:
             return False
         if self.first is not None:
@@ -159,10 +147,10 @@ async def _bounds(client: RedisClient, stream: str) -> tuple[_StreamBounds, int]
     if exists and not first:  # empty but present: everything ever written was trimmed
         try:
             info = await client.xinfo_stream(stream)
-            last_generated = _id_tuple(text(info.get("last-generated-id", b"")))
+            last_generated = stream_ids.parse(text(info.get("last-generated-id", b"")))
         except redis_errors.ResponseError:
             last_generated = None
-    first_id = _id_tuple(text(first[0][0])) if first else None
+    first_id = stream_ids.parse(text(first[0][0])) if first else None
     return _StreamBounds(bool(exists), first_id, last_generated), int(length)
 
 
@@ -219,7 +207,7 @@ async def _audit_hash_page(
         if isinstance(row, Exception):
             continue
         entry_id = row.get(b"entry_id", row.get("entry_id"))
-        if entry_id is not None and _id_tuple(text(entry_id)) is not None:
+        if entry_id is not None and stream_ids.parse(text(entry_id)) is not None:
             pipe.xrange(stream, text(entry_id), text(entry_id))
             wanted.append(index)
     found = dict(zip(wanted, await _execute(client, pipe) if wanted else [], strict=True))
@@ -301,9 +289,9 @@ def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
         order = int(text(ts))
     except (TypeError, ValueError):
         return None
-    head = entry_id.partition("-")[0]
-    if head.isdigit():
-        order = min(order, int(head) * 1000 + 999)
+    cap = stream_ids.end_of_ms_us(entry_id)
+    if cap is not None:
+        order = min(order, cap)
     return order, text(cid) if cid is not None else ""
 
 
@@ -320,14 +308,14 @@ async def _audit_stream(client: RedisClient, report: VerifyReport, stream: str, 
         await _audit_entry_page(client, report, entries)
         if len(entries) < page:
             return
-        start = _next_id(text(entries[-1][0]))
+        start = stream_ids.after(text(entries[-1][0]))
 
 
 async def verify_store(
     client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
-    maxlen: int = 100_000,
+    maxlen: int = STREAM_MAXLEN,
     approximate: bool = True,
     page_size: int = 500,
     max_examples: int = 10,
