@@ -69,6 +69,10 @@ from ti_core.models import (
     TargetView,
     TradingIntelligenceEnvelope,
     checked,
+    set_dict,
+    set_extra,
+    set_fields_set,
+    set_private,
 )
 from ti_core.wire import remember
 
@@ -76,7 +80,6 @@ __all__ = ["MAX_ENVELOPE_BYTES", "MAX_JSON_DEPTH", "build_envelope_from_state"]
 
 logger = logging.getLogger(__name__)
 _new = object.__new__
-_set = object.__setattr__
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 REASONING_MAX_CHARS = 4000
@@ -234,30 +237,27 @@ def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
     if (
         type(confidence) is not float
         or not 0.0 <= confidence <= 1.0
+        or type(factors) is not list
+        or len(factors) > KEY_FACTORS_MAX
         or type(agent) is not str
         or type(domain) is not str
         or type(summary) is not str
-        or type(factors) is not list
-    ):
-        return None
-    chars = len(agent) + len(domain)
-    if (
-        len(agent) > NAME_MAX_CHARS
+        or len(agent) > NAME_MAX_CHARS
         or len(domain) > NAME_MAX_CHARS
         or len(summary) > SUMMARY_MAX_CHARS
-        or len(factors) > KEY_FACTORS_MAX
-        or not (agent + domain + summary).isascii()
     ):
         return None
     clean = []
     for factor in factors:
-        if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS or not factor.isascii():
+        if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS:
             return None
         clean.append(factor.strip())
+    texts = agent + domain + summary + "".join(factors)
+    if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
+        return None
     signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
-    _set(
+    set_dict(
         signal,
-        "__dict__",
         {
             "agent": agent.strip(),
             "domain": domain.strip(),
@@ -267,10 +267,10 @@ def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
             "key_factors": clean,
         },
     )
-    _set(signal, "__pydantic_fields_set__", _SIGNAL_SET)
-    _set(signal, "__pydantic_extra__", None)
-    _set(signal, "__pydantic_private__", None)
-    return signal, chars + len(summary) + len("".join(factors)) + len(factors)
+    set_fields_set(signal, _SIGNAL_SET)
+    set_extra(signal, None)
+    set_private(signal, None)
+    return signal, len(texts) + len(factors)
 
 
 def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
@@ -347,18 +347,19 @@ def _count_plain(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]
     """``_count_each`` for records as arenas send them (plain dicts holding all three keys,
     byte counts that are ints >= 0), with subscripts instead of ``get``; None otherwise."""
     successful = total_bytes = 0
-    names = []
+    names: list[Any] = []
+    append = names.append
     try:
         for raw in records:
             if type(raw) is not dict:
                 return None
-            if raw["success"] is True:
-                successful += 1
             count = raw["result_bytes"]
             if type(count) is not int or count < 0:
                 return None
             total_bytes += count
-            names.append(raw["source"])
+            if raw["success"] is True:
+                successful += 1
+            append(raw["source"])
     except KeyError:
         return None
     return len(records), successful, total_bytes, _by_source(names)
@@ -383,12 +384,21 @@ def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
     return total, successful, total_bytes, _by_source(names)
 
 
+# Source names already found clean (plain ASCII text, trimmed, non-empty, within bounds):
+# arenas repeat a handful, so most summaries need no per-name check (bounded; by value).
+_CLEAN_SOURCES: dict[str, None] = {}
+_CLEAN_SOURCES_MAX = 4096
+_TEXT_ONLY = {str}
+
+
 def _by_source(names: list[Any]) -> dict[str, int]:
     counts: dict[Any, int] = {}
     try:
         _count_elements(counts, names)  # C-level counting, in order of first appearance
     except TypeError:  # an unhashable name: it is not text, so it is dropped anyway
         _count_elements(counts, [name for name in names if isinstance(name, str)])
+    if _CLEAN_SOURCES.keys() >= counts.keys() and set(map(type, counts)) <= _TEXT_ONLY:
+        return counts  # every name already clean: the counts are the summary
     by_source: dict[str, int] = {}
     for name, count in counts.items():
         if type(name) is not str or not name or not name.isascii() or name != name.strip():
@@ -397,6 +407,10 @@ def _by_source(names: list[Any]) -> dict[str, int]:
             name = text(name, "source")
         elif len(name) > NAME_MAX_CHARS:
             name = name[:NAME_MAX_CHARS]
+        else:
+            if len(_CLEAN_SOURCES) >= _CLEAN_SOURCES_MAX:
+                _CLEAN_SOURCES.clear()
+            _CLEAN_SOURCES[name] = None
         by_source[name] = by_source.get(name, 0) + count
     return by_source
 
