@@ -416,19 +416,19 @@ def _by_source(names: list[Any]) -> dict[str, int]:
 
 
 def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
+    items = sequence(state.get("phase_timings"), "phase_timings")
     timings = []
-    size = 0
-    for index, item in enumerate(sequence(state.get("phase_timings"), "phase_timings")):
-        if type(item) is not dict and not isinstance(item, Mapping):
-            raise InvalidStateError(
-                f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
-            )
+    size = len(items)
+    for index, item in enumerate(items):
         flat = flat_json(item)  # the common case: a flat dict of plain values
-        timing, item_size = (
-            flat if flat is not None else as_json_sized(dict(item), f"phase_timings[{index}]")
-        )
-        timings.append(timing)
-        size += item_size + 1
+        if flat is None:
+            if type(item) is not dict and not isinstance(item, Mapping):
+                raise InvalidStateError(
+                    f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
+                )
+            flat = as_json_sized(dict(item), f"phase_timings[{index}]")
+        timings.append(flat[0])
+        size += flat[1]
     return timings, size
 
 
