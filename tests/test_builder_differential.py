@@ -44,7 +44,7 @@ def rules_only() -> Iterator[None]:
     """Every shortcut off: the field-by-field rules, then pydantic validating every model."""
     with ExitStack() as stack:
         for target, name, value in [
-            (builder, "_plain_signal", lambda raw: None),
+            (builder, "_plain_signals", lambda raws: None),
             (builder, "_count_plain", lambda records: None),
             (builder, "_CLEAN_SOURCES", _Forgetful()),
             (builder, "flat_json", lambda value: None),

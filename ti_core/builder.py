@@ -225,63 +225,82 @@ def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
     )
 
 
-def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
-    """A signal as arenas send it (a dict with all six fields: plain ASCII texts within their
+def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | None:
+    """Signals as arenas send them (dicts with all six fields: plain ASCII texts within their
     bounds, a known word, a float confidence in [0, 1], a list of factors), built in one go
-    with the characters it holds; None for anything else, which ``_signal`` then handles."""
-    try:
-        factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
-        direction = _DIRECTION_OF[raw_word]
-    except (KeyError, TypeError):
-        return None
-    if (
-        type(confidence) is not float
-        or not 0.0 <= confidence <= 1.0
-        or type(factors) is not list
-        or len(factors) > KEY_FACTORS_MAX
-        or type(agent) is not str
-        or type(domain) is not str
-        or type(summary) is not str
-        or len(agent) > NAME_MAX_CHARS
-        or len(domain) > NAME_MAX_CHARS
-        or len(summary) > SUMMARY_MAX_CHARS
-    ):
-        return None
-    clean = []
-    for factor in factors:
-        if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS:
+    with the characters they hold; None as soon as one is anything else (``_signals`` then
+    takes each through ``_signal``'s rules)."""
+    signals = []
+    chars = 0
+    for raw in raws:
+        if type(raw) is not dict:
             return None
-        clean.append(factor.strip())
-    texts = agent + domain + summary + "".join(factors)
-    if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
-        return None
-    signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
-    set_dict(
-        signal,
-        {
-            "agent": agent.strip(),
-            "domain": domain.strip(),
-            "signal": direction,
-            "confidence": confidence,
-            "summary": summary.strip(),
-            "key_factors": clean,
-        },
-    )
-    set_fields_set(signal, _SIGNAL_SET)
-    set_extra(signal, None)
-    set_private(signal, None)
-    return signal, len(texts) + len(factors)
+        try:
+            factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
+            direction = _DIRECTION_OF[raw_word]
+        except (KeyError, TypeError):
+            return None
+        if (
+            type(confidence) is not float
+            or not 0.0 <= confidence <= 1.0
+            or type(factors) is not list
+            or len(factors) > KEY_FACTORS_MAX
+            or type(agent) is not str
+            or type(domain) is not str
+            or type(summary) is not str
+            or len(agent) > NAME_MAX_CHARS
+            or len(domain) > NAME_MAX_CHARS
+            or len(summary) > SUMMARY_MAX_CHARS
+        ):
+            return None
+        clean = []
+        for factor in factors:
+            if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS:
+                return None
+            clean.append(factor.strip())
+        texts = "".join((agent, domain, summary, *factors))
+        if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
+            return None
+        chars += len(texts) + len(factors)
+        signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
+        set_dict(
+            signal,
+            {
+                "agent": agent.strip(),
+                "domain": domain.strip(),
+                "signal": direction,
+                "confidence": confidence,
+                "summary": summary.strip(),
+                "key_factors": clean,
+            },
+        )
+        set_fields_set(signal, _SIGNAL_SET)
+        set_extra(signal, None)
+        set_private(signal, None)
+        signals.append(signal)
+    return signals, chars
+
+
+def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
+    """One signal by ``_plain_signals``: the signal and its characters, or None."""
+    plain = _plain_signals((raw,))
+    return None if plain is None else (plain[0][0], plain[1])
 
 
 def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
     """The signals kept, and a bound on their JSON bytes."""
-    signals: list[AgentSignalView] = []
+    raws = sequence(state.get("agent_signals"), "agent_signals")
+    plain = _plain_signals(raws)  # the common case: every signal as arenas send them
+    if plain is not None:
+        signals, chars = plain
+        return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
+    signals = []
     chars = 0
-    for index, raw in enumerate(sequence(state.get("agent_signals"), "agent_signals")):
-        plain = _plain_signal(raw) if type(raw) is dict else None
-        if plain is not None:
-            signals.append(plain[0])
-            chars += plain[1]
+    for index, raw in enumerate(raws):
+        plain_one = _plain_signal(raw)
+        if plain_one is not None:
+            signals.append(plain_one[0])
+            chars += plain_one[1]
             continue
         if not isinstance(raw, Mapping):
             logger.warning(
