@@ -1,8 +1,8 @@
 """The builder's shortcuts against its field-by-field rules and full validation, differentially.
 
-For states shaped as arenas send them the builder takes shortcuts: a signal built in one go
-(``_plain_signal``), source-metric records counted with subscripts (``_count_plain``), source
-names already found clean not checked again (``_CLEAN_SOURCES``), flat phase timings copied
+For states shaped as arenas send them the builder takes shortcuts: signals built in one go
+(``builder._plain_signals``), source-metric records counted with subscripts and source names
+already found clean not checked again (``source_metrics``), flat phase timings copied
 as they are (``flat_json``), and models made from checked values without pydantic validating
 them again (``models.checked``). Each generated state is built twice: as shipped, and with
 every shortcut switched off and every model validated; the envelopes must serialise to the
@@ -25,7 +25,14 @@ from hypothesis import strategies as st
 
 from tests.test_builder_fastpath import same_models
 from tests.test_builder_properties import caller_args, examples, known_states, valid_states
-from ti_core import InvalidStateError, build_envelope_from_state, builder, coerce, models
+from ti_core import (
+    InvalidStateError,
+    build_envelope_from_state,
+    builder,
+    coerce,
+    models,
+    source_metrics,
+)
 from ti_core.coerce import flat_json
 
 WHEN = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
@@ -45,8 +52,8 @@ def rules_only() -> Iterator[None]:
     with ExitStack() as stack:
         for target, name, value in [
             (builder, "_plain_signals", lambda raws: None),
-            (builder, "_count_plain", lambda records: None),
-            (builder, "_CLEAN_SOURCES", _Forgetful()),
+            (source_metrics, "_count_plain", lambda records: None),
+            (source_metrics, "_CLEAN_SOURCES", _Forgetful()),
             (builder, "flat_json", lambda value: None),
             (coerce, "flat_json", lambda value: None),
             (models, "_PLAIN", False),
@@ -202,12 +209,12 @@ def test_flat_json_is_the_json_round_trip(value: dict[str, Any]) -> None:
 def test_clean_source_names_are_remembered_and_counted_alike() -> None:
     """The second summary of the same names takes the remembered path; both are the rules'."""
     names = ["news", "prices", "news", "filings", "prices", "news"]
-    builder._CLEAN_SOURCES.clear()
-    first = builder._by_source(list(names))
-    assert set(builder._CLEAN_SOURCES) == {"news", "prices", "filings"}
-    second = builder._by_source(list(names))
+    source_metrics._CLEAN_SOURCES.clear()
+    first = source_metrics._by_source(list(names))
+    assert set(source_metrics._CLEAN_SOURCES) == {"news", "prices", "filings"}
+    second = source_metrics._by_source(list(names))
     assert (
         list(first.items()) == list(second.items()) == [("news", 3), ("prices", 2), ("filings", 1)]
     )
     # A name needing the rules beside remembered ones: the per-name path, merging " news".
-    assert builder._by_source(["news", " news", "x" * 205]) == {"news": 2, "x" * 200: 1}
+    assert source_metrics._by_source(["news", " news", "x" * 205]) == {"news": 2, "x" * 200: 1}
