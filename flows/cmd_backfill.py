@@ -16,14 +16,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from flows.options import (
-    add_allow_demo,
-    add_arena,
-    add_calendar,
-    add_publish_degraded,
-    add_tickers,
-    setting_flags,
-)
+from flows.options import add_arena_options, add_calendar, add_tickers, setting_flags
 from ti_core.errors import TiError, one_line
 
 if TYPE_CHECKING:
@@ -64,7 +57,7 @@ def register(subparsers: Any) -> None:
         "(inclusive), in batches. Re-running is safe: published items are skipped.",
     )
     _add_range(p)
-    add_arena(p)
+    add_arena_options(p)
     p.add_argument(
         "--only",
         choices=("missing", "failed", "all"),
@@ -79,8 +72,6 @@ def register(subparsers: Any) -> None:
         default=None,
         help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)",
     )
-    add_allow_demo(p)
-    add_publish_degraded(p)
     p.set_defaults(func=_backfill)
     s = subparsers.add_parser(
         "status",

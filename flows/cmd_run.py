@@ -17,14 +17,7 @@ import sys
 from typing import Any
 
 from flows.cli import prepare_prefect, wait_for_prefect
-from flows.options import (
-    add_allow_demo,
-    add_arena,
-    add_calendar,
-    add_publish_degraded,
-    add_tickers,
-    setting_flags,
-)
+from flows.options import add_arena_options, add_calendar, add_tickers, setting_flags
 from flows.run_settings import with_flags
 from ti_core.connection import connect
 from ti_core.errors import TiError, one_line
@@ -307,12 +300,6 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    add_arena(parser)
-    add_publish_degraded(parser)
-    add_allow_demo(parser)
-
-
 def register(subparsers: Any) -> None:
     """Add ``run``, ``daily`` and ``get`` to the ``ti`` command."""
     run = subparsers.add_parser(
@@ -322,7 +309,7 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("ticker", metavar="TICKER")
     run.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="trade date")
-    _common(run)
+    add_arena_options(run)
     run.add_argument(
         "--force",
         action="store_true",
@@ -343,7 +330,7 @@ def register(subparsers: Any) -> None:
         "--date", default=None, metavar="YYYY-MM-DD", help="trade date (default: today's session)"
     )
     add_calendar(day, "of the sessions (the default date, the warning for another day)")
-    _common(day)
+    add_arena_options(day)
     day.set_defaults(func=_daily)
 
     retry = subparsers.add_parser(

@@ -7,6 +7,7 @@ from typing import Any
 
 __all__ = [
     "add_allow_demo",
+    "add_arena_options",
     "add_arena",
     "add_calendar",
     "add_publish_degraded",
@@ -41,6 +42,14 @@ def add_publish_degraded(parser: argparse.ArgumentParser) -> None:
         help="publish a state with no verdict as HOLD, confidence 0, marked meta.degraded "
         "(default: it fails; same as TI_PUBLISH_DEGRADED=1)",
     )
+
+
+def add_arena_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that runs the arena and publishes takes: ``--arena``,
+    ``--publish-degraded`` and ``--allow-demo``."""
+    add_arena(parser)
+    add_publish_degraded(parser)
+    add_allow_demo(parser)
 
 
 def add_calendar(parser: argparse.ArgumentParser, use: str) -> None:

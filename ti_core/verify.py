@@ -34,6 +34,7 @@ from ti_core.errors import InvalidStateError, TiError
 from ti_core.group_lag import group_lag
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.lookup import explain_hash
+from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import content_digest
 from ti_core.publish_scripts import publish_order
 from ti_core.replies import pipeline, text
@@ -158,21 +159,29 @@ def _fields(raw: Any) -> dict[str, Any]:
     return {text(k): v for k, v in dict(raw or {}).items()}
 
 
+def _decoded(raw: Any) -> tuple[TradingIntelligenceEnvelope | None, str | None, str | None]:
+    """(the envelope in ``raw``, the hash key it belongs under, why either is missing)."""
+    envelope, reason = explain_payload(raw)
+    if envelope is None:
+        return None, None, reason
+    target = envelope.decision.target
+    try:
+        return envelope, decision_hash_key(target.ticker, target.trade_date), None
+    except InvalidStateError as exc:
+        return envelope, None, str(exc)
+
+
 def _check_hash(
     report: VerifyReport, key: str, fields: Any, entry: Any, bounds: _StreamBounds
 ) -> None:
     """Judge one hash against the entry it names (``entry`` is the XRANGE result or None)."""
     judged = explain_hash(key, fields)
     fields = _fields(fields)
-    envelope, reason = explain_payload(fields.get("json"))
+    envelope, expected_key, reason = _decoded(fields.get("json"))
     if envelope is None:
         report.add("undecodable_hash", f"{key}: {reason or 'no json field'}")
         return
     target = envelope.decision.target
-    try:
-        expected_key = decision_hash_key(target.ticker, target.trade_date)
-    except InvalidStateError as exc:
-        expected_key = f"<{exc}>"
     if expected_key != key:
         report.add("key_mismatch", f"{key}: holds {target.ticker} {target.trade_date}")
     elif judged.problem and ("entry_id" in fields or not judged.problem.startswith("it lacks")):
@@ -247,15 +256,9 @@ async def _audit_entry_page(client: RedisClient, report: VerifyReport, entries: 
     for raw_id, raw_fields in entries:
         entry_id = text(raw_id)
         report.entries += 1
-        envelope, reason = explain_payload(_fields(raw_fields).get("data"))
-        if envelope is None:
+        envelope, key, reason = _decoded(_fields(raw_fields).get("data"))
+        if envelope is None or key is None:
             report.add("undecodable_entry", f"{entry_id}: {reason or 'no data field'}")
-            continue
-        target = envelope.decision.target
-        try:
-            key = decision_hash_key(target.ticker, target.trade_date)
-        except InvalidStateError as exc:
-            report.add("undecodable_entry", f"{entry_id}: {exc}")
             continue
         pipe.exists(key)
         for name in ("entry_id", "published_ts", "correlation_id"):
