@@ -1,6 +1,6 @@
 """Build and decode throughput of ``ti_core`` against the original module, in one run.
 
-    python bench/core.py [--seconds 0.6]
+    python bench/core.py [--seconds 0.04] [--rounds 25]
 
 Loads the reference from ``../shared/reference/stream_reference.py`` (relative to the repo)
 and times both on the same inputs: for building, the three sample states, the publish
@@ -9,7 +9,10 @@ bench's states (``bench_states``, about 2.7 KB envelopes) and the rich shape
 summaries, about 2.9 KB); for decoding, the samples' payloads and skip-path inputs the
 reference survives (a v2 envelope, bad JSON, a body failing validation). Prints ops per CPU
 second and the ratio ours/reference: above 1 means we are faster.
-Best of 4 alternating short rounds per measurement, so a busy machine skews both alike.
+Each measurement is ``--rounds`` pairs of short rounds, ours and the reference's back to back
+(which goes first alternates): the medians of each rate and of the per-pair ratios, so a
+busy machine skews both alike and one disturbed round moves nothing. For counts that load
+does not move at all, see ``bench/instructions.py`` (callgrind).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,14 +57,21 @@ def rates(
     theirs: Callable[[Any], Any],
     inputs: list[Any],
     seconds: float,
-    rounds: int = 4,
-) -> tuple[float, float]:
-    """Best rate of each over alternating rounds, so load on the machine hits both alike."""
-    best_ours = best_theirs = 0.0
-    for _ in range(rounds):
-        best_ours = max(best_ours, _round(ours, inputs, seconds))
-        best_theirs = max(best_theirs, _round(theirs, inputs, seconds))
-    return best_ours, best_theirs
+    rounds: int,
+) -> tuple[float, float, float]:
+    """Median rate of each and median ratio ours/theirs over ``rounds`` back-to-back pairs."""
+    ours_rates, their_rates, ratios = [], [], []
+    for index in range(rounds):
+        if index % 2:
+            theirs_rate = _round(theirs, inputs, seconds)
+            ours_rate = _round(ours, inputs, seconds)
+        else:
+            ours_rate = _round(ours, inputs, seconds)
+            theirs_rate = _round(theirs, inputs, seconds)
+        ours_rates.append(ours_rate)
+        their_rates.append(theirs_rate)
+        ratios.append(ours_rate / theirs_rate)
+    return median(ours_rates), median(their_rates), median(ratios)
 
 
 def skip_inputs(payload: str) -> list[str]:
@@ -74,7 +85,8 @@ def skip_inputs(payload: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=0.25, help="CPU seconds per timing round")
+    parser.add_argument("--seconds", type=float, default=0.04, help="CPU seconds per timing round")
+    parser.add_argument("--rounds", type=int, default=25, help="pairs of rounds per measurement")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)  # skipped-signal warnings would dominate the timings
     ref = load_reference()
@@ -112,11 +124,11 @@ def main() -> None:
     for name, inputs in shapes.items():
         sizes = [len(build_envelope_from_state(s).model_dump_json().encode()) for s in inputs]
         print(f"{name}: {len(inputs)} states, mean envelope {sum(sizes) / len(sizes):,.0f} bytes")
-    print(f"best of 4 alternating rounds of {args.seconds}s")
+    print(f"medians of {args.rounds} back-to-back pairs of {args.seconds}s rounds (CPU time)")
     print(f"{'operation':<26}{'ours/s':>12}{'reference/s':>14}{'ratio':>9}")
     for name, ours, theirs, inputs in cases:
-        ours_rate, ref_rate = rates(ours, theirs, inputs, args.seconds)
-        print(f"{name:<26}{ours_rate:>12,.0f}{ref_rate:>14,.0f}{ours_rate / ref_rate:>8.2f}x")
+        ours_rate, ref_rate, ratio = rates(ours, theirs, inputs, args.seconds, args.rounds)
+        print(f"{name:<26}{ours_rate:>12,.0f}{ref_rate:>14,.0f}{ratio:>8.2f}x")
     print("ours builds with its rules, bounds and the 64 KiB size check (target >= 1.5x);")
     print("decode skip-path excludes inputs the reference crashes on (arrays, null, non-UTF-8).")
 

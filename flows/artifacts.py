@@ -7,8 +7,13 @@ Artifact keys must be lowercase letters, digits and dashes, so every key is made
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ti_core.models import TradingIntelligenceEnvelope
+
+from ti_core.outcome import DecisionOutcome
 
 __all__ = ["artifact_key", "decision_card", "run_table", "write_decision_card", "write_run_table"]
 
@@ -28,71 +33,56 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> str:
+def decision_card(envelope: TradingIntelligenceEnvelope, outcome: DecisionOutcome) -> str:
     """Markdown for one decision: verdict, confidence, score, the agents' signals, where."""
-    decision = envelope["decision"]
-    synthesis, target = decision["synthesis"], decision["target"]
-    meta = envelope.get("meta", {})
+    decision = envelope.decision
+    synthesis, target, meta = decision.synthesis, decision.target, envelope.meta
     demo = " (DEMO: not a real analysis)" if meta.get("demo") else ""
     degraded = " (DEGRADED: no verdict in the arena state)" if meta.get("degraded") else ""
     lines = [
-        f"# {target['ticker']} {target['trade_date']}: {synthesis['verdict']}{demo}{degraded}",
+        f"# {target.ticker} {target.trade_date}: {synthesis.verdict}{demo}{degraded}",
         "",
         *([f"- **degraded**: {_cell(meta.get('degraded_reason'))}"] if degraded else []),
-        f"- confidence **{synthesis['confidence']:.2f}**, ensemble score "
-        f"**{synthesis['ensemble_score']:+.3f}**",
-        f"- arena id `{envelope.get('arena_id', '')}`, correlation id "
-        f"`{envelope['correlation_id']}`",
-        f"- written to {row.get('where', '')}: stream entry `{row.get('entry_id', '')}`, "
-        f"hash `{row.get('hash_key', '')}`",
+        f"- confidence **{synthesis.confidence:.2f}**, ensemble score "
+        f"**{synthesis.ensemble_score:+.3f}**",
+        f"- arena id `{envelope.arena_id}`, correlation id `{envelope.correlation_id}`",
+        f"- written to {outcome.where or ''}: stream entry `{outcome.entry_id or ''}`, "
+        f"hash `{outcome.hash_key or ''}`",
         "",
         "| agent | domain | signal | confidence | summary |",
         "|---|---|---|---|---|",
     ]
-    for s in decision.get("agent_signals", []):
+    for s in decision.agent_signals:
         lines.append(
-            f"| {_cell(s['agent'])} | {_cell(s['domain'])} | {s['signal']} | "
-            f"{s['confidence']:.2f} | {_cell(s.get('summary'))} |"
+            f"| {_cell(s.agent)} | {_cell(s.domain)} | {s.signal} | "
+            f"{s.confidence:.2f} | {_cell(s.summary)} |"
         )
-    if synthesis.get("reasoning"):
-        lines += ["", "> " + _cell(synthesis["reasoning"])[:1000]]
+    if synthesis.reasoning:
+        lines += ["", "> " + _cell(synthesis.reasoning)[:1000]]
     return "\n".join(lines)
 
 
-TABLE_COLUMNS = (
-    "ticker",
-    "trade_date",
-    "status",
-    "verdict",
-    "confidence",
-    "degraded",
-    "entry_id",
-    "error",
-)
-
-
-def run_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def run_table(outcomes: Iterable[DecisionOutcome]) -> list[dict[str, Any]]:
     """The flow run's table: one row per (ticker, date) with status, verdict, entry id, error."""
-    return [
-        {c: ("" if r.get(c) is None or r.get(c) is False else r.get(c)) for c in TABLE_COLUMNS}
-        for r in rows
-    ]
+    return [o.table_row() for o in outcomes]
 
 
-async def write_decision_card(envelope: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+async def write_decision_card(
+    envelope: TradingIntelligenceEnvelope, outcome: DecisionOutcome
+) -> None:
     """Create the card under ``decision-{ticker}-{date}`` (a new version per publish)."""
     from prefect.artifacts import acreate_markdown_artifact
 
-    target = envelope["decision"]["target"]
+    target = envelope.decision.target
     await acreate_markdown_artifact(
-        key=artifact_key("decision", target["ticker"], target["trade_date"]),
-        markdown=decision_card(envelope, row),
-        description=f"{target['ticker']} {target['trade_date']} decision",
+        key=artifact_key("decision", target.ticker, target.trade_date),
+        markdown=decision_card(envelope, outcome),
+        description=f"{target.ticker} {target.trade_date} decision",
     )
 
 
-async def write_run_table(key: str, rows: Iterable[Mapping[str, Any]], title: str) -> None:
+async def write_run_table(key: str, outcomes: Iterable[DecisionOutcome], title: str) -> None:
     """Create this flow run's table artifact."""
     from prefect.artifacts import acreate_table_artifact
 
-    await acreate_table_artifact(key=key, table=run_table(rows), description=title)
+    await acreate_table_artifact(key=key, table=run_table(outcomes), description=title)

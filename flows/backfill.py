@@ -16,14 +16,13 @@ idempotent and content-aware, so even ``only="all"`` adds nothing for identical 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import (
     acreate_progress_artifact,
     acreate_table_artifact,
@@ -37,8 +36,11 @@ from prefect.utilities.annotations import quote
 
 from flows.artifacts import artifact_key
 from flows.backfill_plan import DryRunPlan, dry_run_plan
+from flows.run_settings import flow_settings, run_settings
+from flows.run_story import run_logger
 from ti_core.arena import ensure_demo_allowed, load_arena
 from ti_core.backfill import (
+    DEFAULT_REDIS_WAIT,
     ONLY_MODES,
     BatchReport,
     Item,
@@ -49,10 +51,11 @@ from ti_core.backfill import (
 )
 from ti_core.calendar import SessionPlan, sessions
 from ti_core.connection import connect
+from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.keys import normalize_ticker, shorten
+from ti_core.keys import parse_tickers, shorten
 from ti_core.publish import TrimPolicy
-from ti_core.settings import TiSettings
+from ti_core.retry import redis_policy, task_policy
 
 __all__ = [
     "ON_PROGRESS",
@@ -99,34 +102,6 @@ def _in_run() -> bool:
     return True
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:  # called as ``backfill.fn`` outside a flow run
-        return logging.getLogger(__name__)
-
-
-def _tickers(tickers: list[str] | str) -> list[str]:
-    raw = tickers.split(",") if isinstance(tickers, str) else list(tickers)
-    names = list(dict.fromkeys(normalize_ticker(t) for t in raw if str(t).strip()))
-    if not names:
-        raise InvalidStateError("no tickers given")
-    return names
-
-
-def _outcome_rows(outcomes: list[Outcome]) -> list[dict[str, str]]:
-    return [
-        {
-            "ticker": o.ticker,
-            "trade_date": o.trade_date,
-            "status": o.status,
-            "entry_id": o.entry_id,
-            "reason": o.reason,
-        }
-        for o in outcomes
-    ]
-
-
 @task(name="backfill-batch", cache_policy=NO_CACHE, task_run_name="batch-{number}")
 async def backfill_batch_task(
     pairs: list[tuple[str, str]],
@@ -137,7 +112,7 @@ async def backfill_batch_task(
     publish_degraded: bool = False,
 ) -> BatchReport:
     """Classify, run, publish and record one batch; the report has each item's outcome."""
-    s = TiSettings()
+    s = run_settings()
     runner = load_arena(arena, settings=s)
     items = [Item(t, d) for t, d in pairs]
     async with connect(settings=s) as client:
@@ -151,6 +126,8 @@ async def backfill_batch_task(
             trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
             idempotency_ttl=s.idempotency_ttl_seconds,
             publish_degraded=publish_degraded,
+            retry=task_policy(s),
+            redis=redis_policy(DEFAULT_REDIS_WAIT, s),
         )
     return report
 
@@ -174,7 +151,7 @@ class _ApiWrites:
         if report.outcomes:
             self._add(
                 acreate_table_artifact(
-                    table=_outcome_rows(report.outcomes),
+                    table=[o.as_row() for o in report.outcomes],
                     description=f"backfill batch {number}: {len(report.outcomes)} items run, "
                     f"{report.skipped} already done",
                 )
@@ -288,26 +265,28 @@ async def backfill(
     start: str,
     end: str,
     arena: str | None = None,
-    calendar: str = "XNYS",
+    calendar: str = CALENDAR,
     only: str = "missing",
     dry_run: bool = False,
     concurrency: int | None = None,
     publish_degraded: bool | None = None,
+    allow_demo: bool | None = None,
 ) -> BackfillSummary | DryRunPlan:
     """Publish every (ticker, session) from ``start`` to ``end`` (inclusive) that ``only`` selects.
 
     ``only``: ``missing`` (not yet published, the default), ``failed`` (recorded failures) or
     ``all``. ``dry_run`` returns the plan and publishes nothing. ``publish_degraded`` (default
-    ``TI_PUBLISH_DEGRADED``) publishes states with no verdict as HOLD marked degraded. Ends
-    Failed, naming each failed item, if any item failed.
+    ``TI_PUBLISH_DEGRADED``) publishes states with no verdict as HOLD marked degraded;
+    ``allow_demo`` (default ``TI_ALLOW_DEMO_PUBLISH``) lets the demo arena publish to a
+    configured Redis server. Ends Failed, naming each failed item, if any item failed.
     """
     if only not in ONLY_MODES:
         raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
-    s = TiSettings()
-    names = _tickers(tickers)
+    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
+    names = parse_tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
-    _logger().info(
+    run_logger(__name__).info(
         "%d sessions x %d tickers (%d days skipped: weekends and holidays)",
         len(plan.sessions),
         len(names),
@@ -334,7 +313,7 @@ async def backfill(
             s.batch_size,
             summary,
             writes,
-            s.publish_degraded if publish_degraded is None else publish_degraded,
+            s.publish_degraded,
         )
     finally:
         await writes.close(summary.planned)

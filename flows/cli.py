@@ -17,7 +17,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from ti_core.settings import TiSettings
 
 __all__ = [
     "COMMANDS",
@@ -63,6 +66,9 @@ DESCRIPTION = (
 def quiet_prefect_defaults() -> None:
     """Defaults that make a one-shot command exit cleanly; the user's own settings still win.
 
+    These are Prefect's own settings (it reads ``PREFECT_*`` from the environment when it is
+    imported), so they go there; ``TI_*`` settings never do (see :mod:`flows.run_settings`).
+
     Run logs still reach the API at INFO (the UI tells the story); only the terminal is quiet.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -75,11 +81,13 @@ def not_prefect(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("prefect") or where in (record.pathname or ""))
 
 
-def prepare_prefect(debug: bool) -> Any:
+def prepare_prefect(debug: bool, settings: TiSettings | None = None) -> Any:
     """Before a command imports Prefect: an API to talk to, and a quiet terminal.
 
-    Without ``PREFECT_API_URL`` this starts (or joins) the shared local server and returns
-    ``(LocalServer, Record)``; call ``wait_ready`` on the first before the first API call.
+    Without ``PREFECT_API_URL`` this starts (or joins) the shared local server (configured by
+    ``settings``, the command's own, else ``TI_*``) and returns ``(LocalServer, Record)``;
+    call ``wait_ready`` on the first before the first API call. The ``PREFECT_*`` variables
+    set here are Prefect's own configuration (read by Prefect when it is imported), not ours.
     """
     from flows.server import use_local_server
     from ti_core.settings import TiSettings
@@ -89,7 +97,7 @@ def prepare_prefect(debug: bool) -> Any:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
         logging.getLogger("prefect").propagate = False
-    return use_local_server(TiSettings(), say=lambda line: print(line, file=sys.stderr))
+    return use_local_server(settings or TiSettings(), say=lambda line: print(line, file=sys.stderr))
 
 
 def wait_for_prefect(local: Any) -> None:
@@ -171,13 +179,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    from ti_core.errors import TiError
+    from ti_core.errors import TiError, one_line
 
     if isinstance(exc, OSError) and not isinstance(exc, TiError) and exc.strerror:
         # a file or disk failure no layer below mapped: "No space left on device: /path"
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split()) or type(exc).__name__
+    return one_line(exc, None) + _command_hint(exc)
+
+
+def _command_hint(exc: BaseException) -> str:
+    """What the command line offers for an error the core words in its own terms (its
+    settings, never our flags): the first hint along ``exc``'s causes, or ''."""
+    from ti_core.errors import DemoRefusedError, NoVerdictError, StoreDamagedError
+
+    hints: dict[type[BaseException], str] = {
+        DemoRefusedError: " (on the command line: --arena SPEC, or --allow-demo)",
+        NoVerdictError: " (on the command line: --publish-degraded)",
+        StoreDamagedError: ". Run `ti store check`, then `ti store restore` (the previous good "
+        "copy) or `ti store reset --yes` (move it aside and start empty)",
+    }
+    seen: BaseException | None = exc
+    while seen is not None:
+        for kind, hint in hints.items():
+            if isinstance(seen, kind):
+                return hint
+        seen = seen.__cause__
+    return ""
 
 
 if __name__ == "__main__":

@@ -13,18 +13,14 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flows.options import (
-    add_allow_demo,
-    add_arena,
-    add_calendar,
-    add_publish_degraded,
-    add_tickers,
-)
-from ti_core.errors import TiError
+from flows.options import add_arena_options, add_calendar, add_tickers, setting_flags
+from ti_core.errors import TiError, one_line
+
+if TYPE_CHECKING:
+    from ti_core.settings import TiSettings
 
 __all__ = ["register"]
 
@@ -38,12 +34,11 @@ STYLES = {
 
 
 def _tickers(text: str) -> list[str]:
-    from ti_core.keys import normalize_ticker
+    from ti_core.keys import parse_tickers, split_tickers
 
-    names = [normalize_ticker(t) for t in text.split(",") if t.strip()]
-    if not names:
+    if not split_tickers(text):
         raise TiError("--tickers needs at least one ticker, e.g. --tickers NVDA,AAPL")
-    return list(dict.fromkeys(names))
+    return parse_tickers(text)
 
 
 def _add_range(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +57,7 @@ def register(subparsers: Any) -> None:
         "(inclusive), in batches. Re-running is safe: published items are skipped.",
     )
     _add_range(p)
-    add_arena(p)
+    add_arena_options(p)
     p.add_argument(
         "--only",
         choices=("missing", "failed", "all"),
@@ -77,8 +72,6 @@ def register(subparsers: Any) -> None:
         default=None,
         help="arena runs in flight at once (default TI_ARENA_CONCURRENCY)",
     )
-    add_allow_demo(p)
-    add_publish_degraded(p)
     p.set_defaults(func=_backfill)
     s = subparsers.add_parser(
         "status",
@@ -91,26 +84,16 @@ def register(subparsers: Any) -> None:
     s.set_defaults(func=_status)
 
 
-def _calendar(args: argparse.Namespace) -> str:
-    from ti_core.settings import TiSettings
-
-    return str(args.calendar or TiSettings().calendar)
-
-
-def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
+def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str], str]:
     """Everything that can be refused before Prefect starts."""
     from ti_core.arena import ensure_demo_allowed, load_arena
     from ti_core.calendar import sessions
-    from ti_core.settings import TiSettings
 
-    if args.allow_demo:
-        os.environ["TI_ALLOW_DEMO_PUBLISH"] = "1"
     if args.concurrency is not None and args.concurrency < 1:
         raise TiError("--concurrency must be at least 1")
     names = _tickers(args.tickers)
-    calendar = _calendar(args)
+    calendar = args.calendar or settings.calendar
     sessions(args.start, args.end, calendar)
-    settings = TiSettings()
     runner = load_arena(args.arena, settings=settings)
     if not args.dry_run:
         ensure_demo_allowed(runner, settings)
@@ -123,31 +106,32 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], str]:
 
 def _backfill(args: argparse.Namespace) -> int:
     from flows.cli import prepare_prefect, wait_for_prefect
-
-    names, calendar = _prepare(args)
+    from flows.run_settings import with_flags
     from ti_core.embedded import check_store
-    from ti_core.settings import TiSettings
 
+    settings = with_flags(**setting_flags(args))  # built once, os.environ untouched
+    names, calendar = _prepare(args, settings)
     # A damaged (or, unless a dry run, unwritable) embedded store: refused before Prefect.
-    check_store(TiSettings(), write=not args.dry_run)
+    check_store(settings, write=not args.dry_run)
     if args.dry_run:
-        return _dry_run(args, names, calendar)
-    local = prepare_prefect(args.debug)
+        return _dry_run(args, names, calendar, settings)
+    local = prepare_prefect(args.debug, settings)
     from flows.backfill import backfill  # imports Prefect while the local server starts
 
     wait_for_prefect(local)
     return _run_flow(args, backfill, names, calendar)
 
 
-def _dry_run(args: argparse.Namespace, names: list[str], calendar: str) -> int:
+def _dry_run(
+    args: argparse.Namespace, names: list[str], calendar: str, settings: TiSettings
+) -> int:
     """The plan, straight from Redis: nothing to run, so no Prefect."""
     from flows.backfill_plan import dry_run_plan
     from ti_core.calendar import sessions
-    from ti_core.settings import TiSettings
 
     plan = sessions(args.start, args.end, calendar)
     return _print_plan(
-        asyncio.run(dry_run_plan(names, plan, args.only, TiSettings(), record=False)), args.only
+        asyncio.run(dry_run_plan(names, plan, args.only, settings, record=False)), args.only
     )
 
 
@@ -192,7 +176,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
                     args.only,
                     args.dry_run,
                     args.concurrency,
-                    True if args.publish_degraded else None,
+                    **setting_flags(args),
                 )
             )
         except Exception as exc:  # one line, not a traceback; the run's logs have the rest
@@ -209,8 +193,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
     for o in failed:
         print(f"FAILED {o.ticker} {o.trade_date}: {o.reason}", file=sys.stderr)
     hint = "; re-run with --only failed to retry them" if failed else ""
-    text = str(result) if isinstance(result, TiError) else f"{type(result).__name__}: {result}"
-    raise TiError(f"{' '.join(text.split())}{hint}") from result
+    raise TiError(f"{one_line(result, None)}{hint}") from result
 
 
 def _summary_line(summary: Any) -> str:
@@ -243,9 +226,9 @@ def _status(args: argparse.Namespace) -> int:
     from ti_core.connection import connect
     from ti_core.settings import TiSettings
 
-    names = _tickers(args.tickers)
-    plan = sessions(args.start, args.end, _calendar(args))
     settings = TiSettings()
+    names = _tickers(args.tickers)
+    plan = sessions(args.start, args.end, args.calendar or settings.calendar)
 
     async def read() -> Any:
         async with connect(settings=settings, readonly=True) as client:

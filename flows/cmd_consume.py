@@ -22,10 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ti_core.connection import connect
-from ti_core.consume import group_lag, read_batch, stream_last_id, tail
+from ti_core.consume import read_batch, stream_last_id, tail
+from ti_core.defaults import CLAIM_IDLE_MS, RECONNECT_GIVE_UP_SECONDS
 from ti_core.errors import ConfigError
+from ti_core.group_lag import group_lag
 from ti_core.groups import ConsumerBrokenError, GroupReader
 from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.retry import redis_policy
 from ti_core.settings import TiSettings
 
 __all__ = ["format_line", "lag_lines", "register"]
@@ -69,7 +72,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--claim-idle-ms",
         type=int,
-        default=60_000,
+        default=CLAIM_IDLE_MS,
         help="with --group: reclaim entries another consumer left pending this long",
     )
     p.add_argument(
@@ -77,7 +80,7 @@ def register(subparsers: Any) -> None:
         type=float,
         metavar="SECONDS",
         help="keep reconnecting to a lost Redis this long, then exit 1 "
-        "(default: TI_RECONNECT_GIVE_UP_SECONDS, 300)",
+        f"(default: TI_RECONNECT_GIVE_UP_SECONDS, {RECONNECT_GIVE_UP_SECONDS:g})",
     )
     p.set_defaults(func=_tail_command)
     q = subparsers.add_parser(
@@ -178,7 +181,11 @@ async def _tail_server(
 ) -> int:
     async with connect(settings=settings) as client:
         async for entry_id, envelope in tail(
-            client, stream_name=stream, start=start, give_up_after=give_up
+            client,
+            stream_name=stream,
+            start=start,
+            give_up_after=give_up,
+            retry=redis_policy(give_up, settings),
         ):
             show(entry_id, envelope)
     return 0
@@ -205,6 +212,7 @@ async def _tail_group(
             start=start,
             claim_idle_ms=claim_idle_ms,
             give_up_after=give_up,
+            retry=redis_policy(give_up, settings),
         )
         await reader.run()
     return 0

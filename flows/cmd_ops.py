@@ -1,7 +1,7 @@
 """``ti serve``, ``ti emit-arena-completed`` and ``ti verify``: running and auditing the stage.
 
-``ti serve`` is the one-machine form of prefect.yaml: the same three deployments (same names,
-schedule and trigger; a test keeps the two in step), served from this process by Prefect's
+``ti serve`` is the one-machine form of prefect.yaml: the same three deployments, both made
+from the one table in :mod:`flows.deployments`, served from this process by Prefect's
 ``serve`` instead of a work pool and workers. With no ``PREFECT_API_URL`` it serves them on
 the local Prefect server ``ti`` commands share (:mod:`flows.server`), kept up while it
 serves: its scheduler creates the cron runs, its triggers react to events.
@@ -15,82 +15,27 @@ import json
 import sys
 from typing import Any
 
+from flows.deployments import DAILY_CRON, DAILY_TIMEZONE, runner_deployments
 from flows.options import add_arena, add_tickers
 from ti_core.connection import connect
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
 from ti_core.verify import INCONSISTENT, INFORMATIONAL, VerifyReport, verify_store
 
-__all__ = [
-    "ARENA_TRIGGER_PARAMETERS",
-    "DAILY_CRON",
-    "DAILY_TIMEZONE",
-    "EXIT_INCONSISTENT",
-    "register",
-    "serve_deployments",
-]
+__all__ = ["EXIT_INCONSISTENT", "register"]
 
-DAILY_CRON = "30 17 * * 1-5"  # 17:30 New York, Monday to Friday: after the 16:00 US close
-DAILY_TIMEZONE = "America/New_York"
 EXIT_INCONSISTENT = 2
-# The trigger's parameters, templated from the event's resource labels (as in prefect.yaml).
-ARENA_TRIGGER_PARAMETERS = {
-    "ticker": "{{ event.resource['ti.ticker'] }}",
-    "trade_date": "{{ event.resource['ti.trade-date'] }}",
-    "arena": "replay:{{ event.resource['ti.state-dir'] }}",
-}
-
-
-def serve_deployments(
-    tickers: list[str],
-    *,
-    arena: str | None = None,
-    cron: str = DAILY_CRON,
-    timezone: str = DAILY_TIMEZONE,
-) -> list[Any]:
-    """The three deployments of prefect.yaml as Prefect ``RunnerDeployment`` objects."""
-    from prefect.events import DeploymentEventTrigger
-    from prefect.schedules import Cron
-
-    from flows.arena_events import ARENA_COMPLETED, RESOURCE_PREFIX
-    from flows.backfill import backfill
-    from flows.pipeline import daily, publish_decision
-
-    daily_parameters: dict[str, Any] = {"tickers": tickers}
-    if arena is not None:
-        daily_parameters["arena"] = arena
-    trigger = DeploymentEventTrigger(
-        name="publish-on-arena-complete__ti-arena-completed",
-        expect={ARENA_COMPLETED},
-        match={"prefect.resource.id": f"{RESOURCE_PREFIX}.*"},
-        parameters=dict(ARENA_TRIGGER_PARAMETERS),
-    )
-    return [
-        daily.to_deployment(
-            name="daily-publish",
-            schedules=[Cron(cron, timezone=timezone)],
-            parameters=daily_parameters,
-            tags=["ti", "scheduled"],
-        ),
-        backfill.to_deployment(name="backfill", tags=["ti", "on-demand"]),
-        publish_decision.to_deployment(
-            name="publish-on-arena-complete", triggers=[trigger], tags=["ti", "event"]
-        ),
-    ]
 
 
 def _ticker_list(text: str) -> list[str]:
     """``NVDA,aapl`` -> ``["NVDA", "AAPL"]``, each checked as a ticker."""
     from ti_core.errors import InvalidStateError
-    from ti_core.keys import normalize_ticker
+    from ti_core.keys import parse_tickers
 
     try:
-        tickers = [normalize_ticker(t) for t in text.split(",") if t.strip()]
-    except InvalidStateError as exc:
+        return parse_tickers(text)
+    except InvalidStateError as exc:  # "no tickers given" too
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if not tickers:
-        raise argparse.ArgumentTypeError("no tickers given")
-    return tickers
 
 
 async def _deployed_by_prefect_deploy(deployments: list[Any]) -> list[str]:
@@ -123,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"(to emit events to it: export PREFECT_API_URL={local[1].url})",
             file=sys.stderr,
         )
-    deployments = serve_deployments(
+    deployments = runner_deployments(
         args.tickers, arena=args.arena, cron=args.cron, timezone=args.timezone
     )
     # Serving over a `prefect deploy` deployment would keep its pull steps and break its runs.

@@ -13,25 +13,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 from flows.cli import prepare_prefect, wait_for_prefect
-from flows.options import (
-    add_allow_demo,
-    add_arena,
-    add_calendar,
-    add_publish_degraded,
-    add_tickers,
-)
+from flows.options import add_arena_options, add_calendar, add_tickers, setting_flags
+from flows.run_settings import with_flags
 from ti_core.connection import connect
-from ti_core.errors import TiError
-from ti_core.keys import normalize_ticker, normalize_trade_date
+from ti_core.errors import TiError, one_line
+from ti_core.keys import normalize_ticker, normalize_trade_date, split_tickers
 from ti_core.lookup import Lookup, read_decision
+from ti_core.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
 
-__all__ = ["format_row", "register"]
+__all__ = ["format_outcome", "register"]
 
 SERVER_HINT = "set TI_REDIS_URL=redis://HOST:6379/0 to publish to a Redis server"
 DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
@@ -45,37 +40,39 @@ def _where(settings: TiSettings) -> str:
     return f"embedded store {embedded_store_path(settings)} ({SERVER_HINT})"
 
 
-def format_row(row: dict[str, Any], settings: TiSettings) -> str:
+def format_outcome(outcome: DecisionOutcome, settings: TiSettings) -> str:
     """One line for a finished decision: verdict, confidence, and where it was written."""
-    if row["status"] == "failed":
-        return f"{row['ticker']} {row['trade_date']}: FAILED {row['error']}"
-    demo = " [DEMO arena: not a real analysis]" if row.get("demo") else ""
-    demo += DEGRADED_MARK if row.get("degraded") else ""
-    again = " (already on the stream)" if row["status"] == "unchanged" else ""
+    o = outcome
+    if o.failed:
+        return f"{o.ticker} {o.trade_date}: FAILED {o.error}"
+    demo = " [DEMO arena: not a real analysis]" if o.demo else ""
+    demo += DEGRADED_MARK if o.degraded else ""
+    again = " (already on the stream)" if o.status == "unchanged" else ""
     return (
-        f"{row['ticker']} {row['trade_date']}: {row['verdict']} confidence "
-        f"{row['confidence']:.2f}{demo} -> stream {row.get('stream', settings.stream_name)} "
-        f"entry {row['entry_id']}{again}, hash {row['hash_key']}, in {_where(settings)}"
+        f"{o.ticker} {o.trade_date}: {o.verdict} confidence "
+        f"{o.confidence or 0:.2f}{demo} -> stream {o.stream or settings.stream_name} "
+        f"entry {o.entry_id}{again}, hash {o.hash_key}, in {_where(settings)}"
     )
 
 
-def _prepare(args: argparse.Namespace) -> TiSettings:
-    """Apply flags to the environment the flow reads, and fail fast on a refused demo."""
-    if getattr(args, "allow_demo", False):
-        os.environ["TI_ALLOW_DEMO_PUBLISH"] = "1"
+def _settings(args: argparse.Namespace) -> TiSettings:
+    """The command's settings, built once: ``TI_*`` with the flags on top (``os.environ``
+    untouched); the flow gets the same flags as plain parameters (``setting_flags``)."""
+    return with_flags(**setting_flags(args))
+
+
+def _prepare(args: argparse.Namespace, settings: TiSettings) -> None:
+    """Fail fast, before Prefect, on a refused demo or an unusable embedded store."""
     from ti_core.arena import ensure_demo_allowed, load_arena
     from ti_core.embedded import check_store
 
-    settings = TiSettings()
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)
     check_store(settings)  # a damaged or unwritable embedded store: refuse before Prefect
-    return settings
 
 
 def _fail(what: str, exc: BaseException, hint: str = "") -> TiError:
     """The one-line error ``cli.main`` prints: what failed, why, and how to retry."""
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    return TiError(f"{what}: {' '.join(text.split())}{hint}")
+    return TiError(f"{what}: {one_line(exc, None)}{hint}")
 
 
 async def _outcome(call: Any) -> tuple[str, Any]:
@@ -85,19 +82,15 @@ async def _outcome(call: Any) -> tuple[str, Any]:
     return str(state.state_details.flow_run_id), value
 
 
-def _degraded(args: argparse.Namespace) -> bool | None:
-    """``--publish-degraded`` as the flow's parameter; None leaves it to the setting."""
-    return True if getattr(args, "publish_degraded", False) else None
-
-
 def _retry_hint(flow_run_id: str) -> str:
     return f" [flow run {flow_run_id}; once fixed: ti retry {flow_run_id}]"
 
 
 def _run(args: argparse.Namespace) -> int:
     ticker, trade_date = normalize_ticker(args.ticker), normalize_trade_date(args.date)
-    settings = _prepare(args)
-    local = prepare_prefect(args.debug)
+    settings = _settings(args)
+    _prepare(args, settings)
+    local = prepare_prefect(args.debug, settings)
     from flows.pipeline import publish_decision  # imports Prefect while the server starts
 
     wait_for_prefect(local)
@@ -106,7 +99,12 @@ def _run(args: argparse.Namespace) -> int:
         run_id, row = asyncio.run(
             _outcome(
                 publish_decision(
-                    ticker, trade_date, args.arena, args.force, _degraded(args), return_state=True
+                    ticker,
+                    trade_date,
+                    args.arena,
+                    args.force,
+                    **setting_flags(args),
+                    return_state=True,
                 )
             )
         )
@@ -114,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         raise _fail(what, exc) from exc
     if isinstance(row, BaseException):
         raise _fail(what, row, _retry_hint(run_id)) from row
-    print(format_row(row, settings))
+    print(format_outcome(DecisionOutcome.from_row(row), settings))
     return 0
 
 
@@ -123,19 +121,19 @@ def _run_daily(
 ) -> tuple[str, Any]:
     from flows.pipeline import ON_DECISION, daily
 
-    def on_decision(row: dict[str, Any]) -> None:
-        lines.append(format_row(row, settings))
-        progress.update(bar, advance=1, description=f"{row['ticker']} {row['status']}")
+    def on_decision(outcome: DecisionOutcome) -> None:
+        lines.append(format_outcome(outcome, settings))
+        progress.update(bar, advance=1, description=f"{outcome.ticker} {outcome.status}")
 
     async def go() -> tuple[str, Any]:
         ON_DECISION.set(on_decision)
         return await _outcome(
             daily(
-                args.tickers.split(","),
+                split_tickers(args.tickers),
                 args.date,
                 args.arena,
                 args.calendar,
-                _degraded(args),
+                **setting_flags(args),
                 return_state=True,
             )
         )
@@ -147,7 +145,7 @@ def _print_result(result: dict[str, Any]) -> None:
     if result["skipped"]:
         print(f"ti: nothing to publish: {result['skipped']}")
         return
-    statuses = [r["status"] for r in result["rows"]]
+    statuses = [DecisionOutcome.from_row(r).status for r in result["rows"]]
     print(
         f"{result['trade_date']}: {statuses.count('published')} published, "
         f"{statuses.count('unchanged')} already on the stream"
@@ -158,6 +156,9 @@ def _daily(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    settings = _settings(args)
+    if args.calendar is None:
+        args.calendar = settings.calendar
     if args.date is not None:
         args.date = normalize_trade_date(args.date)
         _warn_if_not_a_session(args.date, args.calendar)
@@ -168,9 +169,9 @@ def _daily(args: argparse.Namespace) -> int:
         if args.date is None:
             print(f"ti: nothing to publish: {reason}")
             return 0
-    settings = _prepare(args)
-    local = prepare_prefect(args.debug)
-    tickers = [t for t in args.tickers.split(",") if t.strip()]
+    _prepare(args, settings)
+    local = prepare_prefect(args.debug, settings)
+    tickers = split_tickers(args.tickers)
     lines: list[str] = []
     console = Console(stderr=True)
     progress = Progress(
@@ -239,7 +240,7 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
 
 def _retry(args: argparse.Namespace) -> int:
     settings = TiSettings()
-    wait_for_prefect(prepare_prefect(args.debug))
+    wait_for_prefect(prepare_prefect(args.debug, settings))
     try:
         run_id, result = asyncio.run(_retry_flow_run(args.flow_run))
     except TiError:
@@ -250,10 +251,10 @@ def _retry(args: argparse.Namespace) -> int:
         raise _fail(f"flow run {run_id} failed again", result, _retry_hint(run_id)) from result
     if "rows" in result:
         for row in result["rows"]:
-            print(format_row(row, settings))
+            print(format_outcome(DecisionOutcome.from_row(row), settings))
         _print_result(result)
     else:
-        print(format_row(result, settings))
+        print(format_outcome(DecisionOutcome.from_row(result), settings))
     return 0
 
 
@@ -299,12 +300,6 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    add_arena(parser)
-    add_publish_degraded(parser)
-    add_allow_demo(parser)
-
-
 def register(subparsers: Any) -> None:
     """Add ``run``, ``daily`` and ``get`` to the ``ti`` command."""
     run = subparsers.add_parser(
@@ -314,7 +309,7 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("ticker", metavar="TICKER")
     run.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="trade date")
-    _common(run)
+    add_arena_options(run)
     run.add_argument(
         "--force",
         action="store_true",
@@ -335,8 +330,8 @@ def register(subparsers: Any) -> None:
         "--date", default=None, metavar="YYYY-MM-DD", help="trade date (default: today's session)"
     )
     add_calendar(day, "of the sessions (the default date, the warning for another day)")
-    _common(day)
-    day.set_defaults(func=_daily_entry)
+    add_arena_options(day)
+    day.set_defaults(func=_daily)
 
     retry = subparsers.add_parser(
         "retry",
@@ -359,12 +354,6 @@ def register(subparsers: Any) -> None:
     get.add_argument("trade_date", metavar="DATE")
     get.add_argument("--json", action="store_true", help="print the whole envelope as JSON")
     get.set_defaults(func=_get)
-
-
-def _daily_entry(args: argparse.Namespace) -> int:
-    if args.calendar is None:
-        args.calendar = TiSettings().calendar
-    return _daily(args)
 
 
 def _warn_if_not_a_session(trade_date: str, calendar: str) -> None:

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect.events import emit_event
+
+from ti_core.outcome import DecisionOutcome
 
 __all__ = ["DECISION_FAILED", "DECISION_PUBLISHED", "decision_resource", "emit_decision_event"]
 
@@ -26,13 +26,11 @@ def decision_resource(ticker: str, trade_date: str) -> dict[str, str]:
     }
 
 
-def emit_decision_event(row: dict[str, Any]) -> bool:
-    """Emit published/failed for a flow's result row; False if Prefect did not take it."""
-    failed = row["status"] == "failed"
-    payload = {k: v for k, v in row.items() if v not in (None, "")}
+def emit_decision_event(outcome: DecisionOutcome) -> bool:
+    """Emit published/failed for a decision's outcome; False if Prefect did not take it."""
     event = emit_event(
-        event=DECISION_FAILED if failed else DECISION_PUBLISHED,
-        resource=decision_resource(row["ticker"], row["trade_date"]),
-        payload=payload,
+        event=DECISION_FAILED if outcome.failed else DECISION_PUBLISHED,
+        resource=decision_resource(outcome.ticker, outcome.trade_date),
+        payload=outcome.event_payload(),
     )
     return event is not None

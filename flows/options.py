@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_allow_demo", "add_arena", "add_calendar", "add_publish_degraded", "add_tickers"]
+__all__ = [
+    "add_allow_demo",
+    "add_arena_options",
+    "add_arena",
+    "add_calendar",
+    "add_publish_degraded",
+    "add_tickers",
+    "setting_flags",
+]
 
 
 def add_arena(parser: argparse.ArgumentParser, what: str = "") -> None:
@@ -36,6 +44,14 @@ def add_publish_degraded(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_arena_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that runs the arena and publishes takes: ``--arena``,
+    ``--publish-degraded`` and ``--allow-demo``."""
+    add_arena(parser)
+    add_publish_degraded(parser)
+    add_allow_demo(parser)
+
+
 def add_calendar(parser: argparse.ArgumentParser, use: str) -> None:
     parser.add_argument(
         "--calendar",
@@ -54,3 +70,12 @@ def add_tickers(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
         help="comma-separated tickers, e.g. NVDA,AAPL,BRK.B",
         **kwargs,
     )
+
+
+def setting_flags(args: argparse.Namespace) -> dict[str, bool | None]:
+    """``--allow-demo`` and ``--publish-degraded`` as the flows' parameters (and the keywords
+    of ``flows.run_settings.with_flags``): True when given, None to leave them to ``TI_*``."""
+    return {
+        "allow_demo": True if getattr(args, "allow_demo", False) else None,
+        "publish_degraded": True if getattr(args, "publish_degraded", False) else None,
+    }

@@ -3,7 +3,7 @@
 Each decision is run-arena -> build-envelope -> publish-stream (entry and hash, one script) ->
 publish-hash (confirms the hash, or heals an entry found without one), then a
 markdown card (``decision-{ticker}-{date}``) and a ``ti.decision.published`` event; a failure
-becomes a row with its reason, a failure record in Redis (best effort) and a
+becomes an outcome with its reason, a failure record in Redis (best effort) and a
 ``ti.decision.failed`` event. A flow run with any failure ends Failed after the others have
 published, and its table artifact says which and why.
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -26,7 +26,8 @@ from prefect.context import get_run_context
 
 from flows.artifacts import artifact_key, write_decision_card, write_run_table
 from flows.events import emit_decision_event
-from flows.run_story import failed_run, scheduled_moment
+from flows.run_settings import flow_settings
+from flows.run_story import daily_run_name, failed_run, scheduled_moment
 from flows.tasks import (
     build_envelope,
     configured,
@@ -38,14 +39,22 @@ from flows.tasks import (
 from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
 from ti_core.calendar import current_session, sessions
 from ti_core.connection import embedded_store_path
-from ti_core.errors import TiError
-from ti_core.keys import decision_hash_key, normalize_ticker, normalize_trade_date
+from ti_core.defaults import CALENDAR
+from ti_core.errors import TiError, one_line
+from ti_core.keys import (
+    decision_hash_key,
+    normalize_ticker,
+    normalize_trade_date,
+    split_tickers,
+)
+from ti_core.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
+from ti_core.wire import carrying, envelope_of
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
 
-# Set by the ``ti`` command to follow a run's progress: called with each finished row.
-ON_DECISION: ContextVar[Callable[[dict[str, Any]], None] | None] = ContextVar(
+# Set by the ``ti`` command to follow a run's progress: called with each finished outcome.
+ON_DECISION: ContextVar[Callable[[DecisionOutcome], None] | None] = ContextVar(
     "ti_on_decision", default=None
 )
 
@@ -64,9 +73,7 @@ def where_written(settings: TiSettings) -> str:
 
 def _reason(stage: str, exc: BaseException) -> str:
     """``stage: message`` on one line, at most ~300 characters, for rows, events and records."""
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split())
-    return f"{stage}: {text if len(text) <= 300 else text[:297] + '...'}"
+    return f"{stage}: {one_line(exc, 300)}"
 
 
 def _flow_run_id() -> str:
@@ -75,7 +82,7 @@ def _flow_run_id() -> str:
 
 
 class _Decision:
-    """One (ticker, date) through the four tasks; ``run`` returns its table row."""
+    """One (ticker, date) through the four tasks; ``run`` returns its outcome."""
 
     def __init__(
         self,
@@ -90,22 +97,12 @@ class _Decision:
         self.ticker, self.trade_date, self.runner = ticker, trade_date, runner
         self.force, self.settings, self.limit = force, settings, limit
         self.publish_degraded = publish_degraded
-        self.row: dict[str, Any] = {
-            "ticker": ticker,
-            "trade_date": trade_date,
-            "status": "failed",
-            "verdict": None,
-            "confidence": None,
-            "entry_id": None,
-            "hash_key": None,
-            "error": None,
-            "where": where_written(settings),
-            "demo": runner.is_demo,
-            "degraded": False,
-        }
+        self.outcome = DecisionOutcome(
+            ticker, trade_date, where=where_written(settings), demo=runner.is_demo
+        )
         self.error: BaseException | None = None
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> DecisionOutcome:
         stage = "run-arena"
         s = self.settings
         try:
@@ -118,56 +115,57 @@ class _Decision:
             envelope_json = await build_envelope(
                 state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
             )
+            envelope_json = carrying(envelope_json)  # a retried run's cached text: parsed once
             stage = "publish-stream"  # the entry and its hash, in one script
             stream = await configured(publish_stream, s)(envelope_json, self.force)
         except Exception as exc:
             return await self._failed(stage, exc)
+        note = None
         try:  # confirms (or heals) the hash publish-stream already wrote with the entry
             hash_key = await configured(publish_hash, s)(envelope_json, self.force)
         except Exception as exc:
             hash_key = decision_hash_key(self.ticker, self.trade_date)
-            self.row["note"] = _reason(
-                "publish-hash (entry and hash already written together)", exc
-            )
-            get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, self.row["note"])
-        envelope = json.loads(envelope_json)
-        synthesis = envelope["decision"]["synthesis"]
-        self.row.update(
+            note = _reason("publish-hash (entry and hash already written together)", exc)
+            get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, note)
+        envelope = envelope_of(envelope_json)  # the one build-envelope made: not parsed
+        synthesis = envelope.decision.synthesis
+        self.outcome = replace(
+            self.outcome,
             status="published" if stream["created"] else "unchanged",
-            verdict=synthesis["verdict"],
-            confidence=synthesis["confidence"],
-            score=synthesis["ensemble_score"],
+            verdict=synthesis.verdict,
+            confidence=synthesis.confidence,
+            score=synthesis.ensemble_score,
             entry_id=stream["entry_id"],
             hash_key=hash_key,
-            correlation_id=envelope["correlation_id"],
+            correlation_id=envelope.correlation_id,
             stream=s.stream_name,
-            degraded=envelope["meta"].get("degraded") is True,
+            degraded=envelope.meta.get("degraded") is True,
+            note=note,
         )
-        await write_decision_card(envelope, self.row)
-        emit_decision_event(self.row)
-        return self.row
+        await write_decision_card(envelope, self.outcome)
+        emit_decision_event(self.outcome)
+        return self.outcome
 
-    async def _failed(self, stage: str, exc: BaseException) -> dict[str, Any]:
+    async def _failed(self, stage: str, exc: BaseException) -> DecisionOutcome:
         self.error = exc
-        self.row["error"] = _reason(stage, exc)
-        get_run_logger().warning(
-            "%s %s failed at %s", self.ticker, self.trade_date, self.row["error"]
-        )
-        await record_failure(self.ticker, self.trade_date, self.row["error"])
-        emit_decision_event(self.row)
-        return self.row
+        error = _reason(stage, exc)
+        self.outcome = replace(self.outcome, error=error)
+        get_run_logger().warning("%s %s failed at %s", self.ticker, self.trade_date, error)
+        await record_failure(self.ticker, self.trade_date, error)
+        emit_decision_event(self.outcome)
+        return self.outcome
 
 
-def _notify(row: dict[str, Any]) -> None:
+def _notify(outcome: DecisionOutcome) -> None:
     callback = ON_DECISION.get()
     if callback is not None:
-        callback(row)
+        callback(outcome)
 
 
-async def _one(decision: _Decision) -> dict[str, Any]:
-    row = await decision.run()
-    _notify(row)
-    return row
+async def _one(decision: _Decision) -> DecisionOutcome:
+    outcome = await decision.run()
+    _notify(outcome)
+    return outcome
 
 
 @flow(name="publish-decision", flow_run_name="{ticker}-{trade_date}")
@@ -177,76 +175,73 @@ async def publish_decision(
     arena: str | None = None,
     force: bool = False,
     publish_degraded: bool | None = None,
+    allow_demo: bool | None = None,
 ) -> dict[str, Any]:
     """Run the arena for one (ticker, date) and publish its decision; the flow fails if it does.
 
     ``arena`` is a runner spec (default ``TI_ARENA``, else the demo); ``force`` appends even an
     identical decision and overwrites a newer lookup hash; ``publish_degraded`` (default
     ``TI_PUBLISH_DEGRADED``) publishes a state with no verdict as HOLD marked degraded
-    instead of failing.
+    instead of failing; ``allow_demo`` (default ``TI_ALLOW_DEMO_PUBLISH``) lets the demo
+    arena publish to a configured Redis server.
     """
-    s = TiSettings()
+    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
     ticker, trade_date = normalize_ticker(ticker), normalize_trade_date(trade_date)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
-    degraded = s.publish_degraded if publish_degraded is None else publish_degraded
-    decision = _Decision(ticker, trade_date, runner, force, s, asyncio.Semaphore(1), degraded)
-    row = await _one(decision)
+    decision = _Decision(
+        ticker, trade_date, runner, force, s, asyncio.Semaphore(1), s.publish_degraded
+    )
+    outcome = await _one(decision)
     await write_run_table(
-        artifact_key("publish", ticker, trade_date), [row], f"publish {ticker} {trade_date}"
+        artifact_key("publish", ticker, trade_date), [outcome], f"publish {ticker} {trade_date}"
     )
     if decision.error is not None:
-        return failed_run(decision.error, decision.row["error"])  # type: ignore[no-any-return]
+        return failed_run(decision.error, outcome.error)  # type: ignore[no-any-return]
     get_run_logger().info(
         "%s %s: %s %s, stream entry %s, hash %s",
         ticker,
         trade_date,
-        row["status"],
-        row["verdict"],
-        row["entry_id"],
-        row["hash_key"],
+        outcome.status,
+        outcome.verdict,
+        outcome.entry_id,
+        outcome.hash_key,
     )
-    return row
+    return outcome.as_row()
 
 
-def _targets(tickers: list[str] | str, trade_date: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Valid, de-duplicated tickers, and failed rows for the invalid ones."""
-    raw = tickers.split(",") if isinstance(tickers, str) else list(tickers)
+def _targets(tickers: list[str] | str, trade_date: str) -> tuple[list[str], list[DecisionOutcome]]:
+    """Valid, de-duplicated tickers, and failed outcomes for the invalid ones."""
     good: list[str] = []
-    bad: list[dict[str, Any]] = []
-    for item in raw:
+    bad: list[DecisionOutcome] = []
+    for item in split_tickers(tickers):
         try:
             ticker = normalize_ticker(item)
         except TiError as exc:
-            bad.append(
-                {
-                    "ticker": str(item)[:20],
-                    "trade_date": trade_date,
-                    "status": "failed",
-                    "error": _reason("input", exc),
-                }
-            )
+            bad.append(DecisionOutcome(str(item)[:20], trade_date, error=_reason("input", exc)))
             continue
         if ticker not in good:
             good.append(ticker)
     return good, bad
 
 
-@flow(name="daily", flow_run_name="daily-{trade_date}")
+@flow(name="daily", flow_run_name=daily_run_name)
 async def daily(
     tickers: list[str],
     trade_date: str | None = None,
     arena: str | None = None,
-    calendar: str = "XNYS",
+    calendar: str = CALENDAR,
     publish_degraded: bool | None = None,
+    allow_demo: bool | None = None,
 ) -> dict[str, Any]:
     """Publish one decision per ticker for ``trade_date`` (default: today's session).
 
     With no date on a weekend or holiday it does nothing and says why. Arena runs are limited
     to ``TI_ARENA_CONCURRENCY`` at once. Returns ``{"trade_date", "skipped", "rows"}``; if any
-    ticker fails, the flow run fails after the others have published.
+    ticker fails, the flow run fails after the others have published. ``publish_degraded``
+    and ``allow_demo`` as in :func:`publish_decision`.
     """
-    s = TiSettings()
+    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
     logger = get_run_logger()
     if trade_date is None:  # the session this run was scheduled for, even if it starts late
         session, reason = current_session(calendar, now=scheduled_moment())
@@ -267,19 +262,18 @@ async def daily(
     logger.info("publishing %d ticker(s) for session %s (%s)", len(tickers), trade_date, calendar)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
-    good, rows = _targets(tickers, trade_date)
-    for row in rows:
-        _notify(row)
+    good, outcomes = _targets(tickers, trade_date)
+    for outcome in outcomes:
+        _notify(outcome)
     limit = asyncio.Semaphore(s.arena_concurrency)
-    degraded = s.publish_degraded if publish_degraded is None else publish_degraded
-    rows += await asyncio.gather(
-        *(_one(_Decision(t, trade_date, runner, False, s, limit, degraded)) for t in good)
+    outcomes += await asyncio.gather(
+        *(_one(_Decision(t, trade_date, runner, False, s, limit, s.publish_degraded)) for t in good)
     )
-    await write_run_table(artifact_key("daily", trade_date), rows, f"daily {trade_date}")
-    failed = [r for r in rows if r["status"] == "failed"]
+    await write_run_table(artifact_key("daily", trade_date), outcomes, f"daily {trade_date}")
+    failed = [o for o in outcomes if o.failed]
     if failed:
-        detail = "; ".join(f"{r['ticker']}: {r['error']}" for r in failed[:5])
+        detail = "; ".join(f"{o.ticker}: {o.error}" for o in failed[:5])
         return failed_run(  # type: ignore[no-any-return]
-            TiError(f"{len(failed)} of {len(rows)} decisions failed for {trade_date}: {detail}")
+            TiError(f"{len(failed)} of {len(outcomes)} decisions failed for {trade_date}: {detail}")
         )
-    return {"trade_date": trade_date, "skipped": None, "rows": rows}
+    return {"trade_date": trade_date, "skipped": None, "rows": [o.as_row() for o in outcomes]}

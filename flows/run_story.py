@@ -6,25 +6,35 @@
   schedules those and they turn Late), the UI's Retry for a deployment's run.
 - :func:`scheduled_moment` is when the run was scheduled for: a late run, or a retry, still
   knows which session it was meant to publish.
-- :func:`envelope_run_name` names the publish task runs after their ticker and date.
+- :func:`envelope_run_name` names the publish task runs after their ticker and date;
+  :func:`daily_run_name` names a daily run after its session, also when a schedule left the
+  date out (the session it was scheduled for, not ``daily-None``).
+- :func:`run_logger` is where a step says what it did: the run's logger, whose records reach
+  the API (the UI's Logs) at INFO while ``ti`` keeps the terminal quiet.
+- :func:`one_line_task_failures` keeps a :class:`TiError`'s traceback out of the task run's
+  log: its message is already the one-line cause, and 70 lines of frames above it hid the
+  cause in the UI's Logs. Any other exception (a bug) keeps its traceback, and so does every
+  one with ``PREFECT_LOGGING_LEVEL=DEBUG``.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from ti_core.errors import TiError
+from ti_core.defaults import CALENDAR
+from ti_core.errors import TiError, one_line
+from ti_core.wire import envelope_of
 
-__all__ = ["envelope_run_name", "failed_run", "one_line", "scheduled_moment"]
-
-
-def one_line(exc: BaseException, limit: int = 500) -> str:
-    """The exception as one line: a TiError's message, else ``Type: message``."""
-    text = str(exc) if isinstance(exc, TiError) else f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+__all__ = [
+    "daily_run_name",
+    "envelope_run_name",
+    "failed_run",
+    "one_line_task_failures",
+    "run_logger",
+    "scheduled_moment",
+]
 
 
 def _retry_advice() -> str:
@@ -48,7 +58,7 @@ def failed_run(exc: BaseException, cause: str | None = None) -> Any:
     """
     from prefect.states import Failed
 
-    return Failed(message=f"{cause or one_line(exc)} -- {_retry_advice()}", data=exc)
+    return Failed(message=f"{cause or one_line(exc, 500)} -- {_retry_advice()}", data=exc)
 
 
 def scheduled_moment() -> datetime:
@@ -64,8 +74,64 @@ def envelope_run_name() -> str:
     from prefect.runtime import task_run
 
     name = str(task_run.task_name or "publish")
-    try:
-        target = json.loads(task_run.parameters["envelope_json"])["decision"]["target"]
-        return f"{name}-{target['ticker']}-{target['trade_date']}"
+    try:  # the envelope the text carries (parsed once, and kept for the task, if it does not)
+        target = envelope_of(task_run.parameters["envelope_json"]).decision.target
     except (KeyError, TypeError, ValueError):
         return name
+    return f"{name}-{target.ticker}-{target.trade_date}"
+
+
+def daily_run_name() -> str:
+    """``daily-2026-05-15``: the run's ``trade_date``, else the session it was scheduled for
+    (on a closed day, that day: the run then logs why it publishes nothing)."""
+    from prefect.runtime import flow_run
+
+    from ti_core.calendar import current_session
+
+    parameters = flow_run.parameters
+    day = parameters.get("trade_date")
+    if not day:
+        try:
+            day, reason = current_session(
+                str(parameters.get("calendar") or CALENDAR), now=scheduled_moment()
+            )
+        except Exception:  # a bad calendar: the flow itself says so
+            return "daily"
+        day = day or reason.split()[0]  # "2026-11-28 is a weekend (XNYS)"
+    return f"daily-{day}"
+
+
+def run_logger(outside: str = "flows") -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The current flow or task run's logger; the logger ``outside`` when there is no run
+    (a flow or task body called through ``.fn()``)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(outside)
+
+
+def _without_ti_traceback(record: logging.LogRecord) -> bool:
+    """Log filter: a record about a TiError loses its traceback (never the record itself),
+    unless the task-run logger is at DEBUG."""
+    if (
+        record.exc_info
+        and isinstance(record.exc_info[1], TiError)
+        and not logging.getLogger("prefect.task_runs").isEnabledFor(logging.DEBUG)
+    ):
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
+def one_line_task_failures() -> None:
+    """Prefect logs a task's final failure with its traceback; for a TiError, drop it.
+
+    Installed once on Prefect's task-run logger, in every process that imports the tasks (a
+    ``ti`` command, a worker, ``ti serve``).
+    """
+    logger = logging.getLogger("prefect.task_runs")
+    if _without_ti_traceback not in logger.filters:
+        logger.addFilter(_without_ti_traceback)

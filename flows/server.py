@@ -336,6 +336,8 @@ def use_local_server(settings: Any, *, say: Any = None) -> tuple[LocalServer, Re
             f"ti: starting the local Prefect server at {record.ui_url} (once; it stops after "
             f"{_idle_text(server.idle_timeout)} idle; 'ti server stop' stops it now)"
         )
+    # PREFECT_API_URL is Prefect's own configuration, read from the environment by Prefect
+    # (and by the flow runs it starts): the one environment write ti makes on purpose.
     os.environ[_API_ENV] = record.url
     return server, record
 
@@ -391,8 +393,14 @@ def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
         ],
         stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        # Links in notifications and events (the automation's ``ui_url``), else "None".
-        env={**os.environ, "PREFECT_UI_URL": f"http://127.0.0.1:{port}"},
+        env={
+            **os.environ,
+            # Links in notifications and events (the automation's ``ui_url``), else "None".
+            "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+            # The API address the UI's pages call: Prefect derives it from its port *setting*
+            # (4200), not from ``--port``, so without this the UI says it cannot connect.
+            "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        },
     )
     stopping = False
     url = f"http://127.0.0.1:{port}/api"

@@ -1,7 +1,11 @@
 """The pipeline's Prefect tasks: run-arena, build-envelope, publish-stream, publish-hash.
 
 Tasks take and return plain values (a state dict, an envelope as JSON text, an entry id) and
-open their own Redis client, so a retry or a retried flow run starts from clean inputs.
+open their own Redis client, so a retry or a retried flow run starts from clean inputs. The
+envelope's JSON text is serialised once, by build-envelope, as :class:`ti_core.wire.EnvelopeJson`:
+a ``str`` that, in this process, still carries its envelope and digest, so the publish tasks
+neither parse it back nor serialise it again (a task run elsewhere, or a retried flow run's
+cached text, parses it once).
 
 - Retries (``TI_TASK_RETRIES``, first delay ``TI_TASK_RETRY_DELAY`` doubling, with jitter)
   happen only when :func:`ti_core.errors.is_retryable` says so: Redis unreachable or a
@@ -15,27 +19,25 @@ open their own Redis client, so a retry or a retried flow run starts from clean 
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.tasks import exponential_backoff
 
-from flows.run_story import envelope_run_name
+from flows.run_settings import run_settings
+from flows.run_story import envelope_run_name, one_line_task_failures, run_logger
 from ti_core.arena import DEMO_META, load_arena
 from ti_core.builder import build_envelope_from_state
 from ti_core.connection import connect
-from ti_core.errors import is_retryable
-from ti_core.keys import failure_key
-from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.errors import is_retryable, one_line
+from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
+from ti_core.retry import task_policy
 from ti_core.settings import TiSettings
 from ti_core.verdict import decision_meta
-from ti_core.wire import payload_and_digest
+from ti_core.wire import envelope_of, wire_form
 
 __all__ = [
     "build_envelope",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-RETRY_JITTER = 0.5
+one_line_task_failures()  # the UI's Logs open on the cause, not on its traceback
 _CACHED = INPUTS + RUN_ID
 
 
@@ -72,7 +74,12 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
 )
 async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
-    return await load_arena(arena).run(ticker, trade_date)
+    runner = load_arena(arena, settings=run_settings())
+    state = await runner.run(ticker, trade_date)
+    run_logger(__name__).info(
+        "%s %s: arena %s returned its state (%d keys)", ticker, trade_date, runner.spec, len(state)
+    )
+    return state
 
 
 @task(
@@ -102,7 +109,18 @@ async def build_envelope(
         ticker=ticker,
         trade_date=trade_date,
     )
-    return payload_and_digest(envelope)[0]  # the builder already serialised it
+    envelope_json = wire_form(envelope)  # serialised once (by the builder already, if large)
+    synthesis = envelope.decision.synthesis
+    run_logger(__name__).info(
+        "%s %s: envelope built: %s, confidence %.2f, correlation id %s, %d bytes",
+        ticker,
+        trade_date,
+        synthesis.verdict,
+        synthesis.confidence,
+        correlation_id,
+        len(envelope_json),
+    )
+    return envelope_json
 
 
 @task(
@@ -119,8 +137,8 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
     call appended; ``own`` when the entry is this envelope's (this call or an earlier attempt
     of it), False when an identical decision already on the stream was returned instead.
     """
-    s = TiSettings()
-    envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
+    s = run_settings()
+    envelope = envelope_of(envelope_json)
     async with connect(settings=s) as client:
         (result,) = await publish_many(
             client,
@@ -130,6 +148,16 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
             trim=TrimPolicy.from_settings(s),
             idempotency_ttl=s.idempotency_ttl_seconds,
         )
+    target = envelope.decision.target
+    if result.created:
+        done = f"appended entry {result.entry_id} to {s.stream_name}" + (
+            ", with its lookup hash" if result.hash_written else ""
+        )
+    elif result.own_entry:
+        done = f"entry {result.entry_id} was appended by an earlier attempt (not appended again)"
+    else:
+        done = f"the same decision is already on the stream as entry {result.entry_id}"
+    run_logger(__name__).info("%s %s: %s", target.ticker, target.trade_date, done)
     return {
         "entry_id": result.entry_id,
         "created": result.created,
@@ -148,30 +176,36 @@ async def publish_hash(envelope_json: str, force: bool = False) -> str:
     """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
     one), then clear the pair's failure record: best effort, a failed clear never fails the
     decision, which is published."""
-    s = TiSettings()
-    envelope = TradingIntelligenceEnvelope.model_validate_json(envelope_json)
+    s = run_settings()
+    envelope = envelope_of(envelope_json)
     target = envelope.decision.target
     async with connect(settings=s) as client:
         key = await publish_decision_hash(client, envelope, force=force, stream_name=s.stream_name)
         try:
-            await client.hdel(failure_key(s.stream_name), f"{target.ticker}:{target.trade_date}")
+            await clear_failures(
+                client, [field_of(target.ticker, target.trade_date)], stream_name=s.stream_name
+            )
         except Exception as exc:  # bookkeeping only: the decision itself is published
             logger.warning(
                 "%s %s: failure record not cleared (%s)",
                 target.ticker,
                 target.trade_date,
-                " ".join(str(exc).split())[:200],
+                one_line(exc, 200),
             )
+    run_logger(__name__).info(
+        "%s %s: lookup hash %s confirmed", target.ticker, target.trade_date, key
+    )
     return key
 
 
 async def record_failure(ticker: str, trade_date: str, reason: str) -> bool:
     """Best effort: note a failed pair in the failure hash (for ``ti status``); False if not."""
-    s = TiSettings()
-    record = json.dumps({"reason": reason[:500], "at": datetime.now(UTC).isoformat()})
+    s = run_settings()
     try:
         async with connect(settings=s) as client:
-            await client.hset(failure_key(s.stream_name), f"{ticker}:{trade_date}", record)
+            await record_failures(
+                client, {field_of(ticker, trade_date): reason}, stream_name=s.stream_name
+            )
     except Exception:  # Redis is often the reason we are here; the flow still reports it
         return False
     return True
@@ -181,10 +215,9 @@ def configured(t: Task[Any, Any], settings: TiSettings) -> Task[Any, Any]:
     """``t`` with the retry policy from settings (retrying tasks only)."""
     if t.retry_condition_fn is None:
         return t
+    policy = task_policy(settings)
     return t.with_options(
-        retries=settings.task_retries,
-        retry_delay_seconds=exponential_backoff(settings.task_retry_delay)(
-            max(settings.task_retries, 1)
-        ),
-        retry_jitter_factor=RETRY_JITTER,
+        retries=policy.retries,
+        retry_delay_seconds=policy.base_delays() or [policy.delay],
+        retry_jitter_factor=policy.jitter,
     )

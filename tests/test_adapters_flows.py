@@ -231,6 +231,8 @@ def test_no_verdict_fails_run_and_backfill_unless_published_degraded(
     assert main(["run", "AAPL", "--date", DAY, *arena]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"ti: AAPL {DAY} not published: {NO_VERDICT}")
+    assert "degraded: TI_PUBLISH_DEGRADED=1 [flow run " in line  # the core names its setting,
+    assert line.endswith("(on the command line: --publish-degraded)")  # the command its flag
     assert main(["backfill", "--tickers", "AAPL", "--start", DAY, "--end", DAY, *arena]) == 1
     assert f"AAPL {DAY}: NoVerdictError: {NO_VERDICT}" in capsys.readouterr().err
     assert stream(env) == {}

@@ -159,7 +159,8 @@ def test_demo_refused_for_a_configured_server_unless_allowed(
     with pytest.raises(DemoRefusedError) as info:
         ensure_demo_allowed(demo, TiSettings())
     message = str(info.value)
-    assert "TI_ALLOW_DEMO_PUBLISH=1" in message and "--allow-demo" in message
+    assert "TI_ALLOW_DEMO_PUBLISH=1" in message and "TI_ARENA" in message
+    assert "--" not in message  # the flags are the command's to add (flows.cli)
     assert "s3cret" not in message and "prod.example" in message
     ensure_demo_allowed(ReplayArena("/tmp"), TiSettings())  # only the demo is refused
     monkeypatch.setenv("TI_ALLOW_DEMO_PUBLISH", "1")

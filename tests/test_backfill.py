@@ -31,12 +31,14 @@ from ti_core.calendar import sessions
 from ti_core.connection import open_redis
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
 from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
+from ti_core.retry import RetryPolicy, redis_policy
 
 pytestmark = pytest.mark.redis_server
 
 TICKERS = ["NVDA", "AAPL", "BRK.B"]
 APRIL = sessions("2026-04-01", "2026-04-30")  # 21 sessions; Good Friday 2026-04-03 is closed
 HOLE = ("AAPL", "2026-04-15")
+FAST_RETRY = RetryPolicy(retries=2, delay=0.01)  # transient arena failures, retried quickly
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ async def _core_backfill(client: Any, replay: Path, only: str = "missing") -> Ba
     runner = load_arena(f"replay:{replay}")
     total = BatchReport()
     for chunk in batched(plan_items(TICKERS, APRIL.sessions), 20):
-        report = await backfill_batch(client, runner, chunk, only=only, retry_delay=0.01)
+        report = await backfill_batch(client, runner, chunk, only=only, retry=FAST_RETRY)
         total.planned += report.planned
         total.skipped += report.skipped
         total.outcomes += report.outcomes
@@ -137,7 +139,7 @@ async def test_transient_arena_failures_are_retried(real_redis: Any, replay: Pat
 
     runner = CallableArena("tests:flaky", flaky)
     items = [Item("NVDA", "2026-04-01"), Item("AAPL", "2026-04-01")]
-    outcomes = await run_items(real_redis, runner, items, retry_delay=0.01)
+    outcomes = await run_items(real_redis, runner, items, retry=FAST_RETRY)
     assert [o.status for o in outcomes] == ["published", "published"]
     assert sorted(calls.values()) == [2, 2]
     found = await classify(real_redis, items + [Item("MSFT", "2026-04-01")])
@@ -151,7 +153,7 @@ async def test_unreachable_redis_ends_the_batch_in_bounded_time(replay: Path) ->
     runner = load_arena(f"replay:{replay}")
     started = time.monotonic()
     with pytest.raises(RedisUnavailableError):
-        await run_items(client, runner, [Item("NVDA", "2026-04-01")], redis_wait=0.3)
+        await run_items(client, runner, [Item("NVDA", "2026-04-01")], redis=redis_policy(0.3))
     assert time.monotonic() - started < 10
     await client.aclose()
 

@@ -32,6 +32,7 @@ from ti_core.calendar import sessions
 from ti_core.connection import open_redis
 from ti_core.errors import RedisUnavailableError
 from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
+from ti_core.retry import RetryPolicy, redis_policy
 from ti_core.settings import TiSettings
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
@@ -90,7 +91,12 @@ async def _run_all(url: str, redis_wait: float) -> BatchReport:
     try:
         for chunk in batched(plan_items(TICKERS, PLAN.sessions), 12):
             report = await backfill_batch(
-                client, runner, chunk, concurrency=4, redis_wait=redis_wait, retry_delay=0.01
+                client,
+                runner,
+                chunk,
+                concurrency=4,
+                redis=redis_policy(redis_wait),
+                retry=RetryPolicy(retries=2, delay=0.01),
             )
             total.planned += report.planned
             total.skipped += report.skipped

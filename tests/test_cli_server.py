@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -223,6 +224,10 @@ def test_one_server_shared_found_after_a_kill_and_stopped(tmp_path: Path, data: 
     assert run.returncode == 0 and run.stderr == "", run.stderr  # warm: nothing to say
     status = ti("server", "status", env=env)
     assert status.returncode == 0 and status.stdout.startswith("running: UI http://127.0.0.1:")
+    record = LocalServer(data).read()
+    assert record is not None
+    with urllib.request.urlopen(f"{record.ui_url}/ui-settings", timeout=60) as reply:
+        assert json.loads(reply.read())["api_url"] == record.url  # the UI's pages call this API
 
     assert ti("server", "stop", env=env).stdout == "stopped\n"
     assert all(_gone(pid) for pid in pids), pids

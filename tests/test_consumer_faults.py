@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_consume import envelope
 from ti_core import DEFAULT_STREAM_NAME, publish_many
-from ti_core.consume import group_lag
+from ti_core.group_lag import group_lag
 from ti_core.groups import ConsumerBrokenError, GroupReader
 from ti_core.keys import attempts_key, dead_letter_key, group_lost_key
 

@@ -1,6 +1,7 @@
-"""prefect.yaml against the code: entry points import, parameters fit the flows' signatures,
-schedules carry a time zone, the arena trigger renders to valid parameters, ``ti serve`` serves
-the same deployments, and the automation file is what Prefect accepts."""
+"""The deployments against the code: prefect.yaml is what ``flows.deployments`` (their one
+definition) generates, entry points import, parameters fit the flows' signatures, schedules
+carry a time zone, the arena trigger renders to valid parameters, ``ti serve`` serves the same
+deployments, and the automation file is what Prefect accepts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ import yaml
 
 from flows.arena_events import ARENA_COMPLETED, arena_completed_event, emit_arena_completed
 from flows.cli import main
-from flows.cmd_ops import ARENA_TRIGGER_PARAMETERS, DAILY_CRON, DAILY_TIMEZONE, serve_deployments
+from flows.deployments import (
+    ARENA_TRIGGER_PARAMETERS,
+    DAILY_CRON,
+    DAILY_TIMEZONE,
+    prefect_yaml,
+    runner_deployments,
+)
+from flows.deployments import (
+    DEPLOYMENTS as TABLE,
+)
 from ti_core.errors import ConfigError, InvalidStateError, StateNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +52,16 @@ def _render(template: str, event: dict[str, Any]) -> str:
 
 def test_the_three_deployments_exist() -> None:
     assert {"daily-publish", "backfill", "publish-on-arena-complete"} <= set(DEPLOYMENTS)
+
+
+def test_prefect_yaml_is_generated_from_the_one_definition() -> None:
+    """Edit flows/deployments.py, then: python -m flows.deployments > prefect.yaml"""
+    assert (ROOT / "prefect.yaml").read_text() == prefect_yaml()
+    assert [d.name for d in TABLE] == list(DEPLOYMENTS)
+    for d in TABLE:
+        assert DEPLOYMENTS[d.name]["entrypoint"] == d.entrypoint
+        assert DEPLOYMENTS[d.name].get("parameters", {}) == dict(d.parameters)
+        assert DEPLOYMENTS[d.name]["tags"] == list(d.tags)
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
@@ -111,10 +131,12 @@ def test_arena_trigger_renders_to_valid_parameters(tmp_path: Path) -> None:
 
 
 def test_ti_serve_builds_the_same_deployments() -> None:
-    served = {d.name: d for d in serve_deployments(["NVDA", "AAPL"], arena="replay:/states")}
+    served = {d.name: d for d in runner_deployments(["NVDA", "AAPL"], arena="replay:/states")}
     assert set(served) == set(DEPLOYMENTS)
     for name, deployment in served.items():
         assert deployment.entrypoint.endswith(DEPLOYMENTS[name]["entrypoint"].split("/")[-1])
+        assert deployment.tags == DEPLOYMENTS[name]["tags"]
+        assert deployment.description == DEPLOYMENTS[name]["description"]
     daily = served["daily-publish"]
     (schedule,) = daily.schedules
     yaml_schedule = DEPLOYMENTS["daily-publish"]["schedules"][0]
@@ -123,7 +145,12 @@ def test_ti_serve_builds_the_same_deployments() -> None:
         == (yaml_schedule["cron"], yaml_schedule["timezone"])
         == (DAILY_CRON, DAILY_TIMEZONE)
     )
-    assert daily.parameters == {"tickers": ["NVDA", "AAPL"], "arena": "replay:/states"}
+    assert daily.parameters == {
+        "tickers": ["NVDA", "AAPL"],  # --tickers replaces the example list
+        "calendar": DEPLOYMENTS["daily-publish"]["parameters"]["calendar"],
+        "arena": "replay:/states",
+    }
+    assert served["backfill"].parameters == DEPLOYMENTS["backfill"]["parameters"]
     (trigger,) = served["publish-on-arena-complete"].triggers
     (yaml_trigger,) = DEPLOYMENTS["publish-on-arena-complete"]["triggers"]
     assert trigger.parameters == yaml_trigger["parameters"] == ARENA_TRIGGER_PARAMETERS

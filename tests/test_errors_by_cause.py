@@ -20,6 +20,7 @@ from ti_core.builder import build_envelope_from_state
 from ti_core.connection import open_redis
 from ti_core.errors import InvalidStateError
 from ti_core.keys import decision_hash_key, failure_key, normalize_ticker
+from ti_core.retry import redis_policy
 
 pytestmark = pytest.mark.redis_server
 
@@ -71,7 +72,7 @@ async def test_bookkeeping_failure_never_fails_a_published_backfill(
 ) -> None:
     await real_redis.set(failure_key(S), "a string where the failure hash should be")
     items = list(plan_items(["NVDA", "AAPL"], ["2026-05-11", "2026-05-12"]))
-    outcomes = await run_items(real_redis, load_arena("demo"), items, redis_wait=1.0)
+    outcomes = await run_items(real_redis, load_arena("demo"), items, redis=redis_policy(1.0))
     assert [o.status for o in outcomes] == ["published"] * 4
     assert await real_redis.xlen(S) == 4
     assert "failure records of 4 items not updated" in caplog.text

@@ -37,6 +37,7 @@ from ti_core.groups import GroupReader, ensure_group
 from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import PublishResult, publish_many
+from ti_core.retry import RetryPolicy, redis_policy
 from ti_core.settings import TiSettings
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -144,7 +145,12 @@ async def _backfill(settings: TiSettings, run: Run) -> None:
     async with connect(settings=settings) as client:
         for chunk in batched(plan_items(TICKERS, PLAN.sessions), 500):
             report = await backfill_batch(
-                client, runner, chunk, concurrency=8, redis_wait=20.0, retry_delay=0.01
+                client,
+                runner,
+                chunk,
+                concurrency=8,
+                redis=redis_policy(20.0),
+                retry=RetryPolicy(retries=2, delay=0.01),
             )
             run.report.planned += report.planned
             run.report.skipped += report.skipped

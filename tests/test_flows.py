@@ -268,8 +268,9 @@ async def test_daily_on_a_closed_day_does_nothing_and_says_why(
 ) -> None:
     """With no date, the session comes from when the run was scheduled: a run scheduled for a
     Saturday does nothing, even if it starts on a weekday (it is started now, a late run)."""
-    result = await _scheduled_daily(datetime(2026, 11, 28, 22, 30, tzinfo=UTC))
+    result, name = await _scheduled_daily(datetime(2026, 11, 28, 22, 30, tzinfo=UTC))
     assert result == {"trade_date": None, "skipped": "2026-11-28 is a weekend (XNYS)", "rows": []}
+    assert name == "daily-2026-11-28"  # the day it was scheduled for, not "daily-None"
     assert calls(arena_log) == [] and server.dbsize() == 0
 
 
@@ -278,12 +279,14 @@ async def test_a_late_daily_run_publishes_its_scheduled_session(
     arena_log: Path,
     server: redis.Redis,
 ) -> None:
-    result = await _scheduled_daily(datetime(2026, 5, 15, 21, 30, tzinfo=UTC))  # Fri 17:30 NY
+    result, name = await _scheduled_daily(datetime(2026, 5, 15, 21, 30, tzinfo=UTC))  # Fri
     assert result["trade_date"] == "2026-05-15" and result["rows"][0]["status"] == "published"
+    assert name == "daily-2026-05-15"  # the UI names it after the session it publishes
 
 
-async def _scheduled_daily(when: datetime) -> Any:
-    """Run ``daily`` (no date) as the flow run a schedule created for ``when``, started now."""
+async def _scheduled_daily(when: datetime) -> tuple[Any, str]:
+    """Run ``daily`` (no date) as the flow run a schedule created for ``when``, started now;
+    its result and the flow run's name."""
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow_async
     from prefect.states import Scheduled
@@ -296,7 +299,9 @@ async def _scheduled_daily(when: datetime) -> Any:
             parameters={"tickers": ["NVDA"], "arena": ARENA},
             state=Scheduled(scheduled_time=when),
         )
-    return await run_flow_async(pipeline.daily, flow_run=run, parameters=run.parameters)
+    result = await run_flow_async(pipeline.daily, flow_run=run, parameters=run.parameters)
+    async with get_client() as client:
+        return result, (await client.read_flow_run(run.id)).name
 
 
 async def test_daily_fans_out_within_the_concurrency_limit_on_the_embedded_store(

@@ -17,7 +17,8 @@ from redis import exceptions as redis_errors
 
 from tests.test_consume import envelope, invalid_payload, v2_payload
 from ti_core import DEFAULT_STREAM_NAME, publish_many
-from ti_core.consume import group_lag
+from ti_core.errors import PublishError
+from ti_core.group_lag import group_lag
 from ti_core.groups import GroupReader, ensure_group
 from ti_core.keys import attempts_key, dead_letter_key
 
@@ -248,8 +249,10 @@ async def test_ensure_group_tolerates_only_busygroup(real_redis: Any):
     assert await ensure_group(real_redis, S, "engine") is True
     assert await ensure_group(real_redis, S, "engine") is False
     await real_redis.set("not-a-stream", "x")
-    with pytest.raises(redis_errors.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(PublishError, match="WRONGTYPE") as refused:  # through the boundary
         await ensure_group(real_redis, "not-a-stream", "engine")
+    assert "no group was created" in str(refused.value)
+    assert isinstance(refused.value.__cause__, redis_errors.ResponseError)
 
 
 async def test_group_lag_counts_undelivered_and_trimmed_entries(

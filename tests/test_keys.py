@@ -16,7 +16,9 @@ from ti_core.keys import (
     latest_key,
     normalize_ticker,
     normalize_trade_date,
+    parse_tickers,
     shorten,
+    split_tickers,
     validate_stream_name,
 )
 
@@ -146,3 +148,29 @@ def test_shorten() -> None:
     assert shorten("ab") == "'ab'"
     assert shorten(BadRepr()) == "<unrepresentable BadRepr>"
     assert "\n" not in shorten("a\nb")
+
+
+# -- the one parser of a comma-separated ticker list ------------------------------------------
+
+
+def test_parse_tickers_normalises_dedupes_and_skips_blanks() -> None:
+    assert parse_tickers(" nvda,AAPL,,NVDA , brk.b,") == ["NVDA", "AAPL", "BRK.B"]
+    assert parse_tickers(["msft", "", "MSFT", "  "]) == ["MSFT"]
+
+
+@pytest.mark.parametrize("value", ["", ",", " , ,", []])
+def test_parse_tickers_refuses_an_empty_list(value: Any) -> None:
+    with pytest.raises(InvalidStateError, match="no tickers given"):
+        parse_tickers(value)
+
+
+def test_parse_tickers_refuses_an_invalid_ticker_naming_it() -> None:
+    with pytest.raises(InvalidStateError, match="NV:DA"):
+        parse_tickers("AAPL,NV:DA")
+    with pytest.raises(InvalidStateError, match="non-ASCII"):
+        parse_tickers("ſpy")
+
+
+def test_split_tickers_keeps_items_unchecked_for_per_item_reports() -> None:
+    assert split_tickers("a, NV:DA,,b") == ["a", " NV:DA", "b"]
+    assert split_tickers(["x", " ", 7]) == ["x", 7]

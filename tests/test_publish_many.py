@@ -166,13 +166,17 @@ async def test_bad_arguments_are_refused_before_redis(r: Any) -> None:
     assert await r.xlen(S) == 0
 
 
-def test_argv_follows_the_hash_order_the_scripts_name(sample_states: dict[str, Any]) -> None:
-    """``argv`` builds its values directly; they must stay in ``_HASH_ORDER``'s order."""
-    from ti_core.publish_scripts import _HASH_ORDER, _scalar_fields, argv
+def test_argv_follows_the_layout_the_scripts_name(sample_states: dict[str, Any]) -> None:
+    """``argv`` gives its values in ``ARGV_FIELDS`` order; the scripts are generated from it."""
+    from ti_core.publish_scripts import ARGV_FIELDS, argv, hash_fields
 
     for state in sample_states.values():
         env = build_envelope_from_state(state)
         values = argv(env, "payload", "digest", 60, False)
-        fields = _scalar_fields(env)
-        assert values[4:6] == [fields["published_ts"], env.correlation_id]
-        assert values[6:] == [fields[name] for name in _HASH_ORDER]
+        fields = hash_fields(env, "payload")
+        named = dict(zip(ARGV_FIELDS, values, strict=True))
+        assert named["payload"] == fields["json"]
+        assert [named["digest"], named["ttl"], named["force"]] == ["digest", "60", "0"]
+        assert {k: v for k, v in named.items() if k in fields} == {
+            k: v for k, v in fields.items() if k in named
+        }

@@ -51,3 +51,45 @@ def test_the_scan_would_catch_an_import() -> None:
     assert PREFECT_IMPORT.search("x = 1\nfrom prefect import flow\n")
     assert PREFECT_IMPORT.search("    import prefect.events\n")
     assert not PREFECT_IMPORT.search("# prefect lives in flows\nimport prefecture\n")
+
+
+# A command-line flag inside a string: "--arena", "(--publish-degraded)", "ti run --allow-demo".
+FLAG = re.compile(r"(?:^|[\s(`'\"])--[a-z][a-z-]*")
+
+
+def _flags_in_strings(source: str) -> list[str]:
+    """Flags named in the string literals of ``source``, docstrings aside (they may explain
+    the command line; messages may not)."""
+    import ast
+
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        found.group().strip(" (`'\"")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in docstrings
+        for found in FLAG.finditer(node.value)
+    ]
+
+
+def test_the_cores_messages_name_no_command_line_flags() -> None:
+    """The core says what is wrong in its own terms (its ``TI_*`` settings); the ``ti``
+    command adds the flag where it prints the error (``flows.cli``)."""
+    found = {p.name: _flags_in_strings(p.read_text()) for p in sorted(CORE.glob("*.py"))}
+    assert {name: flags for name, flags in found.items() if flags} == {}
+
+
+def test_the_flag_scan_would_catch_one() -> None:
+    source = '''def f():
+    """Docstrings may say --publish-degraded."""
+    raise E("no verdict; use --publish-degraded (TI_PUBLISH_DEGRADED=1) or `ti x --yes`")
+'''
+    assert _flags_in_strings(source) == ["--publish-degraded", "--yes"]
+    assert _flags_in_strings('x = "a -- b; TI_PUBLISH_DEGRADED=1"') == []

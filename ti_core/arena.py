@@ -40,6 +40,7 @@ from ti_core.errors import (
     ConfigError,
     DemoRefusedError,
     StateNotFoundError,
+    one_line,
 )
 from ti_core.keys import normalize_ticker, normalize_trade_date, shorten
 from ti_core.settings import TiSettings
@@ -102,7 +103,7 @@ class ReplayArena:
             raise StateNotFoundError(f"no archived arena state: {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise StateNotFoundError(
-                f"cannot read arena state {path}: {type(exc).__name__}: {_brief(exc)}"
+                f"cannot read arena state {path}: {one_line(exc, 200, typed=True)}"
             ) from None
         try:
             state = json.loads(text)
@@ -116,11 +117,6 @@ class ReplayArena:
             )
         check_state(state, limit, f"arena state {path}")  # depth, NaN; size is known
         return state
-
-
-def _brief(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve(spec: str, path: str | None = None, *, need_callable: bool = True) -> Any:
@@ -171,12 +167,12 @@ class CallableArena:
             raise
         except (TimeoutError, ConnectionError) as exc:
             raise ArenaTransientError(
-                f"arena {self.spec} {ticker} {trade_date}: {type(exc).__name__}: {_brief(exc)}"
+                f"arena {self.spec} {ticker} {trade_date}: {one_line(exc, 200, typed=True)}"
             ) from exc
         except Exception as exc:
             raise ArenaError(
-                f"arena {self.spec} failed for {ticker} {trade_date}: {type(exc).__name__}: "
-                f"{_brief(exc)}"
+                f"arena {self.spec} failed for {ticker} {trade_date}: "
+                f"{one_line(exc, 200, typed=True)}"
             ) from exc
         state = self.to_state(result, ticker, trade_date)
         check_state(
@@ -280,6 +276,5 @@ def ensure_demo_allowed(runner: ArenaRunner, settings: TiSettings | None = None)
         return
     raise DemoRefusedError(
         f"the demo arena makes fake decisions and will not publish to {s.redis_url_redacted()}: "
-        "choose a real arena (--arena SPEC or TI_ARENA), or allow the demo with "
-        "TI_ALLOW_DEMO_PUBLISH=1 (ti run --allow-demo)"
+        "choose a real arena (setting TI_ARENA), or allow the demo with TI_ALLOW_DEMO_PUBLISH=1"
     )

@@ -5,8 +5,8 @@ session, every ticker), consumed in batches. Each batch is classified with one p
 round trip (decision hash present = published; a field in the failure hash = failed), the
 selected items run through the arena concurrently (bounded), are built, published with
 ``publish_many`` (idempotent and content-aware, so a re-run adds nothing), and the outcome of
-each is recorded: a failure as ``TICKER:DATE`` -> ``{"reason", "at"}`` in
-``keys.failure_key(stream)``, a success by deleting that field. One bad item fails only itself.
+each is recorded: a failure as a failure record (:mod:`ti_core.failures`), a success by
+deleting it. One bad item fails only itself.
 """
 
 from __future__ import annotations
@@ -14,24 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal, TypeVar
 
-from redis import exceptions as redis_errors
-
 from ti_core.arena import DEMO_META, ArenaRunner
-from ti_core.backfill_status import Found, Item, classify, clear_failures, record_failures
+from ti_core.backfill_status import Found, Item, classify
 from ti_core.builder import build_envelope_from_state
+from ti_core.client import RedisClient
+from ti_core.connection import connection_lost
 from ti_core.errors import (
-    ArenaTransientError,
     InvalidStateError,
     PublishError,
     RedisUnavailableError,
+    one_line,
 )
+from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.keys import DEFAULT_STREAM_NAME, normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import DEFAULT_IDEMPOTENCY_TTL, PublishResult, TrimPolicy, publish_many
+from ti_core.retry import RetryPolicy, redis_policy, retrying
 from ti_core.verdict import decision_meta
 
 __all__ = [
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 ONLY_MODES: tuple[str, ...] = ("missing", "failed", "all")
 T = TypeVar("T")
 DEFAULT_REDIS_WAIT = 15.0  # seconds a batch waits for Redis to come back before the run fails
+REDIS_WAIT = redis_policy(DEFAULT_REDIS_WAIT)
+TASK_RETRY = RetryPolicy()  # the TI_TASK_RETRY* defaults; flows pass task_policy(settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,10 @@ class Outcome:
     status: Literal["published", "unchanged", "failed"]
     entry_id: str = ""
     reason: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        """Plain data, for a table: ticker, trade_date, status, entry_id, reason."""
+        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -113,42 +121,31 @@ def selected(found: Found, only: str) -> bool:
     raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
 
 
-def _plain(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
 async def _state_of(
-    runner: ArenaRunner, item: Item, retries: int, delay: float, publish_degraded: bool = False
+    runner: ArenaRunner, item: Item, retry: RetryPolicy, publish_degraded: bool = False
 ) -> TradingIntelligenceEnvelope | BaseException:
-    """Run the arena (retrying transient failures) and build the envelope, or the error
-    (``NoVerdictError`` for a state with no verdict, unless ``publish_degraded``)."""
-    for attempt in range(retries + 1):
-        try:
-            state = await runner.run(item.ticker, item.trade_date)
-            meta = decision_meta(
-                state,
-                publish_degraded=publish_degraded,
-                extra=DEMO_META if runner.is_demo else None,
-            )
-            return build_envelope_from_state(
-                state, ticker=item.ticker, trade_date=item.trade_date, extra_meta=meta
-            )
-        except ArenaTransientError as exc:
-            if attempt == retries:
-                return exc
-            await asyncio.sleep(delay * (2**attempt))
-        except Exception as exc:  # one bad item fails only itself
-            return exc
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Run the arena (retrying what ``is_retryable`` as ``retry`` says) and build the
+    envelope, or the error (``NoVerdictError`` for a state with no verdict, unless
+    ``publish_degraded``)."""
+    try:
+        state = await retrying(lambda: runner.run(item.ticker, item.trade_date), retry)
+        meta = decision_meta(
+            state,
+            publish_degraded=publish_degraded,
+            extra=DEMO_META if runner.is_demo else None,
+        )
+        return build_envelope_from_state(
+            state, ticker=item.ticker, trade_date=item.trade_date, extra_meta=meta
+        )
+    except Exception as exc:  # one bad item fails only itself
+        return exc
 
 
 async def _build_all(
     runner: ArenaRunner,
     items: Sequence[Item],
     concurrency: int,
-    retries: int,
-    delay: float,
+    retry: RetryPolicy,
     publish_degraded: bool = False,
 ) -> list[TradingIntelligenceEnvelope | BaseException]:
     """Envelopes (or errors) in item order, with at most ``concurrency`` arena runs at once:
@@ -160,53 +157,37 @@ async def _build_all(
 
     async def worker() -> None:
         for index, item in todo:
-            built[index] = await _state_of(runner, item, retries, delay, publish_degraded)
+            built[index] = await _state_of(runner, item, retry, publish_degraded)
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
     return built
 
 
-_UNREACHABLE = (
-    RedisUnavailableError,
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    OSError,
-)
-
-
-async def _patiently(call: Callable[[], Awaitable[T]], wait: float, what: str) -> T:
-    """``call()``, again and again (backoff to 1 s) while Redis is unreachable, for up to
-    ``wait`` seconds; then ``RedisUnavailableError``. Every call here is idempotent."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    pause = 0.05
-    while True:
-        try:
-            return await call()
-        except _UNREACHABLE as exc:
-            if loop.time() + pause > deadline:
-                if isinstance(exc, RedisUnavailableError):
-                    raise
-                raise RedisUnavailableError(
-                    f"Redis unavailable while {what}: {type(exc).__name__}"
-                ) from exc
-            logger.warning("Redis unavailable while %s; retrying in %.2fs", what, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+async def _patiently(call: Callable[[], Awaitable[T]], redis: RetryPolicy, what: str) -> T:
+    """``call()``, again and again while Redis is unreachable, as ``redis`` paces it (until
+    its deadline); then ``RedisUnavailableError``. Every call here is idempotent."""
+    try:
+        return await retrying(call, redis, retry_on=connection_lost, what=what)
+    except RedisUnavailableError:
+        raise
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        raise RedisUnavailableError(f"Redis unavailable while {what}: {one_line(exc)}") from exc
 
 
 async def _publish(
-    client: Any,
+    client: RedisClient,
     envelopes: list[TradingIntelligenceEnvelope],
     publish: dict[str, Any],
-    redis_wait: float,
+    redis: RetryPolicy,
 ) -> list[PublishResult | PublishError]:
     """``publish_many``, retried while Redis is unreachable (for up to ``redis_wait`` seconds);
     a refused batch is re-published one by one so only the refused envelope fails."""
     try:
         return list(
             await _patiently(
-                lambda: publish_many(client, envelopes, **publish), redis_wait, "publishing"
+                lambda: publish_many(client, envelopes, **publish), redis, "publishing"
             )
         )
     except RedisUnavailableError:
@@ -217,7 +198,7 @@ async def _publish(
     out: list[PublishResult | PublishError] = []
     for envelope in envelopes:
         try:
-            out.extend(await _publish(client, [envelope], publish, redis_wait))
+            out.extend(await _publish(client, [envelope], publish, redis))
         except RedisUnavailableError:
             raise
         except PublishError as exc:
@@ -226,7 +207,7 @@ async def _publish(
 
 
 async def run_items(
-    client: Any,
+    client: RedisClient,
     runner: ArenaRunner,
     items: Sequence[Item],
     *,
@@ -234,24 +215,22 @@ async def run_items(
     concurrency: int = 4,
     trim: TrimPolicy | None = None,
     idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL,
-    arena_retries: int = 2,
-    retry_delay: float = 0.5,
-    redis_wait: float = DEFAULT_REDIS_WAIT,
+    retry: RetryPolicy = TASK_RETRY,
+    redis: RetryPolicy = REDIS_WAIT,
     publish_degraded: bool = False,
 ) -> list[Outcome]:
     """Arena + build concurrently (up to ``concurrency``), one ``publish_many``, outcomes recorded.
 
     A state with no verdict fails its item unless ``publish_degraded``; then it is published
-    as HOLD marked ``meta.degraded`` and its outcome's reason says so. Raises
-    ``RedisUnavailableError`` only when Redis stays unreachable for ``redis_wait`` seconds:
+    as HOLD marked ``meta.degraded`` and its outcome's reason says so. A transient arena
+    failure is retried as ``retry`` says. Raises ``RedisUnavailableError`` only when Redis
+    stays unreachable past the deadline of ``redis`` (``redis_policy``):
     nothing else can be recorded then, and a re-run resumes where this one stopped.
     """
-    built = await _build_all(
-        runner, items, concurrency, arena_retries, retry_delay, publish_degraded
-    )
+    built = await _build_all(runner, items, concurrency, retry, publish_degraded)
     envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
     publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
-    results = iter(await _publish(client, envelopes, publish, redis_wait) if envelopes else [])
+    results = iter(await _publish(client, envelopes, publish, redis) if envelopes else [])
     outcomes: list[Outcome] = []
     for item, value in zip(items, built, strict=True):
         got = next(results) if isinstance(value, TradingIntelligenceEnvelope) else value
@@ -266,38 +245,44 @@ async def run_items(
             note = f"degraded: {meta.get('degraded_reason')}" if meta.get("degraded") else ""
             outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id, note))
         else:
-            outcomes.append(Outcome(item.ticker, item.trade_date, "failed", reason=_plain(got)))
-    await _record(client, outcomes, stream_name, redis_wait)
+            outcomes.append(
+                Outcome(
+                    item.ticker, item.trade_date, "failed", reason=one_line(got, 400, typed=True)
+                )
+            )
+    await _record(client, outcomes, stream_name, redis)
     return outcomes
 
 
-async def _record(client: Any, outcomes: list[Outcome], stream_name: str, wait: float) -> None:
+async def _record(
+    client: RedisClient, outcomes: list[Outcome], stream_name: str, redis: RetryPolicy
+) -> None:
     failed = [o for o in outcomes if o.status == "failed"]
     done = [o for o in outcomes if o.status != "failed"]
 
     async def write() -> None:
         await record_failures(
             client,
-            {f"{o.ticker}:{o.trade_date}": o.reason for o in failed},
+            {field_of(o.ticker, o.trade_date): o.reason for o in failed},
             stream_name=stream_name,
         )
         await clear_failures(
-            client, [f"{o.ticker}:{o.trade_date}" for o in done], stream_name=stream_name
+            client, [field_of(o.ticker, o.trade_date) for o in done], stream_name=stream_name
         )
 
     try:
-        await _patiently(write, wait, "recording outcomes")
+        await _patiently(write, redis, "recording outcomes")
     except Exception as exc:  # bookkeeping: never turns published decisions into a failure
         logger.warning(
             "backfill: failure records of %d items not updated (%s); the decisions "
             "themselves are as reported",
             len(outcomes),
-            " ".join(str(exc).split())[:300],
+            one_line(exc, 300),
         )
 
 
 async def backfill_batch(
-    client: Any,
+    client: RedisClient,
     runner: ArenaRunner,
     items: Sequence[Item],
     *,
@@ -307,9 +292,9 @@ async def backfill_batch(
     **run_options: Any,
 ) -> BatchReport:
     """Classify ``items``, run those ``only`` selects (see :func:`run_items`), report all."""
-    wait = float(run_options.get("redis_wait", DEFAULT_REDIS_WAIT))
+    redis = run_options.get("redis", REDIS_WAIT)
     found = await _patiently(
-        lambda: classify(client, items, stream_name=stream_name), wait, "classifying"
+        lambda: classify(client, items, stream_name=stream_name), redis, "classifying"
     )
     todo = [item for item, f in zip(items, found, strict=True) if selected(f, only)]
     report = BatchReport(planned=len(items), skipped=len(items) - len(todo))

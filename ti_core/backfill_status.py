@@ -3,23 +3,23 @@
 An item (ticker, session) is *published* when its decision hash exists; *orphan_entry* when
 it has no hash but an entry was appended for it (the ``{stream}:latest:{T}:{D}`` record: a
 publish that wrote the entry alone, e.g. by ``publish_envelope`` or an older version, and
-died before the hash; publishing it again heals it); *failed* when the failure hash
-``keys.failure_key(stream)`` has a ``TICKER:DATE`` field (JSON ``{"reason", "at"}``, written
-by a failed attempt, deleted by a successful one); else *missing*. :func:`classify` answers
+died before the hash; publishing it again heals it); *failed* when it has a failure record
+(:mod:`ti_core.failures`: written by a failed attempt, deleted by a successful one); else
+*missing*. :func:`classify` answers
 for a batch in one pipelined round trip; the grid is built from it in chunks, so
 ``ti status`` over hundreds of tickers and sessions needs no Prefect.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ti_core.boundary import raise_mapped, redis_boundary
 from ti_core.calendar import SessionPlan
-from ti_core.connection import raise_mapped
+from ti_core.client import RedisClient
+from ti_core.failures import field_of, reason_of
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
     decision_hash_key,
@@ -27,7 +27,7 @@ from ti_core.keys import (
     latest_key,
     normalize_ticker,
 )
-from ti_core.replies import pipeline, text
+from ti_core.replies import pipeline
 
 __all__ = [
     "STATES",
@@ -35,14 +35,13 @@ __all__ = [
     "Item",
     "StatusGrid",
     "classify",
-    "clear_failures",
-    "record_failures",
     "status_grid",
 ]
 
 ItemState = Literal["published", "orphan_entry", "failed", "missing"]
 STATES = ("published", "orphan_entry", "failed", "missing")
 _CHUNK = 2000
+_READ = "nothing was written (a read)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +53,7 @@ class Item:
 
     @property
     def field(self) -> str:
-        return f"{self.ticker}:{self.trade_date}"
+        return field_of(self.ticker, self.trade_date)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +75,9 @@ class Found:
         return "failed" if self.failure is not None else "missing"
 
 
+@redis_boundary(_READ)
 async def classify(
-    client: Any, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
+    client: RedisClient, items: Sequence[Item], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> list[Found]:
     """Per item, what Redis holds: one pipeline of HEXISTS per decision hash and per
     latest-entry record, plus one HMGET of the failure hash."""
@@ -89,15 +89,10 @@ async def classify(
     for item in items:
         pipe.hexists(latest_key(stream_name, item.ticker, item.trade_date), "entry_id")
     names = [item.field for item in items]
-    many = hasattr(pipe, "hmget")  # the embedded store's pipeline has HGET only
-    if many:
-        pipe.hmget(failure_key(stream_name), names)
-    else:
-        for name in names:
-            pipe.hget(failure_key(stream_name), name)
+    pipe.hmget(failure_key(stream_name), names)
     replies = list(await pipe.execute(raise_on_error=False))
     _raise_unavailable(client, replies)
-    failures = replies.pop() if many else replies[2 * len(items) :]
+    failures = replies.pop()
     entries = replies[len(items) : 2 * len(items)]
     del replies[len(items) :]
     # A key of the wrong type answers with an error: not a decision, not a failure record.
@@ -107,45 +102,18 @@ async def classify(
     return [
         Found(
             published is True or published == 1,
-            None if failure is None else _failure_reason(failure),
+            None if failure is None else reason_of(failure),
             entry is True or entry == 1,
         )
         for published, failure, entry in zip(replies, failures, entries, strict=True)
     ]
 
 
-def _raise_unavailable(client: Any, replies: list[Any]) -> None:
+def _raise_unavailable(client: RedisClient, replies: list[Any]) -> None:
     """A refused right or an unreachable server is an error, not a state of the items."""
     for reply in replies:
         if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
-            raise_mapped(reply, client, "nothing was written (a read)")
-
-
-def _failure_reason(raw: Any) -> str:
-    try:
-        record = json.loads(text(raw))
-        return str(record.get("reason", "")) if isinstance(record, dict) else text(raw)
-    except ValueError:
-        return text(raw)
-
-
-async def record_failures(
-    client: Any, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
-) -> None:
-    """Write ``TICKER:DATE`` -> ``{"reason", "at"}`` for each failed item (``Item.field``)."""
-    if not reasons:
-        return
-    at = datetime.now(UTC).isoformat()
-    mapping = {name: json.dumps({"reason": reason, "at": at}) for name, reason in reasons.items()}
-    await client.hset(failure_key(stream_name), mapping=mapping)
-
-
-async def clear_failures(
-    client: Any, names: Sequence[str], *, stream_name: str = DEFAULT_STREAM_NAME
-) -> None:
-    """Delete the failure records of items (``Item.field``) that are now published."""
-    if names:
-        await client.hdel(failure_key(stream_name), *names)
+            raise_mapped(reply, client, _READ)
 
 
 @dataclass(slots=True)
@@ -181,8 +149,9 @@ class StatusGrid:
         }
 
 
+@redis_boundary(_READ)
 async def status_grid(
-    client: Any,
+    client: RedisClient,
     tickers: Iterable[str],
     plan: SessionPlan,
     *,
@@ -199,5 +168,5 @@ async def status_grid(
             for offset, (day, f) in enumerate(zip(days, found, strict=True)):
                 grid.cells[name][start + offset] = f.state
                 if f.failure is not None:
-                    grid.failures[f"{name}:{day}"] = f.failure
+                    grid.failures[field_of(name, day)] = f.failure
     return grid

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, clip
 from ti_core.keys import shorten
 
 __all__ = [
@@ -51,7 +51,7 @@ def _where(path: tuple[Any, ...]) -> str:
     text = "state"
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text if len(text) <= 120 else text[:117] + "..."
+    return clip(text, 120)
 
 
 def _scalar_size(value: Any, path: tuple[Any, ...], what: str) -> int:

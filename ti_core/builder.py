@@ -26,9 +26,11 @@ Coercion rules (everything else that is malformed raises, naming the field and v
 Each value is checked once, by these rules; the models are then made from the checked values
 without pydantic validating them again (``models.checked``: a property test shows validation
 would give an equal envelope). Signals and source-metric records shaped as arenas send them
-take a one-go path; anything else takes the field-by-field rules. The size cap is proved
-from a bound on the JSON size (up to 6 bytes a character); only an envelope whose bound is
-over the cap is serialised here (and publishing reuses those bytes).
+take a one-go path (a whole list of signals in one loop, records read by subscripts, source
+names already found clean not checked again); anything else takes the field-by-field rules,
+and ``tests/test_builder_differential.py`` shows both give the same bytes. The size cap is
+proved from a bound on the JSON size (up to 6 bytes a character); only an envelope whose
+bound is over the cap is serialised here (and publishing reuses those bytes).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -46,7 +47,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from ti_core.coerce import (
-    ITEM_BYTES,
     MAX_JSON_DEPTH,
     NAME_MAX_CHARS,
     TEXT_BYTES,
@@ -57,26 +57,29 @@ from ti_core.coerce import (
     text,
     word,
 )
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, one_line
 from ti_core.keys import normalize_ticker, normalize_trade_date, shorten
 from ti_core.models import (
     KEY_FACTORS_MAX,
     SUMMARY_MAX_CHARS,
     AgentSignalView,
     MarketMindDecision,
-    SourceMetricsSummary,
     SynthesisView,
     TargetView,
     TradingIntelligenceEnvelope,
     checked,
+    set_dict,
+    set_extra,
+    set_fields_set,
+    set_private,
 )
+from ti_core.source_metrics import summarise_source_metrics
 from ti_core.wire import remember
 
 __all__ = ["MAX_ENVELOPE_BYTES", "MAX_JSON_DEPTH", "build_envelope_from_state"]
 
 logger = logging.getLogger(__name__)
 _new = object.__new__
-_set = object.__setattr__
 
 MAX_ENVELOPE_BYTES = 64 * 1024
 REASONING_MAX_CHARS = 4000
@@ -93,7 +96,6 @@ _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.tit
 _SIGNAL_SET = set(AgentSignalView.model_fields)
 _TARGET_SET = set(TargetView.model_fields)
 _SYNTHESIS_SET = set(SynthesisView.model_fields)
-_METRICS_SET = set(SourceMetricsSummary.model_fields)
 _DECISION_SET = set(MarketMindDecision.model_fields)
 _ENVELOPE_SET = {"decision", "published_at", "correlation_id", "arena_id", "meta"}
 # JSON bytes of everything an envelope holds besides its texts and variable parts: field
@@ -222,66 +224,82 @@ def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
     )
 
 
-def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
-    """A signal as arenas send it (a dict with all six fields: plain ASCII texts within their
+def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | None:
+    """Signals as arenas send them (dicts with all six fields: plain ASCII texts within their
     bounds, a known word, a float confidence in [0, 1], a list of factors), built in one go
-    with the characters it holds; None for anything else, which ``_signal`` then handles."""
-    try:
-        factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
-        direction = _DIRECTION_OF[raw_word]
-    except (KeyError, TypeError):
-        return None
-    if (
-        type(confidence) is not float
-        or not 0.0 <= confidence <= 1.0
-        or type(agent) is not str
-        or type(domain) is not str
-        or type(summary) is not str
-        or type(factors) is not list
-    ):
-        return None
-    chars = len(agent) + len(domain)
-    if (
-        len(agent) > NAME_MAX_CHARS
-        or len(domain) > NAME_MAX_CHARS
-        or len(summary) > SUMMARY_MAX_CHARS
-        or len(factors) > KEY_FACTORS_MAX
-        or not (agent + domain + summary).isascii()
-    ):
-        return None
-    clean = []
-    for factor in factors:
-        if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS or not factor.isascii():
+    with the characters they hold; None as soon as one is anything else (``_signals`` then
+    takes each through ``_signal``'s rules)."""
+    signals = []
+    chars = 0
+    for raw in raws:
+        if type(raw) is not dict:
             return None
-        clean.append(factor.strip())
-    signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
-    _set(
-        signal,
-        "__dict__",
-        {
-            "agent": agent.strip(),
-            "domain": domain.strip(),
-            "signal": direction,
-            "confidence": confidence,
-            "summary": summary.strip(),
-            "key_factors": clean,
-        },
-    )
-    _set(signal, "__pydantic_fields_set__", _SIGNAL_SET)
-    _set(signal, "__pydantic_extra__", None)
-    _set(signal, "__pydantic_private__", None)
-    return signal, chars + len(summary) + len("".join(factors)) + len(factors)
+        try:
+            factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
+            direction = _DIRECTION_OF[raw_word]
+        except (KeyError, TypeError):
+            return None
+        if (
+            type(confidence) is not float
+            or not 0.0 <= confidence <= 1.0
+            or type(factors) is not list
+            or len(factors) > KEY_FACTORS_MAX
+            or type(agent) is not str
+            or type(domain) is not str
+            or type(summary) is not str
+            or len(agent) > NAME_MAX_CHARS
+            or len(domain) > NAME_MAX_CHARS
+            or len(summary) > SUMMARY_MAX_CHARS
+        ):
+            return None
+        clean = []
+        for factor in factors:
+            if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS:
+                return None
+            clean.append(factor.strip())
+        texts = "".join((agent, domain, summary, *factors))
+        if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
+            return None
+        chars += len(texts) + len(factors)
+        signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
+        set_dict(
+            signal,
+            {
+                "agent": agent.strip(),
+                "domain": domain.strip(),
+                "signal": direction,
+                "confidence": confidence,
+                "summary": summary.strip(),
+                "key_factors": clean,
+            },
+        )
+        set_fields_set(signal, _SIGNAL_SET)
+        set_extra(signal, None)
+        set_private(signal, None)
+        signals.append(signal)
+    return signals, chars
+
+
+def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
+    """One signal by ``_plain_signals``: the signal and its characters, or None."""
+    plain = _plain_signals((raw,))
+    return None if plain is None else (plain[0][0], plain[1])
 
 
 def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
     """The signals kept, and a bound on their JSON bytes."""
-    signals: list[AgentSignalView] = []
+    raws = sequence(state.get("agent_signals"), "agent_signals")
+    plain = _plain_signals(raws)  # the common case: every signal as arenas send them
+    if plain is not None:
+        signals, chars = plain
+        return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
+    signals = []
     chars = 0
-    for index, raw in enumerate(sequence(state.get("agent_signals"), "agent_signals")):
-        plain = _plain_signal(raw) if type(raw) is dict else None
-        if plain is not None:
-            signals.append(plain[0])
-            chars += plain[1]
+    for index, raw in enumerate(raws):
+        plain_one = _plain_signal(raw)
+        if plain_one is not None:
+            signals.append(plain_one[0])
+            chars += plain_one[1]
             continue
         if not isinstance(raw, Mapping):
             logger.warning(
@@ -296,7 +314,7 @@ def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
             logger.warning(
                 "skipping malformed agent signal: agent_signals[%d].%s",
                 index,
-                " ".join(str(exc).split()),
+                one_line(exc, None),
             )
             continue
         signals.append(signal)
@@ -310,111 +328,20 @@ def _signals(state: Mapping[str, Any]) -> tuple[list[AgentSignalView], int]:
     return signals, TEXT_BYTES * chars + _SIGNAL_BYTES * len(signals)
 
 
-def _byte_count(value: Any) -> int:
-    try:
-        count = int(number(value, "result_bytes", 0.0, None))
-    except InvalidStateError as exc:
-        logger.warning("source_metrics: %s; counting 0 bytes", exc)
-        return 0
-    return count
-
-
-def _source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSummary, int]:
-    """The summary, and a bound on its JSON bytes."""
-    records = sequence(state.get("source_metrics"), "source_metrics")
-    total, successful, total_bytes, by_source = _count_plain(records) or _count_each(records)
-    summary = checked(
-        SourceMetricsSummary,
-        {
-            "total_calls": total,
-            "successful": successful,
-            "failed": total - successful,
-            "total_bytes": total_bytes,
-            "by_source": by_source,
-        },
-        _METRICS_SET,
-    )
-    size = (
-        TEXT_BYTES * sum(map(len, by_source))
-        + ITEM_BYTES * len(by_source)
-        + total_bytes.bit_length() // 3
-        + 1
-    )  # digits of an int of any size
-    return summary, size
-
-
-def _count_plain(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]] | None:
-    """``_count_each`` for records as arenas send them (plain dicts holding all three keys,
-    byte counts that are ints >= 0), with subscripts instead of ``get``; None otherwise."""
-    successful = total_bytes = 0
-    names = []
-    try:
-        for raw in records:
-            if type(raw) is not dict:
-                return None
-            if raw["success"] is True:
-                successful += 1
-            count = raw["result_bytes"]
-            if type(count) is not int or count < 0:
-                return None
-            total_bytes += count
-            names.append(raw["source"])
-    except KeyError:
-        return None
-    return len(records), successful, total_bytes, _by_source(names)
-
-
-def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
-    """The per-record rules: skip what is not a mapping, count a bad byte count as 0 (both
-    with a warning), then count calls by source name: blank or non-text names are dropped,
-    the others cleaned as text (names repeat: each distinct one is cleaned once)."""
-    total = successful = total_bytes = 0
-    names = []
-    for index, raw in enumerate(records):
-        if type(raw) is not dict and not isinstance(raw, Mapping):
-            logger.warning("skipping source_metrics[%d]: not a mapping: %s", index, shorten(raw))
-            continue
-        total += 1
-        if raw.get("success") is True:
-            successful += 1
-        count = raw.get("result_bytes")
-        total_bytes += count if type(count) is int and count >= 0 else _byte_count(count)
-        names.append(raw.get("source"))
-    return total, successful, total_bytes, _by_source(names)
-
-
-def _by_source(names: list[Any]) -> dict[str, int]:
-    counts: dict[Any, int] = {}
-    try:
-        _count_elements(counts, names)  # C-level counting, in order of first appearance
-    except TypeError:  # an unhashable name: it is not text, so it is dropped anyway
-        _count_elements(counts, [name for name in names if isinstance(name, str)])
-    by_source: dict[str, int] = {}
-    for name, count in counts.items():
-        if type(name) is not str or not name or not name.isascii() or name != name.strip():
-            if not isinstance(name, str) or not name.strip():
-                continue  # None, numbers, blank: no source to count
-            name = text(name, "source")
-        elif len(name) > NAME_MAX_CHARS:
-            name = name[:NAME_MAX_CHARS]
-        by_source[name] = by_source.get(name, 0) + count
-    return by_source
-
-
 def _phase_timings(state: Mapping[str, Any]) -> tuple[list[Any], int]:
+    items = sequence(state.get("phase_timings"), "phase_timings")
     timings = []
-    size = 0
-    for index, item in enumerate(sequence(state.get("phase_timings"), "phase_timings")):
-        if type(item) is not dict and not isinstance(item, Mapping):
-            raise InvalidStateError(
-                f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
-            )
+    size = len(items)
+    for index, item in enumerate(items):
         flat = flat_json(item)  # the common case: a flat dict of plain values
-        timing, item_size = (
-            flat if flat is not None else as_json_sized(dict(item), f"phase_timings[{index}]")
-        )
-        timings.append(timing)
-        size += item_size + 1
+        if flat is None:
+            if type(item) is not dict and not isinstance(item, Mapping):
+                raise InvalidStateError(
+                    f"phase_timings[{index}] must be a mapping, got {shorten(item)}"
+                )
+            flat = as_json_sized(dict(item), f"phase_timings[{index}]")
+        timings.append(flat[0])
+        size += flat[1]
     return timings, size
 
 
@@ -475,7 +402,7 @@ def _build(
     signals, signals_size = _signals(state)
     target = _target(state, ticker, trade_date)
     synthesis = _synthesis(state)
-    metrics, metrics_size = _source_metrics(state)
+    metrics, metrics_size = summarise_source_metrics(state)
     timings, timings_size = _phase_timings(state)
     decision = checked(
         MarketMindDecision,

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ti_core.defaults import CALENDAR
 from ti_core.errors import ConfigError, InvalidStateError
 from ti_core.keys import normalize_trade_date, shorten
 
@@ -55,7 +56,7 @@ def _exchange_calendars() -> Any:
     except ImportError as exc:  # an optional extra in some installs
         raise ConfigError(
             "exchange calendars need the exchange_calendars package "
-            "(pip install exchange-calendars); or use --calendar weekdays"
+            "(pip install exchange-calendars); or use the calendar 'weekdays' (no holidays)"
         ) from exc
     return exchange_calendars
 
@@ -99,7 +100,7 @@ def _calendar_code(calendar: Any) -> str:
     return calendar.strip()
 
 
-def sessions(start: Any, end: Any, calendar: str = "XNYS") -> SessionPlan:
+def sessions(start: Any, end: Any, calendar: str = CALENDAR) -> SessionPlan:
     """Every session of ``calendar`` from ``start`` to ``end`` (both inclusive), oldest first."""
     first = date.fromisoformat(normalize_trade_date(start, field="start"))
     last = date.fromisoformat(normalize_trade_date(end, field="end"))
@@ -120,7 +121,9 @@ def sessions(start: Any, end: Any, calendar: str = "XNYS") -> SessionPlan:
     return plan
 
 
-def current_session(calendar: str = "XNYS", now: datetime | None = None) -> tuple[str | None, str]:
+def current_session(
+    calendar: str = CALENDAR, now: datetime | None = None
+) -> tuple[str | None, str]:
     """Today's session in the exchange's time zone, or ``None`` and why there is none.
 
     A naive ``now`` is taken as UTC. ``weekdays`` uses UTC.

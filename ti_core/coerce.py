@@ -108,29 +108,31 @@ ITEM_BYTES = 32
 
 
 def flat_json(value: Mapping[Any, Any]) -> tuple[dict[str, Any], int] | None:
-    """A copy of a flat dict of text keys and plain JSON scalars and a bound on its JSON size,
-    or None to take the slow path."""
+    """A copy of a flat dict of ASCII text keys and plain JSON scalars and a bound on its JSON
+    size, or None to take the slow path."""
     if type(value) is not dict:
         return None
-    size = 2
+    chars = 0
     for key, item in value.items():
-        kind = type(item)
-        if type(key) is not str or not key.isascii():
+        if type(key) is not str:
             return None
+        kind = type(item)
         if kind is str:
             if not item.isascii():
                 return None
-            size += TEXT_BYTES * len(item)
+            chars += len(item)
         elif kind is float:
-            if not math.isfinite(item):
+            if item - item != 0.0:  # inf or nan (a finite x - x is 0.0): not JSON
                 return None
         elif kind is int:
             if not -(2**63) <= item < 2**64:
                 return None
         elif item is not None and kind is not bool:
             return None
-        size += TEXT_BYTES * len(key) + ITEM_BYTES
-    return dict(value), size
+    keys = "".join(value)
+    if not keys.isascii():
+        return None
+    return value.copy(), TEXT_BYTES * (chars + len(keys)) + ITEM_BYTES * len(value) + 2
 
 
 def as_json(value: Any, field: str) -> Any:

@@ -11,31 +11,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import defaults, stream_ids
+from ti_core.boundary import connection_lost, redis_boundary, redis_calls
+from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
 from ti_core.errors import InvalidStateError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
-    dead_letter_key,
-    group_lost_key,
     normalize_ticker,
     normalize_trade_date,
     validate_stream_name,
 )
 from ti_core.lookup import read_decision
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.reconnect import CONNECTION_LOST, Outage
-from ti_core.replies import pipeline, text
+from ti_core.reconnect import Outage
+from ti_core.replies import text
+from ti_core.retry import RetryPolicy
 
 __all__ = [
     "Entry",
     "entry_payload",
     "get_decision",
-    "group_lag",
     "read_batch",
     "replay_range",
     "safe_block_ms",
@@ -47,6 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Entry = tuple[str, TradingIntelligenceEnvelope]
+_READ = "nothing was written (a read)"
 
 
 def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
@@ -60,7 +61,7 @@ def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
     return None, f"entry has no 'data' field (fields: {', '.join(names)})"
 
 
-def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
+def safe_block_ms(client: RedisClient, block_ms: int | None) -> int | None:
     """``block_ms`` capped below the client's socket timeout.
 
     redis-py applies its socket timeout to blocking reads too: an XREAD blocking longer than
@@ -76,14 +77,8 @@ def safe_block_ms(client: Any, block_ms: int | None) -> int | None:
     return max(1, limit)
 
 
-def next_id(entry_id: str) -> str:
-    """The smallest stream id after ``entry_id`` (exclusive ranges, without ``(`` syntax)."""
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"
-
-
 async def get_decision(
-    client: Any, ticker: str, trade_date: str
+    client: RedisClient, ticker: str, trade_date: str
 ) -> TradingIntelligenceEnvelope | None:
     """The envelope in the lookup hash for (ticker, date), or ``None`` if absent or unreadable.
 
@@ -97,7 +92,8 @@ async def get_decision(
     return found.envelope
 
 
-async def stream_last_id(client: Any, stream_name: str) -> str:
+@redis_boundary(_READ)
+async def stream_last_id(client: RedisClient, stream_name: str) -> str:
     """The stream's last generated id (``0-0`` if it does not exist): what ``$`` means now."""
     try:
         info = await client.xinfo_stream(stream_name)
@@ -123,7 +119,7 @@ def _decoded(stream_name: str, entries: Iterable[tuple[Any, Any]]) -> Iterator[E
 
 
 async def _xread(
-    client: Any, stream_name: str, after: str, count: int, block_ms: int | None
+    client: RedisClient, stream_name: str, after: str, count: int, block_ms: int | None
 ) -> list[tuple[Any, Any]]:
     block = safe_block_ms(client, block_ms)
     reply = await client.xread({stream_name: after}, count=count, block=block)
@@ -132,8 +128,9 @@ async def _xread(
     return list(reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0])
 
 
+@redis_boundary(_READ)
 async def read_batch(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     after: str = "0-0",
@@ -148,13 +145,14 @@ async def read_batch(
 
 
 async def tail(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     start: str = "$",
     count: int = 100,
-    block_ms: int = 5000,
-    give_up_after: float | None = 300.0,
+    block_ms: int = defaults.BLOCK_MS,
+    give_up_after: float | None = defaults.RECONNECT_GIVE_UP_SECONDS,
+    retry: RetryPolicy | None = None,
 ) -> AsyncIterator[Entry]:
     """Yield ``(entry_id, envelope)`` forever, skipping undecodable entries with a warning.
 
@@ -163,18 +161,20 @@ async def tail(
     A lost connection is ridden out: the tail logs one line, retries with backoff and jitter
     from the last entry it yielded (so nothing is missed or repeated), logs one line when Redis
     is back, and raises ``RedisUnavailableError`` after ``give_up_after`` seconds of failure
-    (``None``: at the first failure, after the client's own retries).
+    (``None``: at the first failure, after the client's own retries), pausing as ``retry``
+    says (default: ``ti_core.retry.redis_policy``).
     """
     validate_stream_name(stream_name)
-    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0)
+    outage = Outage(f"tail of {stream_name}", give_up_after or 0.0, retry)
     cursor: str | None = None if start == "$" else start
     while True:
         try:
             if cursor is None:
                 cursor = await stream_last_id(client, stream_name)
-            entries = await _xread(client, stream_name, cursor, count, block_ms)
-        except CONNECTION_LOST as exc:
-            if isinstance(exc, BrokenPipeError):
+            with redis_calls(client, _READ):
+                entries = await _xread(client, stream_name, cursor, count, block_ms)
+        except Exception as exc:
+            if not connection_lost(exc):
                 raise
             await outage.wait(exc)
             continue
@@ -194,7 +194,7 @@ def _date_range(start_date: Any, end_date: Any) -> tuple[str, str]:
 
 
 async def replay_range(
-    client: Any,
+    client: RedisClient,
     start_date: Any,
     end_date: Any,
     *,
@@ -212,7 +212,8 @@ async def replay_range(
     wanted = {normalize_ticker(t) for t in tickers} if tickers is not None else None
     cursor = "-"
     while True:
-        entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
+        with redis_calls(client, _READ):
+            entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
         if not entries:
             return
         for entry_id, envelope in _decoded(stream_name, entries):
@@ -221,104 +222,4 @@ async def replay_range(
                 yield entry_id, envelope
         if len(entries) < page:
             return
-        cursor = next_id(text(entries[-1][0]))
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms or 0), int(seq or 0)
-
-
-def _unread_trimmed(
-    group: dict[str, Any], removed: int | None, first_id: str | None, last_id: str
-) -> int | None:
-    """Entries trimmed that ``group`` has not read and has not yet passed: 0, a count or None.
-
-    Trimming removes the oldest entries, so a group positioned before the first remaining
-    entry is losing the removed entries it had not read (``removed - entries_read``). Once a
-    ``GroupReader`` reads past the gap it records the loss (see ``ti_core.group_scripts``) and
-    this is 0. A group read some other way and now caught up shows its loss in Redis's ``lag``
-    (entries counted as added, never delivered, none left), which is reported instead.
-    """
-    if removed is None:
-        return None
-    position = _id_tuple(group["last_delivered_id"])
-    if removed == 0 or (first_id is not None and position >= _id_tuple(first_id)):
-        caught_up = position >= _id_tuple(last_id)
-        return int(group["lag"] or 0) if caught_up and removed else 0
-    if group["entries_read"] is not None:
-        return max(0, removed - int(group["entries_read"]))
-    return removed if group["last_delivered_id"] == "0-0" else None
-
-
-def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
-    """A group's lost hash (written by ``READ_NEW``) as report fields."""
-    fields = {text(k): text(v) for k, v in (raw or {}).items()}
-
-    def when(name: str) -> str | None:
-        ms = fields.get(name)
-        return (
-            None
-            if ms is None
-            else datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds")
-        )
-
-    return {
-        "lost_recorded": int(fields.get("entries", 0)),
-        "lost_unknown_gaps": int(fields.get("unknown", 0)),
-        "lost_since": when("first_at_ms"),
-        "lost_last_at": when("last_at_ms"),
-    }
-
-
-async def group_lag(client: Any, stream_name: str = DEFAULT_STREAM_NAME) -> dict[str, Any]:
-    """Stream length and, per consumer group: consumers, pending, entries read, lag, lost.
-
-    ``lag`` is Redis 7's count of entries not yet delivered to the group (``None`` when Redis
-    cannot tell or before 7.0). ``lost`` counts entries trimmed before the group read them:
-    those a ``GroupReader`` recorded when it read past the gap (``lost_recorded``, kept after
-    the group caught up, with ``lost_since`` and ``lost_last_at``) plus those it has yet to pass
-    (``None``: unknown). ``lost_unknown_gaps`` counts gaps whose size Redis could not tell.
-    ``exists`` is False (and ``groups`` empty) when nothing was published yet.
-    """
-    validate_stream_name(stream_name)
-    out: dict[str, Any] = {
-        "stream": stream_name,
-        "exists": False,
-        "length": 0,
-        "groups": [],
-        "dead_letters": int(await client.xlen(dead_letter_key(stream_name))),
-    }
-    try:
-        info = await client.xinfo_stream(stream_name)
-    except redis_errors.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return out
-        raise
-    length = int(info.get("length", 0))
-    added = info.get("entries-added")
-    removed = None if added is None else max(0, int(added) - length)
-    first = info.get("first-entry")
-    first_id = text(first[0]) if first else None
-    last_id = text(info.get("last-generated-id") or "0-0")
-    out.update(exists=True, length=length, removed=removed, last_generated_id=last_id)
-    rows = await client.xinfo_groups(stream_name)
-    pipe = pipeline(client)
-    for row in rows:
-        pipe.hgetall(group_lost_key(stream_name, text(row.get("name", ""))))
-    recorded = await pipe.execute() if rows else []
-    for row, losses in zip(rows, recorded, strict=True):
-        lag, read = row.get("lag"), row.get("entries-read")
-        group: dict[str, Any] = {
-            "name": text(row.get("name", "")),
-            "consumers": int(row.get("consumers", 0)),
-            "pending": int(row.get("pending", 0)),
-            "last_delivered_id": text(row.get("last-delivered-id") or "0-0"),
-            "entries_read": None if read is None else int(read),
-            "lag": None if lag is None else int(lag),
-        }
-        group.update(_recorded_loss(losses))
-        unread = _unread_trimmed(group, removed, first_id, last_id)
-        group["lost"] = None if unread is None else unread + group["lost_recorded"]
-        out["groups"].append(group)
-    return out
+        cursor = stream_ids.after(text(entries[-1][0]))

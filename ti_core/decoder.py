@@ -15,6 +15,7 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
+from ti_core.errors import one_line
 from ti_core.keys import shorten
 from ti_core.models import SCHEMA_VERSION, TradingIntelligenceEnvelope
 
@@ -33,7 +34,7 @@ def _one_line(exc: BaseException) -> str:
         where = ".".join(str(p) for p in first["loc"]) or "body"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         return f"{where[:120]}: {first['msg']}{more}"
-    return str(exc)[:200]
+    return one_line(exc, 200, typed=False)
 
 
 def _printable(text: str) -> str:

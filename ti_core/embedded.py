@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ti_core.embedded_client import EmbeddedClient
 from ti_core.errors import StoreBusyError
 from ti_core.settings import TiSettings
 from ti_core.store_file import (
@@ -346,8 +347,11 @@ async def _release(path: Path, shared: _SharedStore, save: bool) -> None:
 
 
 @asynccontextmanager
-async def embedded_store(settings: TiSettings, *, readonly: bool = False) -> AsyncIterator[Any]:
-    """The embedded store; a writer's changes are saved when it leaves, a reader's never.
+async def embedded_store(
+    settings: TiSettings, *, readonly: bool = False
+) -> AsyncIterator[EmbeddedClient]:
+    """The embedded store (behind its client adapter); a writer's changes are saved when it
+    leaves, a reader's never.
 
     ``readonly``: no lock, nothing written in the data directory, a missing file reads as
     empty. Never pass it to a block that writes: its writes would be lost.
@@ -356,7 +360,7 @@ async def embedded_store(settings: TiSettings, *, readonly: bool = False) -> Asy
     if readonly:
         store, holder = await _reader(path)
         try:
-            yield store
+            yield EmbeddedClient(store)
         finally:
             if isinstance(holder, _SharedStore):
                 await _release(path, holder, save=False)
@@ -366,6 +370,6 @@ async def embedded_store(settings: TiSettings, *, readonly: bool = False) -> Asy
     _make_data_dir(path)
     shared = await _acquire(path)
     try:
-        yield shared.store
+        yield EmbeddedClient(shared.store)
     finally:  # also after a failure: keep what was written before it
         await _release(path, shared, save=True)

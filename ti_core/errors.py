@@ -20,6 +20,8 @@ Hierarchy::
 
 Callers catch ``TiError`` for "this package refused", and ``RedisUnavailableError`` or
 ``ArenaTransientError`` (see :func:`is_retryable`) for "try again later".
+
+:func:`one_line` is the one way an exception becomes a line for a user, a log or a record.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ __all__ = [
     "StoreDamagedError",
     "StoreError",
     "TiError",
+    "clip",
     "is_retryable",
+    "one_line",
 ]
 
 
@@ -119,10 +123,34 @@ class StoreError(TiError):
 class StoreDamagedError(StoreError):
     """The embedded store's file does not load (truncated, altered, empty, not a file).
 
-    The file is left byte for byte as it is; the message says how to recover (``ti store``).
+    The file is left byte for byte as it is; the ``ti`` command adds how to recover (``ti store``).
     """
 
 
 def is_retryable(exc: BaseException) -> bool:
     """True for failures that a later attempt may cure: Redis unreachable or a transient arena."""
     return isinstance(exc, RedisUnavailableError | ArenaTransientError)
+
+
+def clip(text: str, limit: int | None) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut (``None``: no limit)."""
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: max(limit - 3, 0)] + "..."
+
+
+def one_line(exc: BaseException, limit: int | None = 300, *, typed: bool | None = None) -> str:
+    """``exc`` as one line of at most ``limit`` characters, whitespace collapsed.
+
+    A ``TiError``'s message is written for users and stands alone; any other exception reads
+    ``Type: message`` (its type is often the only clue). ``typed`` forces the type on (True)
+    or off (False). A ``__str__`` that fails gives the type alone, never a second error.
+    """
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:
+        text = ""
+    name = type(exc).__name__
+    if typed if typed is not None else not isinstance(exc, TiError):
+        text = f"{name}: {text}" if text else name
+    return clip(text or name, limit)

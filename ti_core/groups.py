@@ -50,14 +50,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import defaults
+from ti_core.boundary import connection_lost, raise_mapped, redis_boundary
+from ti_core.client import RedisClient
 from ti_core.consume import entry_payload, safe_block_ms, text
 from ti_core.decoder import explain_payload
-from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
+from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError, one_line
+from ti_core.failures import DeadLetter
 from ti_core.group_scripts import CREATE_GROUP, GAP_CHECK
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -67,8 +70,9 @@ from ti_core.keys import (
     validate_stream_name,
 )
 from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.reconnect import CONNECTION_LOST, Outage
+from ti_core.reconnect import Outage
 from ti_core.replicas import queue_wait, replica_policy, replicated
+from ti_core.retry import RetryPolicy
 
 __all__ = ["ConsumerBrokenError", "GroupReader", "GroupStats", "Handler", "ensure_group"]
 
@@ -84,10 +88,6 @@ class ConsumerBrokenError(TiError):
     another consumer or a restart handles it. Raise it when what failed is yours: the order
     gateway refused your credentials, a dependency is down for good, your output is gone.
     """
-
-
-def _is_lost_connection(exc: BaseException) -> bool:
-    return isinstance(exc, CONNECTION_LOST) and not isinstance(exc, BrokenPipeError)
 
 
 def _is_consumer_fault(exc: BaseException) -> bool:
@@ -120,11 +120,12 @@ class GroupStats:
         return self.handled + self.dead_lettered + self.failed
 
 
-def _script(client: Any, source: str) -> Any:
+def _script(client: RedisClient, source: str) -> Any:
     return client.register_script(source)
 
 
-async def ensure_group(client: Any, stream_name: str, group: str, start: str = "$") -> bool:
+@redis_boundary("no group was created")
+async def ensure_group(client: RedisClient, stream_name: str, group: str, start: str = "$") -> bool:
     """Create ``group`` on ``stream_name`` (and the stream); True if created, False if it existed.
 
     Only "group already exists" (BUSYGROUP) is tolerated; any other refusal propagates. A new
@@ -142,7 +143,7 @@ class GroupReader:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisClient,
         group: str,
         consumer: str,
         handler: Handler,
@@ -150,11 +151,12 @@ class GroupReader:
         stream_name: str = DEFAULT_STREAM_NAME,
         start: str = "$",
         max_attempts: int = 5,
-        claim_idle_ms: int = 60_000,
+        claim_idle_ms: int = defaults.CLAIM_IDLE_MS,
         count: int = 100,
-        block_ms: int = 5000,
-        dead_letter_maxlen: int = 100_000,
-        give_up_after: float = 300.0,
+        block_ms: int = defaults.BLOCK_MS,
+        dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN,
+        give_up_after: float = defaults.RECONNECT_GIVE_UP_SECONDS,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not group or not consumer:
             raise InvalidStateError("a consumer group and a consumer name are required")
@@ -175,6 +177,7 @@ class GroupReader:
         self.block_ms = block_ms
         self.dead_letter_maxlen = dead_letter_maxlen
         self.give_up_after = give_up_after
+        self.retry = retry  # pauses while Redis is lost (default: ``redis_policy``)
         self._group_ready = False
         self._pending_cursor: str | None = "0"  # own pending entries first, after a restart
         self._claim_cursor = "0-0"
@@ -194,12 +197,14 @@ class GroupReader:
         handler raises that means "this consumer is broken" propagates.
         """
         total = GroupStats()
-        outage = Outage(f"group {self.group} consumer {self.consumer}", self.give_up_after)
+        outage = Outage(
+            f"group {self.group} consumer {self.consumer}", self.give_up_after, self.retry
+        )
         while stop is None or not stop.is_set():
             try:
                 stats = await self.step()
             except Exception as exc:
-                if not _is_lost_connection(exc):
+                if not connection_lost(exc):
                     raise
                 self._acks.clear()  # unsent: those entries stay pending and come back
                 self._pending_cursor = "0"
@@ -227,16 +232,12 @@ class GroupReader:
             return await self._step(block)
         except BrokenPipeError:
             raise  # the handler's output is gone: not a Redis problem
-        except redis_errors.ResponseError as exc:
-            if "NOGROUP " not in str(exc):  # alone, or quoted by a failed MULTI
-                raise
-            await self._recreate_group()
-            return GroupStats()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            detail = " ".join(str(exc).split())[:160]
-            raise RedisUnavailableError(
-                f"Redis unavailable: {type(exc).__name__}" + (f": {detail}" if detail else "")
-            ) from exc
+        except redis_errors.RedisError as exc:  # the reader's or the handler's Redis
+            if isinstance(exc, redis_errors.ResponseError) and "NOGROUP " in str(exc):
+                await self._recreate_group()  # NOGROUP alone, or quoted by a failed MULTI
+                return GroupStats()
+            raise_mapped(exc, self.client, "entries not acknowledged stay pending")
+            raise
 
     async def _recreate_group(self) -> None:
         """The group (or the stream) was deleted under us: make it again where configured."""
@@ -451,7 +452,7 @@ class GroupReader:
         except Exception as exc:
             if _is_consumer_fault(exc):
                 raise
-            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            return one_line(exc, 340, typed=True)
         return None
 
     async def _failed(self, entry_id: str, payload: Any, attempts: int, why: str) -> str:
@@ -485,20 +486,13 @@ class GroupReader:
         self, entry_id: str, payload: Any, reason: str, attempts: int, *, ack: bool = True
     ) -> None:
         logger.warning("dead-lettering %s of %s: %s", entry_id, self.stream_name, reason)
-        record = {
-            "entry_id": entry_id,
-            "stream": self.stream_name,
-            "group": self.group,
-            "consumer": self.consumer,
-            "reason": reason,
-            "attempts": str(attempts),
-            "at": datetime.now(UTC).isoformat(),
-            "data": _raw(payload),
-        }
+        letter = DeadLetter.now(
+            entry_id, self.stream_name, self.group, self.consumer, reason, attempts, payload
+        )
         pipe = self.client.pipeline(transaction=True)  # the record and the ack, or neither
         pipe.xadd(
             self.dead_letter_stream,
-            record,
+            letter.fields(),
             maxlen=self.dead_letter_maxlen or None,
             approximate=True,
         )
@@ -527,9 +521,3 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
     if isinstance(reply, Mapping):
         return list(next(iter(reply.values()))[0])
     return list(reply[0][1])
-
-
-def _raw(payload: Any) -> bytes | str:
-    if isinstance(payload, bytes | str):
-        return payload
-    return "" if payload is None else repr(payload)[:1000]

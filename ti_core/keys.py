@@ -8,10 +8,11 @@ checked *before* they become part of a key: ``NV:DA*`` must never reach Redis.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, clip
 
 __all__ = [
     "ARENA_NAME",
@@ -28,7 +29,9 @@ __all__ = [
     "latest_key",
     "normalize_ticker",
     "normalize_trade_date",
+    "parse_tickers",
     "shorten",
+    "split_tickers",
     "validate_stream_name",
 ]
 
@@ -52,7 +55,7 @@ def shorten(value: Any, limit: int = 60) -> str:
         text = repr(value)
     except Exception:  # a hostile __repr__ must not turn a clear error into another one
         text = f"<unrepresentable {type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(text, limit)
 
 
 # Every publish normalises the same few thousand tickers and dates several times (builder,
@@ -90,6 +93,22 @@ def normalize_ticker(value: Any, *, field: str = "ticker") -> str:
             "and . - = ^ _"
         )
     return _remember(_SEEN_TICKERS, value, ticker) if type(value) is str else ticker
+
+
+def split_tickers(value: str | Iterable[Any]) -> list[Any]:
+    """The non-blank items of ``"NVDA, aapl,,"`` (or of a list), unchecked, in order."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item for item in items if str(item).strip()]
+
+
+def parse_tickers(value: str | Iterable[Any]) -> list[str]:
+    """``"NVDA,aapl,NVDA"`` (or a list) -> ``["NVDA", "AAPL"]``: every ticker normalised, in
+    order, once; blanks skipped. Raises :class:`InvalidStateError` for an invalid ticker
+    (naming it) and for a list with none."""
+    names = list(dict.fromkeys(normalize_ticker(item) for item in split_tickers(value)))
+    if not names:
+        raise InvalidStateError("no tickers given")
+    return names
 
 
 def normalize_trade_date(value: Any, *, field: str = "trade_date") -> str:

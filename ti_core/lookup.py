@@ -15,26 +15,18 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.boundary import redis_boundary
+from ti_core.client import RedisClient
 from ti_core.decoder import explain_payload
-from ti_core.errors import InvalidStateError
+from ti_core.errors import InvalidStateError, one_line
+from ti_core.hash_fields import CONTRACT_FIELDS, NUMBER_FIELDS
 from ti_core.keys import decision_hash_key, shorten
 from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.replies import text
 
 __all__ = ["REQUIRED_FIELDS", "Lookup", "explain_hash", "read_decision"]
 
-REQUIRED_FIELDS = (
-    "json",
-    "ticker",
-    "trade_date",
-    "verdict",
-    "confidence",
-    "ensemble_score",
-    "published_at",
-    "correlation_id",
-    "arena_id",
-)
-_NUMBERS = ("confidence", "ensemble_score")
+REQUIRED_FIELDS = CONTRACT_FIELDS  # the contract's nine; publishers may add more
 
 
 @dataclass(frozen=True)
@@ -97,17 +89,18 @@ def explain_hash(key: str, raw: Any) -> Lookup:
         missing = [name for name in REQUIRED_FIELDS if name not in fields]
         if missing:
             return Lookup(key, None, fields, f"it lacks the field(s) {', '.join(missing)}")
-        for name in _NUMBERS:
+        for name in NUMBER_FIELDS:
             problem = _number_problem(name, fields[name])
             if problem:
                 return Lookup(key, None, fields, problem)
         problem = _agreement(key, fields, envelope)
         return Lookup(key, None if problem else envelope, fields, problem)
     except Exception as exc:  # the promise is "never raises"
-        return Lookup(key, None, {}, f"unreadable ({type(exc).__name__}: {shorten(exc, 80)})")
+        return Lookup(key, None, {}, f"unreadable ({one_line(exc, 120, typed=True)})")
 
 
-async def read_decision(client: Any, ticker: str, trade_date: str) -> Lookup:
+@redis_boundary("nothing was written (a read)")
+async def read_decision(client: RedisClient, ticker: str, trade_date: str) -> Lookup:
     """The lookup hash of (ticker, date), judged; a key that is not a hash is a problem."""
     key = decision_hash_key(ticker, trade_date)
     try:

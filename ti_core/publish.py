@@ -37,7 +37,9 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core.client import RedisClient
 from ti_core.connection import describe_client, raise_mapped
+from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
 from ti_core.keys import (
     DEFAULT_STREAM_NAME,
@@ -57,7 +59,7 @@ from ti_core.publish_scripts import (
 from ti_core.replicas import check_replicas, queue_wait
 from ti_core.replies import pipeline, text
 from ti_core.settings import TiSettings
-from ti_core.wire import content_digest, payload_and_digest
+from ti_core.wire import content_digest, payload_and_digest, remember
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL",
@@ -89,7 +91,7 @@ _TURNS_TO_WRITE = 8
 class TrimPolicy:
     """How the stream is bounded: ``maxlen`` 0 never trims; ``approximate`` uses ``MAXLEN ~``."""
 
-    maxlen: int = 100_000
+    maxlen: int = STREAM_MAXLEN
     approximate: bool = True
 
     @classmethod
@@ -116,15 +118,8 @@ class PublishResult:
     (another envelope's) was returned instead. What "this run published" counts."""
 
 
-def _is_noscript(result: Any) -> bool:
-    # The embedded store reports a plain ResponseError with the server's NOSCRIPT text.
-    return isinstance(result, redis_errors.NoScriptError) or (
-        isinstance(result, redis_errors.ResponseError) and str(result).startswith("NOSCRIPT")
-    )
-
-
 async def _execute(
-    client: Any, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None, stream_name: str
+    client: RedisClient, calls: Sequence[tuple[Any, ...]], trim: TrimPolicy | None, stream_name: str
 ) -> list[Any]:
     pipe = pipeline(client)
     for call in calls:
@@ -143,7 +138,7 @@ async def _execute(
 
 
 async def _run(
-    client: Any,
+    client: RedisClient,
     calls: Sequence[tuple[Any, ...]],
     trim: TrimPolicy | None,
     stream_name: str,
@@ -157,7 +152,7 @@ async def _run(
     """
     try:
         results = await _execute(client, calls, trim, stream_name)
-        if any(_is_noscript(r) for r in results):
+        if any(isinstance(r, redis_errors.NoScriptError) for r in results):
             for body in SCRIPTS.values():
                 await client.script_load(body)
             # Every script is idempotent: running the whole batch again is safe.
@@ -194,7 +189,7 @@ def _call(name: str, keys: Sequence[str], args: Sequence[str]) -> tuple[Any, ...
 
 
 async def append_envelope(
-    client: Any,
+    client: RedisClient,
     stream_name: str,
     envelope: TradingIntelligenceEnvelope,
     *,
@@ -204,7 +199,7 @@ async def append_envelope(
 ) -> tuple[str, bool]:
     """Like :func:`publish_envelope`, also saying whether this call appended the entry."""
     _check(stream_name, idempotency_ttl)
-    payload, digest = payload_and_digest(envelope)
+    payload, digest = remember(envelope)  # kept for its publish_decision_hash: serialised once
     args = argv(envelope, payload, digest, idempotency_ttl, force)
     call = _call("stream", _stream_keys(envelope, stream_name), args[:4])
     t = envelope.decision.target
@@ -219,7 +214,7 @@ async def append_envelope(
 
 
 async def publish_envelope(
-    client: Any,
+    client: RedisClient,
     stream_name: str,
     envelope: TradingIntelligenceEnvelope,
     *,
@@ -239,7 +234,7 @@ async def publish_envelope(
 
 
 async def publish_decision_hash(
-    client: Any,
+    client: RedisClient,
     envelope: TradingIntelligenceEnvelope,
     *,
     force: bool = False,
@@ -254,7 +249,7 @@ async def publish_decision_hash(
     t = envelope.decision.target
     key = decision_hash_key(t.ticker, t.trade_date)
     keys = [key, correlation_key(stream_name, envelope.correlation_id)]
-    args = argv(envelope, payload_and_digest(envelope)[0], "", 0, force)
+    args = argv(envelope, remember(envelope)[0], "", 0, force)
     (result,) = await _run(
         client,
         [_call("hash", keys, args)],
@@ -271,7 +266,7 @@ async def publish_decision_hash(
 
 
 async def publish_many(
-    client: Any,
+    client: RedisClient,
     envelopes: Iterable[TradingIntelligenceEnvelope],
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
@@ -366,7 +361,7 @@ def _prepare(
 
 
 async def _send(
-    client: Any, prepared: _Prepared, stream_name: str, trim: TrimPolicy
+    client: RedisClient, prepared: _Prepared, stream_name: str, trim: TrimPolicy
 ) -> list[PublishResult]:
     replies = await _run(client, prepared.calls, trim, stream_name, _BATCH_WRITTEN)
     flat = [value for result in replies for value in result]

@@ -11,15 +11,17 @@ of a producer) needs.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 from ti_core.acl import producer_acl_rule
+from ti_core.hash_fields import FIELDS, FLAT_FIELDS, flat_values, hash_fields, published_ts
 from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.stream_ids import end_of_ms_us
 
 __all__ = [
     "BATCH_SCRIPT",
     "HASH_SCRIPT",
     "SCRIPTS",
+    "ARGV_FIELDS",
     "SCRIPT_SHAS",
     "STREAM_SCRIPT",
     "argv",
@@ -28,11 +30,12 @@ __all__ = [
     "publish_order",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# Per envelope, ARGV holds 13 values (from offset ``a``): 1 payload, 2 digest, 3 ttl,
-# 4 force ('0'/'1'), 5 published_ts, 6 correlation id, 7-13 the hash's other fields in
-# _HASH_ORDER. Keys are bound to ks (stream), kc (cid record), kl (latest record), kh (hash).
+# Per envelope, ARGV holds these values (from offset ``a``): the payload, its digest, the
+# correlation record's ttl, force ('0'/'1'), published_ts, then the hash's flat fields
+# (``ti_core.hash_fields``). The scripts name them through ``_ARG``, generated from this list.
+ARGV_FIELDS: tuple[str, ...] = ("payload", "digest", "ttl", "force", "published_ts", *FLAT_FIELDS)
+_ARG = {name: f"ARGV[a + {i}]" for i, name in enumerate(ARGV_FIELDS, start=1)}
+# Keys are bound to ks (stream), kc (cid record), kl (latest record), kh (hash).
 # Every envelope's part reads each key it will write before its first write: a key of the
 # wrong type fails it before anything of that envelope is written, so no entry is ever left
 # without its records. Reads that only some paths need come later, on keys already checked.
@@ -45,17 +48,17 @@ local last_digest = redis.call('HGET', kl, 'digest')
 _STREAM_WRITE = """
 local created = 0
 if entry then created = 2 end
-if not entry and ARGV[a + 4] == '0' and last_digest == ARGV[a + 2] then
+if not entry and {force} == '0' and last_digest == {digest} then
   entry = redis.call('HGET', kl, 'entry_id')
-  if entry then redis.call('SET', kc, entry, 'EX', ARGV[a + 3]) end
+  if entry then redis.call('SET', kc, entry, 'EX', {ttl}) end
 end
 if not entry then
-  entry = redis.call('XADD', ks, '*', 'data', ARGV[a + 1])
-  redis.call('SET', kc, entry, 'EX', ARGV[a + 3])
-  redis.call('HSET', kl, 'digest', ARGV[a + 2], 'entry_id', entry)
+  entry = redis.call('XADD', ks, '*', 'data', {payload})
+  redis.call('SET', kc, entry, 'EX', {ttl})
+  redis.call('HSET', kl, 'digest', {digest}, 'entry_id', entry)
   created = 1
 end
-"""
+""".format(**_ARG)
 # Ordering by the server's clock, not the publisher's: an envelope's order is its
 # ``published_ts`` capped at the end of the millisecond its entry was written, read from the
 # entry id that XADD '*' took from the server's clock (so no TIME call, and a retry finds the
@@ -63,14 +66,14 @@ end
 # decision was built earlier keeps its earlier stamp. The cap is built as a string (Lua's
 # tostring would round a 16-digit number) and stored as the hash's ``published_ts``.
 _ORDER = """
-local ts_text = ARGV[a + 5]
+local ts_text = {published_ts}
 local cap = string.match(entry, '^(%d+)')
 if cap then
   cap = cap .. '999'
   if tonumber(cap) < tonumber(ts_text) then ts_text = cap end
 end
 local ts = tonumber(ts_text)
-"""
+""".format(**_ARG)
 # The hash is kept (not written), unless forced, when it already holds this entry, or a
 # later order, or the same one from a greater correlation id (a total order). The held order
 # is capped at its own entry's time too: a hash an older version wrote from a clock running
@@ -83,28 +86,31 @@ if cur_ts and cur_entry then
   if held_cap and tonumber(held_cap .. '999') < cur_ts then cur_ts = tonumber(held_cap .. '999') end
 end
 """
+# The HSET of every field in ``ti_core.hash_fields.FIELDS``: the entry id the server gave,
+# the payload as ``json``, the capped order as ``published_ts``, the flat fields from ARGV.
+_HASH_VALUES = {"entry_id": "entry", "json": _ARG["payload"], "published_ts": "ts_text"}
+_HSET = "redis.call('HSET', kh, {})".format(
+    ", ".join(f"'{name}', {_HASH_VALUES.get(name) or _ARG[name]}" for name in FIELDS)
+)
 _HASH_WRITE = (
     _ORDER
     + """
 local keep = false
-if ARGV[a + 4] == '0' then
+if {force} == '0' then
   if created ~= 1 and cur_entry == entry then
     keep = true
   elseif cur_ts and cur_ts > ts then
     keep = true
-  elseif cur_ts == ts and (redis.call('HGET', kh, 'correlation_id') or '') > ARGV[a + 6] then
+  elseif cur_ts == ts and (redis.call('HGET', kh, 'correlation_id') or '') > {correlation_id} then
     keep = true
   end
 end
 local written = 0
 if not keep then
-  redis.call('HSET', kh, 'entry_id', entry, 'json', ARGV[a + 1], 'published_ts', ts_text,
-    'correlation_id', ARGV[a + 6], 'ticker', ARGV[a + 7], 'trade_date', ARGV[a + 8],
-    'verdict', ARGV[a + 9], 'confidence', ARGV[a + 10], 'ensemble_score', ARGV[a + 11],
-    'published_at', ARGV[a + 12], 'arena_id', ARGV[a + 13])
+  {hset}
   written = 1
 end
-"""
+""".format(hset=_HSET, **_ARG)
 )
 # KEYS: stream, cid, latest; ARGV 1-4. Returns {entry id, created}.
 STREAM_SCRIPT = (
@@ -123,14 +129,14 @@ HASH_SCRIPT = (
     + _HASH_WRITE
     + "return {entry, 2, written}\n"
 )
-# Any number of envelopes, each: KEYS stream, cid, latest, hash; 13 ARGV. Each envelope's
+# Any number of envelopes, each: KEYS stream, cid, latest, hash; ARGV_FIELDS. Each envelope's
 # entry, records and hash are written together, in order. Returns {entry, created, written}
 # per envelope, flat.
 BATCH_SCRIPT = (
     "local out = {}\n"
     "for i = 0, #KEYS / 4 - 1 do\n"
     "local ks, kc, kl, kh = KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3], KEYS[i * 4 + 4]\n"
-    "local a = i * 13\n"
+    f"local a = i * {len(ARGV_FIELDS)}\n"
     + _STREAM_READ
     + _HASH_READ
     + _STREAM_WRITE
@@ -143,76 +149,17 @@ SCRIPTS = {"stream": STREAM_SCRIPT, "hash": HASH_SCRIPT, "batch": BATCH_SCRIPT}
 SCRIPT_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
 
 
-def _published_ts(envelope: TradingIntelligenceEnvelope) -> str:
-    """``published_at`` as integer microseconds since the epoch (exact; naive means UTC)."""
-    moment = envelope.published_at
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - _EPOCH
-    return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
-
-
 def publish_order(envelope: TradingIntelligenceEnvelope, entry_id: str) -> int:
     """The order the scripts give ``envelope`` on entry ``entry_id``: its ``published_at`` in
     microseconds, capped at the end of the millisecond the server wrote the entry."""
-    stamp = int(_published_ts(envelope))
-    head = entry_id.partition("-")[0]
-    return min(stamp, int(head) * 1000 + 999) if head.isdigit() else stamp
-
-
-def hash_fields(envelope: TradingIntelligenceEnvelope, payload: str) -> dict[str, str]:
-    """The contract's lookup-hash fields (plus ``published_ts`` for ordering), from one payload."""
-    return {"json": payload, **_scalar_fields(envelope)}
-
-
-def _scalar_fields(envelope: TradingIntelligenceEnvelope) -> dict[str, str]:
-    d = envelope.decision
-    return {
-        "ticker": d.target.ticker,
-        "trade_date": d.target.trade_date,
-        "verdict": d.synthesis.verdict,
-        "confidence": str(d.synthesis.confidence),
-        "ensemble_score": str(d.synthesis.ensemble_score),
-        "published_at": envelope.published_at.isoformat(),
-        "correlation_id": envelope.correlation_id,
-        "arena_id": envelope.arena_id,
-        "published_ts": _published_ts(envelope),
-    }
-
-
-# Values sent after ARGV[6], in the order the scripts name them (field names are in the script).
-_HASH_ORDER = (
-    "ticker",
-    "trade_date",
-    "verdict",
-    "confidence",
-    "ensemble_score",
-    "published_at",
-    "arena_id",
-)
+    stamp = int(published_ts(envelope))
+    cap = end_of_ms_us(entry_id)
+    return stamp if cap is None else min(stamp, cap)
 
 
 def argv(
     envelope: TradingIntelligenceEnvelope, payload: str, digest: str, ttl: int, force: bool
 ) -> list[str]:
-    """One envelope's 13 ARGV values, in the layout every script reads (see above).
-
-    After ARGV[6], the values of ``_HASH_ORDER`` (the script names the fields); built
-    directly rather than through ``_scalar_fields``: this runs once per envelope published.
-    """
-    t, y = envelope.decision.target, envelope.decision.synthesis
-    return [
-        payload,
-        digest,
-        str(ttl),
-        "1" if force else "0",
-        _published_ts(envelope),
-        envelope.correlation_id,
-        t.ticker,
-        t.trade_date,
-        y.verdict,
-        str(y.confidence),
-        str(y.ensemble_score),
-        envelope.published_at.isoformat(),
-        envelope.arena_id,
-    ]
+    """One envelope's ARGV values, in :data:`ARGV_FIELDS` order (the layout every script reads)."""
+    head = [payload, digest, str(ttl), "1" if force else "0", published_ts(envelope)]
+    return [*head, *flat_values(envelope).values()]

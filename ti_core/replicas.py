@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ti_core.client import RedisClient, RedisPipeline
 from ti_core.errors import ConfigError, ReplicaAckError
 from ti_core.replies import pipeline
 
@@ -53,7 +54,7 @@ _POLICIES: weakref.WeakKeyDictionary[Any, ReplicaPolicy] = weakref.WeakKeyDictio
 
 
 def require_replicas(
-    client: Any, replicas: int, timeout: float, *, socket_timeout: float | None = None
+    client: RedisClient, replicas: int, timeout: float, *, socket_timeout: float | None = None
 ) -> None:
     """Make every publish through ``client`` wait for ``replicas`` replicas (0: none).
 
@@ -74,7 +75,7 @@ def require_replicas(
     _POLICIES[client] = ReplicaPolicy(replicas, max(1, round(timeout * 1000)))
 
 
-def replica_policy(client: Any) -> ReplicaPolicy | None:
+def replica_policy(client: RedisClient) -> ReplicaPolicy | None:
     """The requirement registered for ``client``, or None (no WAIT)."""
     try:
         return _POLICIES.get(client)
@@ -82,7 +83,7 @@ def replica_policy(client: Any) -> ReplicaPolicy | None:
         return None
 
 
-def queue_wait(pipe: Any, client: Any) -> ReplicaPolicy | None:
+def queue_wait(pipe: RedisPipeline, client: RedisClient) -> ReplicaPolicy | None:
     """Append ``WAIT`` to ``pipe`` (after its writes) if ``client`` requires replicas."""
     policy = replica_policy(client)
     if policy is not None:
@@ -109,7 +110,7 @@ def check_replicas(policy: ReplicaPolicy, reply: Any, results: Sequence[Any], wh
         )
 
 
-async def replicated(client: Any, command: Callable[[Any], Any]) -> Any:
+async def replicated(client: RedisClient, command: Callable[[Any], Any]) -> Any:
     """The reply of ``command(client)``; with a replica requirement, ``command`` is queued on
     a pipeline followed by ``WAIT`` (same connection), and the reply returned once the
     replicas have its effect or the wait timed out (logged). For consumer-group commands."""

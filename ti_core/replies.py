@@ -1,12 +1,14 @@
-"""What differs between the clients we run on: redis-py, fakeredis and the embedded store.
+"""Replies may be ``bytes`` or ``str`` (``decode_responses`` is the caller's choice).
 
-Replies may be ``bytes`` or ``str`` (``decode_responses`` is the caller's choice), and the
-embedded store's ``pipeline()`` takes no arguments.
+What else differs between the clients (the embedded store's quirks) is made up for by its
+adapter, ``ti_core.embedded_client``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ti_core.client import RedisClient, RedisPipeline
 
 __all__ = ["pipeline", "text"]
 
@@ -16,9 +18,6 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def pipeline(client: Any) -> Any:
-    """A non-transactional pipeline on ``client``, whichever kind of client it is."""
-    try:
-        return client.pipeline(transaction=False)
-    except TypeError:  # the embedded store's pipeline takes no arguments
-        return client.pipeline()
+def pipeline(client: RedisClient) -> RedisPipeline:
+    """A non-transactional pipeline on ``client``."""
+    return client.pipeline(transaction=False)

@@ -26,13 +26,13 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import AbstractBackoff
 
+from ti_core.boundary import CLIENT_RETRIES, REFUSED
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
 
 __all__ = ["FailoverRetry", "SentinelTarget", "open_sentinel", "sentinel_target"]
 
 T = TypeVar("T")
-_REFUSED = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +122,7 @@ class FailoverRetry(Retry):
         backoff: AbstractBackoff,
         retries: int,
         budget: float,
-        supported_errors: tuple[type[redis_errors.RedisError], ...] = (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-        ),
+        supported_errors: tuple[type[redis_errors.RedisError], ...] = CLIENT_RETRIES,
     ) -> None:
         super().__init__(backoff, retries, supported_errors)
         self.budget = budget
@@ -146,7 +143,7 @@ class FailoverRetry(Retry):
             except self._supported_errors as error:
                 if is_retryable and not is_retryable(error):
                     raise
-                if isinstance(error, _REFUSED):  # wrong credentials do not heal in a failover
+                if isinstance(error, REFUSED):  # wrong credentials do not heal in a failover
                     raise
                 failures += 1
                 result = fail(error, failures) if with_failure_count else fail(error)

@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus, urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ti_core import defaults
 from ti_core.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.keys import DEFAULT_STREAM_NAME, validate_stream_name
 
@@ -145,7 +146,7 @@ class TiSettings(BaseSettings):
         default=DEFAULT_STREAM_NAME, description="Stream that decisions are appended to."
     )
     stream_maxlen: int = Field(
-        default=100_000,
+        default=defaults.STREAM_MAXLEN,
         ge=0,
         description="Trim the stream to about this many entries (0: never trim).",
     )
@@ -170,7 +171,7 @@ class TiSettings(BaseSettings):
         description="Client retries on connection errors and timeouts (writes are idempotent).",
     )
     reconnect_give_up_seconds: float = Field(
-        default=300.0,
+        default=defaults.RECONNECT_GIVE_UP_SECONDS,
         gt=0,
         description="Consumers (ti tail, GroupReader) keep reconnecting to a lost Redis this "
         "long, then give up with one line and a non-zero exit.",
@@ -200,7 +201,7 @@ class TiSettings(BaseSettings):
         "meta.degraded (default: it is a failed item).",
     )
     calendar: str = Field(
-        default="XNYS",
+        default=defaults.CALENDAR,
         description="Exchange calendar (exchange_calendars code, or 'weekdays').",
     )
     arena_concurrency: int = Field(
@@ -216,6 +217,28 @@ class TiSettings(BaseSettings):
         default=2.0,
         ge=0,
         description="First pipeline retry delay in seconds; doubles each retry, with jitter.",
+    )
+    task_retry_max_delay: float = Field(
+        default=60.0,
+        ge=0,
+        description="Longest pause between two retries of a task or an arena run, in seconds.",
+    )
+    retry_jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Spread of every retry pause: a pause of d waits d*(1-j) to d*(1+j).",
+    )
+    redis_retry_delay: float = Field(
+        default=0.05,
+        ge=0,
+        description="First pause while waiting for an unreachable Redis (client retries, "
+        "backfill batches, consumers); doubles each retry, with jitter.",
+    )
+    redis_retry_max_delay: float = Field(
+        default=1.0,
+        ge=0,
+        description="Longest pause while waiting for an unreachable Redis, in seconds.",
     )
     server_idle_timeout: float = Field(
         default=900.0,

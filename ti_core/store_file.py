@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ti_core.errors import StoreDamagedError, StoreError
+from ti_core.errors import StoreDamagedError, StoreError, one_line
 
 __all__ = [
     "PREVIOUS_SUFFIX",
@@ -69,7 +69,7 @@ def store_failure(exc: BaseException, doing: str, where: Path) -> StoreError:
     if code is None:  # burner-redis raises OSError("IO error: ... (os error 28)")
         found = _OS_ERROR.search(str(exc))
         code = int(found.group(1)) if found else None
-    reason = _REASONS.get(code or -1) or " ".join(str(exc).split())[:160] or type(exc).__name__
+    reason = _REASONS.get(code or -1) or one_line(exc, 160, typed=False)
     return StoreError(
         f"embedded store: cannot {doing} {where}: {reason}; the store file is "
         "unchanged (free space or fix the directory, or set TI_DATA_DIR or "
@@ -78,12 +78,9 @@ def store_failure(exc: BaseException, doing: str, where: Path) -> StoreError:
 
 
 def damaged(path: Path, problem: str) -> StoreDamagedError:
-    """The refusal for a store file that does not load: what is wrong and how to recover."""
-    return StoreDamagedError(
-        f"embedded store {path} is damaged ({problem}); it was left as it is. Run `ti store "
-        "check`, then `ti store restore` (the previous good copy) or `ti store reset --yes` "
-        "(move it aside and start empty)"
-    )
+    """The refusal for a store file that does not load: what is wrong, and that nothing was
+    changed (the ``ti`` command adds how to recover with ``ti store``)."""
+    return StoreDamagedError(f"embedded store {path} is damaged ({problem}); it was left as it is")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ti_core.errors import InvalidStateError, NoVerdictError
+from ti_core.errors import InvalidStateError, NoVerdictError, clip
 from ti_core.keys import shorten
 
 __all__ = ["NO_VERDICT_NOTE", "VERDICTS", "decision_meta", "missing_verdict"]
@@ -47,7 +47,7 @@ def missing_verdict(state: Mapping[str, Any]) -> str | None:
     meta = state.get("meta")
     note = meta.get(NO_VERDICT_NOTE) if isinstance(meta, Mapping) else None
     if isinstance(note, str) and note:
-        why = note if len(note) <= 200 else note[:197] + "..."
+        why = clip(note, 200)
     elif raw:
         field = "synthesis_verdict" if state.get("synthesis_verdict") else "signal"
         why = f"{field} {shorten(raw)} is not one of BUY, HOLD, SELL"
@@ -69,8 +69,7 @@ def decision_meta(
     reason = missing_verdict(state)
     if reason is not None and not publish_degraded:
         raise NoVerdictError(
-            f"{reason}; to publish it as HOLD marked degraded: --publish-degraded "
-            "(TI_PUBLISH_DEGRADED=1)"
+            f"{reason}; to publish it as HOLD marked degraded: TI_PUBLISH_DEGRADED=1"
         )
     own = state.get("meta")
     if own is not None and (

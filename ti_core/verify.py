@@ -25,12 +25,16 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from ti_core import stream_ids
+from ti_core.client import RedisClient, RedisPipeline
 from ti_core.connection import raise_mapped
-from ti_core.consume import group_lag
 from ti_core.decoder import explain_payload
+from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
+from ti_core.group_lag import group_lag
 from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
 from ti_core.lookup import explain_hash
+from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.publish import content_digest
 from ti_core.publish_scripts import publish_order
 from ti_core.replies import pipeline, text
@@ -102,21 +106,7 @@ class VerifyReport:
         }
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int] | None:
-    ms, _, seq = entry_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return None
-
-
-def _next_id(entry_id: str) -> str:
-    parsed = _id_tuple(entry_id)
-    assert parsed is not None
-    return f"{parsed[0]}-{parsed[1] + 1}"
-
-
-async def _execute(client: Any, pipe: Any) -> list[Any]:
+async def _execute(client: RedisClient, pipe: RedisPipeline) -> list[Any]:
     try:
         results = list(await pipe.execute(raise_on_error=False))
     except Exception as exc:
@@ -137,7 +127,7 @@ class _StreamBounds:
     last_generated: tuple[int, int] | None
 
     def trimmed(self, entry_id: str) -> bool:
-        wanted = _id_tuple(entry_id)
+        wanted = stream_ids.parse(entry_id)
         if wanted is None or not self.exists:
             return False
         if self.first is not None:
@@ -145,7 +135,7 @@ class _StreamBounds:
         return self.last_generated is not None and wanted <= self.last_generated
 
 
-async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
+async def _bounds(client: RedisClient, stream: str) -> tuple[_StreamBounds, int]:
     pipe = pipeline(client)
     pipe.exists(stream)
     pipe.xlen(stream)
@@ -158,15 +148,27 @@ async def _bounds(client: Any, stream: str) -> tuple[_StreamBounds, int]:
     if exists and not first:  # empty but present: everything ever written was trimmed
         try:
             info = await client.xinfo_stream(stream)
-            last_generated = _id_tuple(text(info.get("last-generated-id", b"")))
+            last_generated = stream_ids.parse(text(info.get("last-generated-id", b"")))
         except redis_errors.ResponseError:
             last_generated = None
-    first_id = _id_tuple(text(first[0][0])) if first else None
+    first_id = stream_ids.parse(text(first[0][0])) if first else None
     return _StreamBounds(bool(exists), first_id, last_generated), int(length)
 
 
 def _fields(raw: Any) -> dict[str, Any]:
     return {text(k): v for k, v in dict(raw or {}).items()}
+
+
+def _decoded(raw: Any) -> tuple[TradingIntelligenceEnvelope | None, str | None, str | None]:
+    """(the envelope in ``raw``, the hash key it belongs under, why either is missing)."""
+    envelope, reason = explain_payload(raw)
+    if envelope is None:
+        return None, None, reason
+    target = envelope.decision.target
+    try:
+        return envelope, decision_hash_key(target.ticker, target.trade_date), None
+    except InvalidStateError as exc:
+        return envelope, None, str(exc)
 
 
 def _check_hash(
@@ -175,15 +177,11 @@ def _check_hash(
     """Judge one hash against the entry it names (``entry`` is the XRANGE result or None)."""
     judged = explain_hash(key, fields)
     fields = _fields(fields)
-    envelope, reason = explain_payload(fields.get("json"))
+    envelope, expected_key, reason = _decoded(fields.get("json"))
     if envelope is None:
         report.add("undecodable_hash", f"{key}: {reason or 'no json field'}")
         return
     target = envelope.decision.target
-    try:
-        expected_key = decision_hash_key(target.ticker, target.trade_date)
-    except InvalidStateError as exc:
-        expected_key = f"<{exc}>"
     if expected_key != key:
         report.add("key_mismatch", f"{key}: holds {target.ticker} {target.trade_date}")
     elif judged.problem and ("entry_id" in fields or not judged.problem.startswith("it lacks")):
@@ -206,7 +204,7 @@ def _check_hash(
 
 
 async def _audit_hash_page(
-    client: Any, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
+    client: RedisClient, report: VerifyReport, stream: str, keys: list[str], bounds: _StreamBounds
 ) -> None:
     pipe = pipeline(client)
     for key in keys:
@@ -218,7 +216,7 @@ async def _audit_hash_page(
         if isinstance(row, Exception):
             continue
         entry_id = row.get(b"entry_id", row.get("entry_id"))
-        if entry_id is not None and _id_tuple(text(entry_id)) is not None:
+        if entry_id is not None and stream_ids.parse(text(entry_id)) is not None:
             pipe.xrange(stream, text(entry_id), text(entry_id))
             wanted.append(index)
     found = dict(zip(wanted, await _execute(client, pipe) if wanted else [], strict=True))
@@ -236,7 +234,7 @@ async def _audit_hash_page(
 
 
 async def _audit_hashes(
-    client: Any, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
+    client: RedisClient, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
 ) -> None:
     batch: list[str] = []
     try:
@@ -252,21 +250,15 @@ async def _audit_hashes(
         await _audit_hash_page(client, report, stream, batch, bounds)
 
 
-async def _audit_entry_page(client: Any, report: VerifyReport, entries: list[Any]) -> None:
+async def _audit_entry_page(client: RedisClient, report: VerifyReport, entries: list[Any]) -> None:
     pipe = pipeline(client)
     judged: list[tuple[str, str, int, str]] = []  # (entry id, hash key, order, cid)
     for raw_id, raw_fields in entries:
         entry_id = text(raw_id)
         report.entries += 1
-        envelope, reason = explain_payload(_fields(raw_fields).get("data"))
-        if envelope is None:
+        envelope, key, reason = _decoded(_fields(raw_fields).get("data"))
+        if envelope is None or key is None:
             report.add("undecodable_entry", f"{entry_id}: {reason or 'no data field'}")
-            continue
-        target = envelope.decision.target
-        try:
-            key = decision_hash_key(target.ticker, target.trade_date)
-        except InvalidStateError as exc:
-            report.add("undecodable_entry", f"{entry_id}: {exc}")
             continue
         pipe.exists(key)
         for name in ("entry_id", "published_ts", "correlation_id"):
@@ -300,13 +292,13 @@ def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
         order = int(text(ts))
     except (TypeError, ValueError):
         return None
-    head = entry_id.partition("-")[0]
-    if head.isdigit():
-        order = min(order, int(head) * 1000 + 999)
+    cap = stream_ids.end_of_ms_us(entry_id)
+    if cap is not None:
+        order = min(order, cap)
     return order, text(cid) if cid is not None else ""
 
 
-async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: int) -> None:
+async def _audit_stream(client: RedisClient, report: VerifyReport, stream: str, page: int) -> None:
     start = "-"
     while True:
         try:
@@ -319,14 +311,14 @@ async def _audit_stream(client: Any, report: VerifyReport, stream: str, page: in
         await _audit_entry_page(client, report, entries)
         if len(entries) < page:
             return
-        start = _next_id(text(entries[-1][0]))
+        start = stream_ids.after(text(entries[-1][0]))
 
 
 async def verify_store(
-    client: Any,
+    client: RedisClient,
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
-    maxlen: int = 100_000,
+    maxlen: int = STREAM_MAXLEN,
     approximate: bool = True,
     page_size: int = 500,
     max_examples: int = 10,

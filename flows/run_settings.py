@@ -1,0 +1,66 @@
+"""Settings built once and passed down: by the ``ti`` command, and by each flow run for its tasks.
+
+- :func:`with_flags` is how a command's flags override ``TI_*`` settings: keyword arguments to
+  :class:`TiSettings` (which win over the environment), never writes to ``os.environ``.
+- A flow takes the flags as plain parameters (``allow_demo``, ``publish_degraded``: JSON
+  values, so a deployment's run, a retried run and ``ti retry`` carry them), builds its
+  settings once with :func:`flow_settings` from the environment of the process it runs in (a
+  worker's, for a deployment) plus those parameters, and its tasks read the same object
+  through :func:`run_settings`. A task run the flow's context does not reach (another process,
+  a distributed task runner) builds its own from its environment, as the flow would.
+
+Prefect is imported only when a flow or task calls these, so the ``ti`` command can use
+:func:`with_flags` before Prefect starts.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from ti_core.settings import TiSettings
+
+__all__ = ["flow_settings", "run_settings", "with_flags"]
+
+# (flow run id, its settings): set by the flow, read by its tasks in the same context.
+_FLOW_SETTINGS: ContextVar[tuple[str, TiSettings] | None] = ContextVar(
+    "ti_flow_settings", default=None
+)
+
+
+def with_flags(
+    *, allow_demo: bool | None = None, publish_degraded: bool | None = None
+) -> TiSettings:
+    """``TiSettings()`` from the environment, with each flag that is not None overriding it."""
+    flags: dict[str, Any] = {"allow_demo_publish": allow_demo, "publish_degraded": publish_degraded}
+    return TiSettings(**{name: value for name, value in flags.items() if value is not None})
+
+
+def _flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_run = getattr(FlowRunContext.get(), "flow_run", None)
+    if flow_run is not None:
+        return str(flow_run.id)
+    task_run = getattr(TaskRunContext.get(), "task_run", None)
+    flow_run_id = getattr(task_run, "flow_run_id", None)
+    return None if flow_run_id is None else str(flow_run_id)
+
+
+def flow_settings(
+    *, allow_demo: bool | None = None, publish_degraded: bool | None = None
+) -> TiSettings:
+    """This flow run's settings, built once (see :func:`with_flags`) and shared with its tasks."""
+    settings = with_flags(allow_demo=allow_demo, publish_degraded=publish_degraded)
+    run = _flow_run_id()
+    if run is not None:
+        _FLOW_SETTINGS.set((run, settings))
+    return settings
+
+
+def run_settings() -> TiSettings:
+    """The settings of the flow run this task belongs to; else built from the environment."""
+    held = _FLOW_SETTINGS.get()
+    if held is not None and held[0] == _flow_run_id():
+        return held[1]
+    return TiSettings()
