@@ -20,13 +20,14 @@ from tests.conftest import deselected_items, needs_prefect
 
 HERE = Path(__file__).resolve().parent
 
-# Every test of these starts a Prefect server on PostgreSQL, a Sentinel cluster, or kills
-# processes mid-run: none belongs in the fast tier.
+# Every test of these starts a Prefect server (on PostgreSQL, or the local one with a
+# browser), a Sentinel cluster, or kills processes mid-run: none belongs in the fast tier.
 SLOW_THROUGHOUT = {
     "test_backfill_crash.py",
     "test_e2e_server.py",
     "test_failover.py",
     "test_publish_faults.py",
+    "test_ui_story.py",
 }
 
 
