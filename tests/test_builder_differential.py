@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -166,12 +167,14 @@ arena_states = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow  # the fast tier keeps the smaller property tests
 @examples(300)
 @given(state=arena_states)
 def test_shortcuts_give_what_the_rules_give_on_arena_shaped_states(state: dict[str, Any]) -> None:
     check_same(state, {})
 
 
+@pytest.mark.slow  # the fast tier keeps the smaller property tests
 @examples(300)
 @given(state=known_states(), kwargs=caller_args)
 def test_shortcuts_give_what_the_rules_give_on_any_known_keys(

@@ -233,6 +233,7 @@ def _readers_for(seconds: float) -> int:
     return runs
 
 
+@pytest.mark.slow  # readers run for 3 s
 def test_read_commands_never_write_the_store(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
