@@ -68,10 +68,7 @@ from ti_core.models import (
     TargetView,
     TradingIntelligenceEnvelope,
     checked,
-    set_dict,
-    set_extra,
-    set_fields_set,
-    set_private,
+    shell_of,
 )
 from ti_core.source_metrics import summarise_source_metrics
 from ti_core.wire import remember
@@ -94,6 +91,7 @@ _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.tit
 
 # The fields each model would report as set after validating what the builder gives it.
 _SIGNAL_SET = set(AgentSignalView.model_fields)
+_SIGNAL_SHELL = shell_of(AgentSignalView)
 _TARGET_SET = set(TargetView.model_fields)
 _SYNTHESIS_SET = set(SynthesisView.model_fields)
 _DECISION_SET = set(MarketMindDecision.model_fields)
@@ -261,21 +259,19 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
         if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
             return None
         chars += len(texts) + len(factors)
-        signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
-        set_dict(
-            signal,
-            {
-                "agent": agent.strip(),
-                "domain": domain.strip(),
-                "signal": direction,
-                "confidence": confidence,
-                "summary": summary.strip(),
-                "key_factors": clean,
-            },
-        )
-        set_fields_set(signal, _SIGNAL_SET)
-        set_extra(signal, None)
-        set_private(signal, None)
+        signal = _new(_SIGNAL_SHELL)  # models.checked, inline: this runs for every signal
+        signal.__dict__ = {
+            "agent": agent.strip(),
+            "domain": domain.strip(),
+            "signal": direction,
+            "confidence": confidence,
+            "summary": summary.strip(),
+            "key_factors": clean,
+        }
+        signal.__pydantic_fields_set__ = _SIGNAL_SET
+        signal.__pydantic_extra__ = None
+        signal.__pydantic_private__ = None
+        signal.__class__ = AgentSignalView
         signals.append(signal)
     return signals, chars
 
