@@ -24,7 +24,7 @@ Coercion rules (everything else that is malformed raises, naming the field and v
   ``InvalidStateError``: the builder raises nothing else.
 
 Each value is checked once, by these rules; the models are then made from the checked values
-without pydantic validating them again (``models.checked``: a property test shows validation
+without pydantic validating them again (``models.maker``: a property test shows validation
 would give an equal envelope). Signals and source-metric records shaped as arenas send them
 take a one-go path (a whole list of signals in one loop, records read by subscripts, source
 names already found clean not checked again); anything else takes the field-by-field rules,
@@ -67,7 +67,7 @@ from ti_core.models import (
     SynthesisView,
     TargetView,
     TradingIntelligenceEnvelope,
-    checked,
+    maker,
     shell_of,
 )
 from ti_core.source_metrics import summarise_source_metrics
@@ -92,10 +92,13 @@ _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.tit
 # The fields each model would report as set after validating what the builder gives it.
 _SIGNAL_SET = set(AgentSignalView.model_fields)
 _SIGNAL_SHELL = shell_of(AgentSignalView)
-_TARGET_SET = set(TargetView.model_fields)
-_SYNTHESIS_SET = set(SynthesisView.model_fields)
-_DECISION_SET = set(MarketMindDecision.model_fields)
-_ENVELOPE_SET = {"decision", "published_at", "correlation_id", "arena_id", "meta"}
+_make_signal = maker(AgentSignalView, _SIGNAL_SET)
+_make_target = maker(TargetView)
+_make_synthesis = maker(SynthesisView)
+_make_decision = maker(MarketMindDecision)
+_make_envelope = maker(
+    TradingIntelligenceEnvelope, {"decision", "published_at", "correlation_id", "arena_id", "meta"}
+)
 # JSON bytes of everything an envelope holds besides its texts and variable parts: field
 # names, punctuation, numbers, ticker, date, timestamp, correlation id (a test checks it).
 _SKELETON_BYTES = 1024
@@ -138,15 +141,11 @@ def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> TargetVie
             f"target.trade_date {final_date!r} differs from the requested date "
             f"{shorten(trade_date)}"
         )
-    return checked(
-        TargetView,
-        {
-            "ticker": final_ticker,
-            "trade_date": final_date,
-            "exchange": text(raw.get("exchange"), "target.exchange"),
-            "asset_class": text(raw.get("asset_class"), "target.asset_class", default="equity"),
-        },
-        _TARGET_SET,
+    return _make_target(
+        final_ticker,
+        final_date,
+        text(raw.get("exchange"), "target.exchange"),
+        text(raw.get("asset_class"), "target.asset_class", default="equity"),
     )
 
 
@@ -161,18 +160,8 @@ def _synthesis(state: Mapping[str, Any]) -> SynthesisView:
     score = state.get("synthesis_score")
     if type(score) is not float or not -1.0 <= score <= 1.0:
         score = number(score, "synthesis_score", -1.0, 1.0)
-    return checked(
-        SynthesisView,
-        {
-            "verdict": verdict,
-            "confidence": confidence,
-            "ensemble_score": score,
-            "reasoning": text(
-                state.get("synthesis_reasoning"), "synthesis_reasoning", REASONING_MAX_CHARS
-            ),
-        },
-        _SYNTHESIS_SET,
-    )
+    reasoning = text(state.get("synthesis_reasoning"), "synthesis_reasoning", REASONING_MAX_CHARS)
+    return _make_synthesis(verdict, confidence, score, reasoning)
 
 
 def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
@@ -208,18 +197,7 @@ def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
     summary = _short(raw_summary, SUMMARY_MAX_CHARS)
     if summary is None:
         summary = text(raw_summary, "summary", SUMMARY_MAX_CHARS)
-    return checked(
-        AgentSignalView,
-        {
-            "agent": agent,
-            "domain": domain,
-            "signal": direction,
-            "confidence": confidence,
-            "summary": summary,
-            "key_factors": factors,
-        },
-        _SIGNAL_SET,
-    )
+    return _make_signal(agent, domain, direction, confidence, summary, factors)
 
 
 def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | None:
@@ -259,15 +237,13 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
         if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
             return None
         chars += len(texts) + len(factors)
-        signal = _new(_SIGNAL_SHELL)  # models.checked, inline: this runs for every signal
-        signal.__dict__ = {
-            "agent": agent.strip(),
-            "domain": domain.strip(),
-            "signal": direction,
-            "confidence": confidence,
-            "summary": summary.strip(),
-            "key_factors": clean,
-        }
+        signal: Any = _new(_SIGNAL_SHELL)  # _make_signal, inline: this runs for every signal
+        signal.agent = agent.strip()
+        signal.domain = domain.strip()
+        signal.signal = direction
+        signal.confidence = confidence
+        signal.summary = summary.strip()
+        signal.key_factors = clean
         signal.__pydantic_fields_set__ = _SIGNAL_SET
         signal.__pydantic_extra__ = None
         signal.__pydantic_private__ = None
@@ -400,35 +376,12 @@ def _build(
     synthesis = _synthesis(state)
     metrics, metrics_size = summarise_source_metrics(state)
     timings, timings_size = _phase_timings(state)
-    decision = checked(
-        MarketMindDecision,
-        {
-            "target": target,
-            "synthesis": synthesis,
-            "agent_signals": signals,
-            "source_metrics": metrics,
-            "phase_timings": timings,
-            "arena_total_seconds": _total_seconds(state),
-        },
-        _DECISION_SET,
-    )
+    decision = _make_decision(target, synthesis, signals, metrics, timings, _total_seconds(state))
     when = _published_at(published_at)
     cid = _correlation_id(correlation_id)
     arena_id = text(state.get("arena_id"), "arena_id")
     meta, meta_size = _meta(state, len(signals), extra_meta)
-    envelope = checked(
-        TradingIntelligenceEnvelope,
-        {
-            "schema_version": "1",
-            "arena": "trading_intelligence",
-            "decision": decision,
-            "published_at": when,
-            "correlation_id": cid,
-            "arena_id": arena_id,
-            "meta": meta,
-        },
-        _ENVELOPE_SET,
-    )
+    envelope = _make_envelope(decision, when, cid, arena_id, meta)
     texts = (
         len(target.exchange) + len(target.asset_class) + len(synthesis.reasoning) + len(arena_id)
     )
