@@ -40,7 +40,6 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from operator import itemgetter
 from os import urandom
 from typing import Any
 
@@ -86,7 +85,6 @@ _VERDICTS: frozenset[str] = frozenset({"BUY", "HOLD", "SELL"})
 _DIRECTIONS: frozenset[str] = frozenset({"BULLISH", "BEARISH", "NEUTRAL"})
 # The spellings arenas actually send, answered by one lookup; anything else goes to ``word``.
 _VERDICT_OF = {w: w.upper() for v in _VERDICTS for w in (v, v.lower(), v.title())}
-_SIGNAL_FIELDS = itemgetter("key_factors", "signal", "agent", "domain", "confidence", "summary")
 _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.title())}
 
 # The fields each model would report as set after validating what the builder gives it.
@@ -206,13 +204,17 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
     with the characters they hold; None as soon as one is anything else (``_signals`` then
     takes each through ``_signal``'s rules)."""
     signals = []
-    chars = 0
+    texts: list[str] = []  # every text, for one ASCII check and one count at the end
     for raw in raws:
         if type(raw) is not dict:
             return None
         try:
-            factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
-            direction = _DIRECTION_OF[raw_word]
+            direction = _DIRECTION_OF[raw["signal"]]  # subscripts: cheaper than an itemgetter
+            factors = raw["key_factors"]
+            agent = raw["agent"]
+            domain = raw["domain"]
+            confidence = raw["confidence"]
+            summary = raw["summary"]
         except (KeyError, TypeError):
             return None
         if (
@@ -233,10 +235,8 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
             if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS:
                 return None
             clean.append(factor.strip())
-        texts = "".join((agent, domain, summary, *factors))
-        if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
-            return None
-        chars += len(texts) + len(factors)
+        texts += (agent, domain, summary)
+        texts += factors
         signal: Any = _new(_SIGNAL_SHELL)  # _make_signal, inline: this runs for every signal
         signal.agent = agent.strip()
         signal.domain = domain.strip()
@@ -249,7 +249,10 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
         signal.__pydantic_private__ = None
         signal.__class__ = AgentSignalView
         signals.append(signal)
-    return signals, chars
+    joined = "".join(texts)
+    if not joined.isascii():  # ASCII text is what ``text`` keeps as it is
+        return None
+    return signals, len(joined) + len(texts) - 3 * len(signals)  # characters, and one a factor
 
 
 def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
