@@ -4,7 +4,7 @@ For states shaped as arenas send them the builder takes shortcuts: signals built
 (``builder._plain_signals``), source-metric records counted with subscripts and source names
 already found clean not checked again (``source_metrics``), flat phase timings copied
 as they are (``flat_json``), and models made from checked values without pydantic validating
-them again (``models.checked``). Each generated state is built twice: as shipped, and with
+them again (``models.maker``). Each generated state is built twice: as shipped, and with
 every shortcut switched off and every model validated; the envelopes must serialise to the
 same bytes with the same fields set, the refusals and the warnings must be the same.
 """

@@ -24,7 +24,7 @@ Coercion rules (everything else that is malformed raises, naming the field and v
   ``InvalidStateError``: the builder raises nothing else.
 
 Each value is checked once, by these rules; the models are then made from the checked values
-without pydantic validating them again (``models.checked``: a property test shows validation
+without pydantic validating them again (``models.maker``: a property test shows validation
 would give an equal envelope). Signals and source-metric records shaped as arenas send them
 take a one-go path (a whole list of signals in one loop, records read by subscripts, source
 names already found clean not checked again); anything else takes the field-by-field rules,
@@ -40,7 +40,6 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from operator import itemgetter
 from os import urandom
 from typing import Any
 
@@ -67,11 +66,8 @@ from ti_core.models import (
     SynthesisView,
     TargetView,
     TradingIntelligenceEnvelope,
-    checked,
-    set_dict,
-    set_extra,
-    set_fields_set,
-    set_private,
+    maker,
+    shell_of,
 )
 from ti_core.source_metrics import summarise_source_metrics
 from ti_core.wire import remember
@@ -89,15 +85,18 @@ _VERDICTS: frozenset[str] = frozenset({"BUY", "HOLD", "SELL"})
 _DIRECTIONS: frozenset[str] = frozenset({"BULLISH", "BEARISH", "NEUTRAL"})
 # The spellings arenas actually send, answered by one lookup; anything else goes to ``word``.
 _VERDICT_OF = {w: w.upper() for v in _VERDICTS for w in (v, v.lower(), v.title())}
-_SIGNAL_FIELDS = itemgetter("key_factors", "signal", "agent", "domain", "confidence", "summary")
 _DIRECTION_OF = {w: w.upper() for v in _DIRECTIONS for w in (v, v.lower(), v.title())}
 
 # The fields each model would report as set after validating what the builder gives it.
 _SIGNAL_SET = set(AgentSignalView.model_fields)
-_TARGET_SET = set(TargetView.model_fields)
-_SYNTHESIS_SET = set(SynthesisView.model_fields)
-_DECISION_SET = set(MarketMindDecision.model_fields)
-_ENVELOPE_SET = {"decision", "published_at", "correlation_id", "arena_id", "meta"}
+_SIGNAL_SHELL = shell_of(AgentSignalView)
+_make_signal = maker(AgentSignalView, _SIGNAL_SET)
+_make_target = maker(TargetView)
+_make_synthesis = maker(SynthesisView)
+_make_decision = maker(MarketMindDecision)
+_make_envelope = maker(
+    TradingIntelligenceEnvelope, {"decision", "published_at", "correlation_id", "arena_id", "meta"}
+)
 # JSON bytes of everything an envelope holds besides its texts and variable parts: field
 # names, punctuation, numbers, ticker, date, timestamp, correlation id (a test checks it).
 _SKELETON_BYTES = 1024
@@ -140,15 +139,11 @@ def _target(state: Mapping[str, Any], ticker: Any, trade_date: Any) -> TargetVie
             f"target.trade_date {final_date!r} differs from the requested date "
             f"{shorten(trade_date)}"
         )
-    return checked(
-        TargetView,
-        {
-            "ticker": final_ticker,
-            "trade_date": final_date,
-            "exchange": text(raw.get("exchange"), "target.exchange"),
-            "asset_class": text(raw.get("asset_class"), "target.asset_class", default="equity"),
-        },
-        _TARGET_SET,
+    return _make_target(
+        final_ticker,
+        final_date,
+        text(raw.get("exchange"), "target.exchange"),
+        text(raw.get("asset_class"), "target.asset_class", default="equity"),
     )
 
 
@@ -163,18 +158,8 @@ def _synthesis(state: Mapping[str, Any]) -> SynthesisView:
     score = state.get("synthesis_score")
     if type(score) is not float or not -1.0 <= score <= 1.0:
         score = number(score, "synthesis_score", -1.0, 1.0)
-    return checked(
-        SynthesisView,
-        {
-            "verdict": verdict,
-            "confidence": confidence,
-            "ensemble_score": score,
-            "reasoning": text(
-                state.get("synthesis_reasoning"), "synthesis_reasoning", REASONING_MAX_CHARS
-            ),
-        },
-        _SYNTHESIS_SET,
-    )
+    reasoning = text(state.get("synthesis_reasoning"), "synthesis_reasoning", REASONING_MAX_CHARS)
+    return _make_synthesis(verdict, confidence, score, reasoning)
 
 
 def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
@@ -210,18 +195,7 @@ def _signal(raw: Mapping[str, Any]) -> AgentSignalView:
     summary = _short(raw_summary, SUMMARY_MAX_CHARS)
     if summary is None:
         summary = text(raw_summary, "summary", SUMMARY_MAX_CHARS)
-    return checked(
-        AgentSignalView,
-        {
-            "agent": agent,
-            "domain": domain,
-            "signal": direction,
-            "confidence": confidence,
-            "summary": summary,
-            "key_factors": factors,
-        },
-        _SIGNAL_SET,
-    )
+    return _make_signal(agent, domain, direction, confidence, summary, factors)
 
 
 def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | None:
@@ -230,13 +204,17 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
     with the characters they hold; None as soon as one is anything else (``_signals`` then
     takes each through ``_signal``'s rules)."""
     signals = []
-    chars = 0
+    texts: list[str] = []  # every text, for one ASCII check and one count at the end
     for raw in raws:
         if type(raw) is not dict:
             return None
         try:
-            factors, raw_word, agent, domain, confidence, summary = _SIGNAL_FIELDS(raw)
-            direction = _DIRECTION_OF[raw_word]
+            direction = _DIRECTION_OF[raw["signal"]]  # subscripts: cheaper than an itemgetter
+            factors = raw["key_factors"]
+            agent = raw["agent"]
+            domain = raw["domain"]
+            confidence = raw["confidence"]
+            summary = raw["summary"]
         except (KeyError, TypeError):
             return None
         if (
@@ -257,27 +235,24 @@ def _plain_signals(raws: Sequence[Any]) -> tuple[list[AgentSignalView], int] | N
             if type(factor) is not str or len(factor) > FACTOR_MAX_CHARS:
                 return None
             clean.append(factor.strip())
-        texts = "".join((agent, domain, summary, *factors))
-        if not texts.isascii():  # one check for all (ASCII text is what ``text`` keeps as is)
-            return None
-        chars += len(texts) + len(factors)
-        signal = _new(AgentSignalView)  # models.checked, inline: this runs for every signal
-        set_dict(
-            signal,
-            {
-                "agent": agent.strip(),
-                "domain": domain.strip(),
-                "signal": direction,
-                "confidence": confidence,
-                "summary": summary.strip(),
-                "key_factors": clean,
-            },
-        )
-        set_fields_set(signal, _SIGNAL_SET)
-        set_extra(signal, None)
-        set_private(signal, None)
+        texts += (agent, domain, summary)
+        texts += factors
+        signal: Any = _new(_SIGNAL_SHELL)  # _make_signal, inline: this runs for every signal
+        signal.agent = agent.strip()
+        signal.domain = domain.strip()
+        signal.signal = direction
+        signal.confidence = confidence
+        signal.summary = summary.strip()
+        signal.key_factors = clean
+        signal.__pydantic_fields_set__ = _SIGNAL_SET
+        signal.__pydantic_extra__ = None
+        signal.__pydantic_private__ = None
+        signal.__class__ = AgentSignalView
         signals.append(signal)
-    return signals, chars
+    joined = "".join(texts)
+    if not joined.isascii():  # ASCII text is what ``text`` keeps as it is
+        return None
+    return signals, len(joined) + len(texts) - 3 * len(signals)  # characters, and one a factor
 
 
 def _plain_signal(raw: Any) -> tuple[AgentSignalView, int] | None:
@@ -404,35 +379,12 @@ def _build(
     synthesis = _synthesis(state)
     metrics, metrics_size = summarise_source_metrics(state)
     timings, timings_size = _phase_timings(state)
-    decision = checked(
-        MarketMindDecision,
-        {
-            "target": target,
-            "synthesis": synthesis,
-            "agent_signals": signals,
-            "source_metrics": metrics,
-            "phase_timings": timings,
-            "arena_total_seconds": _total_seconds(state),
-        },
-        _DECISION_SET,
-    )
+    decision = _make_decision(target, synthesis, signals, metrics, timings, _total_seconds(state))
     when = _published_at(published_at)
     cid = _correlation_id(correlation_id)
     arena_id = text(state.get("arena_id"), "arena_id")
     meta, meta_size = _meta(state, len(signals), extra_meta)
-    envelope = checked(
-        TradingIntelligenceEnvelope,
-        {
-            "schema_version": "1",
-            "arena": "trading_intelligence",
-            "decision": decision,
-            "published_at": when,
-            "correlation_id": cid,
-            "arena_id": arena_id,
-            "meta": meta,
-        },
-        _ENVELOPE_SET,
-    )
+    envelope = _make_envelope(decision, when, cid, arena_id, meta)
     texts = (
         len(target.exchange) + len(target.asset_class) + len(synthesis.reasoning) + len(arena_id)
     )

@@ -113,9 +113,10 @@ def flat_json(value: Mapping[Any, Any]) -> tuple[dict[str, Any], int] | None:
     if type(value) is not dict:
         return None
     chars = 0
-    for key, item in value.items():
+    for key in value:  # keys and subscripts: cheaper than items() and its tuples
         if type(key) is not str:
             return None
+        item = value[key]
         kind = type(item)
         if kind is str:
             if not item.isascii():
