@@ -73,7 +73,10 @@ def safe_block_ms(client: RedisClient, block_ms: int | None) -> int | None:
     timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
     limit = block_ms
     if isinstance(timeout, int | float) and timeout > 0:
-        limit = min(block_ms, int(timeout * 1000 * 0.8))
+        # Leave the reply time to arrive on a loaded machine: half a short timeout, 1 s of a
+        # long one (a 100 ms margin lost the race in CI beside two CPU-bound processes).
+        margin = timeout * 500 if timeout < 2 else 1000
+        limit = min(block_ms, int(timeout * 1000 - margin))
     return max(1, limit)
 
 
