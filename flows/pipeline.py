@@ -22,11 +22,10 @@ from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
 
 from flows.artifacts import artifact_key, write_decision_card, write_run_table
 from flows.events import emit_decision_event
-from flows.run_settings import flow_settings
+from flows.run_settings import flow_run_id, flow_settings
 from flows.run_story import daily_run_name, failed_run, scheduled_moment
 from flows.tasks import (
     build_envelope,
@@ -76,9 +75,12 @@ def _reason(stage: str, exc: BaseException) -> str:
     return f"{stage}: {one_line(exc, 300)}"
 
 
-def _flow_run_id() -> str:
-    context = get_run_context()
-    return str(context.flow_run.id)  # type: ignore[union-attr]
+def _this_run() -> str:
+    """This flow run's id: correlation ids derive from it, so there must be one."""
+    run = flow_run_id()
+    if run is None:
+        raise RuntimeError("a decision is published inside a flow run")
+    return run
 
 
 class _Decision:
@@ -111,7 +113,7 @@ class _Decision:
                     self.ticker, self.trade_date, self.runner.spec
                 )
             stage = "build-envelope"
-            cid = decision_correlation_id(_flow_run_id(), self.ticker, self.trade_date)
+            cid = decision_correlation_id(_this_run(), self.ticker, self.trade_date)
             envelope_json = await build_envelope(
                 state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
             )

@@ -20,7 +20,7 @@ from typing import Any
 
 from ti_core.settings import TiSettings
 
-__all__ = ["flow_settings", "run_settings", "with_flags"]
+__all__ = ["flow_run_id", "flow_settings", "run_settings", "with_flags"]
 
 # (flow run id, its settings): set by the flow, read by its tasks in the same context.
 _FLOW_SETTINGS: ContextVar[tuple[str, TiSettings] | None] = ContextVar(
@@ -36,7 +36,8 @@ def with_flags(
     return TiSettings(**{name: value for name, value in flags.items() if value is not None})
 
 
-def _flow_run_id() -> str | None:
+def flow_run_id() -> str | None:
+    """The id of the flow run this code runs in (from a flow or one of its tasks), else None."""
     from prefect.context import FlowRunContext, TaskRunContext
 
     flow_run = getattr(FlowRunContext.get(), "flow_run", None)
@@ -52,7 +53,7 @@ def flow_settings(
 ) -> TiSettings:
     """This flow run's settings, built once (see :func:`with_flags`) and shared with its tasks."""
     settings = with_flags(allow_demo=allow_demo, publish_degraded=publish_degraded)
-    run = _flow_run_id()
+    run = flow_run_id()
     if run is not None:
         _FLOW_SETTINGS.set((run, settings))
     return settings
@@ -61,6 +62,6 @@ def flow_settings(
 def run_settings() -> TiSettings:
     """The settings of the flow run this task belongs to; else built from the environment."""
     held = _FLOW_SETTINGS.get()
-    if held is not None and held[0] == _flow_run_id():
+    if held is not None and held[0] == flow_run_id():
         return held[1]
     return TiSettings()

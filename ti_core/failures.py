@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ti_core.boundary import redis_boundary
 from ti_core.client import RedisClient
 from ti_core.errors import clip
 from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
@@ -86,6 +87,7 @@ def reason_of(raw: Any) -> str:
     return FailureRecord.from_stored(raw).reason
 
 
+@redis_boundary("no failure record was written")
 async def record_failures(
     client: RedisClient, reasons: Mapping[str, str], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> None:
@@ -96,6 +98,7 @@ async def record_failures(
     await client.hset(failure_key(stream_name), mapping=mapping)
 
 
+@redis_boundary("no failure record was cleared")
 async def clear_failures(
     client: RedisClient, names: Iterable[str], *, stream_name: str = DEFAULT_STREAM_NAME
 ) -> None:
