@@ -9,8 +9,9 @@ the line before it:
   arguments (``"run", "NVDA", "--date", "2026-05-11"``); any other line must appear in PATH
   as written. Changing a documented command without changing its test fails here.
 
-``pip install -e .`` (with or without extras) is the install the suite itself runs in:
-``.ci/run`` makes it in a fresh virtual environment of a fresh clone before running pytest.
+``pip install -c constraints.txt -e .`` (with or without extras) is the install the suite itself
+runs in: ``.ci/run`` makes it in a fresh virtual environment of a fresh clone before running
+pytest. An install that skips the lock (``constraints.txt``) is refused: it would drift.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def test_each_command_block_is_run_or_illustrative(
     source = runner.read_text()
     for command in commands(body):
         words = shlex.split(command)
-        if command.startswith("pip install -e ."):
-            assert 'pip install -e ".[test]"' in (ROOT / ".ci" / "run").read_text()
+        if words[:2] == ["pip", "install"]:
+            assert words[2:5] == ["-c", "constraints.txt", "-e"], f"{where}: install from the lock"
+            ci = (ROOT / ".ci" / "run").read_text()
+            assert 'pip install -c constraints.txt -e ".[test]"' in ci
         elif words[0] == "ti":
             call = ", ".join(f'"{w}"' for w in words[1:])
             assert call in source, f"{where}: {runner.name} never runs `{command}`"
@@ -82,6 +85,6 @@ def test_each_command_block_is_run_or_illustrative(
 def test_the_checker_sees_the_blocks() -> None:
     assert len(BLOCKS) >= 15
     readme = [b for b in BLOCKS if b[0].name == "README.md"]
-    assert readme[0][3].startswith("pip install -e . && ti run NVDA --date 2026-05-11")
+    assert readme[0][3].startswith("pip install -c constraints.txt -e . && ti run NVDA --date")
     assert commands("$ ti get A 2026-01-02\nA 2026-01-02: BUY\n") == ["ti get A 2026-01-02"]
     assert commands("pip install -e . && ti run X  # c\n") == ["pip install -e .", "ti run X"]

@@ -183,9 +183,7 @@ def open_sentinel(target: SentinelTarget, settings: TiSettings, **connection: An
     if s.redis_sentinel_password is not None:
         sentinel_side["password"] = s.redis_sentinel_password.get_secret_value()
     kind = _FollowingSSLConnection if s.redis_tls else _FollowingConnection
-    manager = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls
-    )
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls)
     client = manager.master_for(target.service, redis_class=_SentinelRedis, connection_class=kind)
     client.sentinel_manager = manager
     return client
