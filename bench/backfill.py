@@ -5,7 +5,8 @@
 Writes a replay directory (80 tickers x the 250 XNYS sessions of 2025 = 20,000 states, the
 three sample states re-targeted and varied), starts its own redis-server on a free port, then:
 
-- core: ``ti_core.backfill.backfill_batch`` over the same plan in batches of ``TI_BATCH_SIZE``
+- core: ``ti_core.backfill.runner.backfill_batch`` over the same plan in batches of
+  ``TI_BATCH_SIZE``
   (classify, replay arena, build, ``publish_many``, record), in this process, no Prefect;
 - end to end: ``ti backfill --arena replay:DIR`` as a child process (process start, imports,
   Prefect's temporary API server, the flow run with one task per batch, artifacts, exit), on
@@ -37,12 +38,12 @@ import redis  # noqa: E402
 
 from tests.backfill_replay import write_replay_dir  # noqa: E402
 from tests.redisproc import RedisProcess  # noqa: E402
-from ti_core.arena import load_arena  # noqa: E402
-from ti_core.backfill import backfill_batch, batched, plan_items  # noqa: E402
-from ti_core.calendar import sessions  # noqa: E402
-from ti_core.connection import open_redis  # noqa: E402
-from ti_core.keys import DEFAULT_STREAM_NAME  # noqa: E402
+from ti_core.arenas.arena import load_arena  # noqa: E402
+from ti_core.backfill.calendar import sessions  # noqa: E402
+from ti_core.backfill.runner import backfill_batch, batched, plan_items  # noqa: E402
+from ti_core.contract.keys import DEFAULT_STREAM_NAME  # noqa: E402
 from ti_core.settings import TiSettings  # noqa: E402
+from ti_core.transport.connection import open_redis  # noqa: E402
 
 TARGET = 1300.0
 MEMORY_CAP_MB = 1024.0

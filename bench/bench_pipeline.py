@@ -30,11 +30,11 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 async def core(tickers: list[str], day: str) -> float:
-    from ti_core.arena import DEMO_META, DemoArena
-    from ti_core.builder import build_envelope_from_state
-    from ti_core.connection import connect
-    from ti_core.publish import publish_decision_hash, publish_envelope
+    from ti_core.arenas.arena import DEMO_META, DemoArena
+    from ti_core.build.builder import build_envelope_from_state
+    from ti_core.publish.publisher import publish_decision_hash, publish_envelope
     from ti_core.settings import TiSettings
+    from ti_core.transport.connection import connect
 
     s = TiSettings()
     start = time.perf_counter()

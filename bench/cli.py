@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TI = str(Path(sys.executable).parent / "ti")
 SUNDAY = (
-    "import datetime as d, sys, ti_core.calendar as c\n"
+    "import datetime as d, sys, ti_core.backfill.calendar as c\n"
     "real = c.current_session\n"
     "c.current_session = lambda cal='XNYS', now=None: "
     "real(cal, now or d.datetime(2026, 5, 10, 15, tzinfo=d.UTC))\n"

@@ -41,8 +41,8 @@ import redis.asyncio as redis_asyncio  # noqa: E402
 from bench.reference import bench_states, load_reference  # noqa: E402
 from tests.redisproc import RedisProcess  # noqa: E402
 from ti_core import DEFAULT_STREAM_NAME, build_envelope_from_state  # noqa: E402
-from ti_core.consume import tail  # noqa: E402
-from ti_core.groups import GroupReader  # noqa: E402
+from ti_core.consume.groups import GroupReader  # noqa: E402
+from ti_core.consume.reader import tail  # noqa: E402
 
 S = DEFAULT_STREAM_NAME
 

@@ -46,7 +46,7 @@ import redis.asyncio as redis_asyncio  # noqa: E402
 from bench.reference import bench_states, load_reference, rich_states  # noqa: E402
 from tests.redisproc import RedisProcess  # noqa: E402
 from ti_core import DEFAULT_STREAM_NAME, build_envelope_from_state, publish_many  # noqa: E402
-from ti_core.connection import open_redis  # noqa: E402
+from ti_core.transport.connection import open_redis  # noqa: E402
 
 
 @dataclass

@@ -31,11 +31,11 @@ import socket
 import sys
 from typing import Any
 
-from ti_core.connection import connect
+from ti_core.consume.groups import ConsumerBrokenError, GroupReader
+from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import TiError
-from ti_core.groups import ConsumerBrokenError, GroupReader
-from ti_core.models import TradingIntelligenceEnvelope
 from ti_core.settings import TiSettings, redact_url
+from ti_core.transport.connection import connect
 
 log = logging.getLogger("example-consumer")
 

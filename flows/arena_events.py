@@ -22,8 +22,8 @@ import concurrent.futures
 from pathlib import Path
 from typing import Any
 
+from ti_core.contract.keys import normalize_ticker, normalize_trade_date
 from ti_core.errors import ConfigError, StateNotFoundError
-from ti_core.keys import normalize_ticker, normalize_trade_date
 
 __all__ = [
     "ARENA_COMPLETED",

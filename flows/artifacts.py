@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ti_core.models import TradingIntelligenceEnvelope
+    from ti_core.contract.models import TradingIntelligenceEnvelope
 
-from ti_core.outcome import DecisionOutcome
+from ti_core.publish.outcome import DecisionOutcome
 
 __all__ = ["artifact_key", "decision_card", "run_table", "write_decision_card", "write_run_table"]
 

@@ -38,8 +38,9 @@ from flows.artifacts import artifact_key
 from flows.backfill_plan import DryRunPlan, dry_run_plan
 from flows.run_settings import flow_settings, run_settings
 from flows.run_story import run_logger
-from ti_core.arena import ensure_demo_allowed, load_arena
-from ti_core.backfill import (
+from ti_core.arenas.arena import ensure_demo_allowed, load_arena
+from ti_core.backfill.calendar import SessionPlan, sessions
+from ti_core.backfill.runner import (
     DEFAULT_REDIS_WAIT,
     ONLY_MODES,
     BatchReport,
@@ -49,13 +50,12 @@ from ti_core.backfill import (
     batched,
     plan_items,
 )
-from ti_core.calendar import SessionPlan, sessions
-from ti_core.connection import connect
+from ti_core.contract.keys import parse_tickers, shorten
 from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.keys import parse_tickers, shorten
-from ti_core.publish import TrimPolicy
-from ti_core.retry import redis_policy, task_policy
+from ti_core.publish.publisher import TrimPolicy
+from ti_core.transport.connection import connect
+from ti_core.transport.retry import redis_policy, task_policy
 
 __all__ = [
     "ON_PROGRESS",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flows.artifacts import artifact_key
-from ti_core.backfill import batched, classify, plan_items, selected
-from ti_core.calendar import SessionPlan
-from ti_core.connection import connect
+from ti_core.backfill.calendar import SessionPlan
+from ti_core.backfill.runner import batched, classify, plan_items, selected
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import connect
 
 __all__ = ["DryRunPlan", "dry_run_plan", "plan_markdown", "todo_by_ticker"]
 

@@ -34,7 +34,7 @@ STYLES = {
 
 
 def _tickers(text: str) -> list[str]:
-    from ti_core.keys import parse_tickers, split_tickers
+    from ti_core.contract.keys import parse_tickers, split_tickers
 
     if not split_tickers(text):
         raise TiError("--tickers needs at least one ticker, e.g. --tickers NVDA,AAPL")
@@ -86,8 +86,8 @@ def register(subparsers: Any) -> None:
 
 def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str], str]:
     """Everything that can be refused before Prefect starts."""
-    from ti_core.arena import ensure_demo_allowed, load_arena
-    from ti_core.calendar import sessions
+    from ti_core.arenas.arena import ensure_demo_allowed, load_arena
+    from ti_core.backfill.calendar import sessions
 
     if args.concurrency is not None and args.concurrency < 1:
         raise TiError("--concurrency must be at least 1")
@@ -107,7 +107,7 @@ def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str],
 def _backfill(args: argparse.Namespace) -> int:
     from flows.cli import prepare_prefect, wait_for_prefect
     from flows.run_settings import with_flags
-    from ti_core.embedded import check_store
+    from ti_core.store.embedded import check_store
 
     settings = with_flags(**setting_flags(args))  # built once, os.environ untouched
     names, calendar = _prepare(args, settings)
@@ -127,7 +127,7 @@ def _dry_run(
 ) -> int:
     """The plan, straight from Redis: nothing to run, so no Prefect."""
     from flows.backfill_plan import dry_run_plan
-    from ti_core.calendar import sessions
+    from ti_core.backfill.calendar import sessions
 
     plan = sessions(args.start, args.end, calendar)
     return _print_plan(
@@ -141,8 +141,8 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
 
     from flows.backfill import ON_PROGRESS, BackfillSummary
     from flows.backfill_plan import DryRunPlan
-    from ti_core.backfill import BatchReport, Outcome
-    from ti_core.calendar import sessions
+    from ti_core.backfill.calendar import sessions
+    from ti_core.backfill.runner import BatchReport, Outcome
 
     err = Console(stderr=True)
     total = len(names) * len(sessions(args.start, args.end, calendar).sessions)
@@ -221,10 +221,10 @@ def _print_plan(plan: Any, only: str) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ti_core.backfill_status import status_grid
-    from ti_core.calendar import sessions
-    from ti_core.connection import connect
+    from ti_core.backfill.calendar import sessions
+    from ti_core.backfill.status import status_grid
     from ti_core.settings import TiSettings
+    from ti_core.transport.connection import connect
 
     settings = TiSettings()
     names = _tickers(args.tickers)

@@ -21,15 +21,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ti_core.connection import connect
-from ti_core.consume import read_batch, stream_last_id, tail
+from ti_core.consume.group_lag import group_lag
+from ti_core.consume.groups import ConsumerBrokenError, GroupReader
+from ti_core.consume.reader import read_batch, stream_last_id, tail
+from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.defaults import CLAIM_IDLE_MS, RECONNECT_GIVE_UP_SECONDS
 from ti_core.errors import ConfigError
-from ti_core.group_lag import group_lag
-from ti_core.groups import ConsumerBrokenError, GroupReader
-from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.retry import redis_policy
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import connect
+from ti_core.transport.retry import redis_policy
 
 __all__ = ["format_line", "lag_lines", "register"]
 

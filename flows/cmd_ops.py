@@ -17,9 +17,9 @@ from typing import Any
 
 from flows.deployments import DAILY_CRON, DAILY_TIMEZONE, runner_deployments
 from flows.options import add_arena, add_tickers
-from ti_core.connection import connect
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import connect
 from ti_core.verify import INCONSISTENT, INFORMATIONAL, VerifyReport, verify_store
 
 __all__ = ["EXIT_INCONSISTENT", "register"]
@@ -29,8 +29,8 @@ EXIT_INCONSISTENT = 2
 
 def _ticker_list(text: str) -> list[str]:
     """``NVDA,aapl`` -> ``["NVDA", "AAPL"]``, each checked as a ticker."""
+    from ti_core.contract.keys import parse_tickers
     from ti_core.errors import InvalidStateError
-    from ti_core.keys import parse_tickers
 
     try:
         return parse_tickers(text)

@@ -19,12 +19,12 @@ from typing import Any
 from flows.cli import prepare_prefect, wait_for_prefect
 from flows.options import add_arena_options, add_calendar, add_tickers, setting_flags
 from flows.run_settings import with_flags
-from ti_core.connection import connect
+from ti_core.consume.lookup import Lookup, read_decision
+from ti_core.contract.keys import normalize_ticker, normalize_trade_date, split_tickers
 from ti_core.errors import TiError, one_line
-from ti_core.keys import normalize_ticker, normalize_trade_date, split_tickers
-from ti_core.lookup import Lookup, read_decision
-from ti_core.outcome import DecisionOutcome
+from ti_core.publish.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import connect
 
 __all__ = ["format_outcome", "register"]
 
@@ -35,7 +35,7 @@ DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
 def _where(settings: TiSettings) -> str:
     if settings.uses_server:
         return settings.redis_url_redacted()
-    from ti_core.connection import embedded_store_path
+    from ti_core.transport.connection import embedded_store_path
 
     return f"embedded store {embedded_store_path(settings)} ({SERVER_HINT})"
 
@@ -63,8 +63,8 @@ def _settings(args: argparse.Namespace) -> TiSettings:
 
 def _prepare(args: argparse.Namespace, settings: TiSettings) -> None:
     """Fail fast, before Prefect, on a refused demo or an unusable embedded store."""
-    from ti_core.arena import ensure_demo_allowed, load_arena
-    from ti_core.embedded import check_store
+    from ti_core.arenas.arena import ensure_demo_allowed, load_arena
+    from ti_core.store.embedded import check_store
 
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)
     check_store(settings)  # a damaged or unwritable embedded store: refuse before Prefect
@@ -163,7 +163,7 @@ def _daily(args: argparse.Namespace) -> int:
         args.date = normalize_trade_date(args.date)
         _warn_if_not_a_session(args.date, args.calendar)
     else:  # the session of "now" in the exchange's time zone, decided before Prefect starts
-        from ti_core.calendar import current_session
+        from ti_core.backfill.calendar import current_session
 
         args.date, reason = current_session(args.calendar)
         if args.date is None:
@@ -358,7 +358,7 @@ def register(subparsers: Any) -> None:
 
 def _warn_if_not_a_session(trade_date: str, calendar: str) -> None:
     """A date the exchange did not trade is published if asked for, with a warning."""
-    from ti_core.calendar import sessions
+    from ti_core.backfill.calendar import sessions
 
     plan = sessions(trade_date, trade_date, calendar)
     if not plan.sessions:

@@ -13,11 +13,11 @@ import asyncio
 import sys
 from typing import Any
 
-from ti_core.embedded import embedded_store_path, store_lock
 from ti_core.errors import ConfigError, StoreError
 from ti_core.settings import TiSettings
-from ti_core.store_file import PREVIOUS_SUFFIX, move_aside, restore_previous
-from ti_core.store_load import StoreSummary, inspect_store
+from ti_core.store.embedded import embedded_store_path, store_lock
+from ti_core.store.file import PREVIOUS_SUFFIX, move_aside, restore_previous
+from ti_core.store.load import StoreSummary, inspect_store
 
 __all__ = ["register"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect.events import emit_event
 
-from ti_core.outcome import DecisionOutcome
+from ti_core.publish.outcome import DecisionOutcome
 
 __all__ = ["DECISION_FAILED", "DECISION_PUBLISHED", "decision_resource", "emit_decision_event"]
 

@@ -35,20 +35,20 @@ from flows.tasks import (
     record_failure,
     run_arena,
 )
-from ti_core.arena import ArenaRunner, ensure_demo_allowed, load_arena
-from ti_core.calendar import current_session, sessions
-from ti_core.connection import embedded_store_path
-from ti_core.defaults import CALENDAR
-from ti_core.errors import TiError, one_line
-from ti_core.keys import (
+from ti_core.arenas.arena import ArenaRunner, ensure_demo_allowed, load_arena
+from ti_core.backfill.calendar import current_session, sessions
+from ti_core.contract.keys import (
     decision_hash_key,
     normalize_ticker,
     normalize_trade_date,
     split_tickers,
 )
-from ti_core.outcome import DecisionOutcome
+from ti_core.contract.wire import carrying, envelope_of
+from ti_core.defaults import CALENDAR
+from ti_core.errors import TiError, one_line
+from ti_core.publish.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
-from ti_core.wire import carrying, envelope_of
+from ti_core.transport.connection import embedded_store_path
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
 

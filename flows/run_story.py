@@ -23,9 +23,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from ti_core.contract.wire import envelope_of
 from ti_core.defaults import CALENDAR
 from ti_core.errors import TiError, one_line
-from ti_core.wire import envelope_of
 
 __all__ = [
     "daily_run_name",
@@ -86,7 +86,7 @@ def daily_run_name() -> str:
     (on a closed day, that day: the run then logs why it publishes nothing)."""
     from prefect.runtime import flow_run
 
-    from ti_core.calendar import current_session
+    from ti_core.backfill.calendar import current_session
 
     parameters = flow_run.parameters
     day = parameters.get("trade_date")

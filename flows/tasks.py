@@ -2,7 +2,8 @@
 
 Tasks take and return plain values (a state dict, an envelope as JSON text, an entry id) and
 open their own Redis client, so a retry or a retried flow run starts from clean inputs. The
-envelope's JSON text is serialised once, by build-envelope, as :class:`ti_core.wire.EnvelopeJson`:
+envelope's JSON text is serialised once, by build-envelope, as
+:class:`ti_core.contract.wire.EnvelopeJson`:
 a ``str`` that, in this process, still carries its envelope and digest, so the publish tasks
 neither parse it back nor serialise it again (a task run elsewhere, or a retried flow run's
 cached text, parses it once).
@@ -28,16 +29,16 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from flows.run_settings import run_settings
 from flows.run_story import envelope_run_name, one_line_task_failures, run_logger
-from ti_core.arena import DEMO_META, load_arena
-from ti_core.builder import build_envelope_from_state
-from ti_core.connection import connect
+from ti_core.arenas.arena import DEMO_META, load_arena
+from ti_core.build.builder import build_envelope_from_state
+from ti_core.build.verdict import decision_meta
+from ti_core.contract.wire import envelope_of, wire_form
 from ti_core.errors import is_retryable, one_line
 from ti_core.failures import clear_failures, field_of, record_failures
-from ti_core.publish import TrimPolicy, publish_decision_hash, publish_many
-from ti_core.retry import task_policy
+from ti_core.publish.publisher import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.settings import TiSettings
-from ti_core.verdict import decision_meta
-from ti_core.wire import envelope_of, wire_form
+from ti_core.transport.connection import connect
+from ti_core.transport.retry import task_policy
 
 __all__ = [
     "build_envelope",

@@ -88,7 +88,7 @@ def assert_exactly_once(url: str, pairs: Iterable[tuple[str, str]]) -> None:
     and its lookup hash names that entry and holds the same envelope."""
     import redis
 
-    from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key
+    from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key
 
     expected = set(pairs)
     with redis.Redis.from_url(url, decode_responses=True) as client:

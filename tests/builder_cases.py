@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ti_core import InvalidStateError, build_envelope_from_state, decode_envelope
-from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.contract.models import TradingIntelligenceEnvelope
 
 __all__ = ["TARGET", "base", "build", "refused", "signal"]
 

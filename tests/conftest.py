@@ -171,7 +171,7 @@ def redis_url(redis_proc: RedisProcess) -> str:
 
 @pytest.fixture
 async def real_redis(redis_url: str) -> AsyncIterator[Any]:
-    from ti_core.connection import open_redis
+    from ti_core.transport.connection import open_redis
 
     client = open_redis(redis_url)
     try:
@@ -276,7 +276,7 @@ async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
 
             yield open_fake
         elif request.param == "real":
-            from ti_core.connection import open_redis
+            from ti_core.transport.connection import open_redis
 
             url = request.getfixturevalue("redis_url")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ti_core import build_envelope_from_state, decision_hash_key, decode_envelope
-from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.contract.models import TradingIntelligenceEnvelope
 
 __all__ = [
     "SAMPLE",

@@ -22,9 +22,9 @@ from tests.redisproc import RedisProcess
 from tests.test_cli_tail import Running
 from ti_core import ConfigError, publish_many
 from ti_core.acl import consumer_acl_rule, producer_acl_rule, setuser_line
-from ti_core.connection import open_redis
-from ti_core.groups import GroupReader
-from ti_core.keys import DEFAULT_STREAM_NAME, dead_letter_key
+from ti_core.consume.groups import GroupReader
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, dead_letter_key
+from ti_core.transport.connection import open_redis
 
 pytestmark = pytest.mark.redis_server
 
@@ -222,8 +222,8 @@ def test_wrong_password_is_one_line_and_tried_once(
 def test_producer_backfills_from_the_readme(server: RedisProcess, admin: redis.Redis) -> None:
     """The backfill core with the producer's rights: classify (HEXISTS, HMGET), publish,
     failure records (HSET for a failed item, HDEL for the rest)."""
-    from ti_core.arena import load_arena
-    from ti_core.backfill import backfill_batch, plan_items
+    from ti_core.arenas.arena import load_arena
+    from ti_core.backfill.runner import backfill_batch, plan_items
 
     async def go() -> Any:
         client = open_redis(url(server, "ti-producer"))

@@ -1,5 +1,5 @@
 """The TradingAgents and ai-hedge-fund adapters, the no-verdict rule and the state bounds
-(no Prefect): each rating and action maps as documented in ``ti_core.adapters``."""
+(no Prefect): each rating and action maps as documented in ``ti_core.arenas.adapters``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from tests import hedgefund_standin, tradingagents_standin
-from ti_core.adapters import HedgeFundArena, TradingAgentsArena
-from ti_core.arena import ReplayArena, load_arena
-from ti_core.bounds import MAX_STATE_DEPTH, check_state
-from ti_core.builder import build_envelope_from_state
+from ti_core.arenas.adapters import HedgeFundArena, TradingAgentsArena
+from ti_core.arenas.arena import ReplayArena, load_arena
+from ti_core.build.builder import build_envelope_from_state
+from ti_core.build.verdict import decision_meta, missing_verdict
+from ti_core.contract.bounds import MAX_STATE_DEPTH, check_state
+from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import ArenaError, ConfigError, InvalidStateError, NoVerdictError
-from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.verdict import decision_meta, missing_verdict
 
 TA = "tradingagents:tests.tradingagents_standin:GRAPH"
 HF = "hedgefund:tests.hedgefund_standin:run_hedge_fund"
@@ -100,7 +100,7 @@ async def test_tradingagents_review_is_no_verdict_unless_published_degraded() ->
 def test_older_tradingagents_replies_map_only_when_unambiguous(
     rating: Any, verdict: str | None
 ) -> None:
-    from ti_core.adapters import tradingagents_state
+    from ti_core.arenas.adapters import tradingagents_state
 
     state = tradingagents_state({"final_trade_decision": "x"}, rating, "NVDA", DAY)
     assert state.get("synthesis_verdict") == verdict

@@ -20,7 +20,7 @@ from tests import tradingagents_standin
 from tests.backfill_replay import PREFECT_SOCKETS, prefect_sockets_collected  # noqa: F401
 from tests.test_adapters import HF, HF_CASES, TA, TA_CASES
 from tests.test_cli_run import TI, clean_env
-from ti_core.keys import DEFAULT_STREAM_NAME
+from ti_core.contract.keys import DEFAULT_STREAM_NAME
 
 pytestmark = [
     pytest.mark.prefect,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ti_core.arena import (
+from ti_core.arenas.arena import (
     DEMO_META,
     ArenaRunner,
     CallableArena,
@@ -19,7 +19,7 @@ from ti_core.arena import (
     ensure_demo_allowed,
     load_arena,
 )
-from ti_core.builder import build_envelope_from_state
+from ti_core.build.builder import build_envelope_from_state
 from ti_core.errors import (
     ArenaError,
     ArenaTransientError,
@@ -168,5 +168,8 @@ def test_demo_refused_for_a_configured_server_unless_allowed(
 
 
 def test_ti_core_never_imports_prefect() -> None:
-    code = "import sys, ti_core.arena, ti_core.connection; sys.exit('prefect' in sys.modules)"
+    code = (
+        "import sys, ti_core.arenas.arena, ti_core.transport.connection; "
+        "sys.exit('prefect' in sys.modules)"
+    )
     assert os.spawnv(os.P_WAIT, sys.executable, [sys.executable, "-c", code]) == 0

@@ -1,4 +1,5 @@
-"""Backfills against a real redis-server: the core (ti_core.backfill) and the Prefect flow."""
+"""Backfills against a real redis-server: the core (ti_core.backfill.runner) and the Prefect
+flow."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from tests.backfill_replay import (
     prefect_sockets_collected,  # noqa: F401  (fixture)
     write_replay_dir,
 )
-from ti_core.arena import CallableArena, load_arena
-from ti_core.backfill import (
+from ti_core.arenas.arena import CallableArena, load_arena
+from ti_core.backfill.calendar import sessions
+from ti_core.backfill.runner import (
     BatchReport,
     Item,
     backfill_batch,
@@ -26,12 +28,11 @@ from ti_core.backfill import (
     plan_items,
     run_items,
 )
-from ti_core.backfill_status import status_grid
-from ti_core.calendar import sessions
-from ti_core.connection import open_redis
+from ti_core.backfill.status import status_grid
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
-from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
-from ti_core.retry import RetryPolicy, redis_policy
+from ti_core.transport.connection import open_redis
+from ti_core.transport.retry import RetryPolicy, redis_policy
 
 pytestmark = pytest.mark.redis_server
 
@@ -244,7 +245,7 @@ async def test_flow_refuses_bad_arguments_before_running(
 
 async def test_embedded_store_backfill_records_and_clears_failures(replay: Path) -> None:
     """No TI_REDIS_URL: the same core on the embedded store (its pipeline has no HMGET)."""
-    from ti_core.connection import connect
+    from ti_core.transport.connection import connect
 
     missing = replay / "NVDA" / "2026-04-02.json"
     saved = missing.read_text()

@@ -26,14 +26,14 @@ from tests.backfill_replay import (
     write_replay_dir,
 )
 from tests.redisproc import RedisProcess
-from ti_core.arena import CallableArena
-from ti_core.backfill import BatchReport, backfill_batch, batched, plan_items
-from ti_core.calendar import sessions
-from ti_core.connection import open_redis
+from ti_core.arenas.arena import CallableArena
+from ti_core.backfill.calendar import sessions
+from ti_core.backfill.runner import BatchReport, backfill_batch, batched, plan_items
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, failure_key
 from ti_core.errors import RedisUnavailableError
-from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
-from ti_core.retry import RetryPolicy, redis_policy
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import open_redis
+from ti_core.transport.retry import RetryPolicy, redis_policy
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 

@@ -1,4 +1,5 @@
-"""The one Redis error boundary (ti_core.boundary): each foreign error -> its TiError, one line.
+"""The one Redis error boundary (ti_core.transport.boundary): each foreign error -> its TiError,
+one line.
 
 The table is checked on error objects as redis-py raises them (the exact classes and server
 replies), then the boundary is checked around real calls: fakeredis for a refused command,
@@ -13,8 +14,7 @@ from typing import Any
 import pytest
 from redis import exceptions as redis_errors
 
-from ti_core.boundary import connection_lost, raise_mapped, redis_calls, redis_failure
-from ti_core.connection import open_redis
+from ti_core.consume.groups import GroupReader
 from ti_core.errors import (
     ConfigError,
     PublishError,
@@ -23,8 +23,9 @@ from ti_core.errors import (
     TiError,
     is_retryable,
 )
-from ti_core.groups import GroupReader
 from ti_core.settings import TiSettings
+from ti_core.transport.boundary import connection_lost, raise_mapped, redis_calls, redis_failure
+from ti_core.transport.connection import open_redis
 
 WHERE = "redis://cache.internal:6379/0"
 
@@ -224,10 +225,10 @@ async def test_group_reader_step_leaves_only_tierrors() -> None:
 
 async def test_public_reads_leave_only_tierrors() -> None:
     """``@redis_boundary`` on the core's functions that take a client: no redis-py error out."""
-    from ti_core.backfill_status import Item, classify
-    from ti_core.consume import read_batch, stream_last_id
-    from ti_core.group_lag import group_lag
-    from ti_core.lookup import read_decision
+    from ti_core.backfill.status import Item, classify
+    from ti_core.consume.group_lag import group_lag
+    from ti_core.consume.lookup import read_decision
+    from ti_core.consume.reader import read_batch, stream_last_id
 
     client = open_redis("redis://127.0.0.1:1/0", TiSettings(retries=0))
     calls = [

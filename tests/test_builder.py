@@ -15,7 +15,7 @@ import pytest
 
 from tests.builder_cases import TARGET, base, build, refused, signal
 from ti_core import InvalidStateError, TiError
-from ti_core.builder import MAX_ENVELOPE_BYTES, MAX_JSON_DEPTH, REASONING_MAX_CHARS
+from ti_core.build.builder import MAX_ENVELOPE_BYTES, MAX_JSON_DEPTH, REASONING_MAX_CHARS
 
 
 def test_invalid_state_error_is_a_ti_error_and_a_value_error() -> None:

@@ -26,15 +26,10 @@ from hypothesis import strategies as st
 
 from tests.test_builder_fastpath import same_models
 from tests.test_builder_properties import caller_args, examples, known_states, valid_states
-from ti_core import (
-    InvalidStateError,
-    build_envelope_from_state,
-    builder,
-    coerce,
-    models,
-    source_metrics,
-)
-from ti_core.coerce import flat_json
+from ti_core import InvalidStateError, build_envelope_from_state
+from ti_core.build import builder, coerce, source_metrics
+from ti_core.build.coerce import flat_json
+from ti_core.contract import models
 
 WHEN = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
 CID = "0123456789abcdef0123456789abcdef"

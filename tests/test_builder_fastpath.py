@@ -26,7 +26,7 @@ from tests.test_builder_properties import (
     valid_states,
 )
 from ti_core import InvalidStateError, TradingIntelligenceEnvelope
-from ti_core.builder import _build, _plain_signal, _signal
+from ti_core.build.builder import _build, _plain_signal, _signal
 
 
 def same_models(fast: Any, validated: Any) -> None:

@@ -27,7 +27,7 @@ from ti_core import (
     decision_hash_key,
     decode_envelope,
 )
-from ti_core.builder import MAX_ENVELOPE_BYTES
+from ti_core.build.builder import MAX_ENVELOPE_BYTES
 
 
 def examples(count: int) -> Any:

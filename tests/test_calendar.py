@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from ti_core.calendar import current_session, sessions
+from ti_core.backfill.calendar import current_session, sessions
 from ti_core.errors import ConfigError, InvalidStateError
 
 

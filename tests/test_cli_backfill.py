@@ -18,9 +18,9 @@ from tests.backfill_replay import (
     prefect_sockets_collected,  # noqa: F401  (fixture)
     write_replay_dir,
 )
-from ti_core.backfill import plan_items
-from ti_core.calendar import sessions
-from ti_core.keys import DEFAULT_STREAM_NAME
+from ti_core.backfill.calendar import sessions
+from ti_core.backfill.runner import plan_items
+from ti_core.contract.keys import DEFAULT_STREAM_NAME
 
 pytestmark = pytest.mark.redis_server
 
@@ -79,9 +79,9 @@ def test_status_json_grid(
 ) -> None:
     import asyncio
 
-    from ti_core.arena import load_arena
-    from ti_core.backfill import Item, run_items
-    from ti_core.connection import open_redis
+    from ti_core.arenas.arena import load_arena
+    from ti_core.backfill.runner import Item, run_items
+    from ti_core.transport.connection import open_redis
 
     async def publish_two() -> None:
         async with open_redis(redis_url) as client:

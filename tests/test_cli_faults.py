@@ -19,8 +19,8 @@ from tests.redisproc import RedisProcess
 from tests.test_cli_tail import ROOT, TI, env_for, publish
 from tests.test_consume import envelope
 from ti_core import DEFAULT_STREAM_NAME
-from ti_core.connection import open_redis
-from ti_core.groups import GroupReader
+from ti_core.consume.groups import GroupReader
+from ti_core.transport.connection import open_redis
 
 S = DEFAULT_STREAM_NAME
 run = test_cli_tail.run  # the fixture: processes killed and closed at teardown

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from ti_core.keys import DEFAULT_STREAM_NAME
+from ti_core.contract.keys import DEFAULT_STREAM_NAME
 
 TI = shutil.which("ti", path=str(Path(sys.executable).parent)) or "ti"
 NOISE = ("Traceback", "CancelledError", "database is locked", "Error", "Warning", "telemetry")
@@ -179,7 +179,7 @@ def test_embedded_store_keeps_every_write_across_connections_and_processes(
     """Sequential and concurrent connect() calls in one process; a later process sees all."""
     writer = textwrap.dedent("""
         import asyncio
-        from ti_core.connection import connect
+        from ti_core.transport.connection import connect
 
         async def put(i):
             async with connect() as client:
@@ -200,7 +200,7 @@ def test_embedded_store_keeps_every_write_across_connections_and_processes(
     subprocess.run([sys.executable, "-c", writer], env=env, check=True, timeout=60)
     reader = textwrap.dedent("""
         import asyncio
-        from ti_core.connection import connect
+        from ti_core.transport.connection import connect
 
         async def main():
             async with connect() as client:

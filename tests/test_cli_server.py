@@ -145,7 +145,7 @@ def test_nothing_to_do_never_starts_prefect(tmp_path: Path, data: Path) -> None:
 def test_a_sunday_daily_says_so_without_prefect(tmp_path: Path, data: Path) -> None:
     """``ti daily`` with no date, on a Sunday: the clock is faked in the child process only."""
     code = (
-        "import datetime as d, sys, ti_core.calendar as c\n"
+        "import datetime as d, sys, ti_core.backfill.calendar as c\n"
         "real = c.current_session\n"
         "c.current_session = lambda cal='XNYS', now=None: real(cal, now or "
         "d.datetime(2026, 5, 10, 15, tzinfo=d.UTC))\n" + PROBE.replace("; ", "\n")

@@ -20,7 +20,7 @@ import redis
 
 from tests.test_consume import envelope
 from ti_core import DEFAULT_STREAM_NAME, publish_many
-from ti_core.connection import connect
+from ti_core.transport.connection import connect
 
 TI = str(Path(sys.executable).with_name("ti"))
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """The client seam: fakeredis, a real redis-server and the embedded store (through its adapter,
-ti_core.embedded_client) answer the commands the core uses in the same way."""
+ti_core.store.embedded_client) answer the commands the core uses in the same way."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from redis import exceptions as redis_errors
 
-from ti_core.embedded_client import EmbeddedClient
-from ti_core.replies import pipeline, text
+from ti_core.store.embedded_client import EmbeddedClient
+from ti_core.transport.replies import pipeline, text
 
 H = "ti:test:seam"
 UNKNOWN_SHA = "0" * 40

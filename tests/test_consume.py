@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from ti_core import DEFAULT_STREAM_NAME, build_envelope_from_state, publish_many
-from ti_core.connection import open_redis
-from ti_core.consume import get_decision, read_batch, replay_range, tail
+from ti_core.consume.reader import get_decision, read_batch, replay_range, tail
+from ti_core.contract.keys import decision_hash_key
 from ti_core.errors import InvalidStateError
-from ti_core.keys import decision_hash_key
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import open_redis
 
 S = DEFAULT_STREAM_NAME
 

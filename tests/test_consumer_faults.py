@@ -16,9 +16,9 @@ import pytest
 
 from tests.test_consume import envelope
 from ti_core import DEFAULT_STREAM_NAME, publish_many
-from ti_core.group_lag import group_lag
-from ti_core.groups import ConsumerBrokenError, GroupReader
-from ti_core.keys import attempts_key, dead_letter_key, group_lost_key
+from ti_core.consume.group_lag import group_lag
+from ti_core.consume.groups import ConsumerBrokenError, GroupReader
+from ti_core.contract.keys import attempts_key, dead_letter_key, group_lost_key
 
 S = DEFAULT_STREAM_NAME
 DLQ = dead_letter_key(S)
@@ -27,8 +27,8 @@ DLQ = dead_letter_key(S)
 # one ticker. Every call is counted in test:calls; effects are applied idempotently.
 POISONED_CONSUMER = textwrap.dedent('''
     import asyncio, os, sys
-    from ti_core.connection import open_redis
-    from ti_core.groups import GroupReader
+    from ti_core.transport.connection import open_redis
+    from ti_core.consume.groups import GroupReader
 
     APPLY = """
     if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.backfill_replay import assert_exactly_once, write_replay_dir
-from ti_core.calendar import sessions
+from ti_core.backfill.calendar import sessions
 
 # Found, not imported: prefect_dask imports Prefect and distributed (seconds), which the
 # collection of a fast tier that never runs this test would pay.

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ti_core import build_envelope_from_state, decode_envelope
-from ti_core.decoder import MAX_PAYLOAD_BYTES, explain_payload
-from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.contract.decoder import MAX_PAYLOAD_BYTES, explain_payload
+from ti_core.contract.models import TradingIntelligenceEnvelope
 
 ENVELOPE = build_envelope_from_state(
     {

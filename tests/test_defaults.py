@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ti_core import calendar, consume, defaults, groups, verify
-from ti_core.publish import TrimPolicy
+from ti_core import defaults, verify
+from ti_core.backfill import calendar
+from ti_core.consume import groups
+from ti_core.consume import reader as consume
+from ti_core.publish.publisher import TrimPolicy
 from ti_core.settings import TiSettings
 
 
@@ -44,7 +47,7 @@ def test_no_literal_copy_of_a_default_is_left_in_the_code() -> None:
     values = {defaults.STREAM_MAXLEN, defaults.CALENDAR, defaults.CLAIM_IDLE_MS}
     root = Path(defaults.__file__).parent.parent
     found = []
-    for path in [*root.joinpath("ti_core").glob("*.py"), *root.joinpath("flows").glob("*.py")]:
+    for path in [*root.joinpath("ti_core").rglob("*.py"), *root.joinpath("flows").glob("*.py")]:
         if path.name == "defaults.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import E2E_STACK
 from tests.prefect_stack import DAY, ROOT, Stack, StackInBackground, Webhook, stop_group
-from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(600)]
 

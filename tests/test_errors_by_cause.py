@@ -14,13 +14,13 @@ import pytest
 from tests.publish_workload import envelope
 from tests.redisproc import RedisProcess, free_port
 from ti_core import DEFAULT_STREAM_NAME, PublishError, RedisUnavailableError, publish_many
-from ti_core.arena import load_arena
-from ti_core.backfill import Item, plan_items, run_items
-from ti_core.builder import build_envelope_from_state
-from ti_core.connection import open_redis
+from ti_core.arenas.arena import load_arena
+from ti_core.backfill.runner import Item, plan_items, run_items
+from ti_core.build.builder import build_envelope_from_state
+from ti_core.contract.keys import decision_hash_key, failure_key, normalize_ticker
 from ti_core.errors import InvalidStateError
-from ti_core.keys import decision_hash_key, failure_key, normalize_ticker
-from ti_core.retry import redis_policy
+from ti_core.transport.connection import open_redis
+from ti_core.transport.retry import redis_policy
 
 pytestmark = pytest.mark.redis_server
 

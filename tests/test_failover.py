@@ -27,18 +27,18 @@ import redis
 
 from tests.backfill_replay import assert_exactly_once, replay_state, sample_templates
 from tests.sentinel_cluster import SERVICE, SentinelCluster, wait_until
-from ti_core.arena import CallableArena
-from ti_core.backfill import BatchReport, backfill_batch, batched, plan_items
-from ti_core.builder import build_envelope_from_state
-from ti_core.calendar import sessions
-from ti_core.connection import connect
+from ti_core.arenas.arena import CallableArena
+from ti_core.backfill.calendar import sessions
+from ti_core.backfill.runner import BatchReport, backfill_batch, batched, plan_items
+from ti_core.build.builder import build_envelope_from_state
+from ti_core.consume.groups import GroupReader, ensure_group
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
+from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import RedisUnavailableError
-from ti_core.groups import GroupReader, ensure_group
-from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
-from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.publish import PublishResult, publish_many
-from ti_core.retry import RetryPolicy, redis_policy
+from ti_core.publish.publisher import PublishResult, publish_many
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import connect
+from ti_core.transport.retry import RetryPolicy, redis_policy
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, failure_key
 from ti_core.failures import (
     RAW_CHARS,
     REASON_CHARS,
@@ -18,7 +19,6 @@ from ti_core.failures import (
     reason_of,
     record_failures,
 )
-from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
 
 
 @given(st.text(max_size=2 * REASON_CHARS))

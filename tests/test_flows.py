@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.redisproc import RedisProcess
-from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
 
 pytestmark = [pytest.mark.prefect, pytest.mark.redis_server]
 
@@ -310,7 +310,7 @@ async def test_daily_fans_out_within_the_concurrency_limit_on_the_embedded_store
     """Concurrent tasks share the embedded store: no deadlock on its lock, no lost write."""
     from flows.pipeline import daily
     from tests.arena_fixtures import IN_FLIGHT
-    from ti_core.connection import connect
+    from ti_core.transport.connection import connect
 
     monkeypatch.setenv("TI_ARENA_CONCURRENCY", "2")
     IN_FLIGHT["max"] = 0

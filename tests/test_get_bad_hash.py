@@ -14,9 +14,9 @@ import pytest
 from flows.cli import main
 from tests.store_damage import publish_store, single_error_line
 from ti_core import TiSettings, connect
-from ti_core.consume import get_decision
-from ti_core.keys import decision_hash_key
-from ti_core.lookup import explain_hash, read_decision
+from ti_core.consume.lookup import explain_hash, read_decision
+from ti_core.consume.reader import get_decision
+from ti_core.contract.keys import decision_hash_key
 
 KEY = decision_hash_key("T1", "2026-01-05")
 

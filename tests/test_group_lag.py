@@ -1,4 +1,4 @@
-"""ti_core.group_lag's pure parts: what a group has lost to trimming, from XINFO's numbers.
+"""ti_core.consume.group_lag's pure parts: what a group has lost to trimming, from XINFO's numbers.
 
 The report as a whole runs against a real redis-server in test_groups and
 test_consumer_faults; these pin the arithmetic case by case.
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ti_core.group_lag import _recorded_loss, _unread_trimmed
+from ti_core.consume.group_lag import _recorded_loss, _unread_trimmed
 
 
 def _group(last: str, read: int | None, lag: int | None = 0) -> dict[str, Any]:

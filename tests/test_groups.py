@@ -17,10 +17,10 @@ from redis import exceptions as redis_errors
 
 from tests.test_consume import envelope, invalid_payload, v2_payload
 from ti_core import DEFAULT_STREAM_NAME, publish_many
+from ti_core.consume.group_lag import group_lag
+from ti_core.consume.groups import GroupReader, ensure_group
+from ti_core.contract.keys import attempts_key, dead_letter_key
 from ti_core.errors import PublishError
-from ti_core.group_lag import group_lag
-from ti_core.groups import GroupReader, ensure_group
-from ti_core.keys import attempts_key, dead_letter_key
 
 S = DEFAULT_STREAM_NAME
 DLQ = dead_letter_key(S)
@@ -36,8 +36,8 @@ return 0
 
 KILLED_CONSUMER = textwrap.dedent("""
     import asyncio, sys
-    from ti_core.connection import open_redis
-    from ti_core.groups import GroupReader
+    from ti_core.transport.connection import open_redis
+    from ti_core.consume.groups import GroupReader
 
     APPLY = {apply!r}
 

@@ -25,11 +25,11 @@ import redis
 from tests.arena_fixtures import counting_arena
 from tests.redisproc import RedisProcess
 from ti_core import DEFAULT_STREAM_NAME, PublishError, publish_many
-from ti_core.builder import build_envelope_from_state
-from ti_core.connection import open_redis
-from ti_core.keys import decision_hash_key
-from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.publish import append_envelope, publish_decision_hash
+from ti_core.build.builder import build_envelope_from_state
+from ti_core.contract.keys import decision_hash_key
+from ti_core.contract.models import TradingIntelligenceEnvelope
+from ti_core.publish.publisher import append_envelope, publish_decision_hash
+from ti_core.transport.connection import open_redis
 
 pytestmark = pytest.mark.redis_server
 
@@ -102,7 +102,7 @@ class OomWhenEntryAppears:
 
 def state_of(admin: redis.Redis, ticker: str) -> tuple[str, dict[str, Any]]:
     """``(status grid state, hash fields)`` of (ticker, DAY), as ``ti status`` reads it."""
-    from ti_core.backfill_status import Item, classify
+    from ti_core.backfill.status import Item, classify
 
     async def read() -> str:
         c = open_redis(f"redis://127.0.0.1:{admin.connection_pool.connection_kwargs['port']}/0")
@@ -261,7 +261,7 @@ async def test_a_broken_failure_record_never_fails_a_published_decision(
     prefect_harness: None, admin: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.pipeline import publish_decision
-    from ti_core.keys import failure_key
+    from ti_core.contract.keys import failure_key
 
     admin.set(failure_key(S), "a string where the failure hash should be")  # WRONGTYPE
     state = await publish_decision("MSFT", DAY, arena=ARENA, return_state=True)

@@ -1,4 +1,5 @@
-"""ti_core.hash_fields: the one list of lookup-hash fields, and what is generated from it."""
+"""ti_core.contract.hash_fields: the one list of lookup-hash fields, and what is generated from
+it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 
 from tests.publish_workload import envelope, read_hash
 from tests.test_wire_shape import CONTRACT_HASH_FIELDS
-from ti_core import DEFAULT_STREAM_NAME, lookup
-from ti_core import hash_fields as hf
-from ti_core.publish import publish_decision_hash, publish_envelope, publish_many
-from ti_core.publish_scripts import ARGV_FIELDS, SCRIPTS, argv
+from ti_core import DEFAULT_STREAM_NAME
+from ti_core.consume import lookup
+from ti_core.contract import hash_fields as hf
+from ti_core.publish.publisher import publish_decision_hash, publish_envelope, publish_many
+from ti_core.publish.scripts import ARGV_FIELDS, SCRIPTS, argv
 
 
 def test_the_contract_fields_are_the_nine_of_v1_and_two_are_added() -> None:

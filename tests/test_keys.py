@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ti_core import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, InvalidStateError
-from ti_core.keys import (
+from ti_core.contract.keys import (
     TICKER_MAX_LEN,
     correlation_key,
     decision_hash_key,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ti_core.models import AgentSignalView, MarketMindDecision, TargetView, maker
+from ti_core.contract.models import AgentSignalView, MarketMindDecision, TargetView, maker
 
 
 def test_a_made_model_is_the_model_frozen_and_equal_to_a_validated_one() -> None:

@@ -1,4 +1,5 @@
-"""ti_core.outcome.DecisionOutcome: one typed result that the card, table, event and CLI read."""
+"""ti_core.publish.outcome.DecisionOutcome: one typed result that the card, table, event and CLI
+read."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from flows.artifacts import decision_card, run_table
 from flows.cmd_run import format_outcome
-from ti_core.outcome import TABLE_COLUMNS, DecisionOutcome
+from ti_core.publish.outcome import TABLE_COLUMNS, DecisionOutcome
 from ti_core.settings import TiSettings
 
 PUBLISHED = DecisionOutcome(
@@ -84,7 +85,7 @@ def test_the_table_row_blanks_unset_and_false() -> None:
 
 
 def test_the_card_reads_where_it_was_written_from_the_outcome() -> None:
-    from ti_core.builder import build_envelope_from_state
+    from ti_core.build.builder import build_envelope_from_state
 
     state = {"final_trade_decision": "FINAL TRANSACTION PROPOSAL: **BUY**"}
     envelope = build_envelope_from_state(
@@ -106,7 +107,7 @@ def test_the_cli_line_reads_the_outcome() -> None:
 
 
 def test_a_backfill_outcome_is_its_table_row() -> None:
-    from ti_core.backfill import Outcome
+    from ti_core.backfill.runner import Outcome
 
     row = Outcome("NVDA", "2026-05-11", "failed", reason="arena: down").as_row()
     assert row == {

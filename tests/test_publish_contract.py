@@ -25,8 +25,8 @@ from ti_core import (
     decision_hash_key,
     decode_envelope,
 )
-from ti_core.keys import correlation_key, latest_key
-from ti_core.publish import (
+from ti_core.contract.keys import correlation_key, latest_key
+from ti_core.publish.publisher import (
     DEFAULT_IDEMPOTENCY_TTL,
     TrimPolicy,
     append_envelope,

@@ -33,8 +33,8 @@ from ti_core import (
     publish_envelope,
     publish_many,
 )
-from ti_core.connection import CLIENT_NAME, open_redis
-from ti_core.publish import PublishResult, append_envelope
+from ti_core.publish.publisher import PublishResult, append_envelope
+from ti_core.transport.connection import CLIENT_NAME, open_redis
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 

@@ -24,8 +24,13 @@ from ti_core import (
     build_envelope_from_state,
     decision_hash_key,
 )
-from ti_core.keys import correlation_key
-from ti_core.publish import content_digest, payload_and_digest, publish_envelope, publish_many
+from ti_core.contract.keys import correlation_key
+from ti_core.publish.publisher import (
+    content_digest,
+    payload_and_digest,
+    publish_envelope,
+    publish_many,
+)
 
 S = DEFAULT_STREAM_NAME
 T0 = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
@@ -72,7 +77,7 @@ def test_hiredis_packing_sends_the_same_bytes_as_redis_py() -> None:
     from redis.asyncio.connection import Connection
     from redis.exceptions import DataError
 
-    from ti_core.connection import open_redis
+    from ti_core.transport.connection import open_redis
 
     ours = open_redis("redis://127.0.0.1:1/0").connection_pool.make_connection()
     plain = Connection()
@@ -168,7 +173,7 @@ async def test_bad_arguments_are_refused_before_redis(r: Any) -> None:
 
 def test_argv_follows_the_layout_the_scripts_name(sample_states: dict[str, Any]) -> None:
     """``argv`` gives its values in ``ARGV_FIELDS`` order; the scripts are generated from it."""
-    from ti_core.publish_scripts import ARGV_FIELDS, argv, hash_fields
+    from ti_core.publish.scripts import ARGV_FIELDS, argv, hash_fields
 
     for state in sample_states.values():
         env = build_envelope_from_state(state)

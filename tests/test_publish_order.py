@@ -18,9 +18,9 @@ import pytest
 
 from tests.publish_workload import envelope
 from ti_core import DEFAULT_STREAM_NAME, get_decision, publish_envelope, publish_many
-from ti_core.keys import decision_hash_key
-from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.publish import publish_decision_hash
+from ti_core.contract.keys import decision_hash_key
+from ti_core.contract.models import TradingIntelligenceEnvelope
+from ti_core.publish.publisher import publish_decision_hash
 from ti_core.verify import verify_store
 
 S = DEFAULT_STREAM_NAME

@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_consume import envelope
 from ti_core import publish_many
-from ti_core.connection import connect
+from ti_core.transport.connection import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "docs" / "consuming.md", ROOT / "README.md"]

@@ -1,4 +1,5 @@
-"""The one retry policy (ti_core.retry): numbers from settings, bounded jitter, only retryable
+"""The one retry policy (ti_core.transport.retry): numbers from settings, bounded jitter, only
+retryable
 errors retried; the backfill's arena retries and the Prefect tasks take the same policy."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ti_core.arena import CallableArena
-from ti_core.backfill import Item, run_items
+from ti_core.arenas.arena import CallableArena
+from ti_core.backfill.runner import Item, run_items
 from ti_core.errors import (
     ArenaError,
     ArenaTransientError,
@@ -19,8 +20,8 @@ from ti_core.errors import (
     InvalidStateError,
     RedisUnavailableError,
 )
-from ti_core.retry import RetryPolicy, redis_policy, retrying, task_policy
 from ti_core.settings import TiSettings
+from ti_core.transport.retry import RetryPolicy, redis_policy, retrying, task_policy
 
 
 def test_task_policy_comes_from_the_ti_settings(monkeypatch: pytest.MonkeyPatch) -> None:

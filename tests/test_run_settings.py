@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from flows.run_settings import run_settings, with_flags
-from ti_core.keys import DEFAULT_STREAM_NAME
+from ti_core.contract.keys import DEFAULT_STREAM_NAME
 from ti_core.settings import TiSettings
 
 DAY = "2026-05-11"

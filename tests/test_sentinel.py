@@ -19,14 +19,14 @@ from redis.backoff import NoBackoff
 
 from tests.redisproc import free_port
 from tests.test_consume import envelope
-from ti_core.connection import connect, redis_failure
+from ti_core.consume.groups import GroupReader, ensure_group
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, correlation_key
 from ti_core.errors import ConfigError, RedisUnavailableError, ReplicaAckError, is_retryable
-from ti_core.groups import GroupReader, ensure_group
-from ti_core.keys import DEFAULT_STREAM_NAME, correlation_key
-from ti_core.publish import append_envelope, publish_many
-from ti_core.replicas import replica_policy
-from ti_core.sentinel import FailoverRetry, sentinel_target
+from ti_core.publish.publisher import append_envelope, publish_many
 from ti_core.settings import TiSettings
+from ti_core.transport.connection import connect, redis_failure
+from ti_core.transport.replicas import replica_policy
+from ti_core.transport.sentinel import FailoverRetry, sentinel_target
 
 TI = str(Path(sys.executable).with_name("ti"))
 SENTINELS = "10.0.0.5:26379,sentinel-b:26380,[::1]:26381"

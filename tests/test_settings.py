@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from ti_core.keys import DEFAULT_STREAM_NAME
+from ti_core.contract.keys import DEFAULT_STREAM_NAME
 from ti_core.settings import TiSettings, redact_url
 
 SECRET = "s3cr3t-Pa55"

@@ -24,7 +24,7 @@ from tests.store_damage import fingerprint, publish_store, run_cli_each, single_
 from tests.test_cli_tail import Running
 from ti_core import TiSettings, connect
 from ti_core.errors import StoreError
-from ti_core.store_file import store_failure
+from ti_core.store.file import store_failure
 
 READERS = [
     ["get", "T1", "2026-01-05"],
@@ -197,7 +197,7 @@ def test_a_lock_held_too_long_is_one_line(
     data_dir = tmp_path / "ti-data"
     publish_store(data_dir, 2)
     monkeypatch.setenv("TI_DATA_DIR", str(data_dir))
-    monkeypatch.setattr("ti_core.embedded._LOCK_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr("ti_core.store.embedded._LOCK_WAIT_SECONDS", 0.3)
     fd = os.open(data_dir / "store.lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another process, as far as flock is concerned
     try:

@@ -28,7 +28,7 @@ from flows.cli import main
 from tests.store_damage import ROOT, damage, fingerprint, publish_store, single_error_line
 from tests.test_cli_tail import Running
 from ti_core import TiSettings, connect
-from ti_core.store_load import empty_and_close, load_snapshot
+from ti_core.store.load import empty_and_close, load_snapshot
 
 WRITER = textwrap.dedent("""
     import asyncio, os, sys
@@ -280,7 +280,7 @@ def test_a_store_past_the_size_limit_warns_once_pointing_at_redis(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr("ti_core.embedded.LARGE_STORE_BYTES", 10_000)
+    monkeypatch.setattr("ti_core.store.embedded.LARGE_STORE_BYTES", 10_000)
     publish_store(tmp_path / "ti-data", 5)
     publish_store(tmp_path / "ti-data", 6)
     warnings = [r.getMessage() for r in caplog.records if r.name == "ti_core.embedded"]
@@ -301,7 +301,7 @@ def test_a_store_from_an_older_ti_without_checksum_is_read_then_sealed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Before the trailer existed, store.dat was burner-redis's plain snapshot."""
-    from ti_core.store_file import check_file
+    from ti_core.store.file import check_file
 
     data_dir = tmp_path / "ti-data"
     monkeypatch.setenv("TI_DATA_DIR", str(data_dir))

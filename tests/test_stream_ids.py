@@ -1,4 +1,4 @@
-"""ti_core.stream_ids: the one parser of stream entry ids, against its own round trips."""
+"""ti_core.contract.stream_ids: the one parser of stream entry ids, against its own round trips."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ti_core import stream_ids
+from ti_core.contract import stream_ids
 
 parts = st.integers(min_value=0, max_value=2**64 - 1)
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from flows.cli import main
-from ti_core.builder import build_envelope_from_state
-from ti_core.connection import connect
-from ti_core.keys import DEFAULT_STREAM_NAME, decision_hash_key
-from ti_core.publish import TrimPolicy, publish_envelope, publish_many
+from ti_core.build.builder import build_envelope_from_state
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key
+from ti_core.publish.publisher import TrimPolicy, publish_envelope, publish_many
+from ti_core.transport.connection import connect
 from ti_core.verify import INCONSISTENT, verify_store
 
 pytestmark = pytest.mark.redis_server

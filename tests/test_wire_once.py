@@ -1,7 +1,8 @@
 """The envelope is serialised once per decision and never parsed back, on every publishing path.
 
-Counted by spies that wrap (and call) the real functions: ``ti_core.wire.serialise`` (the only
-place an envelope becomes JSON), ``ti_core.wire.parse`` (the only place JSON becomes an
+Counted by spies that wrap (and call) the real functions: ``ti_core.contract.wire.serialise`` (the
+only
+place an envelope becomes JSON), ``ti_core.contract.wire.parse`` (the only place JSON becomes an
 envelope again), and, to catch a path that goes around them, every
 ``TradingIntelligenceEnvelope.model_dump_json`` / ``model_validate_json`` call and every
 ``json.loads`` of an envelope's text. The flows run under the session's Prefect harness
@@ -20,9 +21,9 @@ import pytest
 import redis
 
 from tests.backfill_replay import write_replay_dir
-from ti_core import wire
-from ti_core.keys import DEFAULT_STREAM_NAME
-from ti_core.models import TradingIntelligenceEnvelope
+from ti_core.contract import wire
+from ti_core.contract.keys import DEFAULT_STREAM_NAME
+from ti_core.contract.models import TradingIntelligenceEnvelope
 
 ARENA = "tests.arena_fixtures:counting_arena"
 DAY = "2026-05-11"
@@ -77,7 +78,7 @@ class Spies:
         return self.calls["model_validate_json"] + self.calls["json.loads"]
 
     def through_wire(self) -> bool:
-        """Every conversion went through ``ti_core.wire`` (v1 envelopes never need
+        """Every conversion went through ``ti_core.contract.wire`` (v1 envelopes never need
         ``model_dump_json``)."""
         return self.calls["model_dump_json"] == 0 and self.parsed == self.calls["parse"]
 
@@ -183,7 +184,7 @@ async def test_a_retried_flow_run_parses_the_cached_envelope_once_and_never_rese
 def test_envelope_json_pickles_as_text_and_digest(sample_states: dict[str, Any]) -> None:
     import pickle
 
-    from ti_core.builder import build_envelope_from_state
+    from ti_core.build.builder import build_envelope_from_state
 
     envelope = build_envelope_from_state(sample_states["nvda-2026-05-11-full"])
     text = wire.wire_form(envelope)
@@ -200,8 +201,8 @@ async def test_the_cores_paths_serialise_each_envelope_once(
 ) -> None:
     """publish_envelope then publish_decision_hash (the stream-then-hash path), and
     publish_many (entry and hash together): one serialisation per envelope, no parse."""
-    from ti_core.builder import build_envelope_from_state
-    from ti_core.publish import publish_decision_hash, publish_envelope, publish_many
+    from ti_core.build.builder import build_envelope_from_state
+    from ti_core.publish.publisher import publish_decision_hash, publish_envelope, publish_many
 
     state = sample_states["nvda-2026-05-11-full"]
     one = build_envelope_from_state(state)

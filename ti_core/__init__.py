@@ -4,10 +4,25 @@ Pure: no Prefect here (the orchestration lives in ``flows``). Functions that tal
 take a client the caller owns.
 """
 
-from ti_core.builder import MAX_ENVELOPE_BYTES, build_envelope_from_state
-from ti_core.connection import connect
-from ti_core.consume import get_decision, replay_range, tail
-from ti_core.decoder import decode_envelope
+from ti_core.build.builder import MAX_ENVELOPE_BYTES, build_envelope_from_state
+from ti_core.consume.groups import GroupReader
+from ti_core.consume.reader import get_decision, replay_range, tail
+from ti_core.contract.decoder import decode_envelope
+from ti_core.contract.keys import (
+    DECISION_HASH_PREFIX,
+    DEFAULT_STREAM_NAME,
+    decision_hash_key,
+    normalize_ticker,
+    normalize_trade_date,
+)
+from ti_core.contract.models import (
+    AgentSignalView,
+    MarketMindDecision,
+    SourceMetricsSummary,
+    SynthesisView,
+    TargetView,
+    TradingIntelligenceEnvelope,
+)
 from ti_core.errors import (
     ArenaError,
     ArenaTransientError,
@@ -22,23 +37,7 @@ from ti_core.errors import (
     StateNotFoundError,
     TiError,
 )
-from ti_core.groups import GroupReader
-from ti_core.keys import (
-    DECISION_HASH_PREFIX,
-    DEFAULT_STREAM_NAME,
-    decision_hash_key,
-    normalize_ticker,
-    normalize_trade_date,
-)
-from ti_core.models import (
-    AgentSignalView,
-    MarketMindDecision,
-    SourceMetricsSummary,
-    SynthesisView,
-    TargetView,
-    TradingIntelligenceEnvelope,
-)
-from ti_core.publish import (
+from ti_core.publish.publisher import (
     PublishResult,
     TrimPolicy,
     append_envelope,
@@ -47,6 +46,7 @@ from ti_core.publish import (
     publish_many,
 )
 from ti_core.settings import TiSettings, redact_url
+from ti_core.transport.connection import connect
 
 __all__ = [
     "DECISION_HASH_PREFIX",
@@ -89,3 +89,8 @@ __all__ = [
     "replay_range",
     "tail",
 ]
+
+# After the public names: results that older versions persisted name some old module paths.
+from ti_core import _legacy  # noqa: E402
+
+_legacy.install()

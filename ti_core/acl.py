@@ -9,7 +9,7 @@ connect and ignores a refusal, which only shows in ``ACL LOG``).
 
 from __future__ import annotations
 
-from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, validate_stream_name
+from ti_core.contract.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, validate_stream_name
 
 __all__ = ["consumer_acl_rule", "producer_acl_rule", "setuser_line"]
 
@@ -34,7 +34,8 @@ _PRODUCER_COMMANDS = (
 )
 # What a consumer sends: ``ti get`` / get_decision (HGETALL, HGET), tail (XREAD, XRANGE,
 # XINFO STREAM), consumer groups (XGROUP CREATE, XREADGROUP, XACK, XAUTOCLAIM, XPENDING, and
-# MULTI/EXEC around a dead letter and its ack; the group scripts of ``ti_core.group_scripts``
+# MULTI/EXEC around a dead letter and its ack; the group scripts of
+# ``ti_core.consume.group_scripts``
 # through EVAL/EVALSHA: XGROUP CREATE/SETID, XINFO, TIME, HKEYS/HDEL, HSET/HSETNX/HINCRBY; the
 # handler attempts: HINCRBY, HDEL; WAIT after group reads and acks with TI_MIN_REPLICAS; no
 # DEL, which would reach the stream itself), lag (XINFO GROUPS, XLEN, the lost hash),

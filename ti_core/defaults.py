@@ -1,7 +1,7 @@
 """The defaults that more than one place uses, named once.
 
 Settings fields (``TI_*``), function keywords and CLI options all start from these, so a
-default cannot drift between ``TiSettings``, :class:`~ti_core.publish.TrimPolicy`,
+default cannot drift between ``TiSettings``, :class:`~ti_core.publish.publisher.TrimPolicy`,
 :func:`~ti_core.verify.verify`, the readers and the flows. A leaf module: it imports nothing.
 """
 

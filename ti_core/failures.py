@@ -1,6 +1,6 @@
 """Failure records: which (ticker, date) publishes failed last, and why; and dead letters.
 
-One hash per stream, :func:`ti_core.keys.failure_key`: field ``TICKER:DATE`` -> JSON
+One hash per stream, :func:`ti_core.contract.keys.failure_key`: field ``TICKER:DATE`` -> JSON
 ``{"reason", "at"}`` (the reason on one line, at most :data:`REASON_CHARS`; ``at`` an ISO UTC
 time). A failed attempt writes its pair's record (the pipeline's tasks, one at a time; a
 backfill, a batch at once), a successful one deletes it; ``ti status`` and ``ti backfill
@@ -8,7 +8,8 @@ backfill, a batch at once), a successful one deletes it; ``ti status`` and ``ti 
 and the truncation cannot drift between those paths.
 
 On the consuming side, a :class:`DeadLetter` is the record a consumer group writes to
-:func:`ti_core.keys.dead_letter_key` for an entry it gave up on (:mod:`ti_core.groups`): the
+:func:`ti_core.contract.keys.dead_letter_key` for an entry it gave up on
+(:mod:`ti_core.consume.groups`): the
 original id, raw data and reason, bounded the same way.
 """
 
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ti_core.boundary import redis_boundary
-from ti_core.client import RedisClient
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, failure_key
 from ti_core.errors import clip
-from ti_core.keys import DEFAULT_STREAM_NAME, failure_key
-from ti_core.replies import text
+from ti_core.transport.boundary import redis_boundary
+from ti_core.transport.client import RedisClient
+from ti_core.transport.replies import text
 
 __all__ = [
     "RAW_CHARS",

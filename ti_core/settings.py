@@ -16,8 +16,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ti_core import defaults
-from ti_core.bounds import DEFAULT_MAX_STATE_BYTES
-from ti_core.keys import DEFAULT_STREAM_NAME, validate_stream_name
+from ti_core.contract.bounds import DEFAULT_MAX_STATE_BYTES
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, validate_stream_name
 
 __all__ = ["TiSettings", "default_data_dir", "redact_url"]
 

@@ -25,19 +25,24 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from ti_core import stream_ids
-from ti_core.client import RedisClient, RedisPipeline
-from ti_core.connection import raise_mapped
-from ti_core.decoder import explain_payload
+from ti_core.consume.group_lag import group_lag
+from ti_core.consume.lookup import explain_hash
+from ti_core.contract import stream_ids
+from ti_core.contract.decoder import explain_payload
+from ti_core.contract.keys import (
+    DECISION_HASH_PREFIX,
+    DEFAULT_STREAM_NAME,
+    decision_hash_key,
+    shorten,
+)
+from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.group_lag import group_lag
-from ti_core.keys import DECISION_HASH_PREFIX, DEFAULT_STREAM_NAME, decision_hash_key, shorten
-from ti_core.lookup import explain_hash
-from ti_core.models import TradingIntelligenceEnvelope
-from ti_core.publish import content_digest
-from ti_core.publish_scripts import publish_order
-from ti_core.replies import pipeline, text
+from ti_core.publish.publisher import content_digest
+from ti_core.publish.scripts import publish_order
+from ti_core.transport.client import RedisClient, RedisPipeline
+from ti_core.transport.connection import raise_mapped
+from ti_core.transport.replies import pipeline, text
 
 __all__ = ["INCONSISTENT", "INFORMATIONAL", "VerifyReport", "verify_store"]
 

@@ -1,0 +1,526 @@
+"""Consumer-group reading that never loses a good decision and never dies on one.
+
+A :class:`GroupReader` reads new entries with XREADGROUP (in one MULTI with
+:data:`~ti_core.consume.group_scripts.GAP_CHECK`, which records entries trimmed before the group
+read
+them) and acknowledges an entry only after the handler returned. Delivery is at least once:
+handlers must be idempotent.
+
+**Attempts, not deliveries.** What decides that an entry is bad is how many times the *handler
+ran* on it and did not finish, recorded in Redis beside the group
+(:func:`ti_core.contract.keys.attempts_key`, field = entry id), not how many times Redis delivered
+it: a
+consumer that died before reaching an entry must not count against it. New entries are handled
+in batches (one XACK per batch: the fast path); an entry delivered before (the reader's own
+pending entries after a restart, or entries reclaimed from a dead consumer with XAUTOCLAIM once
+idle ``claim_idle_ms``) is handled alone: its attempt is counted *before* the handler is called
+and it is acknowledged at once, so a crash on one entry charges that entry only. A crash in a
+new batch is charged to no entry (the reader does not know which one it was on); from the first
+redelivery on every call counts. So a handler that kills its process on an entry is called at
+most ``max_attempts + 1`` times on it before it is dead-lettered, and the others are handled.
+
+**The entry, or the consumer?** What the handler raises says whose fault a failure is:
+
+- any ``Exception`` not listed below (``ValueError``, ``KeyError``, a validation error, ...):
+  *this entry* is the problem. The attempt counts; the entry stays pending and is retried after
+  ``claim_idle_ms``; after ``max_attempts`` it goes to the dead-letter stream.
+- :class:`ConsumerBrokenError` (raise it yourself), ``BrokenPipeError`` (closed output),
+  ``MemoryError``, an ``OSError`` that is not a lost connection (disk full, permissions), a
+  Redis error other than a lost connection: *this consumer* is broken. The attempt is not
+  counted, the entry stays pending (for a restart, or another consumer after
+  ``claim_idle_ms``), and the error propagates out of :meth:`GroupReader.step` and
+  :meth:`GroupReader.run`: the consumer stops.
+- a lost connection (redis-py ``ConnectionError``/``TimeoutError``, an ``OSError`` such as
+  ``ConnectionResetError``, :class:`~ti_core.errors.RedisUnavailableError`): *this consumer*
+  cannot work for now. Not counted, entry left pending; :meth:`GroupReader.run` pauses with
+  backoff and jitter, retries it, and gives up after ``give_up_after`` seconds.
+- ``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``: shutdown. Not counted,
+  left pending, propagated.
+
+Only undecodable entries and entries whose handler failed ``max_attempts`` times are
+dead-lettered (:func:`ti_core.contract.keys.dead_letter_key`, with the original id, raw data and
+reason),
+then acknowledged. A missing group (``NOGROUP``: destroyed, or the stream deleted) is recreated
+at the configured ``start`` with a warning: ``"$"`` means only entries added from then on.
+Needs a Redis server 6.2+ (XAUTOCLAIM), not the embedded store; trim-loss counting needs 7.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from ti_core import defaults
+from ti_core.consume.group_scripts import CREATE_GROUP, GAP_CHECK
+from ti_core.consume.reader import entry_payload, safe_block_ms, text
+from ti_core.consume.reconnect import Outage
+from ti_core.contract.decoder import explain_payload
+from ti_core.contract.keys import (
+    DEFAULT_STREAM_NAME,
+    attempts_key,
+    dead_letter_key,
+    group_lost_key,
+    validate_stream_name,
+)
+from ti_core.contract.models import TradingIntelligenceEnvelope
+from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError, one_line
+from ti_core.failures import DeadLetter
+from ti_core.transport.boundary import connection_lost, raise_mapped, redis_boundary
+from ti_core.transport.client import RedisClient
+from ti_core.transport.replicas import queue_wait, replica_policy, replicated
+from ti_core.transport.retry import RetryPolicy
+
+__all__ = ["ConsumerBrokenError", "GroupReader", "GroupStats", "Handler", "ensure_group"]
+
+logger = logging.getLogger("ti_core.groups")  # its name before the move
+
+Handler = Callable[[str, TradingIntelligenceEnvelope], Awaitable[object] | object]
+
+
+class ConsumerBrokenError(TiError):
+    """Raised by a handler: "I, this consumer, cannot work; the entry is fine".
+
+    The entry stays pending and uncharged and the reader stops (the error propagates), so
+    another consumer or a restart handles it. Raise it when what failed is yours: the order
+    gateway refused your credentials, a dependency is down for good, your output is gone.
+    """
+
+
+def _is_consumer_fault(exc: BaseException) -> bool:
+    """True if ``exc`` from a handler is the consumer's failure, not the entry's (see above)."""
+    return not isinstance(exc, Exception) or isinstance(
+        exc,
+        ConsumerBrokenError
+        | OSError
+        | MemoryError
+        | redis_errors.RedisError
+        | RedisUnavailableError,
+    )
+
+
+@dataclass(slots=True)
+class GroupStats:
+    """What a step (or a run) did: handled and acknowledged, dead-lettered, left for a retry."""
+
+    handled: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    reclaimed: int = 0
+
+    def add(self, other: GroupStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def total(self) -> int:
+        return self.handled + self.dead_lettered + self.failed
+
+
+def _script(client: RedisClient, source: str) -> Any:
+    return client.register_script(source)
+
+
+@redis_boundary("no group was created")
+async def ensure_group(client: RedisClient, stream_name: str, group: str, start: str = "$") -> bool:
+    """Create ``group`` on ``stream_name`` (and the stream); True if created, False if it existed.
+
+    Only "group already exists" (BUSYGROUP) is tolerated; any other refusal propagates. A new
+    group starts with no attempt records, and (Redis 7) a known position, so entries trimmed
+    before it reads them can be counted.
+    """
+    created = await _script(client, CREATE_GROUP)(
+        keys=[stream_name, attempts_key(stream_name, group)], args=[group, start]
+    )
+    return bool(created)
+
+
+class GroupReader:
+    """One consumer of a group; call :meth:`run` (or :meth:`step` / :meth:`drain` yourself)."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        *,
+        stream_name: str = DEFAULT_STREAM_NAME,
+        start: str = "$",
+        max_attempts: int = 5,
+        claim_idle_ms: int = defaults.CLAIM_IDLE_MS,
+        count: int = 100,
+        block_ms: int = defaults.BLOCK_MS,
+        dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN,
+        give_up_after: float = defaults.RECONNECT_GIVE_UP_SECONDS,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not group or not consumer:
+            raise InvalidStateError("a consumer group and a consumer name are required")
+        if max_attempts < 1 or claim_idle_ms < 1 or count < 1:
+            raise InvalidStateError("max_attempts, claim_idle_ms and count must be >= 1")
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.stream_name = validate_stream_name(stream_name)
+        self.dead_letter_stream = dead_letter_key(stream_name)
+        self.attempts_key = attempts_key(stream_name, group)
+        self.lost_key = group_lost_key(stream_name, group)
+        self.start = start
+        self.max_attempts = max_attempts
+        self.claim_idle_ms = claim_idle_ms
+        self.count = count
+        self.block_ms = block_ms
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self.give_up_after = give_up_after
+        self.retry = retry  # pauses while Redis is lost (default: ``redis_policy``)
+        self._group_ready = False
+        self._pending_cursor: str | None = "0"  # own pending entries first, after a restart
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._top: str | None = None  # the stream's last id at the last empty read
+        self._acks: list[str] = []
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> GroupStats:
+        """Step until ``stop`` is set or the task is cancelled, riding out Redis outages.
+
+        A lost connection (of the reader or of the handler) pauses the loop with backoff and
+        jitter and logs one line; the first step that works logs another and resumes from
+        this consumer's pending entries, then new ones. After ``give_up_after`` seconds of
+        failure it raises :class:`~ti_core.errors.RedisUnavailableError`. Anything the
+        handler raises that means "this consumer is broken" propagates.
+        """
+        total = GroupStats()
+        outage = Outage(
+            f"group {self.group} consumer {self.consumer}", self.give_up_after, self.retry
+        )
+        while stop is None or not stop.is_set():
+            try:
+                stats = await self.step()
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                self._acks.clear()  # unsent: those entries stay pending and come back
+                self._pending_cursor = "0"
+                await outage.wait(exc)
+                continue
+            outage.recovered()
+            total.add(stats)
+        return total
+
+    async def drain(self) -> GroupStats:
+        """Step until nothing is new and the group has nothing pending (tests, batch jobs)."""
+        total = GroupStats()
+        while True:
+            stats = await self.step(block=False)
+            total.add(stats)
+            if stats.total or stats.reclaimed:
+                continue
+            if await self._group_pending() == 0:
+                return total
+            await asyncio.sleep(0.02)  # pending elsewhere: wait for it to become claimable
+
+    async def step(self, *, block: bool = True) -> GroupStats:
+        """One round: own pending entries, else reclaim idle ones if due, then new entries."""
+        try:
+            return await self._step(block)
+        except BrokenPipeError:
+            raise  # the handler's output is gone: not a Redis problem
+        except redis_errors.RedisError as exc:  # the reader's or the handler's Redis
+            if isinstance(exc, redis_errors.ResponseError) and "NOGROUP " in str(exc):
+                await self._recreate_group()  # NOGROUP alone, or quoted by a failed MULTI
+                return GroupStats()
+            raise_mapped(exc, self.client, "entries not acknowledged stay pending")
+            raise
+
+    async def _recreate_group(self) -> None:
+        """The group (or the stream) was deleted under us: make it again where configured."""
+        self._group_ready = False
+        self._pending_cursor = None  # the pending list went with the group
+        self._claim_cursor = "0-0"
+        self._acks.clear()
+        where = "only entries added from now on" if self.start == "$" else f"from {self.start}"
+        logger.warning(
+            "group %s vanished from %s; recreating it at %s (%s)",
+            self.group,
+            self.stream_name,
+            self.start,
+            where,
+        )
+        await self._ensure_group()
+
+    async def _ensure_group(self) -> None:
+        await ensure_group(self.client, self.stream_name, self.group, self.start)
+        self._group_ready = True
+
+    async def _step(self, block: bool) -> GroupStats:
+        if not self._group_ready:
+            await self._ensure_group()
+        if self._pending_cursor is not None:
+            stats = await self._own_pending()
+            if stats.total:
+                return stats
+        stats = GroupStats()
+        if self._now() >= self._next_claim:
+            stats.add(await self._reclaim())
+        entries = await self._new_entries()
+        if not entries and block:
+            if await self._wait_for_new():
+                entries = await self._new_entries()
+        stats.add(await self._process_new(entries))
+        return stats
+
+    # -- sources ----------------------------------------------------------------------------
+
+    async def _new_entries(self) -> list[tuple[str, Any]]:
+        """Entries never delivered to the group (XREADGROUP >); a trim gap passed is recorded.
+
+        One MULTI: the gap check, the read, and the stream's last id (what to wait after).
+        """
+        # With TI_MIN_REPLICAS the read (a delivery: it changes the group) is followed by WAIT
+        # on the same connection, so a failover cannot forget it and deliver it again. WAIT
+        # does not block inside MULTI, so then the three go as a plain pipeline: back to back,
+        # though another client's trim could fall between the check and the read.
+        pipe = self.client.pipeline(transaction=replica_policy(self.client) is None)
+        pipe.eval(GAP_CHECK, 2, self.stream_name, self.lost_key, self.group)
+        pipe.xreadgroup(self.group, self.consumer, {self.stream_name: ">"}, count=self.count)
+        policy = queue_wait(pipe, self.client)
+        results = await pipe.execute()
+        (lost, top), reply = results[0], results[1]
+        if policy is not None and int(results[2]) < policy.replicas:
+            logger.warning(
+                "a group read reached %s of %d replicas in %d ms: a failover now "
+                "could deliver its entries again",
+                results[2],
+                policy.replicas,
+                policy.timeout_ms,
+            )
+        self._top = text(top)
+        if lost:
+            how_many = "an unknown number of" if int(lost) < 0 else str(lost)
+            logger.warning(
+                "group %s lost %s entries of %s: trimmed before it read them (recorded in %s)",
+                self.group,
+                how_many,
+                self.stream_name,
+                self.lost_key,
+            )
+        return [(text(entry_id), entry_fields) for entry_id, entry_fields in _entries(reply)]
+
+    async def _wait_for_new(self) -> bool:
+        """Block until the stream has an entry after the last id seen by the empty read.
+
+        A blocking XREADGROUP cannot run in the MULTI that checks for trim gaps (and one issued
+        after it could pass a gap opened in between), so the reader waits with XREAD, which
+        delivers nothing, then reads through :meth:`_new_entries` again.
+        """
+        until_claim = int((self._next_claim - self._now()) * 1000)
+        block_ms = safe_block_ms(self.client, min(self.block_ms, max(1, until_claim)))
+        reply = await self.client.xread(
+            {self.stream_name: self._top or "$"}, count=1, block=block_ms
+        )
+        return bool(reply)
+
+    async def _own_pending(self) -> GroupStats:
+        assert self._pending_cursor is not None
+        reply = await self.client.xreadgroup(
+            self.group, self.consumer, {self.stream_name: self._pending_cursor}, count=self.count
+        )
+        entries = _entries(reply)
+        if not entries:
+            self._pending_cursor = None
+            return GroupStats()
+        self._pending_cursor = text(entries[-1][0])
+        return await self._process_redelivered(entries)
+
+    async def _reclaim(self) -> GroupStats:
+        reply = await self.client.xautoclaim(
+            self.stream_name,
+            self.group,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self.count,
+        )
+        cursor = text(reply[0])
+        claimed = list(reply[1] or [])
+        deleted = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
+        self._claim_cursor = cursor
+        # Scan on at once while the cursor says there is more; else wait half the idle time.
+        interval = 0.0 if cursor != "0-0" else min(max(self.claim_idle_ms / 2000, 0.05), 30.0)
+        self._next_claim = self._now() + interval
+        stats = GroupStats(reclaimed=len(claimed))
+        for entry_id in deleted:  # Redis 7 drops these from the pending list: record the loss
+            await self._dead_letter(
+                entry_id,
+                None,
+                "trimmed from the stream before it was acknowledged (lost to this group)",
+                0,
+                ack=False,
+            )
+            stats.dead_lettered += 1
+        if claimed:
+            logger.warning(
+                "%s reclaimed %d entries idle over %d ms",
+                self.consumer,
+                len(claimed),
+                self.claim_idle_ms,
+            )
+            stats.add(await self._process_redelivered(claimed))
+        return stats
+
+    async def _group_pending(self) -> int:
+        summary = await self.client.xpending(self.stream_name, self.group)
+        return int(summary.get("pending", 0) if isinstance(summary, Mapping) else summary[0])
+
+    # -- handling ---------------------------------------------------------------------------
+
+    async def _process_new(self, entries: Sequence[tuple[str, Any]]) -> GroupStats:
+        """First deliveries: no write before each call; one XACK for the batch (fast path)."""
+        stats = GroupStats()
+        try:
+            for entry_id, entry_fields in entries:
+                envelope, payload, reason = _decode(entry_fields)
+                if envelope is None:
+                    await self._dead_letter(entry_id, payload, reason, 0)
+                    stats.dead_lettered += 1
+                    continue
+                failure = await self._call(entry_id, envelope)
+                if failure is None:
+                    self._acks.append(entry_id)
+                    stats.handled += 1
+                    continue
+                attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+                outcome = await self._failed(entry_id, payload, attempts, failure)
+                setattr(stats, outcome, getattr(stats, outcome) + 1)
+        finally:
+            await self._flush_acks()
+        return stats
+
+    async def _process_redelivered(self, entries: Sequence[tuple[Any, Any]]) -> GroupStats:
+        """Entries delivered before: one at a time, the attempt counted before the call."""
+        stats = GroupStats()
+        for raw_id, entry_fields in entries:
+            entry_id = text(raw_id)
+            envelope, payload, reason = _decode(entry_fields)
+            if envelope is None:
+                await self._dead_letter(entry_id, payload, reason, 0)
+                stats.dead_lettered += 1
+                continue
+            attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+            if attempts > self.max_attempts:
+                await self._dead_letter(
+                    entry_id,
+                    payload,
+                    f"handler failed or crashed {attempts - 1} times without "
+                    f"an acknowledgement (limit {self.max_attempts})",
+                    attempts - 1,
+                )
+                stats.dead_lettered += 1
+                continue
+            try:
+                failure = await self._call(entry_id, envelope)
+            except BaseException:
+                await self._uncharge(entry_id)
+                raise
+            if failure is None:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.xack(self.stream_name, self.group, entry_id)
+                pipe.hdel(self.attempts_key, entry_id)
+                await pipe.execute()
+                stats.handled += 1
+                continue
+            outcome = await self._failed(entry_id, payload, attempts, failure)
+            setattr(stats, outcome, getattr(stats, outcome) + 1)
+        return stats
+
+    async def _call(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> str | None:
+        """Run the handler: None if it returned, the reason if the entry made it fail.
+
+        A failure that is the consumer's (see the module docstring) propagates instead.
+        """
+        try:
+            result = self.handler(entry_id, envelope)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            if _is_consumer_fault(exc):
+                raise
+            return one_line(exc, 340, typed=True)
+        return None
+
+    async def _failed(self, entry_id: str, payload: Any, attempts: int, why: str) -> str:
+        if attempts >= self.max_attempts:
+            await self._dead_letter(
+                entry_id, payload, f"handler failed {attempts} times; last: {why}", attempts
+            )
+            return "dead_lettered"
+        logger.warning(
+            "handler failed on %s (attempt %d of %d), left pending: %s",
+            entry_id,
+            attempts,
+            self.max_attempts,
+            why,
+        )
+        return "failed"
+
+    async def _uncharge(self, entry_id: str) -> None:
+        """Take back an attempt that failed for the consumer's reasons (best effort)."""
+        try:
+            await asyncio.shield(self.client.hincrby(self.attempts_key, entry_id, -1))
+        except BaseException:  # noqa: S110 - Redis gone or shutting down: an extra attempt
+            pass
+
+    async def _flush_acks(self) -> None:
+        if self._acks:
+            ids, self._acks = self._acks, []
+            await replicated(self.client, lambda c: c.xack(self.stream_name, self.group, *ids))
+
+    async def _dead_letter(
+        self, entry_id: str, payload: Any, reason: str, attempts: int, *, ack: bool = True
+    ) -> None:
+        logger.warning("dead-lettering %s of %s: %s", entry_id, self.stream_name, reason)
+        letter = DeadLetter.now(
+            entry_id, self.stream_name, self.group, self.consumer, reason, attempts, payload
+        )
+        pipe = self.client.pipeline(transaction=True)  # the record and the ack, or neither
+        pipe.xadd(
+            self.dead_letter_stream,
+            letter.fields(),
+            maxlen=self.dead_letter_maxlen or None,
+            approximate=True,
+        )
+        if ack:
+            pipe.xack(self.stream_name, self.group, entry_id)
+        pipe.hdel(self.attempts_key, entry_id)
+        await pipe.execute()
+
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+
+def _decode(entry_fields: Any) -> tuple[TradingIntelligenceEnvelope | None, Any, str]:
+    payload, reason = entry_payload(entry_fields)
+    if payload is None:
+        return None, None, reason
+    envelope, reason = explain_payload(payload)
+    return envelope, payload, reason
+
+
+def _entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The entry list of a one-stream XREADGROUP reply (RESP2 list or RESP3 mapping)."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        return list(next(iter(reply.values()))[0])
+    return list(reply[0][1])

@@ -1,0 +1,2 @@
+"""The Redis seam: the client protocol, connections (URL, Sentinel, embedded), the error
+boundary, replica acknowledgement, reply shapes and retries."""
