@@ -44,12 +44,12 @@ from ti_core.backfill.runner import (
     DEFAULT_REDIS_WAIT,
     ONLY_MODES,
     BatchReport,
-    Item,
     Outcome,
     backfill_batch,
     batched,
     plan_items,
 )
+from ti_core.backfill.status import Item
 from ti_core.contract.keys import parse_tickers, shorten
 from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError

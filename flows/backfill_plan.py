@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from flows.artifacts import artifact_key
 from ti_core.backfill.calendar import SessionPlan
-from ti_core.backfill.runner import batched, classify, plan_items, selected
+from ti_core.backfill.runner import batched, plan_items, selected
+from ti_core.backfill.status import classify
 from ti_core.settings import TiSettings
 from ti_core.transport.connection import connect
 

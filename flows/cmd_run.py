@@ -35,7 +35,7 @@ DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
 def _where(settings: TiSettings) -> str:
     if settings.uses_server:
         return settings.redis_url_redacted()
-    from ti_core.transport.connection import embedded_store_path
+    from ti_core.store.embedded import embedded_store_path
 
     return f"embedded store {embedded_store_path(settings)} ({SERVER_HINT})"
 

@@ -48,7 +48,7 @@ from ti_core.defaults import CALENDAR
 from ti_core.errors import TiError, one_line
 from ti_core.publish.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
-from ti_core.transport.connection import embedded_store_path
+from ti_core.store.embedded import embedded_store_path
 
 __all__ = ["ON_DECISION", "daily", "decision_correlation_id", "publish_decision", "where_written"]
 

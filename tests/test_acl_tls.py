@@ -35,8 +35,9 @@ from ti_core import (
     publish_envelope,
     publish_many,
 )
+from ti_core.acl import producer_acl_rule
 from ti_core.contract.keys import failure_key
-from ti_core.publish.publisher import TrimPolicy, producer_acl_rule
+from ti_core.publish.publisher import TrimPolicy
 from ti_core.transport.connection import open_redis
 
 pytestmark = pytest.mark.redis_server

@@ -100,7 +100,7 @@ async def test_tradingagents_review_is_no_verdict_unless_published_degraded() ->
 def test_older_tradingagents_replies_map_only_when_unambiguous(
     rating: Any, verdict: str | None
 ) -> None:
-    from ti_core.arenas.adapters import tradingagents_state
+    from ti_core.arenas.framework_maps import tradingagents_state
 
     state = tradingagents_state({"final_trade_decision": "x"}, rating, "NVDA", DAY)
     assert state.get("synthesis_verdict") == verdict

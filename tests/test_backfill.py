@@ -19,16 +19,8 @@ from tests.backfill_replay import (
 )
 from ti_core.arenas.arena import CallableArena, load_arena
 from ti_core.backfill.calendar import sessions
-from ti_core.backfill.runner import (
-    BatchReport,
-    Item,
-    backfill_batch,
-    batched,
-    classify,
-    plan_items,
-    run_items,
-)
-from ti_core.backfill.status import status_grid
+from ti_core.backfill.runner import BatchReport, backfill_batch, batched, plan_items, run_items
+from ti_core.backfill.status import Item, classify, status_grid
 from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key, failure_key
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError
 from ti_core.transport.connection import open_redis

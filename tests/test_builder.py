@@ -15,7 +15,8 @@ import pytest
 
 from tests.builder_cases import TARGET, base, build, refused, signal
 from ti_core import InvalidStateError, TiError
-from ti_core.build.builder import MAX_ENVELOPE_BYTES, MAX_JSON_DEPTH, REASONING_MAX_CHARS
+from ti_core.build.builder import MAX_ENVELOPE_BYTES, REASONING_MAX_CHARS
+from ti_core.build.coerce import MAX_JSON_DEPTH
 
 
 def test_invalid_state_error_is_a_ti_error_and_a_value_error() -> None:

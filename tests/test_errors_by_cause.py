@@ -15,7 +15,8 @@ from tests.publish_workload import envelope
 from tests.redisproc import RedisProcess, free_port
 from ti_core import DEFAULT_STREAM_NAME, PublishError, RedisUnavailableError, publish_many
 from ti_core.arenas.arena import load_arena
-from ti_core.backfill.runner import Item, plan_items, run_items
+from ti_core.backfill.runner import plan_items, run_items
+from ti_core.backfill.status import Item
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.contract.keys import decision_hash_key, failure_key, normalize_ticker
 from ti_core.errors import InvalidStateError

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import logging
 import pickle
 import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 
 import ti_core
 from ti_core.contract import wire
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Bytes that ``pickle.dumps`` made of build-envelope's result before the move (the text of an
 # envelope and its digest, restored by ``ti_core.wire._restored``), as Prefect kept them.
@@ -43,3 +50,48 @@ def test_the_cores_loggers_keep_their_names() -> None:
         __import__(module.name)
     names = {name for name in logging.root.manager.loggerDict if name.startswith("ti_core.")}
     assert names == LOGGERS
+
+
+def test_the_public_names_load_lazily_from_their_one_home() -> None:
+    script = (
+        "import sys, ti_core\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('ti_core.'))\n"
+        "assert loaded == ['ti_core._legacy'], loaded\n"
+        "for name in ti_core.__all__:\n"
+        "    value = getattr(ti_core, name)\n"
+        "    home = sys.modules[ti_core._HOMES[name]]\n"
+        "    assert getattr(home, name) is value, name\n"
+        "print(len(ti_core.__all__))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(out.stdout) == len(ti_core.__all__) >= 30
+    assert sorted(ti_core.__all__) == sorted(ti_core._HOMES)
+
+
+def test_every_public_name_is_defined_where_it_is_imported_from() -> None:
+    """No re-exports: ``from ti_core.X import name`` only where X defines ``name``."""
+    for name, home in ti_core._HOMES.items():
+        source = Path(importlib.import_module(home).__file__ or "").read_text()
+        tree = ast.parse(source)
+        defined = {
+            node.name
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        } | {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)
+        }
+        assert name in defined, f"{name} is imported into {home}, not defined there"
+
+
+def test_the_layering_contract_holds() -> None:
+    """``lint-imports`` checks pyproject's [tool.importlinter] contracts (also run by .ci/run)."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "Contracts: 3 kept, 0 broken." in out.stdout

@@ -25,12 +25,12 @@ from ti_core import (
     decision_hash_key,
     decode_envelope,
 )
+from ti_core.contract.hash_fields import hash_fields
 from ti_core.contract.keys import correlation_key, latest_key
 from ti_core.publish.publisher import (
     DEFAULT_IDEMPOTENCY_TTL,
     TrimPolicy,
     append_envelope,
-    hash_fields,
     publish_decision_hash,
     publish_envelope,
     publish_many,

@@ -25,12 +25,8 @@ from ti_core import (
     decision_hash_key,
 )
 from ti_core.contract.keys import correlation_key
-from ti_core.publish.publisher import (
-    content_digest,
-    payload_and_digest,
-    publish_envelope,
-    publish_many,
-)
+from ti_core.contract.wire import content_digest, payload_and_digest
+from ti_core.publish.publisher import publish_envelope, publish_many
 
 S = DEFAULT_STREAM_NAME
 T0 = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
@@ -173,7 +169,8 @@ async def test_bad_arguments_are_refused_before_redis(r: Any) -> None:
 
 def test_argv_follows_the_layout_the_scripts_name(sample_states: dict[str, Any]) -> None:
     """``argv`` gives its values in ``ARGV_FIELDS`` order; the scripts are generated from it."""
-    from ti_core.publish.scripts import ARGV_FIELDS, argv, hash_fields
+    from ti_core.contract.hash_fields import hash_fields
+    from ti_core.publish.scripts import ARGV_FIELDS, argv
 
     for state in sample_states.values():
         env = build_envelope_from_state(state)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from ti_core.arenas.arena import CallableArena
-from ti_core.backfill.runner import Item, run_items
+from ti_core.backfill.runner import run_items
+from ti_core.backfill.status import Item
 from ti_core.errors import (
     ArenaError,
     ArenaTransientError,

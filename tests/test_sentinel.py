@@ -24,7 +24,8 @@ from ti_core.contract.keys import DEFAULT_STREAM_NAME, correlation_key
 from ti_core.errors import ConfigError, RedisUnavailableError, ReplicaAckError, is_retryable
 from ti_core.publish.publisher import append_envelope, publish_many
 from ti_core.settings import TiSettings
-from ti_core.transport.connection import connect, redis_failure
+from ti_core.transport.boundary import redis_failure
+from ti_core.transport.connection import connect
 from ti_core.transport.replicas import replica_policy
 from ti_core.transport.sentinel import FailoverRetry, sentinel_target
 

@@ -21,7 +21,7 @@ from ti_core import (
     decision_hash_key,
     decode_envelope,
 )
-from ti_core.publish.publisher import hash_fields
+from ti_core.contract.hash_fields import hash_fields
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "reference_expectations.json").read_text())

@@ -36,12 +36,12 @@ from ti_core.contract.keys import (
     shorten,
 )
 from ti_core.contract.models import TradingIntelligenceEnvelope
+from ti_core.contract.wire import content_digest
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.publish.publisher import content_digest
 from ti_core.publish.scripts import publish_order
+from ti_core.transport.boundary import raise_mapped
 from ti_core.transport.client import RedisClient, RedisPipeline
-from ti_core.transport.connection import raise_mapped
 from ti_core.transport.replies import pipeline, text
 
 __all__ = ["INCONSISTENT", "INFORMATIONAL", "VerifyReport", "verify_store"]

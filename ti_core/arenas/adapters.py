@@ -61,8 +61,6 @@ from typing import Any
 
 from ti_core.arenas.arena import CallableArena, resolve
 from ti_core.arenas.framework_maps import (
-    HEDGEFUND_ACTIONS,
-    TRADINGAGENTS_RATINGS,
     hedge_fund_state,
     tradingagents_state,
 )
@@ -71,12 +69,8 @@ from ti_core.contract.keys import shorten
 from ti_core.errors import ArenaError, ConfigError
 
 __all__ = [
-    "HEDGEFUND_ACTIONS",
-    "TRADINGAGENTS_RATINGS",
     "HedgeFundArena",
     "TradingAgentsArena",
-    "hedge_fund_state",
-    "tradingagents_state",
 ]
 
 HEDGEFUND_CASH = 100_000.0

@@ -42,19 +42,16 @@ from ti_core.publish.publisher import (
     TrimPolicy,
     publish_many,
 )
+from ti_core.transport.boundary import connection_lost
 from ti_core.transport.client import RedisClient
-from ti_core.transport.connection import connection_lost
 from ti_core.transport.retry import RetryPolicy, redis_policy, retrying
 
 __all__ = [
     "ONLY_MODES",
     "BatchReport",
-    "Found",
-    "Item",
     "Outcome",
     "backfill_batch",
     "batched",
-    "classify",
     "plan_items",
     "run_items",
     "selected",

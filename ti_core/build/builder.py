@@ -46,7 +46,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from ti_core.build.coerce import (
-    MAX_JSON_DEPTH,
     NAME_MAX_CHARS,
     TEXT_BYTES,
     as_json_sized,
@@ -72,7 +71,10 @@ from ti_core.contract.models import (
 from ti_core.contract.wire import remember
 from ti_core.errors import InvalidStateError, one_line
 
-__all__ = ["MAX_ENVELOPE_BYTES", "MAX_JSON_DEPTH", "build_envelope_from_state"]
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "build_envelope_from_state",
+]
 
 logger = logging.getLogger("ti_core.builder")  # its name before the move
 _new = object.__new__

@@ -59,7 +59,7 @@ from redis import exceptions as redis_errors
 
 from ti_core import defaults
 from ti_core.consume.group_scripts import CREATE_GROUP, GAP_CHECK
-from ti_core.consume.reader import entry_payload, safe_block_ms, text
+from ti_core.consume.reader import entry_payload, safe_block_ms
 from ti_core.consume.reconnect import Outage
 from ti_core.contract.decoder import explain_payload
 from ti_core.contract.keys import (
@@ -75,6 +75,7 @@ from ti_core.failures import DeadLetter
 from ti_core.transport.boundary import connection_lost, raise_mapped, redis_boundary
 from ti_core.transport.client import RedisClient
 from ti_core.transport.replicas import queue_wait, replica_policy, replicated
+from ti_core.transport.replies import text
 from ti_core.transport.retry import RetryPolicy
 
 __all__ = ["ConsumerBrokenError", "GroupReader", "GroupStats", "Handler", "ensure_group"]

@@ -43,7 +43,6 @@ __all__ = [
     "safe_block_ms",
     "stream_last_id",
     "tail",
-    "text",
 ]
 
 logger = logging.getLogger("ti_core.consume")  # its name before the move

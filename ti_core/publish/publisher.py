@@ -45,19 +45,13 @@ from ti_core.contract.keys import (
     validate_stream_name,
 )
 from ti_core.contract.models import TradingIntelligenceEnvelope
-from ti_core.contract.wire import content_digest, payload_and_digest, remember
+from ti_core.contract.wire import payload_and_digest, remember
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
-from ti_core.publish.scripts import (
-    SCRIPT_SHAS,
-    SCRIPTS,
-    argv,
-    hash_fields,
-    producer_acl_rule,
-)
+from ti_core.publish.scripts import SCRIPT_SHAS, SCRIPTS, argv
 from ti_core.settings import TiSettings
+from ti_core.transport.boundary import describe_client, raise_mapped
 from ti_core.transport.client import RedisClient
-from ti_core.transport.connection import describe_client, raise_mapped
 from ti_core.transport.replicas import check_replicas, queue_wait
 from ti_core.transport.replies import pipeline, text
 
@@ -66,10 +60,6 @@ __all__ = [
     "PublishResult",
     "TrimPolicy",
     "append_envelope",
-    "content_digest",
-    "hash_fields",
-    "payload_and_digest",
-    "producer_acl_rule",
     "publish_decision_hash",
     "publish_envelope",
     "publish_many",
@@ -147,7 +137,7 @@ async def _run(
     """Run script calls (plus one trim) in one round trip; load scripts once if Redis lost them.
 
     Retries of lost replies happen inside the client (our policy, see ``connection``); what
-    escapes becomes a ``ti_core`` error (``connection.redis_failure``) saying ``written``:
+    escapes becomes a ``ti_core`` error (``boundary.redis_failure``) saying ``written``:
     what a failed call did and did not write.
     """
     try:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ti_core.acl import producer_acl_rule
-from ti_core.contract.hash_fields import FIELDS, FLAT_FIELDS, flat_values, hash_fields, published_ts
+from ti_core.contract.hash_fields import FIELDS, FLAT_FIELDS, flat_values, published_ts
 from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.contract.stream_ids import end_of_ms_us
 
@@ -25,8 +24,6 @@ __all__ = [
     "SCRIPT_SHAS",
     "STREAM_SCRIPT",
     "argv",
-    "hash_fields",
-    "producer_acl_rule",
     "publish_order",
 ]
 

@@ -21,15 +21,11 @@ from redis.backoff import EqualJitterBackoff
 
 from ti_core.errors import ConfigError, one_line
 from ti_core.settings import TiSettings, redact_url
-from ti_core.store.embedded import EMBEDDED_FILE, embedded_store, embedded_store_path
+from ti_core.store.embedded import embedded_store
 from ti_core.transport.boundary import (
     CLIENT_RETRIES,
     REFUSED,
     client_user,
-    connection_lost,
-    describe_client,
-    raise_mapped,
-    redis_calls,
     redis_failure,
 )
 from ti_core.transport.client import RedisClient
@@ -38,16 +34,8 @@ from ti_core.transport.sentinel import FailoverRetry, SentinelTarget, open_senti
 
 __all__ = [
     "CLIENT_NAME",
-    "EMBEDDED_FILE",
     "connect",
-    "connection_lost",
-    "describe_client",
-    "embedded_store_path",
-    "client_user",
     "open_redis",
-    "raise_mapped",
-    "redis_calls",
-    "redis_failure",
 ]
 
 CLIENT_NAME = "ti"  # CLIENT SETNAME on every connection: find (or kill) ours in CLIENT LIST
