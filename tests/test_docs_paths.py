@@ -2,7 +2,9 @@
 
 Modules move (ti_core was regrouped into subpackages, and will move again): a page naming
 ``ti_core.models`` or ``ti_core/builder.py`` after the move misleads its reader. So every
-``ti_core.…`` / ``flows.…`` name must import (a module, or an attribute of one), every path
+``ti_core.…`` / ``flows.…`` name must import (a module, or an attribute of one; a name written
+as "the `NAME` logger" must be a logger the package creates: some kept their names from before
+the move, so that logging configuration keeps working), every path
 under a folder of this repository must exist, and every link to a page of docs/ (and its
 ``#heading``) must resolve, GitHub's way.
 """
@@ -10,12 +12,16 @@ under a folder of this repository must exist, and every link to a page of docs/ 
 from __future__ import annotations
 
 import importlib
+import logging
+import pkgutil
 import re
 from pathlib import Path
 
+import ti_core
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-DOTTED = re.compile(r"(?<![\w./-])((?:ti_core|flows)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+DOTTED = re.compile(r"(?<![\w./-])((?:ti_core|flows)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(`? logger)?")
 PATH = re.compile(r"(?<![\w./-])((?:ti_core|flows|tests|bench|examples|docs|\.ci)/[\w./-]*)")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -41,6 +47,13 @@ def resolves(dotted: str) -> bool:
     return False
 
 
+def package_loggers() -> set[str]:
+    """The loggers ti_core creates, once every module of it is imported."""
+    for module in pkgutil.walk_packages(ti_core.__path__, "ti_core."):
+        importlib.import_module(module.name)
+    return set(logging.Logger.manager.loggerDict)
+
+
 def slug(heading: str) -> str:
     """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
     text = heading.strip().lower()
@@ -60,13 +73,20 @@ def anchors(page: Path) -> set[str]:
 
 
 def test_every_module_name_imports() -> None:
+    named = {(page, *found) for page in PAGES for found in DOTTED.findall(page.read_text())}
     stale = sorted(
         f"{page.relative_to(ROOT)}: {name}"
-        for page in PAGES
-        for name in set(DOTTED.findall(page.read_text()))
-        if not resolves(name)
+        for page, name, logger in named
+        if not logger and not resolves(name)
     )
     assert not stale, f"names that no longer import: {stale}"
+    loggers = package_loggers()
+    unknown = sorted(
+        f"{page.relative_to(ROOT)}: {name}"
+        for page, name, logger in named
+        if logger and name not in loggers
+    )
+    assert not unknown, f"loggers the package does not create: {unknown}"
 
 
 def test_every_repository_path_exists() -> None:
@@ -102,6 +122,9 @@ def test_the_checks_can_fail() -> None:
     assert slug("Coverage: `ti status`") == "coverage-ti-status"
     assert slug("2. One machine, always on: `ti serve`") == "2-one-machine-always-on-ti-serve"
     assert DOTTED.findall("see `ti_core.consume.groups.` and flows.cli") == [
-        "ti_core.consume.groups",
-        "flows.cli",
+        ("ti_core.consume.groups", ""),
+        ("flows.cli", ""),
     ]
+    assert DOTTED.findall("on the `ti_core.decoder` logger") == [("ti_core.decoder", "` logger")]
+    assert "ti_core.decoder" in package_loggers()
+    assert "ti_core.contract.decoder" not in package_loggers()
