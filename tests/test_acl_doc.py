@@ -1,4 +1,5 @@
-"""The README's two ACL lines, read from README.md at test time and pasted onto a real server.
+"""The two ACL lines of docs/publishing.md (its least-privilege section, their one home), read
+from that file at test time and pasted onto a real server.
 
 Each role runs every command it is meant for; outside its role, each command fails in one
 line naming the user and the missing right, and a wrong password is refused once (no retry).
@@ -29,18 +30,18 @@ from ti_core.transport.connection import open_redis
 pytestmark = pytest.mark.redis_server
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+DOC = ROOT / "docs" / "publishing.md"
 PASSWORD = "Acl-pw-9Tq-SECRET"
 S = DEFAULT_STREAM_NAME
 RANGE = ["--start", "2026-05-11", "--end", "2026-05-12", "--calendar", "weekdays"]
 TI = str(Path(sys.executable).with_name("ti"))
 
 
-def readme_line(user: str) -> str:
-    """The one ``ACL SETUSER user ...`` line of the README (inside a code block)."""
+def doc_line(user: str) -> str:
+    """The one ``ACL SETUSER user ...`` line of docs/publishing.md (inside a code block)."""
     found = [
         line.strip()
-        for line in README.read_text().splitlines()
+        for line in DOC.read_text().splitlines()
         if line.strip().startswith(f"ACL SETUSER {user} ")
     ]
     assert len(found) == 1, found
@@ -49,11 +50,11 @@ def readme_line(user: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    proc = RedisProcess(tmp_path_factory.mktemp("redis-acl-readme")).start()
+    proc = RedisProcess(tmp_path_factory.mktemp("redis-acl-doc")).start()
     with proc.sync_client() as admin:
         for user in ("ti-producer", "ti-consumer"):
             # as redis-cli would send it: split like a shell, quotes keep the selector whole
-            admin.execute_command(*shlex.split(readme_line(user).replace("PASSWORD", PASSWORD)))
+            admin.execute_command(*shlex.split(doc_line(user).replace("PASSWORD", PASSWORD)))
     yield proc
     proc.stop()
 
@@ -96,10 +97,16 @@ def one_line(err: str, *parts: str) -> None:
         assert part in lines[0], lines[0]
 
 
-def test_the_readme_lines_are_the_code_rules() -> None:
-    assert readme_line("ti-producer") == setuser_line("ti-producer", producer_acl_rule())
-    assert readme_line("ti-consumer") == setuser_line("ti-consumer", consumer_acl_rule())
-    assert readme_line("ti-producer").split()[3:5] == ["reset", "on"]  # reset before on
+def test_the_documented_lines_are_the_code_rules() -> None:
+    assert doc_line("ti-producer") == setuser_line("ti-producer", producer_acl_rule())
+    assert doc_line("ti-consumer") == setuser_line("ti-consumer", consumer_acl_rule())
+    assert doc_line("ti-producer").split()[3:5] == ["reset", "on"]  # reset before on
+
+
+def test_the_lines_live_in_one_place() -> None:
+    others = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    copies = [p.name for p in others if p != DOC and "ACL SETUSER ti-" in p.read_text()]
+    assert not copies, f"ACL SETUSER lines belong in docs/publishing.md only, also in {copies}"
 
 
 def _publish(redis_url: str, envelopes: list[Any]) -> list[Any]:
@@ -113,7 +120,7 @@ def _publish(redis_url: str, envelopes: list[Any]) -> list[Any]:
     return asyncio.run(go())
 
 
-def test_producer_from_the_readme(
+def test_producer_from_the_docs(
     server: RedisProcess,
     admin: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -139,7 +146,7 @@ def test_producer_from_the_readme(
     one_line(err, "user 'ti-producer'", "lacks the right +")
 
 
-def test_consumer_from_the_readme(
+def test_consumer_from_the_docs(
     server: RedisProcess,
     admin: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -219,7 +226,7 @@ def test_wrong_password_is_one_line_and_tried_once(
     assert len(failures) == 1 and failures[0]["count"] == 1  # TI_RETRIES=3: not retried
 
 
-def test_producer_backfills_from_the_readme(server: RedisProcess, admin: redis.Redis) -> None:
+def test_producer_backfills_from_the_docs(server: RedisProcess, admin: redis.Redis) -> None:
     """The backfill core with the producer's rights: classify (HEXISTS, HMGET), publish,
     failure records (HSET for a failed item, HDEL for the rest)."""
     from ti_core.arenas.arena import load_arena
@@ -241,7 +248,7 @@ def test_producer_backfills_from_the_readme(server: RedisProcess, admin: redis.R
 
 
 @pytest.mark.prefect
-def test_ti_run_with_each_user_from_the_readme(
+def test_ti_run_with_each_user_from_the_docs(
     prefect_harness: None,
     server: RedisProcess,
     admin: redis.Redis,

@@ -1,8 +1,8 @@
 """The point-lookup recipes of the documentation, executed exactly as written.
 
-Every python block under a "Point lookup" heading, in docs/consuming.md and (once merged there)
-README.md, runs against a real server with ``REDIS_URL`` set: first with nothing published,
-then with a published NVDA decision.
+Every python block under the "Point lookup" heading of docs/consuming.md (their one home; the
+README links there) runs against a real server with ``REDIS_URL`` set: first with nothing
+published, then with a published NVDA decision.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from ti_core import publish_many
 from ti_core.transport.connection import connect
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "docs" / "consuming.md", ROOT / "README.md"]
+DOCS = [ROOT / "docs" / "consuming.md"]
 HEADING = re.compile(r"^(#+) Point lookup[^\n]*\n", re.MULTILINE)
 
 
 def recipes(doc: Path) -> list[str]:
     """The python code blocks of the "Point lookup" section of ``doc`` (none if it has none)."""
-    text = doc.read_text() if doc.exists() else ""
+    text = doc.read_text()
     found = HEADING.search(text)
     if found is None:
         return []
