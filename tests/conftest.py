@@ -259,10 +259,11 @@ def _closing_default_storage_read() -> Any:
         return None
 
 
-@pytest.fixture(params=["fake", "real", "embedded"])
+@pytest.fixture(params=["fake", "real", "real-resp3", "embedded"])
 async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
-    """The same test on fakeredis, a real redis-server and the embedded store: a factory of
-    clients that all see the same data (first call: the main client)."""
+    """The same test on fakeredis, a real redis-server (RESP2, and RESP3: ``?protocol=3``, where
+    some replies take another shape) and the embedded store: a factory of clients that all see
+    the same data (first call: the main client)."""
     async with AsyncExitStack() as stack:
         if request.param == "fake":
             import fakeredis
@@ -275,10 +276,12 @@ async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Opener]:
                 return client
 
             yield open_fake
-        elif request.param == "real":
+        elif request.param.startswith("real"):
             from ti_core.transport.connection import open_redis
 
             url = request.getfixturevalue("redis_url")
+            if request.param == "real-resp3":
+                url += "?protocol=3"
 
             def open_real() -> Any:
                 client = open_redis(url)

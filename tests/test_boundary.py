@@ -8,7 +8,10 @@ a port where nothing listens for a lost server, and ``GroupReader.step``.
 
 from __future__ import annotations
 
+import ast
+import re
 import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +27,20 @@ from ti_core.errors import (
     is_retryable,
 )
 from ti_core.settings import TiSettings
-from ti_core.transport.boundary import connection_lost, raise_mapped, redis_calls, redis_failure
+from ti_core.transport.boundary import (
+    Refusal,
+    connection_lost,
+    is_missing_key,
+    is_no_group,
+    is_noscript,
+    is_wrong_type,
+    raise_mapped,
+    redis_calls,
+    redis_failure,
+    refusal_of,
+)
 from ti_core.transport.connection import open_redis
+from ti_core.transport.replies import pipeline
 
 WHERE = "redis://cache.internal:6379/0"
 
@@ -244,3 +259,166 @@ async def test_public_reads_leave_only_tierrors() -> None:
                 await call
     finally:
         await client.aclose()
+
+
+# -- what an error reply says: one reading of it (refusal_of) for the whole core -------------
+
+REFUSALS: list[tuple[BaseException, Refusal | None]] = [
+    (redis_errors.ResponseError("ERR no such key"), Refusal.MISSING_KEY),
+    (redis_errors.ResponseError("ERR no such key 'ti:s'"), Refusal.MISSING_KEY),  # embedded
+    (
+        redis_errors.ResponseError("NOGROUP No such key 's' or consumer group 'g' in XREADGROUP"),
+        Refusal.NO_GROUP,  # not a missing key, though it says so
+    ),
+    (
+        redis_errors.ResponseError(
+            "Command # 2 (XREADGROUP GROUP g c STREAMS s >) of pipeline caused error: "
+            "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
+        ),
+        Refusal.NO_GROUP,  # quoted by a failed MULTI
+    ),
+    (
+        redis_errors.ResponseError(
+            "ERR Error running script (call to f_0a): @user_script:1: WRONGTYPE Operation "
+            "against a key holding the wrong kind of value"
+        ),
+        Refusal.WRONG_TYPE,  # Redis 6 wraps a script's refusal in its own words
+    ),
+    (
+        redis_errors.ResponseError(
+            "Command # 1 (SET a b) of pipeline caused error: READONLY You can't write against "
+            "a read only replica."
+        ),
+        Refusal.READ_ONLY,  # raised by a pipeline, as a plain ResponseError
+    ),
+    (redis_errors.ReadOnlyError("You can't write against a read only replica."), Refusal.READ_ONLY),
+    (redis_errors.OutOfMemoryError("command not allowed"), Refusal.OUT_OF_MEMORY),
+    (redis_errors.ResponseError("OOM command not allowed"), Refusal.OUT_OF_MEMORY),
+    (redis_errors.ResponseError("NOREPLICAS Not enough good replicas"), Refusal.NO_REPLICAS),
+    (redis_errors.NoScriptError("No matching script. Please use EVAL."), Refusal.NO_SCRIPT),
+    (redis_errors.ResponseError("NOSCRIPT No matching script"), Refusal.NO_SCRIPT),  # embedded
+    (
+        redis_errors.ResponseError("BUSYGROUP Consumer Group name already exists"),
+        Refusal.BUSY_GROUP,
+    ),
+    (
+        redis_errors.NoPermissionError("no permissions to run the 'xadd' command"),
+        Refusal.NO_PERMISSION,
+    ),
+    (
+        redis_errors.ResponseError("ERR The user executing the script can't run this command"),
+        Refusal.NO_PERMISSION,
+    ),
+    (redis_errors.ResponseError("ERR unknown command 'XAUTOCLAIM'"), None),
+    (redis_errors.ConnectionError("Connection reset by peer"), None),
+    (ValueError("WRONGTYPE"), None),  # a handler's own error, not a reply
+]
+
+
+@pytest.mark.parametrize(("reply", "refusal"), REFUSALS, ids=lambda v: str(v)[:40])
+def test_each_error_reply_is_read_as_one_refusal(
+    reply: BaseException, refusal: Refusal | None
+) -> None:
+    assert refusal_of(reply) is refusal
+    predicates = {
+        Refusal.MISSING_KEY: is_missing_key,
+        Refusal.WRONG_TYPE: is_wrong_type,
+        Refusal.NO_GROUP: is_no_group,
+        Refusal.NO_SCRIPT: is_noscript,
+    }
+    assert {kind for kind, asks in predicates.items() if asks(reply)} == (
+        {refusal} & set(predicates)
+    )
+
+
+async def test_each_client_says_each_refusal_so_the_boundary_reads_it(r: Any) -> None:
+    """fakeredis, redis-server over RESP2 and RESP3, the embedded store: each refusal the core
+    tolerates or reacts to, alone and as a pipeline or a MULTI raises it."""
+    stream, string = "ti:test:refusals", "ti:test:a-string"
+    await r.xadd(stream, {"data": "x"})
+    await r.set(string, "x")
+
+    async def refused(call: Any) -> BaseException:
+        with pytest.raises(redis_errors.RedisError) as caught:
+            await call()  # the embedded store may raise as it is called
+        return caught.value
+
+    assert is_missing_key(await refused(lambda: r.xinfo_stream("ti:test:absent")))
+    assert is_wrong_type(await refused(lambda: r.hgetall(string)))
+    pipe = pipeline(r)
+    pipe.xlen(stream)
+    pipe.hgetall(string)
+    assert is_wrong_type(await refused(pipe.execute))
+    no_group = await refused(lambda: r.xreadgroup("ti:absent", "c", {stream: ">"}))
+    assert is_no_group(no_group) and not is_missing_key(no_group)
+    multi = r.pipeline(transaction=True)
+    multi.xlen(stream)
+    multi.xreadgroup("ti:absent", "c", {stream: ">"})
+    assert is_no_group(await refused(multi.execute))
+    await r.xgroup_create(stream, "g", "0")
+    assert (
+        refusal_of(await refused(lambda: r.xgroup_create(stream, "g", "0"))) is Refusal.BUSY_GROUP
+    )
+    failure = redis_failure(
+        await refused(lambda: r.hgetall(string)), WHERE, written="nothing written"
+    )
+    assert isinstance(failure, PublishError) and "wrong type of value" in str(failure)
+
+
+# The words of Redis error replies, and the calls that look for text in a string.
+_REPLY_WORDS = re.compile(
+    r"NOPERM|READONLY|OOM|NOREPLICAS|NOSCRIPT|BUSYGROUP|NOGROUP|WRONGTYPE|LOADING|EXECABORT"
+    r"|no such key|can't run this command|pipeline caused error",
+    re.IGNORECASE,
+)
+_TEXT_SEARCHES = {"startswith", "endswith", "removeprefix", "find", "index", "search", "match"}
+
+
+def reply_sniffing(source: str) -> list[int]:
+    """Lines of ``source`` that look into an error's text: a reply word compared (``in``,
+    ``==``) or searched for (``.startswith(...)``, ``re.search``), or ``exc.args[0]``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            operands = list(node.args) if node.func.attr in _TEXT_SEARCHES else []
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute):
+            operands = [ast.Constant("pipeline caused error")] if node.value.attr == "args" else []
+        else:
+            continue
+        if any(
+            isinstance(o, ast.Constant)
+            and isinstance(o.value, str)
+            and _REPLY_WORDS.search(o.value)
+            for o in operands
+        ):
+            found.append(node.lineno)
+    return sorted(found)
+
+
+def test_the_scan_finds_sniffing() -> None:
+    sniffing = (
+        'if "WRONGTYPE" in str(exc): pass\n'
+        'if str(exc).startswith("NOSCRIPT"): pass\n'
+        'if "no such key" in str(exc).lower(): pass\n'
+        "if exc.args[0] == 1: pass\n"
+        'if re.search("NOGROUP ", str(exc)): pass\n'
+        'if "data" in fields: pass\n'
+    )
+    assert reply_sniffing(sniffing) == [1, 2, 3, 4, 5]
+
+
+def test_only_the_transport_reads_error_replies() -> None:
+    """Sniffing an error's text outside ti_core/transport/ would be a second, drifting table:
+    ask ``refusal_of`` or its predicates instead (Lua scripts may test ``reply.err``)."""
+    root = Path(__file__).resolve().parents[1]
+    transport = root / "ti_core" / "transport"
+    sniffing = {
+        f"{path.relative_to(root)}:{line}"
+        for tree in ("ti_core", "flows")
+        for path in sorted((root / tree).rglob("*.py"))
+        if transport not in path.parents
+        for line in reply_sniffing(path.read_text())
+    }
+    assert sniffing == set()

@@ -1,14 +1,15 @@
-"""The client seam: fakeredis, a real redis-server and the embedded store (through its adapter,
-ti_core.store.embedded_client) answer the commands the core uses in the same way."""
+"""The client seam: fakeredis, a real redis-server (RESP2 and RESP3) and the embedded store
+(through its adapter, ti_core.store.embedded_client) answer the commands the core uses in the
+same way, as ti_core.transport.replies and ti_core.transport.boundary read them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from redis import exceptions as redis_errors
 
 from ti_core.store.embedded_client import EmbeddedClient
+from ti_core.transport.boundary import Refusal, is_noscript, is_wrong_type, refusal_of
 from ti_core.transport.replies import pipeline, text
 
 H = "ti:test:seam"
@@ -33,16 +34,17 @@ async def test_a_pipelined_hmget_of_another_type_is_one_error(r: Any) -> None:
     pipe.hmget("ti:test:seam-stream", ["a", "b"])
     pipe.xlen("ti:test:seam-stream")
     failed, length = await pipe.execute(raise_on_error=False)
-    assert isinstance(failed, redis_errors.ResponseError) and "WRONGTYPE" in str(failed)
+    assert is_wrong_type(failed)
     assert length == 1
 
 
-async def test_an_unknown_script_is_a_noscript_error(r: Any) -> None:
+async def test_an_unknown_script_is_noscript_to_the_boundary(r: Any) -> None:
+    """redis-py says it with a class (dropping the code), the embedded store with the code:
+    the boundary reads both as one refusal."""
     pipe = pipeline(r)
     pipe.evalsha(UNKNOWN_SHA, 0)
     (reply,) = await pipe.execute(raise_on_error=False)
-    assert isinstance(reply, redis_errors.NoScriptError)
-    assert str(reply).startswith("No matching script")  # redis-py drops the code
+    assert is_noscript(reply) and refusal_of(reply) is Refusal.NO_SCRIPT
 
 
 async def test_a_transactional_pipeline_is_accepted(r: Any) -> None:

@@ -166,3 +166,31 @@ async def _cli(argv: list[str]) -> int:
 
     # ``ti verify`` runs its own event loop: call it from a worker thread.
     return await asyncio.to_thread(main, argv)
+
+
+async def test_a_lost_reply_at_any_call_is_the_one_line_unavailable_error(
+    redis_proc: Any, redis_url: str
+) -> None:
+    """Every call of the audit is behind the boundary, XINFO STREAM too (it was the one call
+    left unmapped: a raw redis-py ConnectionError escaped). It runs when the stream is present
+    but empty, to tell trimmed entries from missing ones."""
+    from tests.faults import LossyProxy
+    from ti_core.errors import RedisUnavailableError
+    from ti_core.settings import TiSettings
+    from ti_core.transport.connection import open_redis
+
+    with LossyProxy(redis_proc.port) as proxy:
+        client = open_redis(proxy.url, TiSettings(retries=0))
+        try:
+            await publish_many(client, [build_envelope_from_state(_state("A", "2026-05-11"))])
+            await client.xtrim(STREAM, maxlen=0, approximate=False)
+            assert (await verify_store(client)).counts == {"trimmed": 1}  # XINFO answered
+            for command in (b"XINFO", b"XRANGE", b"SCAN"):
+                proxy.swallow_reply(command)
+                with pytest.raises(RedisUnavailableError) as lost:
+                    await verify_store(client)
+                line = str(lost.value)
+                assert line.startswith(f"Redis at {proxy.url} unavailable: ConnectionError")
+                assert "\n" not in line, command
+        finally:
+            await client.aclose()

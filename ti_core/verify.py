@@ -23,8 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 from ti_core.consume.group_lag import group_lag
 from ti_core.consume.lookup import explain_hash
 from ti_core.contract import stream_ids
@@ -40,9 +38,9 @@ from ti_core.contract.wire import content_digest
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
 from ti_core.publish.scripts import publish_order
-from ti_core.transport.boundary import raise_mapped
+from ti_core.transport.boundary import is_wrong_type, raise_error_replies, redis_boundary
 from ti_core.transport.client import RedisClient, RedisPipeline
-from ti_core.transport.replies import pipeline, text
+from ti_core.transport.replies import entries, fields, pipeline, stream_info_of, text, value_of
 
 __all__ = ["INCONSISTENT", "INFORMATIONAL", "VerifyReport", "verify_store"]
 
@@ -112,14 +110,10 @@ class VerifyReport:
 
 
 async def _execute(client: RedisClient, pipe: RedisPipeline) -> list[Any]:
-    try:
-        results = list(await pipe.execute(raise_on_error=False))
-    except Exception as exc:
-        raise_mapped(exc, client, _READ_ONLY)
-        raise
-    for result in results:  # a refused right is the caller's problem, not the store's
-        if isinstance(result, Exception) and "WRONGTYPE" not in str(result):
-            raise_mapped(result, client, _READ_ONLY)
+    """The pipeline's replies; a key of the wrong type is a finding of the audit (left in the
+    replies), any other refusal (a missing right, say) the caller's problem (raised)."""
+    results = list(await pipe.execute(raise_on_error=False))
+    raise_error_replies(results, client, _READ_ONLY, unless=is_wrong_type)
     return results
 
 
@@ -151,17 +145,11 @@ async def _bounds(client: RedisClient, stream: str) -> tuple[_StreamBounds, int]
             raise TiError(f"cannot read stream {stream}: {result}")
     last_generated = None
     if exists and not first:  # empty but present: everything ever written was trimmed
-        try:
-            info = await client.xinfo_stream(stream)
-            last_generated = stream_ids.parse(text(info.get("last-generated-id", b"")))
-        except redis_errors.ResponseError:
-            last_generated = None
-    first_id = stream_ids.parse(text(first[0][0])) if first else None
+        info = await stream_info_of(client, stream)  # None: deleted since
+        last_generated = None if info is None else stream_ids.parse(info.last_generated_id)
+    first = entries(first)
+    first_id = stream_ids.parse(first[0][0]) if first else None
     return _StreamBounds(bool(exists), first_id, last_generated), int(length)
-
-
-def _fields(raw: Any) -> dict[str, Any]:
-    return {text(k): v for k, v in dict(raw or {}).items()}
 
 
 def _decoded(raw: Any) -> tuple[TradingIntelligenceEnvelope | None, str | None, str | None]:
@@ -177,31 +165,31 @@ def _decoded(raw: Any) -> tuple[TradingIntelligenceEnvelope | None, str | None, 
 
 
 def _check_hash(
-    report: VerifyReport, key: str, fields: Any, entry: Any, bounds: _StreamBounds
+    report: VerifyReport, key: str, raw: Any, entry: Any, bounds: _StreamBounds
 ) -> None:
     """Judge one hash against the entry it names (``entry`` is the XRANGE result or None)."""
-    judged = explain_hash(key, fields)
-    fields = _fields(fields)
-    envelope, expected_key, reason = _decoded(fields.get("json"))
+    judged = explain_hash(key, raw)
+    held = fields(raw)
+    envelope, expected_key, reason = _decoded(held.get("json"))
     if envelope is None:
         report.add("undecodable_hash", f"{key}: {reason or 'no json field'}")
         return
     target = envelope.decision.target
     if expected_key != key:
         report.add("key_mismatch", f"{key}: holds {target.ticker} {target.trade_date}")
-    elif judged.problem and ("entry_id" in fields or not judged.problem.startswith("it lacks")):
+    elif judged.problem and ("entry_id" in held or not judged.problem.startswith("it lacks")):
         # The flat fields `ti get` shows: not numbers, disagreeing, or missing from a hash this
         # package wrote (an unlinked hash from another writer may hold json alone).
         report.add("undecodable_hash", f"{key}: {judged.problem}")
-    if "entry_id" not in fields:
+    if "entry_id" not in held:
         report.add("unlinked", key)
         return
-    entry_id = text(fields["entry_id"])
+    entry_id = text(held["entry_id"])
     if not entry:
         kind = "trimmed" if bounds.trimmed(entry_id) else "missing_entry"
         report.add(kind, f"{key} -> {entry_id}")
         return
-    on_stream, why = explain_payload(_fields(entry[0][1]).get("data"))
+    on_stream, why = explain_payload(value_of(entry[0][1], "data"))
     if on_stream is None:
         report.add("content_mismatch", f"{key} -> {entry_id}: entry does not decode: {why}")
     elif content_digest(on_stream) != content_digest(envelope):
@@ -220,7 +208,7 @@ async def _audit_hash_page(
     for index, row in enumerate(rows):
         if isinstance(row, Exception):
             continue
-        entry_id = row.get(b"entry_id", row.get("entry_id"))
+        entry_id = value_of(row, "entry_id")
         if entry_id is not None and stream_ids.parse(text(entry_id)) is not None:
             pipe.xrange(stream, text(entry_id), text(entry_id))
             wanted.append(index)
@@ -242,26 +230,23 @@ async def _audit_hashes(
     client: RedisClient, report: VerifyReport, stream: str, page: int, bounds: _StreamBounds
 ) -> None:
     batch: list[str] = []
-    try:
-        async for raw in client.scan_iter(match=f"{DECISION_HASH_PREFIX}:*", count=page):
-            batch.append(text(raw))
-            if len(batch) >= page:
-                await _audit_hash_page(client, report, stream, batch, bounds)
-                batch = []
-    except Exception as exc:
-        raise_mapped(exc, client, _READ_ONLY)
-        raise
+    async for raw in client.scan_iter(match=f"{DECISION_HASH_PREFIX}:*", count=page):
+        batch.append(text(raw))
+        if len(batch) >= page:
+            await _audit_hash_page(client, report, stream, batch, bounds)
+            batch = []
     if batch:
         await _audit_hash_page(client, report, stream, batch, bounds)
 
 
-async def _audit_entry_page(client: RedisClient, report: VerifyReport, entries: list[Any]) -> None:
+async def _audit_entry_page(
+    client: RedisClient, report: VerifyReport, page: list[tuple[str, Any]]
+) -> None:
     pipe = pipeline(client)
     judged: list[tuple[str, str, int, str]] = []  # (entry id, hash key, order, cid)
-    for raw_id, raw_fields in entries:
-        entry_id = text(raw_id)
+    for entry_id, raw_fields in page:
         report.entries += 1
-        envelope, key, reason = _decoded(_fields(raw_fields).get("data"))
+        envelope, key, reason = _decoded(value_of(raw_fields, "data"))
         if envelope is None or key is None:
             report.add("undecodable_entry", f"{entry_id}: {reason or 'no data field'}")
             continue
@@ -306,19 +291,16 @@ def _order_of(ts: Any, cid: Any, entry_id: str) -> tuple[int, str] | None:
 async def _audit_stream(client: RedisClient, report: VerifyReport, stream: str, page: int) -> None:
     start = "-"
     while True:
-        try:
-            entries = await client.xrange(stream, start, "+", count=page)
-        except Exception as exc:
-            raise_mapped(exc, client, _READ_ONLY)
-            raise
-        if not entries:
+        found = entries(await client.xrange(stream, start, "+", count=page))
+        if not found:
             return
-        await _audit_entry_page(client, report, entries)
-        if len(entries) < page:
+        await _audit_entry_page(client, report, found)
+        if len(found) < page:
             return
-        start = stream_ids.after(text(entries[-1][0]))
+        start = stream_ids.after(found[-1][0])
 
 
+@redis_boundary(_READ_ONLY)
 async def verify_store(
     client: RedisClient,
     *,
@@ -331,7 +313,8 @@ async def verify_store(
     """Audit hashes against the stream and the stream against its bound; never writes.
 
     ``maxlen`` 0 means the stream is unbounded (no length check). Raises
-    ``RedisUnavailableError`` if Redis cannot be reached.
+    ``RedisUnavailableError`` if Redis cannot be reached (at any of its calls), and the
+    boundary's other ``TiError`` for a refusal (a missing ACL right, say).
     """
     report = VerifyReport(stream_name=stream_name, stream_bound=maxlen, max_examples=max_examples)
     bounds, report.stream_length = await _bounds(client, stream_name)

@@ -25,7 +25,7 @@ from ti_core.contract.keys import (
     normalize_ticker,
 )
 from ti_core.failures import field_of, reason_of
-from ti_core.transport.boundary import raise_mapped, redis_boundary
+from ti_core.transport.boundary import is_wrong_type, raise_error_replies, redis_boundary
 from ti_core.transport.client import RedisClient
 from ti_core.transport.replies import pipeline
 
@@ -91,7 +91,8 @@ async def classify(
     names = [item.field for item in items]
     pipe.hmget(failure_key(stream_name), names)
     replies = list(await pipe.execute(raise_on_error=False))
-    _raise_unavailable(client, replies)
+    # A refused right or an unreachable server is an error, not a state of the items.
+    raise_error_replies(replies, client, _READ, unless=is_wrong_type)
     failures = replies.pop()
     entries = replies[len(items) : 2 * len(items)]
     del replies[len(items) :]
@@ -107,13 +108,6 @@ async def classify(
         )
         for published, failure, entry in zip(replies, failures, entries, strict=True)
     ]
-
-
-def _raise_unavailable(client: RedisClient, replies: list[Any]) -> None:
-    """A refused right or an unreachable server is an error, not a state of the items."""
-    for reply in replies:
-        if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
-            raise_mapped(reply, client, _READ)
 
 
 @dataclass(slots=True)

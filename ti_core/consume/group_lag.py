@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 from ti_core.contract import stream_ids
 from ti_core.contract.keys import (
     DEFAULT_STREAM_NAME,
@@ -23,7 +21,7 @@ from ti_core.contract.keys import (
 )
 from ti_core.transport.boundary import redis_boundary
 from ti_core.transport.client import RedisClient
-from ti_core.transport.replies import pipeline, text
+from ti_core.transport.replies import fields, group_infos, pipeline, stream_info_of, text
 
 __all__ = ["group_lag"]
 
@@ -55,10 +53,10 @@ def _unread_trimmed(
 
 def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
     """A group's lost hash (written by ``READ_NEW``) as report fields."""
-    fields = {text(k): text(v) for k, v in (raw or {}).items()}
+    found = {name: text(value) for name, value in fields(raw).items()}
 
     def when(name: str) -> str | None:
-        ms = fields.get(name)
+        ms = found.get(name)
         return (
             None
             if ms is None
@@ -66,8 +64,8 @@ def _recorded_loss(raw: Mapping[Any, Any] | None) -> dict[str, Any]:
         )
 
     return {
-        "lost_recorded": int(fields.get("entries", 0)),
-        "lost_unknown_gaps": int(fields.get("unknown", 0)),
+        "lost_recorded": int(found.get("entries", 0)),
+        "lost_unknown_gaps": int(found.get("unknown", 0)),
         "lost_since": when("first_at_ms"),
         "lost_last_at": when("last_at_ms"),
     }
@@ -92,33 +90,26 @@ async def group_lag(client: RedisClient, stream_name: str = DEFAULT_STREAM_NAME)
         "groups": [],
         "dead_letters": int(await client.xlen(dead_letter_key(stream_name))),
     }
-    try:
-        info = await client.xinfo_stream(stream_name)
-    except redis_errors.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return out
-        raise
-    length = int(info.get("length", 0))
-    added = info.get("entries-added")
-    removed = None if added is None else max(0, int(added) - length)
-    first = info.get("first-entry")
-    first_id = text(first[0]) if first else None
-    last_id = text(info.get("last-generated-id") or "0-0")
+    info = await stream_info_of(client, stream_name)
+    if info is None:
+        return out
+    length, added = info.length, info.entries_added
+    removed = None if added is None else max(0, added - length)
+    first_id, last_id = info.first_entry_id, info.last_generated_id
     out.update(exists=True, length=length, removed=removed, last_generated_id=last_id)
-    rows = await client.xinfo_groups(stream_name)
+    rows = group_infos(await client.xinfo_groups(stream_name))
     pipe = pipeline(client)
     for row in rows:
-        pipe.hgetall(group_lost_key(stream_name, text(row.get("name", ""))))
+        pipe.hgetall(group_lost_key(stream_name, row.name))
     recorded = await pipe.execute() if rows else []
     for row, losses in zip(rows, recorded, strict=True):
-        lag, read = row.get("lag"), row.get("entries-read")
         group: dict[str, Any] = {
-            "name": text(row.get("name", "")),
-            "consumers": int(row.get("consumers", 0)),
-            "pending": int(row.get("pending", 0)),
-            "last_delivered_id": text(row.get("last-delivered-id") or "0-0"),
-            "entries_read": None if read is None else int(read),
-            "lag": None if lag is None else int(lag),
+            "name": row.name,
+            "consumers": row.consumers,
+            "pending": row.pending,
+            "last_delivered_id": row.last_delivered_id,
+            "entries_read": row.entries_read,
+            "lag": row.lag,
         }
         group.update(_recorded_loss(losses))
         unread = _unread_trimmed(group, removed, first_id, last_id)

@@ -51,7 +51,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -72,10 +72,21 @@ from ti_core.contract.keys import (
 from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError, one_line
 from ti_core.failures import DeadLetter
-from ti_core.transport.boundary import connection_lost, raise_mapped, redis_boundary
+from ti_core.transport.boundary import (
+    connection_lost,
+    is_no_group,
+    raise_mapped,
+    redis_boundary,
+)
 from ti_core.transport.client import RedisClient
 from ti_core.transport.replicas import queue_wait, replica_policy, replicated
-from ti_core.transport.replies import text
+from ti_core.transport.replies import (
+    Entries,
+    autoclaim,
+    pending_count,
+    read_entries,
+    text,
+)
 from ti_core.transport.retry import RetryPolicy
 
 __all__ = ["ConsumerBrokenError", "GroupReader", "GroupStats", "Handler", "ensure_group"]
@@ -237,8 +248,8 @@ class GroupReader:
         except BrokenPipeError:
             raise  # the handler's output is gone: not a Redis problem
         except redis_errors.RedisError as exc:  # the reader's or the handler's Redis
-            if isinstance(exc, redis_errors.ResponseError) and "NOGROUP " in str(exc):
-                await self._recreate_group()  # NOGROUP alone, or quoted by a failed MULTI
+            if is_no_group(exc):  # alone, or quoted by a failed MULTI
+                await self._recreate_group()
                 return GroupStats()
             raise_mapped(exc, self.client, "entries not acknowledged stay pending")
             raise
@@ -282,7 +293,7 @@ class GroupReader:
 
     # -- sources ----------------------------------------------------------------------------
 
-    async def _new_entries(self) -> list[tuple[str, Any]]:
+    async def _new_entries(self) -> Entries:
         """Entries never delivered to the group (XREADGROUP >); a trim gap passed is recorded.
 
         One MULTI: the gap check, the read, and the stream's last id (what to wait after).
@@ -315,7 +326,7 @@ class GroupReader:
                 self.stream_name,
                 self.lost_key,
             )
-        return [(text(entry_id), entry_fields) for entry_id, entry_fields in _entries(reply)]
+        return read_entries(reply)
 
     async def _wait_for_new(self) -> bool:
         """Block until the stream has an entry after the last id seen by the empty read.
@@ -329,32 +340,32 @@ class GroupReader:
         reply = await self.client.xread(
             {self.stream_name: self._top or "$"}, count=1, block=block_ms
         )
-        return bool(reply)
+        return bool(read_entries(reply))
 
     async def _own_pending(self) -> GroupStats:
         assert self._pending_cursor is not None
         reply = await self.client.xreadgroup(
             self.group, self.consumer, {self.stream_name: self._pending_cursor}, count=self.count
         )
-        entries = _entries(reply)
+        entries = read_entries(reply)
         if not entries:
             self._pending_cursor = None
             return GroupStats()
-        self._pending_cursor = text(entries[-1][0])
+        self._pending_cursor = entries[-1][0]
         return await self._process_redelivered(entries)
 
     async def _reclaim(self) -> GroupStats:
-        reply = await self.client.xautoclaim(
-            self.stream_name,
-            self.group,
-            self.consumer,
-            self.claim_idle_ms,
-            start_id=self._claim_cursor,
-            count=self.count,
+        reply = autoclaim(
+            await self.client.xautoclaim(
+                self.stream_name,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id=self._claim_cursor,
+                count=self.count,
+            )
         )
-        cursor = text(reply[0])
-        claimed = list(reply[1] or [])
-        deleted = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
+        cursor, claimed, deleted = reply.cursor, reply.claimed, reply.deleted
         self._claim_cursor = cursor
         # Scan on at once while the cursor says there is more; else wait half the idle time.
         interval = 0.0 if cursor != "0-0" else min(max(self.claim_idle_ms / 2000, 0.05), 30.0)
@@ -380,12 +391,11 @@ class GroupReader:
         return stats
 
     async def _group_pending(self) -> int:
-        summary = await self.client.xpending(self.stream_name, self.group)
-        return int(summary.get("pending", 0) if isinstance(summary, Mapping) else summary[0])
+        return pending_count(await self.client.xpending(self.stream_name, self.group))
 
     # -- handling ---------------------------------------------------------------------------
 
-    async def _process_new(self, entries: Sequence[tuple[str, Any]]) -> GroupStats:
+    async def _process_new(self, entries: Entries) -> GroupStats:
         """First deliveries: no write before each call; one XACK for the batch (fast path)."""
         stats = GroupStats()
         try:
@@ -407,11 +417,10 @@ class GroupReader:
             await self._flush_acks()
         return stats
 
-    async def _process_redelivered(self, entries: Sequence[tuple[Any, Any]]) -> GroupStats:
+    async def _process_redelivered(self, entries: Entries) -> GroupStats:
         """Entries delivered before: one at a time, the attempt counted before the call."""
         stats = GroupStats()
-        for raw_id, entry_fields in entries:
-            entry_id = text(raw_id)
+        for entry_id, entry_fields in entries:
             envelope, payload, reason = _decode(entry_fields)
             if envelope is None:
                 await self._dead_letter(entry_id, payload, reason, 0)
@@ -516,12 +525,3 @@ def _decode(entry_fields: Any) -> tuple[TradingIntelligenceEnvelope | None, Any,
         return None, None, reason
     envelope, reason = explain_payload(payload)
     return envelope, payload, reason
-
-
-def _entries(reply: Any) -> list[tuple[Any, Any]]:
-    """The entry list of a one-stream XREADGROUP reply (RESP2 list or RESP3 mapping)."""
-    if not reply:
-        return []
-    if isinstance(reply, Mapping):
-        return list(next(iter(reply.values()))[0])
-    return list(reply[0][1])

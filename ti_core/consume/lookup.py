@@ -13,16 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 from ti_core.contract.decoder import explain_payload
 from ti_core.contract.hash_fields import CONTRACT_FIELDS, NUMBER_FIELDS
 from ti_core.contract.keys import decision_hash_key, shorten
 from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import InvalidStateError, one_line
-from ti_core.transport.boundary import redis_boundary
+from ti_core.transport.boundary import is_wrong_type, redis_boundary
 from ti_core.transport.client import RedisClient
-from ti_core.transport.replies import text
+from ti_core.transport.replies import fields, readable
 
 __all__ = ["REQUIRED_FIELDS", "Lookup", "explain_hash", "read_decision"]
 
@@ -37,13 +35,6 @@ class Lookup:
     envelope: TradingIntelligenceEnvelope | None = None
     fields: dict[str, str] = field(default_factory=dict)
     problem: str = ""
-
-
-def _as_text(value: Any) -> str:
-    try:
-        return text(value)
-    except UnicodeDecodeError:
-        return "<not UTF-8>"
 
 
 def _number_problem(name: str, value: str) -> str:
@@ -76,25 +67,25 @@ def _agreement(key: str, fields: dict[str, str], envelope: TradingIntelligenceEn
 def explain_hash(key: str, raw: Any) -> Lookup:
     """Judge the HGETALL result ``raw`` of ``key``; never raises."""
     try:
-        items = dict(raw or {}).items()
-        fields = {_as_text(k): _as_text(v) for k, v in items}
-        if not fields:
+        held = fields(raw)
+        shown = {name: readable(value) for name, value in held.items()}
+        if not shown:
             return Lookup(key)
-        payload = next((v for k, v in items if _as_text(k) == "json"), None)
+        payload = held.get("json")
         if payload is None:
-            return Lookup(key, None, fields, "it has no json field")
+            return Lookup(key, None, shown, "it has no json field")
         envelope, reason = explain_payload(payload)
         if envelope is None:
-            return Lookup(key, None, fields, f"its json field is unreadable: {reason}")
-        missing = [name for name in REQUIRED_FIELDS if name not in fields]
+            return Lookup(key, None, shown, f"its json field is unreadable: {reason}")
+        missing = [name for name in REQUIRED_FIELDS if name not in shown]
         if missing:
-            return Lookup(key, None, fields, f"it lacks the field(s) {', '.join(missing)}")
+            return Lookup(key, None, shown, f"it lacks the field(s) {', '.join(missing)}")
         for name in NUMBER_FIELDS:
-            problem = _number_problem(name, fields[name])
+            problem = _number_problem(name, shown[name])
             if problem:
-                return Lookup(key, None, fields, problem)
-        problem = _agreement(key, fields, envelope)
-        return Lookup(key, None if problem else envelope, fields, problem)
+                return Lookup(key, None, shown, problem)
+        problem = _agreement(key, shown, envelope)
+        return Lookup(key, None if problem else envelope, shown, problem)
     except Exception as exc:  # the promise is "never raises"
         return Lookup(key, None, {}, f"unreadable ({one_line(exc, 120, typed=True)})")
 
@@ -105,8 +96,8 @@ async def read_decision(client: RedisClient, ticker: str, trade_date: str) -> Lo
     key = decision_hash_key(ticker, trade_date)
     try:
         raw = await client.hgetall(key)
-    except redis_errors.ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
+    except Exception as exc:
+        if not is_wrong_type(exc):
             raise
         return Lookup(key, problem="the key holds another type than a hash (WRONGTYPE)")
     return explain_hash(key, raw)

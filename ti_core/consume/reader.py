@@ -11,10 +11,8 @@ embedded store). For acknowledged, crash-safe consumption use :mod:`ti_core.cons
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
-
-from redis import exceptions as redis_errors
 
 from ti_core import defaults
 from ti_core.consume.lookup import read_decision
@@ -31,7 +29,14 @@ from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import InvalidStateError
 from ti_core.transport.boundary import connection_lost, redis_boundary, redis_calls
 from ti_core.transport.client import RedisClient
-from ti_core.transport.replies import text
+from ti_core.transport.replies import (
+    Entries,
+    entries,
+    fields,
+    read_entries,
+    stream_info_of,
+    value_of,
+)
 from ti_core.transport.retry import RetryPolicy
 
 __all__ = [
@@ -51,14 +56,14 @@ Entry = tuple[str, TradingIntelligenceEnvelope]
 _READ = "nothing was written (a read)"
 
 
-def entry_payload(fields: Mapping[Any, Any] | None) -> tuple[Any, str]:
+def entry_payload(raw_fields: Any) -> tuple[Any, str]:
     """The ``data`` field of a stream entry, or ``(None, reason)`` when it has none."""
-    if not fields:
+    if not raw_fields:
         return None, "entry has no fields (trimmed or deleted from the stream)"
-    for key in (b"data", "data"):
-        if key in fields:
-            return fields[key], ""
-    names = sorted(text(k) for k in fields)[:5]
+    payload = value_of(raw_fields, "data")
+    if payload is not None:
+        return payload, ""
+    names = sorted(fields(raw_fields))[:5]
     return None, f"entry has no 'data' field (fields: {', '.join(names)})"
 
 
@@ -100,20 +105,14 @@ async def get_decision(
 @redis_boundary(_READ)
 async def stream_last_id(client: RedisClient, stream_name: str) -> str:
     """The stream's last generated id (``0-0`` if it does not exist): what ``$`` means now."""
-    try:
-        info = await client.xinfo_stream(stream_name)
-    except redis_errors.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return "0-0"
-        raise
-    return text(info.get("last-generated-id") or info.get(b"last-generated-id") or "0-0")
+    info = await stream_info_of(client, stream_name)
+    return "0-0" if info is None else info.last_generated_id
 
 
-def _decoded(stream_name: str, entries: Iterable[tuple[Any, Any]]) -> Iterator[Entry]:
+def _decoded(stream_name: str, read: Iterable[tuple[str, Any]]) -> Iterator[Entry]:
     """Decode lazily, one entry at a time: a batch of live envelopes would only feed the GC."""
-    for raw_id, fields in entries:
-        entry_id = text(raw_id)
-        payload, reason = entry_payload(fields)
+    for entry_id, raw_fields in read:
+        payload, reason = entry_payload(raw_fields)
         envelope = None
         if payload is not None:
             envelope, reason = explain_payload(payload)
@@ -125,12 +124,9 @@ def _decoded(stream_name: str, entries: Iterable[tuple[Any, Any]]) -> Iterator[E
 
 async def _xread(
     client: RedisClient, stream_name: str, after: str, count: int, block_ms: int | None
-) -> list[tuple[Any, Any]]:
+) -> Entries:
     block = safe_block_ms(client, block_ms)
-    reply = await client.xread({stream_name: after}, count=count, block=block)
-    if not reply:
-        return []
-    return list(reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0])
+    return read_entries(await client.xread({stream_name: after}, count=count, block=block))
 
 
 @redis_boundary(_READ)
@@ -143,10 +139,10 @@ async def read_batch(
     block_ms: int | None = None,
 ) -> tuple[str, list[Entry]]:
     """One XREAD after ``after``: the new cursor and the entries that decode (others skipped)."""
-    entries = await _xread(client, stream_name, after, count, block_ms)
-    if not entries:
+    read = await _xread(client, stream_name, after, count, block_ms)
+    if not read:
         return after, []
-    return text(entries[-1][0]), list(_decoded(stream_name, entries))
+    return read[-1][0], list(_decoded(stream_name, read))
 
 
 async def tail(
@@ -177,16 +173,16 @@ async def tail(
             if cursor is None:
                 cursor = await stream_last_id(client, stream_name)
             with redis_calls(client, _READ):
-                entries = await _xread(client, stream_name, cursor, count, block_ms)
+                read = await _xread(client, stream_name, cursor, count, block_ms)
         except Exception as exc:
             if not connection_lost(exc):
                 raise
             await outage.wait(exc)
             continue
         outage.recovered()
-        if entries:
-            cursor = text(entries[-1][0])
-            for entry in _decoded(stream_name, entries):
+        if read:
+            cursor = read[-1][0]
+            for entry in _decoded(stream_name, read):
                 yield entry
 
 
@@ -218,13 +214,13 @@ async def replay_range(
     cursor = "-"
     while True:
         with redis_calls(client, _READ):
-            entries = await client.xrange(stream_name, min=cursor, max="+", count=page)
-        if not entries:
+            found = entries(await client.xrange(stream_name, min=cursor, max="+", count=page))
+        if not found:
             return
-        for entry_id, envelope in _decoded(stream_name, entries):
+        for entry_id, envelope in _decoded(stream_name, found):
             target = envelope.decision.target
             if first <= target.trade_date <= last and (wanted is None or target.ticker in wanted):
                 yield entry_id, envelope
-        if len(entries) < page:
+        if len(found) < page:
             return
-        cursor = stream_ids.after(text(entries[-1][0]))
+        cursor = stream_ids.after(found[-1][0])

@@ -35,8 +35,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 from ti_core.contract.keys import (
     DEFAULT_STREAM_NAME,
     correlation_key,
@@ -50,7 +48,7 @@ from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
 from ti_core.publish.scripts import SCRIPT_SHAS, SCRIPTS, argv
 from ti_core.settings import TiSettings
-from ti_core.transport.boundary import describe_client, raise_mapped
+from ti_core.transport.boundary import describe_client, is_noscript, raise_mapped
 from ti_core.transport.client import RedisClient
 from ti_core.transport.replicas import check_replicas, queue_wait
 from ti_core.transport.replies import pipeline, text
@@ -142,7 +140,7 @@ async def _run(
     """
     try:
         results = await _execute(client, calls, trim, stream_name)
-        if any(isinstance(r, redis_errors.NoScriptError) for r in results):
+        if any(is_noscript(r) for r in results if isinstance(r, Exception)):
             for body in SCRIPTS.values():
                 await client.script_load(body)
             # Every script is idempotent: running the whole batch again is safe.

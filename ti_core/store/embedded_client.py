@@ -6,9 +6,11 @@ made up for here and nowhere else:
 - ``pipeline()`` takes no ``transaction`` argument (an in-process store runs a pipeline in
   one go either way);
 - its pipeline has no ``HMGET``: queued as one ``HGET`` per field, the replies regrouped into
-  the one list ``HMGET`` returns (or its error);
-- a pipelined ``EVALSHA`` of an unknown script answers with a plain ``ResponseError``
-  carrying the ``NOSCRIPT`` text, not redis-py's ``NoScriptError``.
+  the one list ``HMGET`` returns (or its error).
+
+Error replies come as the store gives them (a pipelined ``EVALSHA`` of an unknown script is a
+plain ``ResponseError`` saying ``NOSCRIPT``, not redis-py's ``NoScriptError``): what a reply
+says is read by ``ti_core.transport.boundary.refusal_of``, which knows both forms.
 
 Every other command goes straight to the store: it takes redis-py's names and arguments.
 ``XADD`` with ``MAXLEN`` inside Lua is the one thing it cannot do, which is why the publish
@@ -20,13 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis import exceptions as redis_errors
-
 __all__ = ["EmbeddedClient", "EmbeddedPipeline"]
 
 
 class EmbeddedPipeline:
-    """A burner-redis pipeline with redis-py's ``hmget`` and ``NoScriptError``."""
+    """A burner-redis pipeline with redis-py's ``hmget``."""
 
     def __init__(self, pipe: Any) -> None:
         self._pipe = pipe
@@ -57,7 +57,7 @@ class EmbeddedPipeline:
         at = 0
         for width in widths:
             if width >= 0:
-                replies.append(_as_redis_py(flat[at]))
+                replies.append(flat[at])
                 at += 1
                 continue
             group = flat[at : at - width]
@@ -65,16 +65,6 @@ class EmbeddedPipeline:
             failed = next((r for r in group if isinstance(r, Exception)), None)
             replies.append(failed if failed is not None else group)
         return replies
-
-
-def _as_redis_py(reply: Any) -> Any:
-    if (
-        isinstance(reply, redis_errors.ResponseError)
-        and not isinstance(reply, redis_errors.NoScriptError)
-        and str(reply).startswith("NOSCRIPT")
-    ):
-        return redis_errors.NoScriptError(str(reply).removeprefix("NOSCRIPT "))  # as redis-py
-    return reply
 
 
 class EmbeddedClient:

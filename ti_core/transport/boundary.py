@@ -3,10 +3,17 @@
 Every Redis call of the core is inside it: :func:`redis_boundary` on the public functions
 that take a client, :func:`redis_calls` around calls in generators and loops, ``connect()``'s
 block around everything done with a client it opened,
-and :func:`raise_mapped` for errors a pipeline returns instead of raising. All use
-:func:`redis_failure`, the single table from a redis-py (or OS) failure to a ``TiError``
-with one line naming the redacted location; :func:`connection_lost` is the single answer to
-"is Redis gone for now (wait and try again)?" for the loops that ride out outages.
+and :func:`raise_mapped` / :func:`raise_error_replies` for errors a pipeline returns instead of
+raising. All use :func:`redis_failure`, the single table from a redis-py (or OS) failure to a
+``TiError`` with one line naming the redacted location; :func:`connection_lost` is the single
+answer to "is Redis gone for now (wait and try again)?" for the loops that ride out outages.
+
+What a server's error reply *says* is read here and nowhere else: :func:`refusal_of` names it
+(a :class:`Refusal`) from redis-py's class or the reply's error code, whichever client answered
+(redis-py, fakeredis or the embedded store, which spell some replies differently), and the
+predicates (:func:`is_missing_key`, :func:`is_wrong_type`, :func:`is_no_group`,
+:func:`is_noscript`) are what the rest of the core asks. No other module looks into an error's
+text (``tests/test_boundary.py`` scans for it).
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ from __future__ import annotations
 import functools
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Concatenate, ParamSpec, TypeVar
+from enum import Enum
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as redis_asyncio
 from redis import exceptions as redis_errors
@@ -27,13 +35,20 @@ from ti_core.transport.client import RedisClient
 __all__ = [
     "CLIENT_RETRIES",
     "REFUSED",
+    "Refusal",
     "client_user",
     "connection_lost",
     "describe_client",
+    "is_missing_key",
+    "is_no_group",
+    "is_noscript",
+    "is_wrong_type",
+    "raise_error_replies",
     "raise_mapped",
     "redis_boundary",
     "redis_calls",
     "redis_failure",
+    "refusal_of",
 ]
 
 P = ParamSpec("P")
@@ -96,13 +111,74 @@ def _missing_right(message: str) -> str:
     return "a command or key"
 
 
-def _refused_by_acl(exc: BaseException) -> bool:
-    text = str(exc)
-    return (
-        isinstance(exc, redis_errors.NoPermissionError)
-        or "NOPERM" in text
-        or "can't run this command" in text
-    )  # a script calling a command the user lacks
+class Refusal(Enum):
+    """What a Redis error reply says, by its error code: the refusals the core tells apart."""
+
+    NO_PERMISSION = "NOPERM"  # an ACL refusal: a command, a key, or a command a script called
+    READ_ONLY = "READONLY"  # a replica refusing writes (mid-failover)
+    OUT_OF_MEMORY = "OOM"  # maxmemory reached
+    NO_REPLICAS = "NOREPLICAS"  # min-replicas-to-write refused a write
+    NO_SCRIPT = "NOSCRIPT"  # EVALSHA of a script the server does not hold (yet, or any more)
+    BUSY_GROUP = "BUSYGROUP"  # XGROUP CREATE of a group that exists
+    NO_GROUP = "NOGROUP"  # the consumer group (or its stream) does not exist
+    WRONG_TYPE = "WRONGTYPE"  # a key holding another type of value
+    MISSING_KEY = "no such key"  # XINFO (and the like) of a key that does not exist
+
+
+# redis-py's classes for some codes (its parser picks them; fakeredis and the embedded store
+# may answer with a plain ResponseError carrying the code instead).
+_BY_CLASS: tuple[tuple[type[Exception], Refusal], ...] = (
+    (redis_errors.NoPermissionError, Refusal.NO_PERMISSION),
+    (redis_errors.ReadOnlyError, Refusal.READ_ONLY),
+    (redis_errors.OutOfMemoryError, Refusal.OUT_OF_MEMORY),
+    (redis_errors.NoScriptError, Refusal.NO_SCRIPT),
+)
+# By the reply's text, tried in this order: a code the server puts first (``^``), or one a
+# script's error or a failed MULTI may quote after words of its own (anywhere).
+_BY_TEXT: tuple[tuple[Refusal, re.Pattern[str]], ...] = (
+    (Refusal.NO_PERMISSION, re.compile(r"NOPERM|can't run this command")),  # a script's too
+    (Refusal.READ_ONLY, re.compile(r"^READONLY")),
+    (Refusal.OUT_OF_MEMORY, re.compile(r"^OOM")),
+    (Refusal.NO_REPLICAS, re.compile(r"^NOREPLICAS")),
+    (Refusal.NO_SCRIPT, re.compile(r"^NOSCRIPT")),
+    (Refusal.BUSY_GROUP, re.compile(r"^BUSYGROUP")),
+    (Refusal.NO_GROUP, re.compile(r"NOGROUP ")),  # before MISSING_KEY: it says "No such key"
+    (Refusal.WRONG_TYPE, re.compile(r"WRONGTYPE")),
+    (Refusal.MISSING_KEY, re.compile(r"no such key", re.IGNORECASE)),
+)
+# redis-py's words before the server's in an error a pipeline raised.
+_PIPELINE_NOTE = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+
+
+def refusal_of(exc: BaseException) -> Refusal | None:
+    """What the Redis error reply ``exc`` says, or None (another error, or not a reply)."""
+    if not isinstance(exc, redis_errors.RedisError):
+        return None
+    for kind, refusal in _BY_CLASS:
+        if isinstance(exc, kind):
+            return refusal
+    said = _PIPELINE_NOTE.sub("", str(exc), count=1)
+    return next((refusal for refusal, code in _BY_TEXT if code.search(said)), None)
+
+
+def is_missing_key(exc: BaseException) -> bool:
+    """The key a command needs (XINFO STREAM's stream, say) does not exist."""
+    return refusal_of(exc) is Refusal.MISSING_KEY
+
+
+def is_wrong_type(exc: BaseException) -> bool:
+    """A key holds another type of value than the command works on."""
+    return refusal_of(exc) is Refusal.WRONG_TYPE
+
+
+def is_no_group(exc: BaseException) -> bool:
+    """The consumer group, or its stream, does not exist (alone, or inside a failed MULTI)."""
+    return refusal_of(exc) is Refusal.NO_GROUP
+
+
+def is_noscript(exc: BaseException) -> bool:
+    """An EVALSHA named a script the server does not hold: load it and run again."""
+    return refusal_of(exc) is Refusal.NO_SCRIPT
 
 
 def redis_failure(
@@ -130,7 +206,8 @@ def redis_failure(
             f"({type(exc).__name__}); check the user name and password in the "
             "Redis URL"
         )
-    if _refused_by_acl(exc):
+    refusal = refusal_of(exc)
+    if refusal is Refusal.NO_PERMISSION:
         return ConfigError(
             f"Redis user {user!r} at {where} lacks the right "
             f"{_missing_right(str(exc))} ({_said(exc)}); {written}; "
@@ -141,7 +218,7 @@ def redis_failure(
             f"the TLS certificate of {where} is not trusted "
             f"({_said(exc)}); give its CA as ?ssl_ca_certs=/path/ca.pem"
         )
-    if isinstance(exc, redis_errors.ReadOnlyError) or str(exc).startswith("READONLY"):
+    if refusal is Refusal.READ_ONLY:
         return RedisUnavailableError(
             f"Redis at {where} is a read-only replica "
             f"({_said(exc)}); {written}; retry once a primary "
@@ -149,13 +226,13 @@ def redis_failure(
         )
     if isinstance(exc, OSError) or connection_lost(exc):
         return RedisUnavailableError(f"Redis at {where} unavailable: {_said(exc)}")
-    if isinstance(exc, redis_errors.OutOfMemoryError) or str(exc).startswith("OOM"):
+    if refusal is Refusal.OUT_OF_MEMORY:
         return PublishError(
             f"Redis at {where} is out of memory (maxmemory reached: "
             f"{_said(exc)}); {written}; free memory or raise maxmemory, "
             "then publish again"
         )
-    if "WRONGTYPE" in str(exc):
+    if refusal is Refusal.WRONG_TYPE:
         return PublishError(
             f"Redis at {where}: a key holds the wrong type of value "
             f"({_said(exc)}); {written}; remove or rename that key"
@@ -174,9 +251,26 @@ def raise_mapped(
         raise failure from exc
 
 
-def _too_few_replicas(exc: BaseException) -> bool:
-    """The server's ``min-replicas-to-write`` refused a write: retryable once they are back."""
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOREPLICAS")
+def _never(exc: BaseException) -> bool:
+    return False
+
+
+def raise_error_replies(
+    replies: Iterable[Any],
+    client: RedisClient,
+    written: str = "nothing was written",
+    *,
+    unless: Callable[[BaseException], bool] = _never,
+) -> None:
+    """Raise :func:`raise_mapped`'s error for the first error among ``replies`` (a pipeline run
+    with ``raise_on_error=False``) that ``unless`` does not accept.
+
+    What ``unless`` accepts (a key of the wrong type, say) is a state of the data, which the
+    caller reports; a refused right or a lost server is an error of the whole call.
+    """
+    for reply in replies:
+        if isinstance(reply, Exception) and not unless(reply):
+            raise_mapped(reply, client, written)
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:
@@ -205,7 +299,8 @@ def connection_lost(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (*REFUSED, BrokenPipeError)):
         return False
-    return isinstance(exc, _LOST) or str(exc).startswith("READONLY") or _too_few_replicas(exc)
+    # A replica refusing writes, or too few replicas (min-replicas-to-write): back soon.
+    return isinstance(exc, _LOST) or refusal_of(exc) in (Refusal.READ_ONLY, Refusal.NO_REPLICAS)
 
 
 def redis_boundary(

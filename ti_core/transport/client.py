@@ -2,11 +2,12 @@
 
 Three kinds of client stand behind it and behave alike: redis-py's ``redis.asyncio.Redis``
 (``ti_core.transport.connection``), fakeredis (tests), and the embedded store through its adapter
-(``ti_core.store.embedded_client``, the one place its differences are made up for). Only the
-commands and the arguments the core passes are declared, with redis-py's parameter names, so
-a misspelt command or keyword fails ``mypy --strict``. Replies are ``Any``: ``bytes`` or
-``str`` as the caller chose (``ti_core.transport.replies.text``), and redis-py types its commands as
-"a value or an awaitable of it".
+(``ti_core.store.embedded_client``, the one place its differences in commands are made up for).
+Only the commands and the arguments the core passes are declared, with redis-py's parameter
+names, so a misspelt command or keyword fails ``mypy --strict``. Replies are ``Any``: ``bytes``
+or ``str`` as the caller chose, RESP2 or RESP3 shapes, read by ``ti_core.transport.replies``
+(one function per kind of reply); error replies are read by ``ti_core.transport.boundary``. And
+redis-py types its commands as "a value or an awaitable of it".
 """
 
 from __future__ import annotations
