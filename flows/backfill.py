@@ -44,7 +44,6 @@ from ti_core.backfill.runner import (
     DEFAULT_REDIS_WAIT,
     ONLY_MODES,
     BatchReport,
-    Outcome,
     backfill_batch,
     batched,
     plan_items,
@@ -53,6 +52,7 @@ from ti_core.backfill.status import Item
 from ti_core.contract.keys import parse_tickers, shorten
 from ti_core.defaults import CALENDAR
 from ti_core.errors import InvalidStateError, TiError
+from ti_core.publish.outcome import DecisionOutcome
 from ti_core.publish.publisher import TrimPolicy
 from ti_core.transport.connection import connect
 from ti_core.transport.retry import redis_policy, task_policy
@@ -84,14 +84,14 @@ class BackfillSummary:
     skipped: int = 0
     published: int = 0
     unchanged: int = 0
-    failed: list[Outcome] = field(default_factory=list)
+    failed: list[DecisionOutcome] = field(default_factory=list)
 
     def add(self, report: BatchReport) -> None:
         self.planned += report.planned
         self.skipped += report.skipped
         self.published += report.count("published")
         self.unchanged += report.count("unchanged")
-        self.failed.extend(o for o in report.outcomes if o.status == "failed")
+        self.failed.extend(o for o in report.outcomes if o.failed)
 
 
 def _in_run() -> bool:
@@ -132,6 +132,18 @@ async def backfill_batch_task(
     return report
 
 
+def _batch_row(outcome: DecisionOutcome) -> dict[str, Any]:
+    """A batch table's row, the columns it always had: ``reason`` is the error of a failed
+    item, the note (``degraded: ...``) of a degraded one."""
+    return {
+        "ticker": outcome.ticker,
+        "trade_date": outcome.trade_date,
+        "status": outcome.status,
+        "entry_id": outcome.entry_id or "",
+        "reason": outcome.error or outcome.note or "",
+    }
+
+
 class _ApiWrites:
     """Artifact writes kept off the batches' path (each is a round trip of ~0.1 s to a busy
     server): a table per batch and the progress, at most a few in flight, all awaited at the
@@ -151,7 +163,7 @@ class _ApiWrites:
         if report.outcomes:
             self._add(
                 acreate_table_artifact(
-                    table=[o.as_row() for o in report.outcomes],
+                    table=[_batch_row(o) for o in report.outcomes],
                     description=f"backfill batch {number}: {len(report.outcomes)} items run, "
                     f"{report.skipped} already done",
                 )
@@ -175,7 +187,7 @@ class _ApiWrites:
 
 async def _summary_artifacts(summary: BackfillSummary, title: str) -> None:
     rows = [
-        {"ticker": o.ticker, "trade_date": o.trade_date, "status": "failed", "reason": o.reason}
+        {"ticker": o.ticker, "trade_date": o.trade_date, "status": "failed", "reason": o.error}
         for o in summary.failed
     ]
     rows.append(
@@ -320,7 +332,7 @@ async def backfill(
     await _summary_artifacts(summary, f"backfill {plan.start}..{plan.end} ({only})")
     if summary.failed:
         detail = "; ".join(
-            f"{o.ticker} {o.trade_date}: {o.reason}"
+            f"{o.ticker} {o.trade_date}: {o.error}"
             for o in summary.failed[:_SUMMARY_FAILED_IN_ERROR]
         )
         more = len(summary.failed) - _SUMMARY_FAILED_IN_ERROR

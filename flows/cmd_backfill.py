@@ -142,11 +142,12 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
     from flows.backfill import ON_PROGRESS, BackfillSummary
     from flows.backfill_plan import DryRunPlan
     from ti_core.backfill.calendar import sessions
-    from ti_core.backfill.runner import BatchReport, Outcome
+    from ti_core.backfill.runner import BatchReport
+    from ti_core.publish.outcome import DecisionOutcome
 
     err = Console(stderr=True)
     total = len(names) * len(sessions(args.start, args.end, calendar).sessions)
-    failed: list[Outcome] = []
+    failed: list[DecisionOutcome] = []
     bar = Progress(
         TextColumn("backfill"),
         BarColumn(),
@@ -161,7 +162,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         job = bar.add_task("items", total=total, note="")
 
         def on_batch(report: BatchReport) -> None:
-            failed.extend(o for o in report.outcomes if o.status == "failed")
+            failed.extend(o for o in report.outcomes if o.failed)
             bar.update(job, advance=report.planned, note=f"{len(failed)} failed")
 
         token = ON_PROGRESS.set(on_batch)
@@ -191,7 +192,7 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         print(_summary_line(result))
         return 0
     for o in failed:
-        print(f"FAILED {o.ticker} {o.trade_date}: {o.reason}", file=sys.stderr)
+        print(f"FAILED {o.ticker} {o.trade_date}: {o.error}", file=sys.stderr)
     hint = "; re-run with --only failed to retry them" if failed else ""
     raise TiError(f"{one_line(result, None)}{hint}") from result
 

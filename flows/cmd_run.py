@@ -41,13 +41,18 @@ def _where(settings: TiSettings) -> str:
 
 
 def format_outcome(outcome: DecisionOutcome, settings: TiSettings) -> str:
-    """One line for a finished decision: verdict, confidence, and where it was written."""
+    """One line for a finished decision: verdict, confidence, and where it was written; an
+    entry this attempt did not append says who did (``ti_core.publish.outcome``'s words)."""
     o = outcome
     if o.failed:
         return f"{o.ticker} {o.trade_date}: FAILED {o.error}"
     demo = " [DEMO arena: not a real analysis]" if o.demo else ""
     demo += DEGRADED_MARK if o.degraded else ""
-    again = " (already on the stream)" if o.status == "unchanged" else ""
+    again = ""
+    if o.status == "unchanged":
+        again = " (already on the stream)"
+    elif not o.appended:
+        again = " (appended by an earlier attempt of this run)"
     return (
         f"{o.ticker} {o.trade_date}: {o.verdict} confidence "
         f"{o.confidence or 0:.2f}{demo} -> stream {o.stream or settings.stream_name} "
@@ -145,10 +150,13 @@ def _print_result(result: dict[str, Any]) -> None:
     if result["skipped"]:
         print(f"ti: nothing to publish: {result['skipped']}")
         return
-    statuses = [DecisionOutcome.from_row(r).status for r in result["rows"]]
+    outcomes = [DecisionOutcome.from_row(r) for r in result["rows"]]
+    published = [o for o in outcomes if o.status == "published"]
+    earlier = sum(not o.appended for o in published)
     print(
-        f"{result['trade_date']}: {statuses.count('published')} published, "
-        f"{statuses.count('unchanged')} already on the stream"
+        f"{result['trade_date']}: {len(published)} published"
+        + (f" ({earlier} by an earlier attempt)" if earlier else "")
+        + f", {sum(o.status == 'unchanged' for o in outcomes)} already on the stream"
     )
 
 

@@ -22,10 +22,10 @@ from ti_core.store.load import StoreSummary, inspect_store
 __all__ = ["register"]
 
 _DESCRIPTION = """\
-The embedded store (no TI_REDIS_URL) lives in TI_DATA_DIR/store.dat. Every save writes a new
-file sealed with a checksum and renames it over the old one, which is kept as
-store.dat.prev. A store.dat that does not load is left untouched and every command refuses
-to use it; then:
+The embedded store (no TI_REDIS_URL or TI_REDIS_SENTINELS) lives in TI_DATA_DIR/store.dat.
+Every save writes a new file sealed with a checksum and renames it over the old one, which
+is kept as store.dat.prev. A store.dat that does not load is left untouched and every
+command refuses to use it; then:
 
   ti store check          does store.dat load? its size, keys, decisions, stream entries,
                           and the same for store.dat.prev (exit 1 if store.dat is damaged)
@@ -100,9 +100,10 @@ def _summaries(settings: TiSettings) -> tuple[StoreSummary, StoreSummary]:
 
 
 def _embedded_only(settings: TiSettings) -> None:
-    if settings.redis_url is not None:
+    if settings.uses_server:
+        variable = "TI_REDIS_URL" if settings.redis_url is not None else "TI_REDIS_SENTINELS"
         raise ConfigError(
-            "ti store works on the embedded store; TI_REDIS_URL is set "
+            f"ti store works on the embedded store; {variable} is set "
             f"({settings.redis_url_redacted()}): unset it to use these commands"
         )
 

@@ -130,18 +130,14 @@ class _Decision:
             note = _reason("publish-hash (entry and hash already written together)", exc)
             get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, note)
         envelope = envelope_of(envelope_json)  # the one build-envelope made: not parsed
-        synthesis = envelope.decision.synthesis
-        self.outcome = replace(
-            self.outcome,
-            status="published" if stream["created"] else "unchanged",
-            verdict=synthesis.verdict,
-            confidence=synthesis.confidence,
-            score=synthesis.ensemble_score,
+        self.outcome = DecisionOutcome.of_publish(
+            envelope,
+            own_entry=stream["own"],
+            appended=stream["created"],
             entry_id=stream["entry_id"],
             hash_key=hash_key,
-            correlation_id=envelope.correlation_id,
             stream=s.stream_name,
-            degraded=envelope.meta.get("degraded") is True,
+            where=self.outcome.where,
             note=note,
         )
         await write_decision_card(envelope, self.outcome)

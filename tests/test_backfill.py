@@ -79,7 +79,7 @@ async def test_month_backfill_isolates_a_missing_state_then_retries_only_failed(
     first = await _core_backfill(real_redis, replay)
     failed = [o for o in first.outcomes if o.status == "failed"]
     assert [(o.ticker, o.trade_date) for o in failed] == [HOLE]
-    assert "does not exist" in failed[0].reason and str(missing) in failed[0].reason
+    assert "does not exist" in failed[0].error and str(missing) in failed[0].error
     assert first.count("published") == 62
     record = json.loads(await real_redis.hget(failure_key(DEFAULT_STREAM_NAME), "AAPL:2026-04-15"))
     assert "does not exist" in record["reason"] and record["at"]
@@ -108,7 +108,7 @@ async def test_bad_state_and_refused_write_fail_only_their_item(
     # one by one so only that item fails.
     await real_redis.set(decision_hash_key("BRK.B", "2026-04-06"), "not a hash")
     report = await _core_backfill(real_redis, replay)
-    failed = {(o.ticker, o.trade_date): o.reason for o in report.outcomes if o.status == "failed"}
+    failed = {(o.ticker, o.trade_date): o.error for o in report.outcomes if o.failed}
     assert set(failed) == {("NVDA", "2026-04-02"), ("BRK.B", "2026-04-06")}
     assert failed[("NVDA", "2026-04-02")].startswith("InvalidStateError")
     assert "WRONGTYPE" in failed[("BRK.B", "2026-04-06")]
@@ -202,6 +202,37 @@ async def test_flow_dry_run_matches_the_real_run_and_failures_fail_the_run(
     await _assert_artifacts(state.state_details.flow_run_id)
 
 
+async def test_backfill_outcomes_use_the_pipelines_words(fake_redis: Any) -> None:
+    """One outcome type: ``published`` with ``appended`` for this run's entry, ``unchanged``
+    for another run's identical decision, a degraded decision's reason as its note, the
+    error of a failed item; as the pipeline reports them."""
+
+    async def no_verdict(ticker: str, day: str) -> dict[str, Any]:
+        if day == "2026-04-02":
+            raise InvalidStateError("no state for that day")
+        return {}
+
+    runner = CallableArena("tests:no_verdict", no_verdict)
+    items = [Item("NVDA", "2026-04-01"), Item("NVDA", "2026-04-02")]
+    first = await run_items(fake_redis, runner, items, publish_degraded=True)
+    published, failed = first
+    assert (published.status, published.appended, published.degraded) == (
+        "published",
+        True,
+        True,
+    )
+    assert (published.note or "").startswith("degraded: no verdict")
+    assert published.entry_id and published.hash_key == decision_hash_key("NVDA", "2026-04-01")
+    assert (published.verdict, published.stream) == ("HOLD", DEFAULT_STREAM_NAME)
+    assert failed.failed and failed.entry_id is None and "no state" in (failed.error or "")
+    again, _ = await run_items(fake_redis, runner, items, publish_degraded=True)
+    assert (again.status, again.appended, again.entry_id) == (
+        "unchanged",
+        False,
+        published.entry_id,
+    )
+
+
 async def _assert_artifacts(flow_run_id: Any) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -218,6 +249,14 @@ async def _assert_artifacts(flow_run_id: Any) -> None:
     rows = json.loads(summary.data) if isinstance(summary.data, str) else summary.data
     expected = {"ticker": "AAPL", "trade_date": "2026-04-15", "status": "failed"}
     assert expected.items() <= rows[0].items()
+    batches = [a for a in artifacts if a.type == "table" and a.key != "backfill-summary"]
+    table = [
+        r for b in batches for r in (json.loads(b.data) if isinstance(b.data, str) else b.data)
+    ]
+    assert all(list(r) == ["ticker", "trade_date", "status", "entry_id", "reason"] for r in table)
+    hole = next(r for r in table if (r["ticker"], r["trade_date"]) == HOLE)
+    assert hole["status"] == "failed" and "does not exist" in hole["reason"]
+    assert sum(r["status"] == "published" and r["entry_id"] != "" for r in table) == 62
 
 
 @pytest.mark.prefect

@@ -167,9 +167,10 @@ def test_daily_reports_each_ticker_fails_in_one_line_and_retries(
     assert retried.stderr == ""
     lines = retried.stdout.splitlines()
     assert any(
-        x.startswith("NVDA 2026-05-11: ") and "(already on the stream)" in x for x in lines
+        x.startswith("NVDA 2026-05-11: ") and "(appended by an earlier attempt of this run)" in x
+        for x in lines
     ), retried.stdout
-    assert lines[-1] == "2026-05-11: 1 published, 1 already on the stream"
+    assert lines[-1] == "2026-05-11: 2 published (1 by an earlier attempt), 0 already on the stream"
     assert ti("get", "TSLA", "2026-05-11", env=env).returncode == 0
 
 

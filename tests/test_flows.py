@@ -132,6 +132,7 @@ async def test_publish_decision_happy_path(
     # A new flow run of the same decision appends nothing: same content is already last.
     again = await publish_decision("NVDA", "2026-05-11", arena=ARENA)
     assert again["status"] == "unchanged" and again["entry_id"] == row["entry_id"]
+    assert row["appended"] is True and again["appended"] is False
     assert len(entries(server)) == 1
 
 
@@ -251,9 +252,10 @@ async def test_retried_flow_run_publishes_the_failed_only(
     )
     assert retried.is_completed(), retried.message
     result = await retried.result()
-    assert {r["ticker"]: r["status"] for r in result["rows"]} == {
-        "NVDA": "unchanged",
-        "AMD": "published",
+    # Both are this run's decisions: NVDA's entry was appended by the failed first attempt.
+    assert {r["ticker"]: (r["status"], r["appended"]) for r in result["rows"]} == {
+        "NVDA": ("published", False),
+        "AMD": ("published", True),
     }
     assert sorted(e["decision"]["target"]["ticker"] for e in entries(server)) == ["AMD", "NVDA"]
     assert sorted(calls(arena_log)) == ["AMD 2026-05-13", "AMD 2026-05-13", "NVDA 2026-05-13"]

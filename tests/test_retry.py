@@ -134,7 +134,7 @@ async def test_backfill_arena_retries_follow_the_policy(fake_redis: Any, tmp_pat
     item = [Item("NVDA", "2026-04-01")]
     outcomes = await run_items(fake_redis, runner, item, retry=RetryPolicy(retries=2, delay=0.001))
     assert [o.status for o in outcomes] == ["failed"] and len(calls) == 3
-    assert outcomes[0].reason.startswith("ArenaTransientError: ")
+    assert (outcomes[0].error or "").startswith("ArenaTransientError: ")
     calls.clear()
     outcomes = await run_items(fake_redis, runner, item, retry=RetryPolicy(retries=3, delay=0.001))
     assert [o.status for o in outcomes] == ["published"] and len(calls) == 4

@@ -100,8 +100,8 @@ class TiSettings(BaseSettings):
 
     redis_url: SecretStr | None = Field(
         default=None,
-        description="Redis URL (redis://, rediss://, unix://). Unset: the embedded, "
-        "file-backed store in data_dir is used.",
+        description="Redis URL (redis://, rediss://, unix://). Unset, and no "
+        "TI_REDIS_SENTINELS: the embedded, file-backed store in data_dir is used.",
     )
     redis_sentinels: str | None = Field(
         default=None,
@@ -264,7 +264,14 @@ class TiSettings(BaseSettings):
 
     @property
     def uses_server(self) -> bool:
-        """A Redis server is configured (a URL or Sentinels): not the embedded store."""
+        """A Redis server is configured (``TI_REDIS_URL`` or ``TI_REDIS_SENTINELS``): not the
+        embedded store.
+
+        The one answer to "server or embedded store?": ``connect`` opens what it says, the
+        embedded store's checks (``check_store``, ``ti store``) apply only when it is False,
+        and every line naming where decisions go follows it. A half or contradictory server
+        configuration is refused by ``connect`` (``transport.sentinel.sentinel_target``).
+        """
         return self.redis_url is not None or self.redis_sentinels is not None
 
     def redis_url_redacted(self) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from ti_core.arenas.arena import DEMO_META, ArenaRunner
 from ti_core.backfill.status import Found, Item, classify
@@ -36,6 +36,7 @@ from ti_core.errors import (
     one_line,
 )
 from ti_core.failures import clear_failures, field_of, record_failures
+from ti_core.publish.outcome import DecisionOutcome
 from ti_core.publish.publisher import (
     DEFAULT_IDEMPOTENCY_TTL,
     PublishResult,
@@ -49,7 +50,6 @@ from ti_core.transport.retry import RetryPolicy, redis_policy, retrying
 __all__ = [
     "ONLY_MODES",
     "BatchReport",
-    "Outcome",
     "backfill_batch",
     "batched",
     "plan_items",
@@ -66,29 +66,15 @@ REDIS_WAIT = redis_policy(DEFAULT_REDIS_WAIT)
 TASK_RETRY = RetryPolicy()  # the TI_TASK_RETRY* defaults; flows pass task_policy(settings)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a run did with one item: ``published`` (new entry), ``unchanged`` or ``failed``."""
-
-    ticker: str
-    trade_date: str
-    status: Literal["published", "unchanged", "failed"]
-    entry_id: str = ""
-    reason: str = ""
-
-    def as_row(self) -> dict[str, str]:
-        """Plain data, for a table: ticker, trade_date, status, entry_id, reason."""
-        return asdict(self)
-
-
 @dataclass(slots=True)
 class BatchReport:
     """A batch's skipped items (already published, or not failed with ``only="failed"``) and
-    the outcome of each item it ran, in plan order."""
+    the outcome of each item it ran, in plan order (``published``, ``unchanged`` and
+    ``failed`` as :mod:`ti_core.publish.outcome` defines them, like ``ti run``'s)."""
 
     planned: int = 0
     skipped: int = 0
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[DecisionOutcome] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -225,11 +211,11 @@ async def run_items(
     retry: RetryPolicy = TASK_RETRY,
     redis: RetryPolicy = REDIS_WAIT,
     publish_degraded: bool = False,
-) -> list[Outcome]:
+) -> list[DecisionOutcome]:
     """Arena + build concurrently (up to ``concurrency``), one ``publish_many``, outcomes recorded.
 
     A state with no verdict fails its item unless ``publish_degraded``; then it is published
-    as HOLD marked ``meta.degraded`` and its outcome's reason says so. A transient arena
+    as HOLD marked ``meta.degraded`` and its outcome's note says so. A transient arena
     failure is retried as ``retry`` says. Raises ``RedisUnavailableError`` only when Redis
     stays unreachable past the deadline of ``redis`` (``redis_policy``):
     nothing else can be recorded then, and a re-run resumes where this one stopped.
@@ -238,39 +224,44 @@ async def run_items(
     envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
     publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
     results = iter(await _publish(client, envelopes, publish, redis) if envelopes else [])
-    outcomes: list[Outcome] = []
+    outcomes: list[DecisionOutcome] = []
     for item, value in zip(items, built, strict=True):
         got = next(results) if isinstance(value, TradingIntelligenceEnvelope) else value
         if isinstance(got, PublishResult):
+            assert isinstance(value, TradingIntelligenceEnvelope)  # only envelopes publish
             # This run's own entry (appended now, or by a retried/re-split attempt of the same
-            # envelope, found by its correlation id) counts; an identical decision another run
-            # appended (content-aware) does not, however recent its entry.
-            status: Literal["published", "unchanged"] = (
-                "published" if got.own_entry else "unchanged"
-            )
-            meta = value.meta if isinstance(value, TradingIntelligenceEnvelope) else {}
-            note = f"degraded: {meta.get('degraded_reason')}" if meta.get("degraded") else ""
-            outcomes.append(Outcome(item.ticker, item.trade_date, status, got.entry_id, note))
-        else:
+            # envelope, found by its correlation id) is published; an identical decision
+            # another run appended (content-aware) is unchanged, however recent its entry.
+            meta = value.meta
+            note = f"degraded: {meta.get('degraded_reason')}" if meta.get("degraded") else None
             outcomes.append(
-                Outcome(
-                    item.ticker, item.trade_date, "failed", reason=one_line(got, 400, typed=True)
+                DecisionOutcome.of_publish(
+                    value,
+                    own_entry=got.own_entry,
+                    appended=got.created,
+                    entry_id=got.entry_id,
+                    hash_key=got.hash_key,
+                    stream=stream_name,
+                    note=note,
                 )
             )
+        else:
+            error = one_line(got, 400, typed=True)
+            outcomes.append(DecisionOutcome(item.ticker, item.trade_date, error=error))
     await _record(client, outcomes, stream_name, redis)
     return outcomes
 
 
 async def _record(
-    client: RedisClient, outcomes: list[Outcome], stream_name: str, redis: RetryPolicy
+    client: RedisClient, outcomes: list[DecisionOutcome], stream_name: str, redis: RetryPolicy
 ) -> None:
-    failed = [o for o in outcomes if o.status == "failed"]
-    done = [o for o in outcomes if o.status != "failed"]
+    failed = [o for o in outcomes if o.failed]
+    done = [o for o in outcomes if not o.failed]
 
     async def write() -> None:
         await record_failures(
             client,
-            {field_of(o.ticker, o.trade_date): o.reason for o in failed},
+            {field_of(o.ticker, o.trade_date): o.error or "" for o in failed},
             stream_name=stream_name,
         )
         await clear_failures(

@@ -1,19 +1,38 @@
-"""What became of one decision in a pipeline run: a typed record every reader shares.
+"""What became of one decision: the one outcome type of ti run, ti daily and ti backfill.
 
-The flow builds one :class:`DecisionOutcome` per (ticker, date) and every view reads it: the
-decision card and the run table (Prefect artifacts), the ``ti.decision.*`` event, the flow
-run's result and the ``ti`` command's line. A flow run's result is stored by Prefect as plain
-data, so the outcome travels as :meth:`DecisionOutcome.as_row` and is read back with
-:meth:`DecisionOutcome.from_row` (tolerant of rows an older version stored).
+The pipeline flows build one :class:`DecisionOutcome` per (ticker, date) and every view reads
+it: the decision card and the run table (Prefect artifacts), the ``ti.decision.*`` event, the
+flow run's result and the ``ti`` command's line. The backfill runner reports each item it ran
+as one too (its batch tables, summary and ``FAILED`` lines). A flow run's result is stored by
+Prefect as plain data, so the outcome travels as :meth:`DecisionOutcome.as_row` and is read
+back with :meth:`DecisionOutcome.from_row` (tolerant of rows an older version stored).
+
+What the words mean, here and in every ``ti`` output (:func:`publish_status` decides):
+
+- ``published``: this run's decision is on the stream as its own entry, appended by this
+  attempt or by an earlier attempt of the same run (a retry finds it by its correlation id),
+  and its lookup hash was written with it (unless the hash already holds a later decision:
+  never back in time).
+- ``unchanged``: an identical decision (same ``decision`` and ``arena_id``) another run
+  appended was already the last on the stream for the pair; its entry is reported, nothing
+  was appended.
+- ``failed``: nothing of this decision is known to be written; ``error`` says at which stage
+  and why.
+- ``appended`` (a flag beside the status; ``PublishResult.created`` in ``publish_many``'s
+  results): this attempt itself added the entry. A ``published`` outcome that is not
+  ``appended`` was appended by an earlier attempt of the same run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["TABLE_COLUMNS", "DecisionOutcome", "Status"]
+if TYPE_CHECKING:
+    from ti_core.contract.models import TradingIntelligenceEnvelope
+
+__all__ = ["TABLE_COLUMNS", "DecisionOutcome", "Status", "publish_status"]
 
 Status = Literal["published", "unchanged", "failed"]
 
@@ -30,14 +49,21 @@ TABLE_COLUMNS = (
 """The run table's columns, in order."""
 
 
+def publish_status(own_entry: bool) -> Status:
+    """The status of a decision the publish scripts accepted: ``published`` when the entry
+    returned is this envelope's own (this attempt or an earlier one with its correlation id),
+    ``unchanged`` when it is another run's identical decision."""
+    return "published" if own_entry else "unchanged"
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionOutcome:
-    """One (ticker, date): ``published`` (a new entry), ``unchanged`` (an identical decision
-    was already on the stream) or ``failed`` (``error`` says at which stage and why).
+    """One (ticker, date): ``status`` and ``appended`` as the module says.
 
     ``note`` is a warning on a decision that stands (its hash confirmation failed after the
-    script wrote entry and hash together); ``where`` the store, safe to print; ``demo`` and
-    ``degraded`` mark decisions that are not a real analysis or had no verdict.
+    script wrote entry and hash together; a backfill's degraded reason); ``where`` the store,
+    safe to print; ``demo`` and ``degraded`` mark decisions that are not a real analysis or
+    had no verdict.
     """
 
     ticker: str
@@ -55,6 +81,41 @@ class DecisionOutcome:
     score: float | None = None
     correlation_id: str | None = None
     stream: str | None = None
+    appended: bool = False
+
+    @classmethod
+    def of_publish(
+        cls,
+        envelope: TradingIntelligenceEnvelope,
+        *,
+        own_entry: bool,
+        appended: bool,
+        entry_id: str,
+        hash_key: str,
+        stream: str,
+        where: str | None = None,
+        note: str | None = None,
+    ) -> DecisionOutcome:
+        """The outcome of an envelope the publish scripts accepted (``publish_many``'s
+        ``own_entry`` and ``created``), with the decision's verdict, scores and marks."""
+        target, synthesis = envelope.decision.target, envelope.decision.synthesis
+        return cls(
+            target.ticker,
+            target.trade_date,
+            status=publish_status(own_entry),
+            verdict=synthesis.verdict,
+            confidence=synthesis.confidence,
+            entry_id=entry_id,
+            hash_key=hash_key,
+            where=where,
+            demo=envelope.meta.get("demo") is True,
+            degraded=envelope.meta.get("degraded") is True,
+            note=note,
+            score=synthesis.ensemble_score,
+            correlation_id=envelope.correlation_id,
+            stream=stream,
+            appended=appended,
+        )
 
     @property
     def failed(self) -> bool:
@@ -66,11 +127,27 @@ class DecisionOutcome:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DecisionOutcome:
-        """An outcome from :meth:`as_row`'s data; unknown keys are ignored, missing ones default."""
+        """An outcome from :meth:`as_row`'s data; unknown keys are ignored, missing ones default.
+
+        Rows of older versions: a pipeline row without ``appended`` said ``published`` only
+        when its attempt appended, so it reads as appended then. A backfill row
+        (``reason`` instead of ``error``/``note``; "" for no entry id) reads with its reason
+        as the error of a failed item, else as the note (``degraded: ...`` for a degraded
+        decision); its ``appended`` is unknown and reads False.
+        """
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in row.items() if k in known}
+        reason = row.get("reason")
+        if isinstance(reason, str) and "error" not in row and "note" not in row:
+            failed = values.get("status") == "failed"
+            values["error" if failed else "note"] = reason or None
+            values.setdefault("degraded", not failed and reason.startswith("degraded"))
+            values["entry_id"] = values.get("entry_id") or None
+        if "appended" not in row:
+            values["appended"] = values.get("status") == "published" and reason is None
         values["demo"] = values.get("demo") is True
         values["degraded"] = values.get("degraded") is True
+        values["appended"] = values.get("appended") is True
         return cls(**values)
 
     def event_payload(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.contract.wire import payload_and_digest, remember
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
+from ti_core.publish.outcome import Status, publish_status
 from ti_core.publish.scripts import SCRIPT_SHAS, SCRIPTS, argv
 from ti_core.settings import TiSettings
 from ti_core.transport.boundary import describe_client, is_noscript, raise_mapped
@@ -91,19 +92,31 @@ class TrimPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """What one envelope became: its entry id, whether this call appended it, and the hash."""
+    """What one envelope became: its entry id, whether this call appended it, and the hash.
+
+    In the words of ``ti_core.publish.outcome`` (one meaning everywhere): ``created`` is an
+    outcome's ``appended``, and :attr:`status` (from ``own_entry``) its ``published`` or
+    ``unchanged``; :meth:`DecisionOutcome.of_publish` makes the outcome.
+    """
 
     ticker: str
     trade_date: str
     correlation_id: str
     entry_id: str
     created: bool
+    """True when this call appended the entry (an outcome's ``appended``)."""
     hash_written: bool
     hash_key: str
     own_entry: bool = False
     """True when the entry is this envelope's own (appended by this call, or by an earlier
     attempt with the same correlation id); False when an identical decision already there
     (another envelope's) was returned instead. What "this run published" counts."""
+
+    @property
+    def status(self) -> Status:
+        """``published`` (the entry is this envelope's own) or ``unchanged`` (another
+        envelope's identical decision): :func:`ti_core.publish.outcome.publish_status`."""
+        return publish_status(self.own_entry)
 
 
 async def _execute(

@@ -129,8 +129,9 @@ def check_store(settings: TiSettings, *, write: bool = True) -> None:
 
     Checks the file (trailer and checksum; a file from an older ``ti`` is loaded once) and,
     for ``write``, the data directory, the lock file, and free space for one more copy.
+    Nothing when a server is configured (``settings.uses_server``): the store is not used.
     """
-    if settings.redis_url is not None:
+    if settings.uses_server:
         return
     path = embedded_store_path(settings)
     if write:

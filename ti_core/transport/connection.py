@@ -146,9 +146,9 @@ async def connect(
     readonly: bool = False,
 ) -> AsyncIterator[RedisClient]:
     """Yield a client for ``url`` (or ``TI_REDIS_URL``, or the primary named by
-    ``TI_REDIS_SENTINELS``, followed across failovers: ``ti_core.transport.sentinel``); with none,
-    the
-    embedded store. ``TI_MIN_REPLICAS`` is registered on the client
+    ``TI_REDIS_SENTINELS``, followed across failovers: ``ti_core.transport.sentinel``); with no
+    ``url`` and no server configured (``TiSettings.uses_server``), the embedded store, which is
+    never opened otherwise. ``TI_MIN_REPLICAS`` is registered on the client
     (``ti_core.transport.replicas``).
 
     ``readonly`` promises the block only reads: the embedded store then takes no lock and
@@ -158,10 +158,10 @@ async def connect(
     :func:`redis_failure`) naming the redacted URL, so callers need not know redis-py.
     """
     s = settings or TiSettings()
-    target = url if url is not None else s.redis_url
-    raw = target.get_secret_value() if isinstance(target, SecretStr) else target
-    sentinels = sentinel_target(s) if url is None else None  # with Sentinels, no URL
-    if not raw and sentinels is None:
+    given = url.get_secret_value() if isinstance(url, SecretStr) else url
+    given = given or None  # a blank URL is none, as a blank TI_REDIS_URL is
+    sentinels = sentinel_target(s) if given is None else None  # refuses a half configuration
+    if given is None and not s.uses_server:
         if s.min_replicas:
             raise ConfigError(
                 "TI_MIN_REPLICAS needs a Redis server with replicas; the embedded store has none"
@@ -172,7 +172,8 @@ async def connect(
     if sentinels is not None:
         client, where = _open_sentinel(sentinels, s), sentinels.describe()
     else:
-        client, where = open_redis(raw or "", s), redact_url(raw)
+        raw = given or (s.redis_url.get_secret_value() if s.redis_url is not None else "")
+        client, where = open_redis(raw, s), redact_url(raw)
     try:
         _require_replicas(client, s)
         yield client
