@@ -10,15 +10,10 @@ from typing import Any
 
 import pytest
 
-from ti_core.arenas.arena import (
-    DEMO_META,
-    ArenaRunner,
-    CallableArena,
-    DemoArena,
-    ReplayArena,
-    ensure_demo_allowed,
-    load_arena,
-)
+from ti_core.arenas.demo import DEMO_META, DemoArena, ensure_demo_allowed
+from ti_core.arenas.registry import load_arena
+from ti_core.arenas.replay import ReplayArena
+from ti_core.arenas.runner import ArenaRunner, CallableArena
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.errors import (
     ArenaError,
@@ -169,7 +164,7 @@ def test_demo_refused_for_a_configured_server_unless_allowed(
 
 def test_ti_core_never_imports_prefect() -> None:
     code = (
-        "import sys, ti_core.arenas.arena, ti_core.transport.connection; "
+        "import sys, ti_core.arenas.registry, ti_core.transport.connection; "
         "sys.exit('prefect' in sys.modules)"
     )
     assert os.spawnv(os.P_WAIT, sys.executable, [sys.executable, "-c", code]) == 0
