@@ -6,8 +6,9 @@ A runner turns (ticker, trade date) into the arena's post-run state dict. It rai
 ``ConnectionError`` from a callable are mapped to it), any other :class:`ArenaError` (or
 ``InvalidStateError`` for a refused state) for failures that are not.
 
-Every state a runner returns has passed :func:`ti_core.contract.bounds.check_state` (size,
-depth, JSON types), so Prefect only ever hashes, caches and persists bounded, plain states.
+Every state a runner returns is bounded and plain: it has passed
+:func:`ti_core.contract.bounds.check_state` (size, depth, JSON types), or is the demo's (small
+by construction), so Prefect only ever hashes, caches and persists bounded, plain states.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ class CallableArena:
 
     @classmethod
     def from_spec(cls, spec: str, rest: str, max_state_bytes: int) -> Self:
-        """The registry's factory: the object is imported from ``spec`` (its form's prefix
-        stays in it, so the framework adapters that inherit this read their own)."""
+        """The registry's factory: ``cls(spec)`` imports what ``spec`` names (the framework
+        adapters inherit this and read the name after their prefix)."""
         return cls(spec, max_state_bytes=max_state_bytes)
 
     async def _call(self, ticker: str, trade_date: str) -> Any:
