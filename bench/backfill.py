@@ -38,7 +38,7 @@ import redis  # noqa: E402
 
 from tests.backfill_replay import write_replay_dir  # noqa: E402
 from tests.redisproc import RedisProcess  # noqa: E402
-from ti_core.arenas.arena import load_arena  # noqa: E402
+from ti_core.arenas.registry import load_arena  # noqa: E402
 from ti_core.backfill.calendar import sessions  # noqa: E402
 from ti_core.backfill.runner import backfill_batch, batched, plan_items  # noqa: E402
 from ti_core.contract.keys import DEFAULT_STREAM_NAME  # noqa: E402

@@ -30,7 +30,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 async def core(tickers: list[str], day: str) -> float:
-    from ti_core.arenas.arena import DEMO_META, DemoArena
+    from ti_core.arenas.demo import DEMO_META, DemoArena
     from ti_core.build.builder import build_envelope_from_state
     from ti_core.publish.publisher import publish_decision_hash, publish_envelope
     from ti_core.settings import TiSettings

@@ -38,7 +38,8 @@ from flows.artifacts import artifact_key
 from flows.backfill_plan import DryRunPlan, dry_run_plan
 from flows.run_settings import flow_settings, run_settings
 from flows.run_story import run_logger
-from ti_core.arenas.arena import ensure_demo_allowed, load_arena
+from ti_core.arenas.demo import ensure_demo_allowed
+from ti_core.arenas.registry import load_arena
 from ti_core.backfill.calendar import SessionPlan, sessions
 from ti_core.backfill.runner import (
     DEFAULT_REDIS_WAIT,

@@ -86,7 +86,8 @@ def register(subparsers: Any) -> None:
 
 def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str], str]:
     """Everything that can be refused before Prefect starts."""
-    from ti_core.arenas.arena import ensure_demo_allowed, load_arena
+    from ti_core.arenas.demo import ensure_demo_allowed
+    from ti_core.arenas.registry import load_arena
     from ti_core.backfill.calendar import sessions
 
     if args.concurrency is not None and args.concurrency < 1:

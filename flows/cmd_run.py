@@ -68,7 +68,8 @@ def _settings(args: argparse.Namespace) -> TiSettings:
 
 def _prepare(args: argparse.Namespace, settings: TiSettings) -> None:
     """Fail fast, before Prefect, on a refused demo or an unusable embedded store."""
-    from ti_core.arenas.arena import ensure_demo_allowed, load_arena
+    from ti_core.arenas.demo import ensure_demo_allowed
+    from ti_core.arenas.registry import load_arena
     from ti_core.store.embedded import check_store
 
     ensure_demo_allowed(load_arena(args.arena, settings=settings), settings)

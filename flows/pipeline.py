@@ -35,7 +35,9 @@ from flows.tasks import (
     record_failure,
     run_arena,
 )
-from ti_core.arenas.arena import ArenaRunner, ensure_demo_allowed, load_arena
+from ti_core.arenas.demo import ensure_demo_allowed
+from ti_core.arenas.registry import load_arena
+from ti_core.arenas.runner import ArenaRunner
 from ti_core.backfill.calendar import current_session, sessions
 from ti_core.contract.keys import (
     decision_hash_key,

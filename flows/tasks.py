@@ -29,7 +29,8 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from flows.run_settings import run_settings
 from flows.run_story import envelope_run_name, one_line_task_failures, run_logger
-from ti_core.arenas.arena import DEMO_META, load_arena
+from ti_core.arenas.demo import DEMO_META
+from ti_core.arenas.registry import load_arena
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta
 from ti_core.contract.wire import envelope_of, wire_form

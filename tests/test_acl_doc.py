@@ -229,7 +229,7 @@ def test_wrong_password_is_one_line_and_tried_once(
 def test_producer_backfills_from_the_docs(server: RedisProcess, admin: redis.Redis) -> None:
     """The backfill core with the producer's rights: classify (HEXISTS, HMGET), publish,
     failure records (HSET for a failed item, HDEL for the rest)."""
-    from ti_core.arenas.arena import load_arena
+    from ti_core.arenas.registry import load_arena
     from ti_core.backfill.runner import backfill_batch, plan_items
 
     async def go() -> Any:

@@ -1,5 +1,6 @@
 """The TradingAgents and ai-hedge-fund adapters, the no-verdict rule and the state bounds
-(no Prefect): each rating and action maps as documented in ``ti_core.arenas.adapters``."""
+(no Prefect): each rating and action maps as documented in ``ti_core.arenas.tradingagents``
+and ``ti_core.arenas.hedgefund``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 
 from tests import hedgefund_standin, tradingagents_standin
-from ti_core.arenas.adapters import HedgeFundArena, TradingAgentsArena
-from ti_core.arenas.arena import ReplayArena, load_arena
+from ti_core.arenas.hedgefund import HedgeFundArena
+from ti_core.arenas.registry import load_arena
+from ti_core.arenas.replay import ReplayArena
+from ti_core.arenas.tradingagents import TradingAgentsArena
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta, missing_verdict
 from ti_core.contract.bounds import MAX_STATE_DEPTH, check_state
@@ -100,7 +103,7 @@ async def test_tradingagents_review_is_no_verdict_unless_published_degraded() ->
 def test_older_tradingagents_replies_map_only_when_unambiguous(
     rating: Any, verdict: str | None
 ) -> None:
-    from ti_core.arenas.framework_maps import tradingagents_state
+    from ti_core.arenas.tradingagents import tradingagents_state
 
     state = tradingagents_state({"final_trade_decision": "x"}, rating, "NVDA", DAY)
     assert state.get("synthesis_verdict") == verdict

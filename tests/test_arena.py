@@ -1,24 +1,21 @@
-"""Arena runners: replay, import spec, demo, and the demo-publish guard (no Prefect)."""
+"""Arena runners: replay, import spec, demo, the demo-publish guard and the registry of spec
+forms (no Prefect)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ti_core.arenas.arena import (
-    DEMO_META,
-    ArenaRunner,
-    CallableArena,
-    DemoArena,
-    ReplayArena,
-    ensure_demo_allowed,
-    load_arena,
-)
+from ti_core.arenas.demo import DEMO_META, DemoArena, ensure_demo_allowed
+from ti_core.arenas.registry import FORMS, load_arena
+from ti_core.arenas.replay import ReplayArena
+from ti_core.arenas.runner import ArenaRunner, CallableArena
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.errors import (
     ArenaError,
@@ -32,6 +29,7 @@ from ti_core.errors import (
 from ti_core.settings import TiSettings
 
 MODULE = "tests.arena_fixtures"
+PIPELINE_DOC = Path(__file__).resolve().parents[1] / "docs" / "pipeline.md"
 
 
 @pytest.fixture
@@ -130,6 +128,18 @@ def test_bad_specs_are_config_errors(spec: str) -> None:
         load_arena(spec)
 
 
+def test_a_spec_of_no_form_is_refused_naming_every_form_the_docs_list() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_arena(" http://x ")
+    assert str(info.value) == (
+        "arena spec 'http://x' is not one of 'replay:DIR', 'package.module:function', "
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'"
+    )
+    runners = PIPELINE_DOC.read_text().split("## Arena runners", 1)[1].split("\n#", 1)[0]
+    documented = re.findall(r"^\| `([^`]+)` \|", runners, re.MULTILINE)
+    assert sorted(documented) == sorted(form.shape for form in FORMS)
+
+
 async def test_demo_is_deterministic_and_unmistakable() -> None:
     a = await DemoArena().run("NVDA", "2026-05-11")
     assert a == await load_arena("demo").run("nvda", "2026-05-11")
@@ -169,7 +179,7 @@ def test_demo_refused_for_a_configured_server_unless_allowed(
 
 def test_ti_core_never_imports_prefect() -> None:
     code = (
-        "import sys, ti_core.arenas.arena, ti_core.transport.connection; "
+        "import sys, ti_core.arenas.registry, ti_core.transport.connection; "
         "sys.exit('prefect' in sys.modules)"
     )
     assert os.spawnv(os.P_WAIT, sys.executable, [sys.executable, "-c", code]) == 0

@@ -17,7 +17,8 @@ from tests.backfill_replay import (
     prefect_sockets_collected,  # noqa: F401  (fixture)
     write_replay_dir,
 )
-from ti_core.arenas.arena import CallableArena, load_arena
+from ti_core.arenas.registry import load_arena
+from ti_core.arenas.runner import CallableArena
 from ti_core.backfill.calendar import sessions
 from ti_core.backfill.runner import BatchReport, backfill_batch, batched, plan_items, run_items
 from ti_core.backfill.status import Item, classify, status_grid

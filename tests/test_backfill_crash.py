@@ -26,7 +26,7 @@ from tests.backfill_replay import (
     write_replay_dir,
 )
 from tests.redisproc import RedisProcess
-from ti_core.arenas.arena import CallableArena
+from ti_core.arenas.runner import CallableArena
 from ti_core.backfill.calendar import sessions
 from ti_core.backfill.runner import BatchReport, backfill_batch, batched, plan_items
 from ti_core.contract.keys import DEFAULT_STREAM_NAME, failure_key

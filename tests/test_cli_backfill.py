@@ -79,7 +79,7 @@ def test_status_json_grid(
 ) -> None:
     import asyncio
 
-    from ti_core.arenas.arena import load_arena
+    from ti_core.arenas.registry import load_arena
     from ti_core.backfill.runner import run_items
     from ti_core.backfill.status import Item
     from ti_core.transport.connection import open_redis

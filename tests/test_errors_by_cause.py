@@ -14,7 +14,7 @@ import pytest
 from tests.publish_workload import envelope
 from tests.redisproc import RedisProcess, free_port
 from ti_core import DEFAULT_STREAM_NAME, PublishError, RedisUnavailableError, publish_many
-from ti_core.arenas.arena import load_arena
+from ti_core.arenas.registry import load_arena
 from ti_core.backfill.runner import plan_items, run_items
 from ti_core.backfill.status import Item
 from ti_core.build.builder import build_envelope_from_state

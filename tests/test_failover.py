@@ -27,7 +27,7 @@ import redis
 
 from tests.backfill_replay import assert_exactly_once, replay_state, sample_templates
 from tests.sentinel_cluster import SERVICE, SentinelCluster, wait_until
-from ti_core.arenas.arena import CallableArena
+from ti_core.arenas.runner import CallableArena
 from ti_core.backfill.calendar import sessions
 from ti_core.backfill.runner import BatchReport, backfill_batch, batched, plan_items
 from ti_core.build.builder import build_envelope_from_state

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ti_core.arenas.arena import CallableArena
+from ti_core.arenas.runner import CallableArena
 from ti_core.backfill.runner import run_items
 from ti_core.backfill.status import Item
 from ti_core.errors import (

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
 
-from ti_core.arenas.arena import DEMO_META, ArenaRunner
+from ti_core.arenas.demo import DEMO_META
+from ti_core.arenas.runner import ArenaRunner
 from ti_core.backfill.status import Found, Item, classify
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta

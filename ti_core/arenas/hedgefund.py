@@ -1,31 +1,58 @@
-"""Framework outputs -> the builder's state: TradingAgents' ``(final_state, rating)`` and
-ai-hedge-fund's ``{"decisions", "analyst_signals"}`` (pure functions; the mapping tables are in
-:mod:`ti_core.arenas.adapters`, which calls the frameworks).
+"""``hedgefund:MODULE:FUNCTION``: ai-hedge-fund's ``run_hedge_fund``, its adapter and its
+mapping to a state.
 
-The framework's own words go to ``meta``; no number is invented (``meta.confidence_source``
-says where a confidence came from, ``"none"`` when the framework gave none); a rating or action
-that cannot be mapped leaves the state without a verdict and ``meta.no_verdict`` saying why.
+``FUNCTION(tickers=[ticker], start_date=3 months earlier, end_date=trade_date,
+portfolio=<flat, 100,000 cash>, show_reasoning=False)`` returns ``{"decisions": {ticker:
+{action, quantity, confidence, reasoning}}, "analyst_signals": {agent: {ticker: {signal,
+confidence, reasoning}}}}`` (virattt/ai-hedge-fund's ``run_hedge_fund``);
+:func:`hedge_fund_state` maps it (the rules all adapters keep are in
+:mod:`ti_core.arenas.framework`).
+
+============  =======
+action        verdict
+============  =======
+buy, cover    BUY
+hold          HOLD
+sell, short   SELL
+============  =======
+
+confidence: ``decisions[ticker].confidence`` (0-100) / 100; each analyst's signal
+(bullish/bearish/neutral, confidence / 100, reasoning as summary) except the risk manager's
+(it gives limits, not a signal); ``meta`` keeps ``action`` and ``quantity``. No decision for
+the ticker, an unknown action, or the portfolio manager's own fallback ("Error in portfolio
+management, defaulting to hold", confidence 0) is no verdict.
 """
 
 from __future__ import annotations
 
-import json
+import calendar
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import date
 from typing import Any
 
+from ti_core.arenas.framework import (
+    REASONING_CHARS,
+    SUMMARY_CHARS,
+    WORD_CHARS,
+    FrameworkArena,
+    clip,
+    word,
+)
+from ti_core.arenas.runner import resolve
+from ti_core.contract.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.contract.keys import shorten
 from ti_core.errors import ArenaError, InvalidStateError
 
-__all__ = ["HEDGEFUND_ACTIONS", "TRADINGAGENTS_RATINGS", "hedge_fund_state", "tradingagents_state"]
+__all__ = [
+    "HEDGEFUND_ACTIONS",
+    "HedgeFundArena",
+    "flat_portfolio",
+    "hedge_fund_state",
+    "months_before",
+]
 
-TRADINGAGENTS_RATINGS: dict[str, str] = {
-    "buy": "BUY",
-    "overweight": "BUY",
-    "hold": "HOLD",
-    "underweight": "SELL",
-    "sell": "SELL",
-}
 HEDGEFUND_ACTIONS: dict[str, str] = {
     "buy": "BUY",
     "cover": "BUY",
@@ -33,67 +60,11 @@ HEDGEFUND_ACTIONS: dict[str, str] = {
     "sell": "SELL",
     "short": "SELL",
 }
-REASONING_CHARS = 4000  # the builder keeps as much
-SUMMARY_CHARS = 300
-WORD_CHARS = 80
+HEDGEFUND_CASH = 100_000.0
+HEDGEFUND_LOOKBACK_MONTHS = 3  # ai-hedge-fund's own default window
 MAX_SIGNALS = 50
 _PM_FALLBACK = "error in portfolio management"  # its portfolio manager's default-to-hold
 _RISK_AGENT = "risk_management_agent"
-
-
-def _clip(value: Any, limit: int) -> str | None:
-    """Text (a mapping or list as compact JSON) cut to ``limit`` characters; None if empty."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        try:
-            value = json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError, RecursionError):
-            value = type(value).__name__
-    value = value.strip()
-    return (value[: limit - 3] + "...") if len(value) > limit else (value or None)
-
-
-def _word(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def tradingagents_state(
-    final_state: Any, rating: Any, ticker: str, trade_date: str, model: str | None = None
-) -> dict[str, Any]:
-    """The builder's state from ``TradingAgentsGraph.propagate``'s ``(final_state, rating)``."""
-    if not isinstance(final_state, Mapping):
-        raise ArenaError(
-            f"tradingagents final_state for {ticker} {trade_date} is a "
-            f"{type(final_state).__name__}, not a mapping"
-        )
-    word = _word(rating)
-    # Older versions return the LLM's reply itself ("BUY", "**SELL**."): its markup goes.
-    verdict = TRADINGAGENTS_RATINGS.get(word.strip(" *._`'\"").lower()) if word else None
-    meta: dict[str, Any] = {
-        "framework": "tradingagents",
-        "rating": _clip(rating, WORD_CHARS) if word else None,
-        "confidence_source": "none",
-    }
-    if verdict is None:
-        meta["no_verdict"] = (
-            f"tradingagents rating {shorten(rating)} is not one of "
-            "Buy, Overweight, Hold, Underweight, Sell"
-        )
-    state: dict[str, Any] = {
-        "arena_id": "tradingagents",
-        "target": {
-            "ticker": _word(final_state.get("company_of_interest")) or ticker,
-            "trade_date": str(final_state.get("trade_date") or trade_date),
-        },
-        "synthesis_reasoning": _clip(final_state.get("final_trade_decision"), REASONING_CHARS),
-        "meta": meta,
-    }
-    if verdict is not None:
-        state["synthesis_verdict"] = verdict
-    if model:
-        state["llm_model"] = model
-    return state
 
 
 def _percent(value: Any, field: str) -> float:
@@ -117,7 +88,7 @@ def _hedge_fund_signals(signals: Any, ticker: str) -> list[dict[str, Any]]:
         if agent == _RISK_AGENT or not isinstance(by_ticker, Mapping):
             continue
         signal = by_ticker.get(ticker)
-        if not isinstance(signal, Mapping) or _word(signal.get("signal")) is None:
+        if not isinstance(signal, Mapping) or word(signal.get("signal")) is None:
             continue
         confidence = signal.get("confidence")
         if isinstance(confidence, int | float) and not isinstance(confidence, bool):
@@ -129,9 +100,9 @@ def _hedge_fund_signals(signals: Any, ticker: str) -> list[dict[str, Any]]:
             {
                 "agent": name,
                 "domain": name.removesuffix("_agent"),
-                "signal": _clip(signal.get("signal"), WORD_CHARS),
+                "signal": clip(signal.get("signal"), WORD_CHARS),
                 "confidence": confidence,
-                "summary": _clip(signal.get("reasoning"), SUMMARY_CHARS),
+                "summary": clip(signal.get("reasoning"), SUMMARY_CHARS),
             }
         )
     return out
@@ -168,9 +139,9 @@ def hedge_fund_state(
     if why is None and not isinstance(decision, Mapping):
         decision, why = None, f"ai-hedge-fund's decision for {ticker} is {shorten(decision)}"
     decision = decision or {}
-    action = _word(decision.get("action"))
+    action = word(decision.get("action"))
     verdict = HEDGEFUND_ACTIONS.get(action.lower()) if action else None
-    reasoning = _clip(decision.get("reasoning"), REASONING_CHARS)
+    reasoning = clip(decision.get("reasoning"), REASONING_CHARS)
     if why is None and verdict is None:
         why = (
             f"ai-hedge-fund action {shorten(decision.get('action'))} is not one of "
@@ -178,7 +149,7 @@ def hedge_fund_state(
         )
     if verdict == "HOLD" and (reasoning or "").lower().startswith(_PM_FALLBACK):
         verdict, why = None, f"ai-hedge-fund's portfolio manager failed: {reasoning}"
-    meta: dict[str, Any] = {"framework": "ai-hedge-fund", "action": _clip(action, WORD_CHARS)}
+    meta: dict[str, Any] = {"framework": "ai-hedge-fund", "action": clip(action, WORD_CHARS)}
     quantity = decision.get("quantity")
     if (
         isinstance(quantity, int | float)
@@ -209,3 +180,67 @@ def hedge_fund_state(
     if model:
         state["llm_model"] = model
     return state
+
+
+def months_before(day: str, months: int) -> str:
+    """``day`` (YYYY-MM-DD) moved back ``months`` months, the day clamped to the month's end."""
+    d = date.fromisoformat(day)
+    month_index = d.year * 12 + d.month - 1 - months
+    year, month = divmod(month_index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(d.day, last)).isoformat()
+
+
+def flat_portfolio(ticker: str, cash: float = HEDGEFUND_CASH) -> dict[str, Any]:
+    """ai-hedge-fund's portfolio with cash only and no position in ``ticker``."""
+    return {
+        "cash": cash,
+        "margin_requirement": 0.0,
+        "margin_used": 0.0,
+        "positions": {
+            ticker: {
+                "long": 0,
+                "short": 0,
+                "long_cost_basis": 0.0,
+                "short_cost_basis": 0.0,
+                "short_margin_used": 0.0,
+            }
+        },
+        "realized_gains": {ticker: {"long": 0.0, "short": 0.0}},
+    }
+
+
+def _default(function: Callable[..., Any], name: str) -> str | None:
+    """A text keyword default of ``function`` (a ``functools.partial`` shows its bound ones)."""
+    try:
+        value = inspect.signature(function).parameters[name].default
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+class HedgeFundArena(FrameworkArena):
+    """``hedgefund:MODULE:FUNCTION``: ``run_hedge_fund`` for one ticker and date -> state."""
+
+    def __init__(
+        self,
+        spec: str,
+        function: Callable[..., Any] | None = None,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+    ) -> None:
+        target = function if function is not None else resolve(spec, spec.partition(":")[2])
+        super().__init__(spec, target, max_state_bytes)
+        self.owner = target
+        self.model = _default(target, "model_name")
+
+    def _invoke(self, ticker: str, trade_date: str) -> Any:
+        return self.function(
+            tickers=[ticker],
+            start_date=months_before(trade_date, HEDGEFUND_LOOKBACK_MONTHS),
+            end_date=trade_date,
+            portfolio=flat_portfolio(ticker),
+            show_reasoning=False,
+        )
+
+    def to_state(self, result: Any, ticker: str, trade_date: str) -> dict[str, Any]:
+        return hedge_fund_state(result, ticker, trade_date, self.model)
