@@ -58,7 +58,7 @@ COMMANDS: dict[str, Command] = {
 
 DESCRIPTION = (
     "Publish trading-arena decisions to Redis (stream + lookup hash) with Prefect, and read "
-    "them back. Configure with TI_* variables (see the README); with no TI_REDIS_URL or "
+    "them back. Configure with TI_* variables (docs/settings.md); with no TI_REDIS_URL or "
     "TI_REDIS_SENTINELS, decisions go to an embedded store in your data directory. "
     "'ti COMMAND --help' for more."
 )

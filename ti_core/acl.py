@@ -1,7 +1,7 @@
 """The least-privilege ACL rules of the two roles: a producer (publishes) and a consumer (reads).
 
 Each rule is what goes after ``ACL SETUSER NAME reset on >PASSWORD`` (``reset`` first: it
-would undo an ``on`` or a password given before it). The README shows both lines in full and
+would undo an ``on`` or a password given before it). docs/publishing.md shows both lines in full and
 the tests paste them from there onto a real server. Add ``+select`` if the URL names a
 database other than 0, and on Redis 7.2+ ``+client|setinfo`` (redis-py announces itself on
 connect and ignores a refusal, which only shows in ``ACL LOG``).

@@ -211,7 +211,7 @@ def redis_failure(
         return ConfigError(
             f"Redis user {user!r} at {where} lacks the right "
             f"{_missing_right(str(exc))} ({_said(exc)}); {written}; "
-            "grant it (see the ACL rules in the README)"
+            "grant it (see the ACL rules in docs/publishing.md)"
         )
     if _untrusted_certificate(exc):
         return ConfigError(
