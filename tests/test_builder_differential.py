@@ -4,7 +4,7 @@ For states shaped as arenas send them the builder takes shortcuts: signals built
 (``builder._plain_signals``), source-metric records counted with subscripts and source names
 already found clean not checked again (``source_metrics``), flat phase timings copied
 as they are (``flat_json``), and models made from checked values without pydantic validating
-them again (``models.maker``). Each generated state is built twice: as shipped, and with
+them again (``_fast.maker``). Each generated state is built twice: as shipped, and with
 every shortcut switched off and every model validated; the envelopes must serialise to the
 same bytes with the same fields set, the refusals and the warnings must be the same.
 """
@@ -27,9 +27,8 @@ from hypothesis import strategies as st
 from tests.test_builder_fastpath import same_models
 from tests.test_builder_properties import caller_args, examples, known_states, valid_states
 from ti_core import InvalidStateError, build_envelope_from_state
-from ti_core.build import builder, coerce, source_metrics
+from ti_core.build import _fast, builder, coerce, source_metrics
 from ti_core.build.coerce import flat_json
-from ti_core.contract import models
 
 WHEN = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
 CID = "0123456789abcdef0123456789abcdef"
@@ -52,7 +51,7 @@ def rules_only() -> Iterator[None]:
             (source_metrics, "_CLEAN_SOURCES", _Forgetful()),
             (builder, "flat_json", lambda value: None),
             (coerce, "flat_json", lambda value: None),
-            (models, "_PLAIN", False),
+            (_fast, "_PLAIN", False),
         ]:
             stack.enter_context(mock.patch.object(target, name, value))
         yield

@@ -24,7 +24,7 @@ Coercion rules (everything else that is malformed raises, naming the field and v
   ``InvalidStateError``: the builder raises nothing else.
 
 Each value is checked once, by these rules; the models are then made from the checked values
-without pydantic validating them again (``models.maker``: a property test shows validation
+without pydantic validating them again (``_fast.maker``: a property test shows validation
 would give an equal envelope). Signals and source-metric records shaped as arenas send them
 take a one-go path (a whole list of signals in one loop, records read by subscripts, source
 names already found clean not checked again); anything else takes the field-by-field rules,
@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ti_core.build._fast import maker, shell_of
 from ti_core.build.coerce import (
     NAME_MAX_CHARS,
     TEXT_BYTES,
@@ -65,8 +66,6 @@ from ti_core.contract.models import (
     SynthesisView,
     TargetView,
     TradingIntelligenceEnvelope,
-    maker,
-    shell_of,
 )
 from ti_core.contract.wire import remember
 from ti_core.errors import InvalidStateError, one_line

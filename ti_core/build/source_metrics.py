@@ -14,9 +14,10 @@ from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ti_core.build._fast import maker
 from ti_core.build.coerce import ITEM_BYTES, NAME_MAX_CHARS, TEXT_BYTES, number, sequence, text
 from ti_core.contract.keys import shorten
-from ti_core.contract.models import SourceMetricsSummary, maker
+from ti_core.contract.models import SourceMetricsSummary
 from ti_core.errors import InvalidStateError
 
 __all__ = ["summarise_source_metrics"]
