@@ -100,6 +100,7 @@ class Odd(str):
 edgy = st.one_of(
     st.sampled_from(["news", "prices", " news", "news ", "", "  ", "é", "x" * 201, "\x1f"]),
     st.sampled_from([Odd("news"), Odd("fundamentals_analyst")]),
+    st.sampled_from([["news"], {"news": 1}]),  # unhashable: never counted as a source
     st.text(max_size=6),
     st.none(),
     st.integers(-2, 2),
@@ -206,12 +207,16 @@ def test_flat_json_is_the_json_round_trip(value: dict[str, Any]) -> None:
 def test_clean_source_names_are_remembered_and_counted_alike() -> None:
     """The second summary of the same names takes the remembered path; both are the rules'."""
     names = ["news", "prices", "news", "filings", "prices", "news"]
+    counts = {name: names.count(name) for name in names}  # calls by raw name, as counted
     source_metrics._CLEAN_SOURCES.clear()
-    first = source_metrics._by_source(list(names))
+    first = source_metrics._by_source(dict(counts))
     assert set(source_metrics._CLEAN_SOURCES) == {"news", "prices", "filings"}
-    second = source_metrics._by_source(list(names))
+    second = source_metrics._by_source(dict(counts))
     assert (
         list(first.items()) == list(second.items()) == [("news", 3), ("prices", 2), ("filings", 1)]
     )
     # A name needing the rules beside remembered ones: the per-name path, merging " news".
-    assert source_metrics._by_source(["news", " news", "x" * 205]) == {"news": 2, "x" * 200: 1}
+    assert source_metrics._by_source({"news": 1, " news": 1, "x" * 205: 1}) == {
+        "news": 2,
+        "x" * 200: 1,
+    }

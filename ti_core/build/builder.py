@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from os import urandom
 from typing import Any
 
 from pydantic import ValidationError
@@ -357,7 +357,7 @@ def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> tuple[dict[str,
 
 def _correlation_id(value: Any) -> str:
     if value is None:
-        return urandom(16).hex()  # what _new_correlation_id does, minus two calls
+        return secrets.token_hex(16)  # as the model's default: 32 random hex chars
     if not isinstance(value, str) or not _CID_RE.fullmatch(value):
         raise InvalidStateError(
             f"correlation_id must be 32 lowercase hex chars, got {shorten(value)}"
