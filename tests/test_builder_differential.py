@@ -4,7 +4,7 @@ For states shaped as arenas send them the builder takes shortcuts: signals built
 (``builder._plain_signals``), source-metric records counted with subscripts and source names
 already found clean not checked again (``source_metrics``), flat phase timings copied
 as they are (``flat_json``), and models made from checked values without pydantic validating
-them again (``models.maker``). Each generated state is built twice: as shipped, and with
+them again (``_fast.maker``). Each generated state is built twice: as shipped, and with
 every shortcut switched off and every model validated; the envelopes must serialise to the
 same bytes with the same fields set, the refusals and the warnings must be the same.
 """
@@ -27,9 +27,8 @@ from hypothesis import strategies as st
 from tests.test_builder_fastpath import same_models
 from tests.test_builder_properties import caller_args, examples, known_states, valid_states
 from ti_core import InvalidStateError, build_envelope_from_state
-from ti_core.build import builder, coerce, source_metrics
+from ti_core.build import _fast, builder, coerce, source_metrics
 from ti_core.build.coerce import flat_json
-from ti_core.contract import models
 
 WHEN = datetime(2026, 5, 11, 21, 0, tzinfo=UTC)
 CID = "0123456789abcdef0123456789abcdef"
@@ -52,7 +51,7 @@ def rules_only() -> Iterator[None]:
             (source_metrics, "_CLEAN_SOURCES", _Forgetful()),
             (builder, "flat_json", lambda value: None),
             (coerce, "flat_json", lambda value: None),
-            (models, "_PLAIN", False),
+            (_fast, "_PLAIN", False),
         ]:
             stack.enter_context(mock.patch.object(target, name, value))
         yield
@@ -101,6 +100,7 @@ class Odd(str):
 edgy = st.one_of(
     st.sampled_from(["news", "prices", " news", "news ", "", "  ", "é", "x" * 201, "\x1f"]),
     st.sampled_from([Odd("news"), Odd("fundamentals_analyst")]),
+    st.sampled_from([["news"], {"news": 1}]),  # unhashable: never counted as a source
     st.text(max_size=6),
     st.none(),
     st.integers(-2, 2),
@@ -207,12 +207,16 @@ def test_flat_json_is_the_json_round_trip(value: dict[str, Any]) -> None:
 def test_clean_source_names_are_remembered_and_counted_alike() -> None:
     """The second summary of the same names takes the remembered path; both are the rules'."""
     names = ["news", "prices", "news", "filings", "prices", "news"]
+    counts = {name: names.count(name) for name in names}  # calls by raw name, as counted
     source_metrics._CLEAN_SOURCES.clear()
-    first = source_metrics._by_source(list(names))
+    first = source_metrics._by_source(dict(counts))
     assert set(source_metrics._CLEAN_SOURCES) == {"news", "prices", "filings"}
-    second = source_metrics._by_source(list(names))
+    second = source_metrics._by_source(dict(counts))
     assert (
         list(first.items()) == list(second.items()) == [("news", 3), ("prices", 2), ("filings", 1)]
     )
     # A name needing the rules beside remembered ones: the per-name path, merging " news".
-    assert source_metrics._by_source(["news", " news", "x" * 205]) == {"news": 2, "x" * 200: 1}
+    assert source_metrics._by_source({"news": 1, " news": 1, "x" * 205: 1}) == {
+        "news": 2,
+        "x" * 200: 1,
+    }

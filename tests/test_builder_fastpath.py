@@ -1,6 +1,6 @@
 """The builder's fast path gives what full validation would: same models, same fields set.
 
-The builder constructs its models without validating them again (``models.maker``) and
+The builder constructs its models without validating them again (``_fast.maker``) and
 proves the 64 KiB cap from a size bound instead of serialising. These properties show both
 are safe: validating a built envelope's dump gives an equal envelope with the same fields
 set at every level, the bound is never below the real size, and a signal taken by the

@@ -205,5 +205,15 @@ def test_source_metrics_are_summarised() -> None:
     assert m.by_source == {"prices": 2, "news": 1, "x?": 1}
 
 
+@pytest.mark.parametrize("odd", [["news"], {"name": "news"}, None, 7])
+def test_a_source_name_that_is_not_text_is_dropped_and_the_others_counted_once(odd: Any) -> None:
+    """Unhashable names among hashable ones included (they once made the others count twice)."""
+    metrics = [{"source": name, "success": True, "result_bytes": 1} for name in ("news", odd)]
+    metrics.append({"source": "prices", "success": False, "result_bytes": 2})
+    m = build(base(source_metrics=metrics)).decision.source_metrics
+    assert (m.total_calls, m.successful, m.total_bytes) == (3, 2, 4)
+    assert m.by_source == {"news": 1, "prices": 1}
+
+
 def test_source_metrics_not_a_list_is_refused() -> None:
     refused(base(source_metrics={"source": "x"}), "source_metrics")

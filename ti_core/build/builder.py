@@ -24,7 +24,7 @@ Coercion rules (everything else that is malformed raises, naming the field and v
   ``InvalidStateError``: the builder raises nothing else.
 
 Each value is checked once, by these rules; the models are then made from the checked values
-without pydantic validating them again (``models.maker``: a property test shows validation
+without pydantic validating them again (``_fast.maker``: a property test shows validation
 would give an equal envelope). Signals and source-metric records shaped as arenas send them
 take a one-go path (a whole list of signals in one loop, records read by subscripts, source
 names already found clean not checked again); anything else takes the field-by-field rules,
@@ -37,14 +37,15 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from os import urandom
 from typing import Any
 
 from pydantic import ValidationError
 
+from ti_core.build._fast import maker, shell_of
 from ti_core.build.coerce import (
     NAME_MAX_CHARS,
     TEXT_BYTES,
@@ -65,8 +66,6 @@ from ti_core.contract.models import (
     SynthesisView,
     TargetView,
     TradingIntelligenceEnvelope,
-    maker,
-    shell_of,
 )
 from ti_core.contract.wire import remember
 from ti_core.errors import InvalidStateError, one_line
@@ -358,7 +357,7 @@ def _meta(state: Mapping[str, Any], signals: int, extra: Any) -> tuple[dict[str,
 
 def _correlation_id(value: Any) -> str:
     if value is None:
-        return urandom(16).hex()  # what _new_correlation_id does, minus two calls
+        return secrets.token_hex(16)  # as the model's default: 32 random hex chars
     if not isinstance(value, str) or not _CID_RE.fullmatch(value):
         raise InvalidStateError(
             f"correlation_id must be 32 lowercase hex chars, got {shorten(value)}"

@@ -10,13 +10,13 @@ names already found clean are remembered and not checked again.
 from __future__ import annotations
 
 import logging
-from collections import _count_elements  # type: ignore[attr-defined]
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ti_core.build._fast import maker
 from ti_core.build.coerce import ITEM_BYTES, NAME_MAX_CHARS, TEXT_BYTES, number, sequence, text
 from ti_core.contract.keys import shorten
-from ti_core.contract.models import SourceMetricsSummary, maker
+from ti_core.contract.models import SourceMetricsSummary
 from ti_core.errors import InvalidStateError
 
 __all__ = ["summarise_source_metrics"]
@@ -51,10 +51,11 @@ def summarise_source_metrics(state: Mapping[str, Any]) -> tuple[SourceMetricsSum
 
 def _count_plain(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]] | None:
     """``_count_each`` for records as arenas send them (plain dicts holding all three keys,
-    byte counts that are ints >= 0), with subscripts instead of ``get``; None otherwise."""
+    byte counts that are ints >= 0, hashable names), with subscripts instead of ``get``;
+    None otherwise."""
     successful = total_bytes = 0
-    names: list[Any] = []
-    append = names.append
+    counts: dict[Any, int] = {}  # calls by raw name, in order of first appearance
+    calls = counts.get
     try:
         for raw in records:
             if type(raw) is not dict:
@@ -65,10 +66,11 @@ def _count_plain(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]
             total_bytes += count
             if raw["success"] is True:
                 successful += 1
-            append(raw["source"])
-    except KeyError:
+            name = raw["source"]
+            counts[name] = calls(name, 0) + 1
+    except (KeyError, TypeError):  # TypeError: an unhashable name
         return None
-    return len(records), successful, total_bytes, _by_source(names)
+    return len(records), successful, total_bytes, _by_source(counts)
 
 
 def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
@@ -76,7 +78,7 @@ def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
     with a warning), then count calls by source name: blank or non-text names are dropped,
     the others cleaned as text (names repeat: each distinct one is cleaned once)."""
     total = successful = total_bytes = 0
-    names = []
+    counts: dict[Any, int] = {}  # calls by raw name, in order of first appearance
     for index, raw in enumerate(records):
         if type(raw) is not dict and not isinstance(raw, Mapping):
             logger.warning("skipping source_metrics[%d]: not a mapping: %s", index, shorten(raw))
@@ -86,8 +88,12 @@ def _count_each(records: Sequence[Any]) -> tuple[int, int, int, dict[str, int]]:
             successful += 1
         count = raw.get("result_bytes")
         total_bytes += count if type(count) is int and count >= 0 else _byte_count(count)
-        names.append(raw.get("source"))
-    return total, successful, total_bytes, _by_source(names)
+        name = raw.get("source")
+        try:
+            counts[name] = counts.get(name, 0) + 1
+        except TypeError:  # an unhashable name: it is not text, so it is dropped anyway
+            continue
+    return total, successful, total_bytes, _by_source(counts)
 
 
 # Source names already found clean (plain ASCII text, trimmed, non-empty, within bounds):
@@ -96,12 +102,8 @@ _CLEAN_SOURCES: dict[str, None] = {}
 _CLEAN_SOURCES_MAX = 4096
 
 
-def _by_source(names: list[Any]) -> dict[str, int]:
-    counts: dict[Any, int] = {}
-    try:
-        _count_elements(counts, names)  # C-level counting, in order of first appearance
-    except TypeError:  # an unhashable name: it is not text, so it is dropped anyway
-        _count_elements(counts, [name for name in names if isinstance(name, str)])
+def _by_source(counts: dict[Any, int]) -> dict[str, int]:
+    """Calls by raw source name -> calls by clean name (the raw counts when all are clean)."""
     for name in counts:  # one loop, no set: cheaper than view and type-set comparisons
         if type(name) is not str or name not in _CLEAN_SOURCES:
             break

@@ -9,9 +9,8 @@ produced from a sane state still validates. Changing or removing a field needs a
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,8 +26,6 @@ __all__ = [
     "TargetView",
     "TradingIntelligenceEnvelope",
     "Verdict",
-    "maker",
-    "shell_of",
 ]
 
 SCHEMA_VERSION: Final = "1"
@@ -122,104 +119,3 @@ class TradingIntelligenceEnvelope(BaseModel):
     correlation_id: str = Field(default_factory=_new_correlation_id)
     arena_id: str = ""
     meta: dict[str, Any] = Field(default_factory=dict)
-
-
-_Model = TypeVar("_Model", bound=BaseModel)
-_new = object.__new__
-_MODELS = (
-    AgentSignalView,
-    TargetView,
-    SynthesisView,
-    SourceMetricsSummary,
-    MarketMindDecision,
-    TradingIntelligenceEnvelope,
-)
-# What ``maker`` skips is only safe while the models do nothing but check types and bounds:
-# no validators that change values, no post-init, no private attributes, no kept extras.
-_PLAIN = all(
-    not model.__pydantic_post_init__
-    and not model.__private_attributes__
-    and not model.__pydantic_decorators__.field_validators
-    and not model.__pydantic_decorators__.model_validators
-    and model.model_config.get("extra") != "allow"
-    for model in _MODELS
-)
-
-
-def _shell(model: type[_Model]) -> type[_Model]:
-    """A subclass of ``model`` with object's own attribute stores and no slots of its own.
-
-    Made by ``type.__new__`` (pydantic's class machinery never sees it, so it has no schema
-    of its own). A frozen model's ``__setattr__`` refuses every store, so its four slots
-    could only be set by calling their descriptors (a method-wrapper call each); a shell's
-    instance takes plain attribute stores, which the interpreter specialises, and then
-    becomes a ``model`` by ``__class__`` assignment (the same layout). With one store per
-    field (a dict sharing its keys, not a dict literal), a model costs about 45% fewer
-    instructions than a dict and four descriptor calls (callgrind). No shell instance
-    outlives a ``maker`` function or the builder's signal loop.
-    """
-    namespace = {
-        "__slots__": (),
-        "__setattr__": object.__setattr__,  # both: otherwise the type keeps Python's slot
-        "__delattr__": object.__delattr__,
-        "__module__": __name__,
-        "__qualname__": f"_{model.__name__}Shell",
-    }
-    return type.__new__(type(model), f"_{model.__name__}Shell", (model,), namespace)
-
-
-_SHELLS: dict[type[BaseModel], type[BaseModel]] = {model: _shell(model) for model in _MODELS}
-
-
-def maker(model: type[_Model], fields_set: set[str] | None = None) -> Callable[..., _Model]:
-    """A function making a ``model`` from checked values, without validating them again.
-
-    It takes the fields in ``fields_set`` (all of them by default) positionally, in field
-    order; the others get their defaults. It is what ``model_construct`` does minus its
-    per-field loop, for values the builder has already checked against every rule these
-    models state. Generated per model (as ``dataclasses`` generates ``__init__``): the
-    instance starts as the model's shell (``_shell``) and takes one plain attribute store
-    per field (into a dict sharing its keys) and slot, then becomes a ``model``. Its
-    ``model_fields_set`` is ``fields_set``, shared by every instance (they are frozen:
-    treat it as read-only); a test proves that validating an envelope built this way
-    (``model_validate(envelope.model_dump())``) gives an equal one. While ``_PLAIN`` is
-    false (should a model ever gain a validator) it validates instead.
-    """
-    fields_set = set(model.model_fields) if fields_set is None else fields_set
-    names = list(model.model_fields)
-    taken = [name for name in names if name in fields_set]
-    stores = [
-        f"    instance.{name} = {name if name in fields_set else f'defaults[{name!r}]'}"
-        for name in names
-    ]
-    source = "\n".join(
-        [
-            f"def make_{model.__name__}({', '.join(taken)}, *, model=model, shell=shell,"
-            " fields_set=fields_set, defaults=defaults):",
-            "    if not _PLAIN:",
-            f"        return model.model_validate({{{', '.join(f'{n!r}: {n}' for n in taken)}}})",
-            "    instance = _new(shell)",
-            *stores,
-            "    instance.__pydantic_fields_set__ = fields_set",
-            "    instance.__pydantic_extra__ = None",
-            "    instance.__pydantic_private__ = None",
-            "    instance.__class__ = model",
-            "    return instance",
-        ]
-    )
-    defaults = {name: model.model_fields[name] for name in names if name not in fields_set}
-    if any(field.default_factory is not None for field in defaults.values()):
-        raise TypeError(f"{model.__name__}: a field left to its default needs a plain default")
-    namespace: dict[str, Any] = {
-        "model": model,
-        "shell": _SHELLS[model],
-        "fields_set": fields_set,
-        "defaults": {name: field.default for name, field in defaults.items()},
-    }
-    exec(source, globals(), namespace)  # noqa: S102 - source made above from field names
-    return namespace[f"make_{model.__name__}"]  # type: ignore[no-any-return]
-
-
-def shell_of(model: type[_Model]) -> type[_Model]:
-    """``model``'s shell (see ``_shell``), for a loop that makes many instances inline."""
-    return _SHELLS[model]  # type: ignore[return-value]

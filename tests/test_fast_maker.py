@@ -1,12 +1,13 @@
-"""``models.maker``: models made from checked values are the wire classes, frozen, and equal
-to what validation gives; a field it would leave to a default factory is refused."""
+"""``_fast.maker`` (ti_core.build): models made from checked values are the wire classes, frozen,
+and equal to what validation gives; a field it would leave to a default factory is refused."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from ti_core.contract.models import AgentSignalView, MarketMindDecision, TargetView, maker
+from ti_core.build._fast import maker
+from ti_core.contract.models import AgentSignalView, MarketMindDecision, TargetView
 
 
 def test_a_made_model_is_the_model_frozen_and_equal_to_a_validated_one() -> None:
