@@ -1,4 +1,4 @@
-"""The v1 wire models: the exact JSON shape consumers read today (see the README's contract).
+"""The v1 wire models: the exact JSON shape consumers read today (in full: docs/core.md).
 
 Names and field order follow the original module so consumer code keeps working. Compared
 with it, numbers must be finite and free text is bounded; anything the original's builder
