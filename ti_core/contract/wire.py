@@ -1,10 +1,9 @@
 """An envelope's serialised forms: the payload sent to Redis and its content digest.
 
 Serialising is most of the CPU a publish costs, so the payload and digest are computed
-together (:func:`serialise`, the only place an envelope becomes JSON) and handed along
-explicitly as :class:`Serialised`, never recomputed from a cache: the publisher takes a
-:class:`Serialised` (or serialises a bare envelope itself, once, for both payload and
-digest).
+together (:func:`serialise`, the only place a whole envelope becomes JSON) and handed along
+explicitly, as :class:`Serialised` (plain values: no hidden state, no cache): the publisher
+takes one, or serialises a bare envelope itself, once, for both the payload and the digest.
 
 Between Prefect tasks the envelope travels as its JSON text, a plain ``str`` that is exactly
 its stream payload; a publish task turns it back into a :class:`Serialised` with
