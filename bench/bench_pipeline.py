@@ -32,6 +32,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 async def core(tickers: list[str], day: str) -> float:
     from ti_core.arenas.demo import DEMO_META, DemoArena
     from ti_core.build.builder import build_envelope_from_state
+    from ti_core.contract.wire import Serialised
     from ti_core.publish.publisher import publish_decision_hash, publish_envelope
     from ti_core.settings import TiSettings
     from ti_core.transport.connection import connect
@@ -40,8 +41,8 @@ async def core(tickers: list[str], day: str) -> float:
     start = time.perf_counter()
     for ticker in tickers:
         state = await DemoArena().run(ticker, day)
-        envelope = build_envelope_from_state(
-            state, extra_meta=DEMO_META, ticker=ticker, trade_date=day
+        envelope = Serialised.of(  # serialised once, for both calls
+            build_envelope_from_state(state, extra_meta=DEMO_META, ticker=ticker, trade_date=day)
         )
         async with connect(settings=s) as client:
             await publish_envelope(client, s.stream_name, envelope)

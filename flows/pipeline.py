@@ -45,7 +45,7 @@ from ti_core.contract.keys import (
     normalize_trade_date,
     split_tickers,
 )
-from ti_core.contract.wire import carrying, envelope_of
+from ti_core.contract.wire import parse
 from ti_core.defaults import CALENDAR
 from ti_core.errors import TiError, one_line
 from ti_core.publish.outcome import DecisionOutcome
@@ -119,19 +119,22 @@ class _Decision:
             envelope_json = await build_envelope(
                 state, self.ticker, self.trade_date, cid, self.runner.is_demo, self.publish_degraded
             )
-            envelope_json = carrying(envelope_json)  # a retried run's cached text: parsed once
             stage = "publish-stream"  # the entry and its hash, in one script
-            stream = await configured(publish_stream, s)(envelope_json, self.force)
+            stream = await configured(publish_stream, s)(
+                envelope_json, self.ticker, self.trade_date, self.force
+            )
         except Exception as exc:
             return await self._failed(stage, exc)
         note = None
         try:  # confirms (or heals) the hash publish-stream already wrote with the entry
-            hash_key = await configured(publish_hash, s)(envelope_json, self.force)
+            hash_key = await configured(publish_hash, s)(
+                envelope_json, self.ticker, self.trade_date, self.force
+            )
         except Exception as exc:
             hash_key = decision_hash_key(self.ticker, self.trade_date)
             note = _reason("publish-hash (entry and hash already written together)", exc)
             get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, note)
-        envelope = envelope_of(envelope_json)  # the one build-envelope made: not parsed
+        envelope = parse(envelope_json)  # for the row and the card
         self.outcome = DecisionOutcome.of_publish(
             envelope,
             own_entry=stream["own"],

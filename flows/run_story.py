@@ -6,8 +6,7 @@
   schedules those and they turn Late), the UI's Retry for a deployment's run.
 - :func:`scheduled_moment` is when the run was scheduled for: a late run, or a retry, still
   knows which session it was meant to publish.
-- :func:`envelope_run_name` names the publish task runs after their ticker and date;
-  :func:`daily_run_name` names a daily run after its session, also when a schedule left the
+- :func:`daily_run_name` names a daily run after its session, also when a schedule left the
   date out (the session it was scheduled for, not ``daily-None``).
 - :func:`run_logger` is where a step says what it did: the run's logger, whose records reach
   the API (the UI's Logs) at INFO while ``ti`` keeps the terminal quiet.
@@ -23,13 +22,11 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from ti_core.contract.wire import envelope_of
 from ti_core.defaults import CALENDAR
 from ti_core.errors import TiError, one_line
 
 __all__ = [
     "daily_run_name",
-    "envelope_run_name",
     "failed_run",
     "one_line_task_failures",
     "run_logger",
@@ -67,18 +64,6 @@ def scheduled_moment() -> datetime:
 
     moment = flow_run.scheduled_start_time
     return datetime.fromtimestamp(moment.timestamp(), UTC)
-
-
-def envelope_run_name() -> str:
-    """``publish-stream-NVDA-2026-05-11``: a publish task's run named after its decision."""
-    from prefect.runtime import task_run
-
-    name = str(task_run.task_name or "publish")
-    try:  # the envelope the text carries (parsed once, and kept for the task, if it does not)
-        target = envelope_of(task_run.parameters["envelope_json"]).decision.target
-    except (KeyError, TypeError, ValueError):
-        return name
-    return f"{name}-{target.ticker}-{target.trade_date}"
 
 
 def daily_run_name() -> str:

@@ -2,11 +2,9 @@
 
 Tasks take and return plain values (a state dict, an envelope as JSON text, an entry id) and
 open their own Redis client, so a retry or a retried flow run starts from clean inputs. The
-envelope's JSON text is serialised once, by build-envelope, as
-:class:`ti_core.contract.wire.EnvelopeJson`:
-a ``str`` that, in this process, still carries its envelope and digest, so the publish tasks
-neither parse it back nor serialise it again (a task run elsewhere, or a retried flow run's
-cached text, parses it once).
+envelope is serialised once, by build-envelope, which returns its JSON text (a plain ``str``,
+exactly the stream payload); each publish task parses that text once and publishes it as it
+is, with the digest read from it (``Serialised.read``): never serialised again.
 
 - Retries (``TI_TASK_RETRIES``, first delay ``TI_TASK_RETRY_DELAY`` doubling, with jitter)
   happen only when :func:`ti_core.errors.is_retryable` says so: Redis unreachable or a
@@ -28,13 +26,13 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
 
 from flows.run_settings import run_settings
-from flows.run_story import envelope_run_name, one_line_task_failures, run_logger
+from flows.run_story import one_line_task_failures, run_logger
 from ti_core.arenas.demo import DEMO_META
 from ti_core.arenas.registry import load_arena
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta
-from ti_core.contract.wire import envelope_of, wire_form
-from ti_core.errors import is_retryable, one_line
+from ti_core.contract.wire import Serialised, serialise
+from ti_core.errors import InvalidStateError, is_retryable, one_line
 from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.publish.publisher import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.settings import TiSettings
@@ -98,7 +96,8 @@ async def build_envelope(
     demo: bool = False,
     publish_degraded: bool = False,
 ) -> str:
-    """The v1 envelope as JSON; the same inputs in the same flow run give the same envelope.
+    """The v1 envelope as JSON (its stream payload); the same inputs in the same flow run
+    give the same envelope.
 
     A state with no verdict raises ``NoVerdictError`` unless ``publish_degraded``.
     """
@@ -111,7 +110,7 @@ async def build_envelope(
         ticker=ticker,
         trade_date=trade_date,
     )
-    envelope_json = wire_form(envelope)  # serialised once (by the builder already, if large)
+    envelope_json, _ = serialise(envelope)  # the one serialisation of this decision
     synthesis = envelope.decision.synthesis
     run_logger(__name__).info(
         "%s %s: envelope built: %s, confidence %.2f, correlation id %s, %d bytes",
@@ -125,13 +124,28 @@ async def build_envelope(
     return envelope_json
 
 
+def _read(envelope_json: str, ticker: str, trade_date: str) -> Serialised:
+    """build-envelope's text, parsed once; ``ticker`` and ``trade_date`` name the task run
+    (as they do run-arena's and build-envelope's), so they must be the envelope's."""
+    wire = Serialised.read(envelope_json)
+    target = wire.envelope.decision.target
+    if (target.ticker, target.trade_date) != (ticker, trade_date):
+        raise InvalidStateError(
+            f"the envelope is for {target.ticker} {target.trade_date}, "
+            f"not {ticker} {trade_date} as the task run is named"
+        )
+    return wire
+
+
 @task(
     name="publish-stream",
-    task_run_name=envelope_run_name,
+    task_run_name="publish-stream-{ticker}-{trade_date}",
     cache_policy=NO_CACHE,
     retry_condition_fn=retry_worthy,
 )
-async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, Any]:
+async def publish_stream(
+    envelope_json: str, ticker: str, trade_date: str, force: bool = False
+) -> dict[str, Any]:
     """Write the entry AND its lookup hash in one script (``publish_many``): no failure after
     this task can leave the entry without its hash. A retry gets the same entry id.
 
@@ -140,11 +154,12 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
     of it), False when an identical decision already on the stream was returned instead.
     """
     s = run_settings()
-    envelope = envelope_of(envelope_json)
+    wire = _read(envelope_json, ticker, trade_date)
+    envelope = wire.envelope
     async with connect(settings=s) as client:
         (result,) = await publish_many(
             client,
-            [envelope],
+            [wire],
             stream_name=s.stream_name,
             force=force,
             trim=TrimPolicy.from_settings(s),
@@ -170,19 +185,21 @@ async def publish_stream(envelope_json: str, force: bool = False) -> dict[str, A
 
 @task(
     name="publish-hash",
-    task_run_name=envelope_run_name,
+    task_run_name="publish-hash-{ticker}-{trade_date}",
     cache_policy=NO_CACHE,
     retry_condition_fn=retry_worthy,
 )
-async def publish_hash(envelope_json: str, force: bool = False) -> str:
+async def publish_hash(
+    envelope_json: str, ticker: str, trade_date: str, force: bool = False
+) -> str:
     """Confirm the lookup hash publish-stream wrote (or write it for an entry found without
     one), then clear the pair's failure record: best effort, a failed clear never fails the
     decision, which is published."""
     s = run_settings()
-    envelope = envelope_of(envelope_json)
-    target = envelope.decision.target
+    wire = _read(envelope_json, ticker, trade_date)
+    target = wire.envelope.decision.target
     async with connect(settings=s) as client:
-        key = await publish_decision_hash(client, envelope, force=force, stream_name=s.stream_name)
+        key = await publish_decision_hash(client, wire, force=force, stream_name=s.stream_name)
         try:
             await clear_failures(
                 client, [field_of(target.ticker, target.trade_date)], stream_name=s.stream_name

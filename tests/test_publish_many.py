@@ -4,6 +4,7 @@ contract tests (fixtures ``clients``/``r`` in conftest), plus the real-server ov
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,8 @@ from ti_core import (
     decision_hash_key,
 )
 from ti_core.contract.keys import correlation_key
-from ti_core.contract.wire import content_digest, payload_and_digest
+from ti_core.contract.models import TradingIntelligenceEnvelope
+from ti_core.contract.wire import Serialised, content_digest, serialise
 from ti_core.publish.publisher import publish_envelope, publish_many
 
 S = DEFAULT_STREAM_NAME
@@ -42,7 +44,8 @@ async def test_wrong_type_key_fails_before_any_write(r: Any) -> None:
     assert await r.get(correlation_key(S, env.correlation_id)) is None
 
 
-def test_payload_and_digest_match_the_plain_serialisation(sample_states: dict[str, Any]) -> None:
+def _tricky() -> TradingIntelligenceEnvelope:
+    """Text that looks like the envelope's own fields inside the decision and the meta."""
     tricky = envelope(correlation_id="c" * 32)
     decision = tricky.decision.model_copy(
         update={
@@ -58,15 +61,40 @@ def test_payload_and_digest_match_the_plain_serialisation(sample_states: dict[st
             "meta": {"published_at": 1, "é": [None]},
         }
     )
+    return tricky
+
+
+def test_serialise_matches_the_plain_serialisation(sample_states: dict[str, Any]) -> None:
+    tricky = _tricky()
     envs = [build_envelope_from_state(s) for s in sample_states.values()] + [envelope(), tricky]
     for env in envs:
-        payload, digest = payload_and_digest(env)
+        payload, digest = serialise(env)
         assert payload == env.model_dump_json()
         assert digest == content_digest(env)
     later = tricky.model_copy(update={"published_at": T0, "correlation_id": "d" * 32, "meta": {}})
-    assert payload_and_digest(later)[1] == payload_and_digest(tricky)[1]
+    assert serialise(later)[1] == serialise(tricky)[1]
     other = tricky.model_copy(update={"arena_id": "other"})
-    assert payload_and_digest(other)[1] != payload_and_digest(tricky)[1]
+    assert serialise(other)[1] != serialise(tricky)[1]
+
+
+def test_read_keeps_the_text_and_reads_the_digest_from_it(sample_states: dict[str, Any]) -> None:
+    """What a publish task does with build-envelope's text: the same envelope, the text
+    itself as the payload (not a re-serialised copy), the digest ``serialise`` gave."""
+    envs = [build_envelope_from_state(s) for s in sample_states.values()] + [envelope(), _tricky()]
+    for env in envs:
+        payload, digest = serialise(env)
+        wire = Serialised.read(payload)
+        assert wire.payload is payload
+        assert (wire.envelope, wire.digest) == (env, digest)
+        assert Serialised.of(env) == wire
+
+
+def test_read_serialises_text_of_another_layout_in_the_canonical_form() -> None:
+    env = _tricky()
+    payload, digest = serialise(env)
+    indented = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+    wire = Serialised.read(indented)
+    assert (wire.envelope, wire.payload, wire.digest) == (env, payload, digest)
 
 
 def test_hiredis_packing_sends_the_same_bytes_as_redis_py() -> None:

@@ -1,19 +1,24 @@
-"""The envelope is serialised once per decision and never parsed back, on every publishing path.
+"""How often each publishing path serialises an envelope and parses one back.
 
-Counted by spies that wrap (and call) the real functions: ``ti_core.contract.wire.serialise`` (the
-only
-place an envelope becomes JSON), ``ti_core.contract.wire.parse`` (the only place JSON becomes an
-envelope again), and, to catch a path that goes around them, every
-``TradingIntelligenceEnvelope.model_dump_json`` / ``model_validate_json`` call and every
-``json.loads`` of an envelope's text. The flows run under the session's Prefect harness
-against a real redis-server.
+A decision is serialised once: build-envelope (or ``publish_many``, for a bare envelope)
+makes its JSON text, and that text, byte for byte, is what the stream gets. Between Prefect
+tasks it travels as a plain ``str``, so each task that needs the envelope parses it: the two
+publish tasks (which read the digest from the text, serialising only the envelope's small
+fields after the decision to find where it ends) and the flow, for the row and the card.
+
+Counted by spies that wrap (and call) the real functions: the decision's serialiser in
+``ti_core.contract.wire`` (``serialise`` and ``content_digest`` both call it, however they
+were imported), every ``TradingIntelligenceEnvelope.model_dump_json`` /
+``model_validate_json`` call (``wire.parse`` is the latter), and every ``json.loads`` of an
+envelope's text. The flows run under the session's Prefect harness against a real
+redis-server.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +27,9 @@ import redis
 
 from tests.backfill_replay import write_replay_dir
 from ti_core.contract import wire
-from ti_core.contract.keys import DEFAULT_STREAM_NAME
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, decision_hash_key
 from ti_core.contract.models import TradingIntelligenceEnvelope
+from ti_core.errors import InvalidStateError
 
 ARENA = "tests.arena_fixtures:counting_arena"
 DAY = "2026-05-11"
@@ -34,8 +40,13 @@ class Spies:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: Counter[str] = Counter()
-        self._wrap(monkeypatch, wire, "serialise", "serialise")
-        self._wrap(monkeypatch, wire, "parse", "parse")
+        decision_json = wire._DECISION_JSON
+
+        def decision_spy(*args: Any, **kwargs: Any) -> bytes:
+            self.calls["decision"] += 1
+            return decision_json(*args, **kwargs)
+
+        monkeypatch.setattr(wire, "_DECISION_JSON", decision_spy)
         model = TradingIntelligenceEnvelope
         dump, validate = model.model_dump_json, model.model_validate_json.__func__  # type: ignore[attr-defined]
 
@@ -58,19 +69,10 @@ class Spies:
 
         monkeypatch.setattr(json, "loads", loads_spy)
 
-    def _wrap(self, mp: pytest.MonkeyPatch, module: Any, name: str, label: str) -> None:
-        real: Callable[..., Any] = getattr(module, name)
-
-        def spy(*args: Any, **kwargs: Any) -> Any:
-            self.calls[label] += 1
-            return real(*args, **kwargs)
-
-        mp.setattr(module, name, spy)
-
     @property
     def serialised(self) -> int:
-        """Envelopes turned into JSON: by ``wire.serialise`` or around it."""
-        return self.calls["serialise"] + self.calls["model_dump_json"]
+        """Envelopes (their decisions) turned into JSON: through ``wire`` or around it."""
+        return self.calls["decision"] + self.calls["model_dump_json"]
 
     @property
     def parsed(self) -> int:
@@ -78,9 +80,9 @@ class Spies:
         return self.calls["model_validate_json"] + self.calls["json.loads"]
 
     def through_wire(self) -> bool:
-        """Every conversion went through ``ti_core.contract.wire`` (v1 envelopes never need
-        ``model_dump_json``)."""
-        return self.calls["model_dump_json"] == 0 and self.parsed == self.calls["parse"]
+        """Every conversion went through ``ti_core.contract.wire``'s serialiser and pydantic's
+        parser (v1 envelopes never need ``model_dump_json``, nor a plain ``json.loads``)."""
+        return self.calls["model_dump_json"] == 0 and self.calls["json.loads"] == 0
 
 
 @pytest.fixture
@@ -101,19 +103,34 @@ def _payloads(client: redis.Redis) -> list[str]:
     return [fields["data"] for _, fields in client.xrange(DEFAULT_STREAM_NAME)]
 
 
+def _published_as_serialised(client: redis.Redis, payloads: list[str]) -> None:
+    """Each payload is what ``serialise`` makes of its envelope, and its hash holds it too."""
+    for payload in payloads:
+        envelope = wire.parse(payload)
+        assert payload == wire.serialise(envelope)[0]
+        target = envelope.decision.target
+        stored = client.hget(decision_hash_key(target.ticker, target.trade_date), "json")
+        assert stored == payload
+
+
+# Parses per decision through the pipeline: publish-stream, publish-hash, the flow's row/card.
+PARSES_PER_DECISION = 3
+
+
 @pytest.mark.prefect
 @pytest.mark.redis_server
-async def test_publish_decision_serialises_once_and_never_parses(
+async def test_publish_decision_serialises_once_and_each_step_parses_once(
     prefect_harness: None, server: redis.Redis, spies: Spies
 ) -> None:
     from flows.pipeline import publish_decision
 
     row = await publish_decision("NVDA", DAY, arena=ARENA)
     assert row["status"] == "published"
-    assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
+    assert (spies.serialised, spies.parsed) == (1, PARSES_PER_DECISION), spies.calls
     assert spies.through_wire(), spies.calls
-    (payload,) = _payloads(server)
-    assert json.loads(payload)["correlation_id"] == row["correlation_id"]
+    payloads = _payloads(server)
+    assert [wire.parse(p).correlation_id for p in payloads] == [row["correlation_id"]]
+    _published_as_serialised(server, payloads)
 
 
 @pytest.mark.prefect
@@ -125,14 +142,14 @@ async def test_daily_serialises_once_per_decision(
 
     result = await daily(["NVDA", "AAPL", "MSFT"], DAY, arena=ARENA)
     assert [r["status"] for r in result["rows"]] == ["published"] * 3
-    assert (spies.serialised, spies.parsed) == (3, 0), spies.calls
+    assert (spies.serialised, spies.parsed) == (3, 3 * PARSES_PER_DECISION), spies.calls
     assert spies.through_wire(), spies.calls
-    assert len(_payloads(server)) == 3
+    _published_as_serialised(server, _payloads(server))
 
 
 @pytest.mark.prefect
 @pytest.mark.redis_server
-async def test_backfill_serialises_once_per_decision(
+async def test_backfill_serialises_once_per_decision_and_never_parses(
     prefect_harness: None, server: redis.Redis, spies: Spies, tmp_path: Path
 ) -> None:
     from flows.backfill import backfill
@@ -148,11 +165,11 @@ async def test_backfill_serialises_once_per_decision(
 
 @pytest.mark.prefect
 @pytest.mark.redis_server
-async def test_a_retried_flow_run_parses_the_cached_envelope_once_and_never_reserialises_it(
+async def test_a_retried_flow_run_publishes_the_cached_text_without_serialising_it(
     prefect_harness: None, server: redis.Redis, spies: Spies, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """NVDA's envelope comes back from Prefect's result storage as text and digest: parsed
-    once (for the row, the card and both publish tasks), not serialised; AMD's is new."""
+    """NVDA's envelope text comes back from Prefect's result storage and is parsed by each
+    step as on the first run, never serialised again; AMD's is new."""
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
     from prefect.states import Scheduled
@@ -162,8 +179,7 @@ async def test_a_retried_flow_run_parses_the_cached_envelope_once_and_never_rese
     monkeypatch.setenv("TI_TEST_ARENA_FAIL", "AMD")
     first = await daily(["NVDA", "AMD"], "2026-05-13", arena=ARENA, return_state=True)
     assert first.is_failed()
-    assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
-    assert spies.through_wire(), spies.calls
+    assert (spies.serialised, spies.parsed) == (1, PARSES_PER_DECISION), spies.calls
     spies.calls.clear()
     monkeypatch.delenv("TI_TEST_ARENA_FAIL")
     async with get_client() as client:
@@ -177,37 +193,41 @@ async def test_a_retried_flow_run_parses_the_cached_envelope_once_and_never_rese
         "NVDA": "published",  # by the first attempt of this flow run
         "AMD": "published",
     }
-    assert (spies.serialised, spies.parsed) == (1, 1), spies.calls
+    assert (spies.serialised, spies.parsed) == (1, 2 * PARSES_PER_DECISION), spies.calls
     assert spies.through_wire(), spies.calls
+    _published_as_serialised(server, _payloads(server))
 
 
-def test_envelope_json_pickles_as_text_and_digest(sample_states: dict[str, Any]) -> None:
-    import pickle
-
+async def test_a_publish_task_refuses_an_envelope_its_run_is_not_named_after(
+    sample_states: dict[str, Any],
+) -> None:
+    """The publish tasks' runs are named from their ticker and date arguments, so those must
+    be the envelope's; checked before Redis is touched."""
+    from flows.tasks import publish_hash, publish_stream
     from ti_core.build.builder import build_envelope_from_state
 
-    envelope = build_envelope_from_state(sample_states["nvda-2026-05-11-full"])
-    text = wire.wire_form(envelope)
-    assert text == envelope.model_dump_json() and text.envelope is envelope
-    restored = pickle.loads(pickle.dumps(text))
-    assert type(restored) is wire.EnvelopeJson and restored == text
-    assert restored.envelope is None and restored.digest == wire.content_digest(envelope)
-    assert wire.envelope_of(restored) == envelope  # parsed once, then carried
-    assert wire.payload_and_digest(restored.envelope) == (str(text), text.digest)
+    text, _ = wire.serialise(build_envelope_from_state(sample_states["nvda-2026-05-11-full"]))
+    for step in (publish_stream, publish_hash):
+        with pytest.raises(InvalidStateError, match="is for NVDA 2026-05-11, not AAPL"):
+            await step.fn(text, "AAPL", "2026-05-11")
 
 
 async def test_the_cores_paths_serialise_each_envelope_once(
     fake_redis: Any, sample_states: dict[str, Any], spies: Spies
 ) -> None:
-    """publish_envelope then publish_decision_hash (the stream-then-hash path), and
-    publish_many (entry and hash together): one serialisation per envelope, no parse."""
+    """publish_envelope then publish_decision_hash (the stream-then-hash path) given one
+    ``Serialised``, and publish_many (entry and hash together): one serialisation per
+    envelope, no parse. Given a bare envelope, each call serialises it itself."""
     from ti_core.build.builder import build_envelope_from_state
     from ti_core.publish.publisher import publish_decision_hash, publish_envelope, publish_many
 
     state = sample_states["nvda-2026-05-11-full"]
-    one = build_envelope_from_state(state)
+    one = wire.Serialised.of(build_envelope_from_state(state))
     await publish_envelope(fake_redis, DEFAULT_STREAM_NAME, one)
     await publish_decision_hash(fake_redis, one)
+    assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
+    spies.calls.clear()
+    await publish_decision_hash(fake_redis, one.envelope)
     assert (spies.serialised, spies.parsed) == (1, 0), spies.calls
     spies.calls.clear()
     many = [

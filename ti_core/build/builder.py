@@ -30,7 +30,7 @@ take a one-go path (a whole list of signals in one loop, records read by subscri
 names already found clean not checked again); anything else takes the field-by-field rules,
 and ``tests/test_builder_differential.py`` shows both give the same bytes. The size cap is
 proved from a bound on the JSON size (up to 6 bytes a character); only an envelope whose
-bound is over the cap is serialised here (and publishing reuses those bytes).
+bound is over the cap is serialised here, to measure it (publishing serialises it again).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from ti_core.contract.models import (
     TargetView,
     TradingIntelligenceEnvelope,
 )
-from ti_core.contract.wire import remember
+from ti_core.contract.wire import serialise
 from ti_core.errors import InvalidStateError, one_line
 
 __all__ = [
@@ -420,9 +420,9 @@ def build_envelope_from_state(
         envelope, bound = _build(
             state, correlation_id, extra_meta, ticker, trade_date, published_at
         )
-        # Serialising costs as much as building: only when the bound cannot prove the cap
-        # is kept (publishing then reuses the bytes; otherwise it serialises them itself).
-        size = len(remember(envelope)[0].encode()) if bound > MAX_ENVELOPE_BYTES else 0
+        # Serialising costs as much as building: only when the bound (a few times the real
+        # size: it allows 6 bytes a character) cannot prove the cap is kept.
+        size = len(serialise(envelope)[0].encode()) if bound > MAX_ENVELOPE_BYTES else 0
     except InvalidStateError:
         raise
     except ValidationError as exc:  # pragma: no cover - only if the models gain validators

@@ -1,19 +1,14 @@
 """An envelope's serialised forms: the payload sent to Redis and its content digest.
 
-Serialising is most of the CPU a publish costs, so a decision is serialised once on every
-path (:func:`serialise` is the only place an envelope becomes JSON) and never parsed back
-on its way to Redis (:func:`parse` is the only place the publisher turns JSON into an
-envelope again, and only where the envelope itself was lost: a retried flow run, a task
-run in another process).
+Serialising is most of the CPU a publish costs, so the payload and digest are computed
+together (:func:`serialise`, the only place a whole envelope becomes JSON) and handed along
+explicitly, as :class:`Serialised` (plain values: no hidden state, no cache): the publisher
+takes one, or serialises a bare envelope itself, once, for both the payload and the digest.
 
-- The builder proves the size cap from a bound and serialises only when the bound cannot
-  (a large envelope); then it remembers ``(payload, digest)`` (keyed by identity, dropped
-  when the envelope is) and publishing reuses them. Otherwise publishing serialises, once,
-  for both the payload and the digest.
-- Between Prefect tasks the envelope travels as :class:`EnvelopeJson`: its JSON text (a
-  plain ``str`` to Prefect, to run names and to Redis) that still carries the envelope and
-  digest it was made from, so the next task publishes them as they are. Pickled (Prefect's
-  persisted results, a distributed task runner) it keeps the text and the digest.
+Between Prefect tasks the envelope travels as its JSON text, a plain ``str`` that is exactly
+its stream payload; a publish task turns it back into a :class:`Serialised` with
+:meth:`Serialised.read`: parsed once (:func:`parse`, the only place the publisher turns JSON
+into an envelope again), its digest read from the text, the text itself published as is.
 
 Envelopes are frozen; mutating a nested dict of one after building is not supported.
 """
@@ -21,21 +16,11 @@ Envelopes are frozen; mutating a nested dict of one after building is not suppor
 from __future__ import annotations
 
 import hashlib
-import weakref
+from dataclasses import dataclass
 
 from ti_core.contract.models import MarketMindDecision, TradingIntelligenceEnvelope
 
-__all__ = [
-    "EnvelopeJson",
-    "carrying",
-    "content_digest",
-    "envelope_of",
-    "parse",
-    "payload_and_digest",
-    "remember",
-    "serialise",
-    "wire_form",
-]
+__all__ = ["Serialised", "content_digest", "parse", "serialise"]
 
 # The envelope's JSON is its fields in declaration order; when they are the v1 ones, the
 # payload is this prefix + the decision's JSON + the rest, so the decision (most of the
@@ -52,7 +37,6 @@ _FIELDS = (
 _PREFIX = '{"schema_version":"1","arena":"trading_intelligence","decision":'
 _REST = {"schema_version", "arena", "decision"}
 _V1_LAYOUT = tuple(TradingIntelligenceEnvelope.model_fields) == _FIELDS
-_KNOWN: dict[int, tuple[str, str]] = {}
 _ENVELOPE_JSON = TradingIntelligenceEnvelope.__pydantic_serializer__.to_json
 _DECISION_JSON = MarketMindDecision.__pydantic_serializer__.to_json
 
@@ -61,44 +45,29 @@ def _digest(decision_json: str, arena_id: str) -> str:
     return hashlib.sha256((decision_json + "\x00" + arena_id).encode()).hexdigest()
 
 
-def serialise(envelope: TradingIntelligenceEnvelope) -> tuple[str, str]:
-    """``(payload, digest)``, computed now: the one place an envelope is turned into JSON."""
-    # The serialisers themselves (what model_dump_json calls), without its per-call overhead.
-    decision_json = _DECISION_JSON(envelope.decision).decode()
+def _tail(envelope: TradingIntelligenceEnvelope) -> str | None:
+    """What follows the decision in a v1 payload (its small fields); None if not v1-shaped."""
     if (
         type(envelope) is TradingIntelligenceEnvelope
         and _V1_LAYOUT
         and (envelope.schema_version, envelope.arena) == ("1", "trading_intelligence")
     ):
-        rest = _ENVELOPE_JSON(envelope, exclude=_REST).decode()
-        payload = _PREFIX + decision_json + "," + rest[1:]
-    else:
-        payload = envelope.model_dump_json()
+        return "," + _ENVELOPE_JSON(envelope, exclude=_REST).decode()[1:]
+    return None
+
+
+def serialise(envelope: TradingIntelligenceEnvelope) -> tuple[str, str]:
+    """``(payload, digest)``, computed now: the one place an envelope is turned into JSON."""
+    # The serialisers themselves (what model_dump_json calls), without its per-call overhead.
+    decision_json = _DECISION_JSON(envelope.decision).decode()
+    tail = _tail(envelope)
+    payload = envelope.model_dump_json() if tail is None else _PREFIX + decision_json + tail
     return payload, _digest(decision_json, envelope.arena_id)
-
-
-def remember(envelope: TradingIntelligenceEnvelope) -> tuple[str, str]:
-    """Serialise once and keep the result for as long as ``envelope`` lives."""
-    key = id(envelope)
-    forms = _KNOWN.get(key)
-    if forms is None:
-        forms = _KNOWN[key] = serialise(envelope)
-        weakref.finalize(envelope, _KNOWN.pop, key, None)
-    return forms
-
-
-def payload_and_digest(envelope: TradingIntelligenceEnvelope) -> tuple[str, str]:
-    """``(envelope.model_dump_json(), content_digest(envelope))``, from memory when built here.
-
-    Byte-identical to ``model_dump_json()`` (a test checks it); any envelope whose shape is
-    not exactly v1's (a subclass, a new field) takes the plain, two-serialisation path.
-    """
-    return _KNOWN.get(id(envelope)) or serialise(envelope)
 
 
 def content_digest(envelope: TradingIntelligenceEnvelope) -> str:
     """Digest of what a decision *says* (decision + arena id), not when or by whom it was sent."""
-    return payload_and_digest(envelope)[1]
+    return _digest(_DECISION_JSON(envelope.decision).decode(), envelope.arena_id)
 
 
 def parse(text: str | bytes) -> TradingIntelligenceEnvelope:
@@ -106,58 +75,51 @@ def parse(text: str | bytes) -> TradingIntelligenceEnvelope:
     return TradingIntelligenceEnvelope.model_validate_json(text)
 
 
-def _adopt(envelope: TradingIntelligenceEnvelope, payload: str, digest: str) -> None:
-    """Let publishing reuse ``(payload, digest)`` for ``envelope`` (kept while it lives)."""
-    key = id(envelope)
-    if key not in _KNOWN:
-        _KNOWN[key] = (payload, digest)
-        weakref.finalize(envelope, _KNOWN.pop, key, None)
+@dataclass(frozen=True, slots=True)
+class Serialised:
+    """An envelope with its stream payload and content digest, made once and passed along.
 
-
-class EnvelopeJson(str):
-    """An envelope's JSON text (exactly its stream payload) that knows where it came from.
-
-    To everything else it is the ``str`` it equals; :func:`envelope_of` returns the envelope
-    it was made from without parsing, and publishing reuses its payload and digest. Made by
-    :func:`wire_form`; pickles as its text and digest (the envelope is rebuilt, by one
-    parse, only where it is needed).
+    ``payload`` is what the stream entry's ``data`` field and the hash's ``json`` get, byte
+    for byte; ``digest`` is :func:`content_digest` of ``envelope``.
     """
 
-    envelope: TradingIntelligenceEnvelope | None
+    envelope: TradingIntelligenceEnvelope
+    payload: str
     digest: str
 
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return _restored, (str(self), self.digest)
+    @classmethod
+    def of(cls, envelope: TradingIntelligenceEnvelope) -> Serialised:
+        """``envelope`` serialised now (once, for both the payload and the digest)."""
+        payload, digest = serialise(envelope)
+        return cls(envelope, payload, digest)
+
+    @classmethod
+    def read(cls, text: str) -> Serialised:
+        """The envelope ``text`` is the JSON of (parsed once), with ``text`` as its payload
+        and the digest of the decision's JSON as it stands in ``text``.
+
+        ``text`` is what :func:`serialise` made (build-envelope's result, now or in an
+        earlier version). Text of any other layout is re-serialised in the canonical form,
+        so what is published is always what :func:`serialise` gives.
+        """
+        envelope = parse(text)
+        tail = _tail(envelope)
+        if (
+            tail is not None
+            and len(text) > len(_PREFIX) + len(tail)
+            and text.startswith(_PREFIX)
+            and text.endswith(tail)
+        ):
+            decision_json = text[len(_PREFIX) : len(text) - len(tail)]
+            return cls(envelope, text, _digest(decision_json, envelope.arena_id))
+        return cls.of(envelope)
 
 
-def _restored(payload: str, digest: str) -> EnvelopeJson:
-    text = EnvelopeJson(payload)
-    text.envelope, text.digest = None, digest
-    return text
+def _restored(payload: str, digest: str) -> str:
+    """build-envelope's result as an earlier version pickled it (text and digest): its text.
 
-
-def wire_form(envelope: TradingIntelligenceEnvelope) -> EnvelopeJson:
-    """``envelope`` as its JSON text, serialised once (or not at all if already done)."""
-    payload, digest = remember(envelope)
-    text = EnvelopeJson(payload)
-    text.envelope, text.digest = envelope, digest
-    return text
-
-
-def carrying(text: str) -> EnvelopeJson:
-    """``text`` as :class:`EnvelopeJson` holding its envelope: itself when it does, else the
-    envelope parsed once (kept on it). Made here and restored from a pickle, its payload and
-    digest are reused as they are; foreign text is re-serialised in the canonical form."""
-    if not isinstance(text, EnvelopeJson):
-        return wire_form(parse(text))
-    if text.envelope is None:
-        envelope = text.envelope = parse(text)
-        _adopt(envelope, str(text), text.digest)
-    return text
-
-
-def envelope_of(text: str) -> TradingIntelligenceEnvelope:
-    """The envelope ``text`` is the JSON of, parsed only if ``text`` does not carry it."""
-    envelope = carrying(text).envelope
-    assert envelope is not None  # carrying() always sets it
-    return envelope
+    Prefect kept those results as pickles naming ``ti_core.wire._restored`` (resolved here
+    by ``ti_core._legacy``) or this function; ``ti retry`` of such a run loads them, and the
+    publish tasks read the digest from the text again.
+    """
+    return payload

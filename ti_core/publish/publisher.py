@@ -43,7 +43,7 @@ from ti_core.contract.keys import (
     validate_stream_name,
 )
 from ti_core.contract.models import TradingIntelligenceEnvelope
-from ti_core.contract.wire import payload_and_digest, remember
+from ti_core.contract.wire import Serialised
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
 from ti_core.publish.outcome import Status, publish_status
@@ -177,6 +177,11 @@ def _stream_keys(envelope: TradingIntelligenceEnvelope, stream_name: str) -> lis
     ]
 
 
+def _serialised(envelope: TradingIntelligenceEnvelope | Serialised) -> Serialised:
+    """``envelope`` with its payload and digest: as given, or serialised now (once)."""
+    return envelope if isinstance(envelope, Serialised) else Serialised.of(envelope)
+
+
 def _check(stream_name: str, ttl: int) -> None:
     validate_stream_name(stream_name)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
@@ -192,7 +197,7 @@ def _call(name: str, keys: Sequence[str], args: Sequence[str]) -> tuple[Any, ...
 async def append_envelope(
     client: RedisClient,
     stream_name: str,
-    envelope: TradingIntelligenceEnvelope,
+    envelope: TradingIntelligenceEnvelope | Serialised,
     *,
     force: bool = False,
     trim: TrimPolicy | None = None,
@@ -200,10 +205,10 @@ async def append_envelope(
 ) -> tuple[str, bool]:
     """Like :func:`publish_envelope`, also saying whether this call appended the entry."""
     _check(stream_name, idempotency_ttl)
-    payload, digest = remember(envelope)  # kept for its publish_decision_hash: serialised once
-    args = argv(envelope, payload, digest, idempotency_ttl, force)
-    call = _call("stream", _stream_keys(envelope, stream_name), args[:4])
-    t = envelope.decision.target
+    wire = _serialised(envelope)
+    args = argv(wire.envelope, wire.payload, wire.digest, idempotency_ttl, force)
+    call = _call("stream", _stream_keys(wire.envelope, stream_name), args[:4])
+    t = wire.envelope.decision.target
     (result,) = await _run(
         client,
         [call],
@@ -217,7 +222,7 @@ async def append_envelope(
 async def publish_envelope(
     client: RedisClient,
     stream_name: str,
-    envelope: TradingIntelligenceEnvelope,
+    envelope: TradingIntelligenceEnvelope | Serialised,
     *,
     force: bool = False,
     trim: TrimPolicy | None = None,
@@ -226,7 +231,8 @@ async def publish_envelope(
     """Append ``envelope`` as the single ``data`` field; return its entry id (same on every retry).
 
     An identical decision already last on the stream for its (ticker, date) is not appended
-    again unless ``force``; its entry id is returned instead.
+    again unless ``force``; its entry id is returned instead. Pass a :class:`Serialised`
+    to reuse its payload and digest (for this call and its ``publish_decision_hash``).
     """
     entry_id, _ = await append_envelope(
         client, stream_name, envelope, force=force, trim=trim, idempotency_ttl=idempotency_ttl
@@ -236,7 +242,7 @@ async def publish_envelope(
 
 async def publish_decision_hash(
     client: RedisClient,
-    envelope: TradingIntelligenceEnvelope,
+    envelope: TradingIntelligenceEnvelope | Serialised,
     *,
     force: bool = False,
     stream_name: str = DEFAULT_STREAM_NAME,
@@ -247,10 +253,12 @@ async def publish_decision_hash(
     ``NotPublishedError`` if the envelope has no stream entry (publish it first).
     """
     validate_stream_name(stream_name)
+    wire = _serialised(envelope)
+    envelope = wire.envelope
     t = envelope.decision.target
     key = decision_hash_key(t.ticker, t.trade_date)
     keys = [key, correlation_key(stream_name, envelope.correlation_id)]
-    args = argv(envelope, remember(envelope)[0], "", 0, force)
+    args = argv(envelope, wire.payload, "", 0, force)
     (result,) = await _run(
         client,
         [_call("hash", keys, args)],
@@ -268,7 +276,7 @@ async def publish_decision_hash(
 
 async def publish_many(
     client: RedisClient,
-    envelopes: Iterable[TradingIntelligenceEnvelope],
+    envelopes: Iterable[TradingIntelligenceEnvelope | Serialised],
     *,
     stream_name: str = DEFAULT_STREAM_NAME,
     force: bool = False,
@@ -283,7 +291,8 @@ async def publish_many(
     with the writes) and prepared; chunks are still sent one after the other, in order.
     The first chunk is awaited before the second is taken (it may open the connection).
     On a failure the whole call can be repeated: envelopes written by the failed attempt
-    come back with ``created=False``.
+    come back with ``created=False``. An envelope given as :class:`Serialised` is published
+    with its payload and digest as they are; any other is serialised once, here.
     """
     _check(stream_name, idempotency_ttl)
     policy = trim or TrimPolicy()
@@ -312,11 +321,11 @@ async def publish_many(
 
 
 def _batches(
-    envelopes: Iterable[TradingIntelligenceEnvelope], size: int
-) -> Iterator[list[TradingIntelligenceEnvelope]]:
+    envelopes: Iterable[TradingIntelligenceEnvelope | Serialised], size: int
+) -> Iterator[list[TradingIntelligenceEnvelope | Serialised]]:
     if size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {size}")
-    batch: list[TradingIntelligenceEnvelope] = []
+    batch: list[TradingIntelligenceEnvelope | Serialised] = []
     for envelope in envelopes:
         batch.append(envelope)
         if len(batch) >= size:
@@ -340,25 +349,25 @@ class _Prepared:
 
 
 def _prepare(
-    envelopes: list[TradingIntelligenceEnvelope], stream_name: str, force: bool, ttl: int
+    batch: list[TradingIntelligenceEnvelope | Serialised], stream_name: str, force: bool, ttl: int
 ) -> _Prepared:
     """Script calls of up to ``PER_SCRIPT_CALL`` envelopes each (fewer commands to pack,
     send, dispatch and parse: one script runs the envelopes one after the other)."""
+    wires = [_serialised(item) for item in batch]
     calls = []
     hash_keys = []
-    for start in range(0, len(envelopes), PER_SCRIPT_CALL):
+    for start in range(0, len(wires), PER_SCRIPT_CALL):
         keys: list[str] = []
         args: list[str] = []
-        for envelope in envelopes[start : start + PER_SCRIPT_CALL]:
-            t = envelope.decision.target
+        for wire in wires[start : start + PER_SCRIPT_CALL]:
+            t = wire.envelope.decision.target
             hash_key = decision_hash_key(t.ticker, t.trade_date)
-            keys += _stream_keys(envelope, stream_name)
+            keys += _stream_keys(wire.envelope, stream_name)
             keys.append(hash_key)
-            payload, digest = payload_and_digest(envelope)
-            args += argv(envelope, payload, digest, ttl, force)
+            args += argv(wire.envelope, wire.payload, wire.digest, ttl, force)
             hash_keys.append(hash_key)
         calls.append(_call("batch", keys, args))
-    return _Prepared(envelopes, calls, hash_keys)
+    return _Prepared([wire.envelope for wire in wires], calls, hash_keys)
 
 
 async def _send(
