@@ -116,21 +116,19 @@ async def backfill_batch_task(
     s = run_settings()
     runner = load_arena(arena, settings=s)
     items = [Item(t, d) for t, d in pairs]
-    async with connect(settings=s) as client:
-        report = await backfill_batch(
-            client,
-            runner,
-            items,
-            only=only,
-            stream_name=s.stream_name,
-            concurrency=concurrency or s.arena_concurrency,
-            trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
-            idempotency_ttl=s.idempotency_ttl_seconds,
-            publish_degraded=publish_degraded,
-            retry=task_policy(s),
-            redis=redis_policy(DEFAULT_REDIS_WAIT, s),
-        )
-    return report
+    return await backfill_batch(
+        lambda: connect(settings=s),  # opened to read, then to write: never across arenas
+        runner,
+        items,
+        only=only,
+        stream_name=s.stream_name,
+        concurrency=concurrency or s.arena_concurrency,
+        trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
+        idempotency_ttl=s.idempotency_ttl_seconds,
+        publish_degraded=publish_degraded,
+        retry=task_policy(s),
+        redis=redis_policy(DEFAULT_REDIS_WAIT, s),
+    )
 
 
 def _batch_row(outcome: DecisionOutcome) -> dict[str, Any]:
