@@ -191,18 +191,34 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         return _print_plan(result, args.only)
     if isinstance(result, BackfillSummary):
         print(_summary_line(result))
+        if result.skipped_unpublished:
+            raise TiError(
+                f"{result.skipped_unpublished} items of the range are not published and have "
+                "no failure record (their failure could not be recorded, e.g. Redis out of "
+                "memory), so --only failed did not run them; re-run with --only missing"
+            )
         return 0
     for o in failed:
         print(f"FAILED {o.ticker} {o.trade_date}: {o.error}", file=sys.stderr)
-    hint = "; re-run with --only failed to retry them" if failed else ""
+    # --only missing, not --only failed: a failure Redis refused to record (out of memory,
+    # connection lost) leaves no record for --only failed to find.
+    hint = "; re-run with --only missing to retry every item not published" if failed else ""
     raise TiError(f"{one_line(result, None)}{hint}") from result
 
 
 def _summary_line(summary: Any) -> str:
+    """What Redis holds for the range: skipped items are named as published or not."""
+    not_run = (
+        f", {summary.skipped_unpublished} not published and not run (no failure record)"
+        if summary.skipped_unpublished
+        else ""
+    )
     return (
         f"backfill done: {summary.planned} items over {summary.sessions} sessions "
         f"({len(summary.skipped_days)} days skipped): {summary.published} published, "
-        f"{summary.unchanged} unchanged, {summary.skipped} already done, 0 failed"
+        f"{summary.unchanged} unchanged, "
+        f"{summary.skipped - summary.skipped_unpublished} already published{not_run}, "
+        f"{len(summary.failed)} failed"
     )
 
 

@@ -88,13 +88,17 @@ def _session(source: ClientSource) -> AbstractAsyncContextManager[RedisClient]:
 
 @dataclass(slots=True)
 class BatchReport:
-    """A batch's skipped items (already published, or not failed with ``only="failed"``) and
+    """A batch's skipped items (already published, or not recorded as failed with
+    ``only="failed"``, of which ``skipped_unpublished`` are not published either) and
     the outcome of each item it ran, in plan order (``published``, ``unchanged`` and
     ``failed`` as :mod:`ti_core.publish.outcome` defines them, like ``ti run``'s)."""
 
     planned: int = 0
     skipped: int = 0
     outcomes: list[DecisionOutcome] = field(default_factory=list)
+    # Skipped yet not published: ``only="failed"`` passes over a missing item that has no
+    # failure record (one an out-of-memory or lost Redis kept from being recorded).
+    skipped_unpublished: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -336,6 +340,7 @@ async def backfill_batch(
         )
     todo = [item for item, f in zip(items, found, strict=True) if selected(f, only)]
     report = BatchReport(planned=len(items), skipped=len(items) - len(todo))
+    report.skipped_unpublished = sum(1 for f in found if not f.published and not selected(f, only))
     if on_classified is not None:
         on_classified(report.skipped)
     if todo:
