@@ -50,3 +50,53 @@ async def test_after_out_of_memory_only_failed_reports_the_unrecorded_items_as_n
         assert (done.skipped, done.skipped_unpublished) == (4, 0)
     finally:
         await client.aclose()
+
+
+async def test_a_replica_shortfall_says_the_decision_is_on_the_primary_and_visible(
+    redis_url: str,
+) -> None:
+    """A lone server has no replica: the write is on the primary (a consumer reads it) and
+    the error says exactly that, not "not published"."""
+    from tests.publish_workload import envelope
+    from ti_core import get_decision, publish_many
+    from ti_core.errors import ReplicaAckError
+    from ti_core.settings import TiSettings
+    from ti_core.transport.connection import connect
+
+    env = envelope(verdict="SELL", confidence=0.61)
+    async with connect(redis_url, settings=TiSettings(min_replicas=1, replica_timeout=0.1)) as c:
+        with pytest.raises(ReplicaAckError) as caught:
+            await publish_many(c, [env])
+    text = str(caught.value)
+    assert "written to the primary; consumers may see it; not acknowledged by 1 replicas" in text
+    assert "not published" not in text and "not counted" not in text
+    async with connect(redis_url, settings=TiSettings()) as consumer:
+        seen = await get_decision(consumer, "NVDA", "2026-05-11")
+    assert seen is not None and seen.correlation_id == env.correlation_id
+
+
+@pytest.mark.slow  # a child ti and the Prefect test server
+@pytest.mark.prefect
+def test_ti_run_with_a_replica_shortfall_does_not_say_not_published(
+    tmp_path: Path, prefect_harness: None, redis_url: str
+) -> None:
+    import redis
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.test_cli_run import clean_env, ti
+    from ti_core.contract.keys import decision_hash_key
+
+    env = clean_env(
+        tmp_path,
+        TI_REDIS_URL=redis_url,
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+        TI_MIN_REPLICAS="1",
+        TI_REPLICA_TIMEOUT="0.1",
+        TI_TASK_RETRIES="0",
+    )
+    out = ti("run", "AAPL", "--date", "2026-05-11", "--allow-demo", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "consumers may see it; not acknowledged by 1 replicas" in out.stderr, out.stderr
+    assert "not published" not in out.stderr
+    with redis.Redis.from_url(redis_url) as client:  # what consumers see: the decision
+        assert client.exists(decision_hash_key("AAPL", "2026-05-11")) == 1
