@@ -100,3 +100,70 @@ def test_ti_run_with_a_replica_shortfall_does_not_say_not_published(
     assert "not published" not in out.stderr
     with redis.Redis.from_url(redis_url) as client:  # what consumers see: the decision
         assert client.exists(decision_hash_key("AAPL", "2026-05-11")) == 1
+
+
+def test_a_symlinked_store_is_written_through_and_the_link_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+    from tests.store_damage import publish_store
+
+    data_dir, elsewhere = tmp_path / "ti-data", tmp_path / "bigdisk"
+    data_dir.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("TI_DATA_DIR", str(data_dir))
+    link = data_dir / "store.dat"
+    link.symlink_to(elsewhere / "decisions.dat")  # dangling until the first save
+    publish_store(data_dir, 3)
+    publish_store(data_dir, 4)  # a second save: the first becomes the previous copy
+    assert link.is_symlink() and link.readlink() == elsewhere / "decisions.dat"
+    assert (elsewhere / "decisions.dat").is_file()
+    assert (elsewhere / "decisions.dat.prev").is_file()
+    assert main(["get", "T3", "2026-01-05"]) == 0
+    capsys.readouterr()
+    assert main(["store", "reset", "--yes"]) == 0  # moves the target aside; the link stays
+    assert link.is_symlink() and not (elsewhere / "decisions.dat").exists()
+    assert len(list(elsewhere.glob("decisions.dat.damaged-*"))) == 1
+    publish_store(data_dir, 1)
+    assert link.is_symlink() and (elsewhere / "decisions.dat").is_file()
+
+
+def test_restore_then_reset_within_a_second_keeps_both_moved_aside_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+    from tests.store_damage import damage, publish_store
+
+    data_dir = tmp_path / "ti-data"
+    monkeypatch.setenv("TI_DATA_DIR", str(data_dir))
+    publish_store(data_dir, 3)
+    publish_store(data_dir, 4)
+    damage(data_dir / "store.dat", "truncated")
+    damaged = (data_dir / "store.dat").read_bytes()
+    assert main(["store", "restore"]) == 0
+    restored = (data_dir / "store.dat").read_bytes()
+    assert main(["store", "reset", "--yes"]) == 0
+    capsys.readouterr()
+    aside = sorted(data_dir.glob("store.dat.damaged-*"))
+    assert sorted(p.read_bytes() for p in aside) == sorted([damaged, restored])
+
+
+def test_moving_aside_never_replaces_a_file_of_the_same_second(tmp_path: Path) -> None:
+    """Every name this second (and the next two) already taken: a new one is made."""
+    from datetime import UTC, datetime, timedelta
+
+    from ti_core.store.file import move_aside
+
+    store = tmp_path / "store.dat"
+    store.write_bytes(b"current")
+    now = datetime.now(UTC)
+    taken = []
+    for seconds in range(3):
+        stamp = (now + timedelta(seconds=seconds)).strftime("%Y%m%dT%H%M%SZ")
+        name = tmp_path / f"store.dat.damaged-{stamp}"
+        name.write_bytes(f"earlier {seconds}".encode())
+        taken.append(name)
+    aside = move_aside(store)
+    assert aside is not None and aside not in taken and aside.read_bytes() == b"current"
+    assert [p.read_bytes() for p in taken] == [f"earlier {s}".encode() for s in range(3)]
+    assert not store.exists()
