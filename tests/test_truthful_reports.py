@@ -167,3 +167,77 @@ def test_moving_aside_never_replaces_a_file_of_the_same_second(tmp_path: Path) -
     assert aside is not None and aside not in taken and aside.read_bytes() == b"current"
     assert [p.read_bytes() for p in taken] == [f"earlier {s}".encode() for s in range(3)]
     assert not store.exists()
+
+
+@pytest.fixture(scope="module")
+def guarded_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A primary and one Sentinel that requires a password (``sent-pw``): its port."""
+    import redis
+
+    from tests.sentinel_cluster import SentinelProcess
+
+    tmp = tmp_path_factory.mktemp("guarded")
+    server = RedisProcess(tmp / "primary").start()
+    sentinel = SentinelProcess(tmp / "sentinel", server.port, 1000, 3000, "requirepass sent-pw")
+
+    def client() -> redis.Redis:
+        return redis.Redis(
+            port=sentinel.port, password="sent-pw", socket_timeout=1, socket_connect_timeout=1
+        )
+
+    sentinel.client = client  # type: ignore[method-assign]  # its pings need the password
+    try:
+        sentinel.start()
+        yield sentinel.port
+    finally:
+        sentinel.stop()
+        server.stop()
+
+
+SENTINEL_MISTAKES = {
+    "missing-password": ({}, "requires a password: set TI_REDIS_SENTINEL_PASSWORD"),
+    "wrong-password": (
+        {"redis_sentinel_password": "wrong-pw"},
+        "refused TI_REDIS_SENTINEL_PASSWORD",
+    ),
+    "tls-against-plain": (
+        {"redis_sentinel_password": "sent-pw", "redis_tls": True},
+        "speaks plain text, not TLS",
+    ),
+    "missing-ca": (
+        {
+            "redis_sentinel_password": "sent-pw",
+            "redis_tls": True,
+            "redis_tls_ca_certs": "/nope.pem",
+        },
+        "TI_REDIS_TLS_CA_CERTS /nope.pem cannot be used as a CA bundle",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("mistake", "says"), list(SENTINEL_MISTAKES.values()), ids=list(SENTINEL_MISTAKES)
+)
+async def test_sentinel_misconfigurations_are_configuration_errors_not_outages(
+    guarded_sentinel: int, mistake: dict[str, Any], says: str
+) -> None:
+    """Each is a ``ConfigError`` on the first attempt (never retried), where it was
+    ``RedisUnavailableError`` once ``TI_REDIS_FAILOVER_WAIT`` had passed."""
+    from tests.sentinel_cluster import SERVICE
+    from ti_core.errors import ConfigError
+    from ti_core.settings import TiSettings
+    from ti_core.transport.connection import connect
+
+    base = {
+        "redis_sentinels": f"127.0.0.1:{guarded_sentinel}",
+        "redis_sentinel_master": SERVICE,
+        "redis_failover_wait": 2.0,
+        "connect_timeout": 0.5,
+    }
+    with pytest.raises(ConfigError) as caught:
+        async with connect(settings=TiSettings(**base, **mistake)) as client:
+            await client.ping()
+    assert says in str(caught.value)
+    assert "wrong-pw" not in str(caught.value) and "sent-pw" not in str(caught.value)
+    async with connect(settings=TiSettings(**base, redis_sentinel_password="sent-pw")) as client:
+        assert await client.ping()  # the same Sentinel, configured right
