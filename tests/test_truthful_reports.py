@@ -241,3 +241,31 @@ async def test_sentinel_misconfigurations_are_configuration_errors_not_outages(
     assert "wrong-pw" not in str(caught.value) and "sent-pw" not in str(caught.value)
     async with connect(settings=TiSettings(**base, redis_sentinel_password="sent-pw")) as client:
         assert await client.ping()  # the same Sentinel, configured right
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [":s3cret-pw@127.0.0.1:26379", "user:s3cret-pw@127.0.0.1:26379", "s3cret-pw%40127.0.0.1:26379"],
+)
+def test_credentials_in_the_sentinel_list_are_refused_and_never_printed(
+    listed: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+    from flows.pipeline import where_written
+    from ti_core.errors import ConfigError
+    from ti_core.settings import TiSettings
+    from ti_core.transport.sentinel import sentinel_target
+
+    settings = TiSettings(redis_sentinels=f"10.0.0.5:26379,{listed}", redis_sentinel_master="prod")
+    assert "s3cret-pw" not in where_written(settings)  # what events and run lines carry
+    assert "10.0.0.5:26379,***@" in settings.redis_url_redacted()
+    with pytest.raises(ConfigError, match="carries credentials") as caught:
+        sentinel_target(settings)
+    assert "s3cret-pw" not in str(caught.value)
+    monkeypatch.setenv("TI_REDIS_SENTINELS", listed)
+    monkeypatch.setenv("TI_REDIS_SENTINEL_MASTER", "prod")
+    monkeypatch.setenv("TI_REDIS_FAILOVER_WAIT", "0")
+    monkeypatch.setenv("TI_RETRIES", "0")
+    assert main(["get", "NVDA", "2026-05-11"]) == 1
+    out = capsys.readouterr()
+    assert "carries credentials" in out.err and "s3cret-pw" not in out.err + out.out

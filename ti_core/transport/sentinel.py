@@ -34,7 +34,7 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelManage
 from redis.backoff import AbstractBackoff
 
 from ti_core.errors import ConfigError, one_line
-from ti_core.settings import TiSettings
+from ti_core.settings import TiSettings, redact_sentinels
 from ti_core.transport.boundary import CLIENT_RETRIES, REFUSED
 
 __all__ = ["FailoverRetry", "SentinelTarget", "open_sentinel", "sentinel_target"]
@@ -120,10 +120,16 @@ def _sentinel_only_settings(settings: TiSettings) -> list[str]:
 
 def _host_port(part: str) -> tuple[str, int]:
     text = part.strip()
+    redacted = redact_sentinels(text)
+    shown = redacted if len(redacted) <= 60 else redacted[:57] + "..."
+    if redacted != text:
+        raise ConfigError(
+            f"TI_REDIS_SENTINELS entry {shown!r} carries credentials: list host:port only, "
+            "and give the Sentinels' password as TI_REDIS_SENTINEL_PASSWORD"
+        )
     host, sep, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        shown = text if len(text) <= 60 else text[:57] + "..."
         raise ConfigError(
             f"TI_REDIS_SENTINELS entry {shown!r} is not host:port "
             "(e.g. 10.0.0.5:26379 or [::1]:26379)"
