@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, publish nothing")
     p.add_argument(
+        "--max-items",
+        type=int,
+        default=None,
+        help="largest dry run, in items (sessions x tickers; default 1,000,000; 0: no limit)",
+    )
+    p.add_argument(
         "--concurrency",
         type=int,
         default=None,
@@ -92,6 +98,8 @@ def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str],
 
     if args.concurrency is not None and args.concurrency < 1:
         raise TiError("--concurrency must be at least 1")
+    if args.max_items is not None and (args.max_items < 0 or not args.dry_run):
+        raise TiError("--max-items takes a number >= 0, with --dry-run")
     names = _tickers(args.tickers)
     calendar = args.calendar or settings.calendar
     sessions(args.start, args.end, calendar)
@@ -126,14 +134,29 @@ def _backfill(args: argparse.Namespace) -> int:
 def _dry_run(
     args: argparse.Namespace, names: list[str], calendar: str, settings: TiSettings
 ) -> int:
-    """The plan, straight from Redis: nothing to run, so no Prefect."""
-    from flows.backfill_plan import dry_run_plan
+    """The plan, straight from Redis: nothing to run, so no Prefect. Its size is printed
+    (stderr) before anything is read, and a plan over ``--max-items`` is refused."""
+    from flows.backfill_plan import DRY_RUN_MAX_ITEMS, check_plan_size, dry_run_plan
     from ti_core.backfill.calendar import sessions
 
     plan = sessions(args.start, args.end, calendar)
-    return _print_plan(
-        asyncio.run(dry_run_plan(names, plan, args.only, settings, record=False)), args.only
+    limit = DRY_RUN_MAX_ITEMS if args.max_items is None else args.max_items
+    total = check_plan_size(names, plan, limit)
+    print(
+        f"dry run: reading {total:,} items ({len(plan.sessions):,} sessions x "
+        f"{len(names):,} tickers) from Redis",
+        file=sys.stderr,
     )
+
+    def estimate(seconds: float) -> None:
+        print(f"dry run: about {seconds:.0f} s more at the rate so far", file=sys.stderr)
+
+    found = asyncio.run(
+        dry_run_plan(
+            names, plan, args.only, settings, record=False, max_items=limit, on_estimate=estimate
+        )
+    )
+    return _print_plan(found, args.only)
 
 
 def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:

@@ -269,3 +269,39 @@ def test_credentials_in_the_sentinel_list_are_refused_and_never_printed(
     assert main(["get", "NVDA", "2026-05-11"]) == 1
     out = capsys.readouterr()
     assert "carries credentials" in out.err and "s3cret-pw" not in out.err + out.out
+
+
+def test_a_dry_run_over_two_centuries_is_refused_at_once_naming_its_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """1900-2100 x 1,000 tickers: 52 million items, refused before anything is read (it ran
+    for 11 minutes, silent, its memory growing)."""
+    from flows.cli import main
+
+    tickers = ",".join(f"T{i}" for i in range(1000))
+    span = ["--start", "1900-01-01", "--end", "2100-12-31", "--calendar", "weekdays"]
+    assert main(["backfill", "--tickers", tickers, *span, "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "a dry run of 52,440,000 items (52,440 sessions x 1,000 tickers)" in err
+    assert "over the limit of 1,000,000" in err and "--max-items" in err
+
+
+def test_a_dry_run_prints_its_size_then_an_estimate_and_takes_a_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flows.cli import main
+
+    tickers = ",".join(f"T{i}" for i in range(120))
+    span = ["--start", "2026-01-01", "--end", "2026-05-31", "--calendar", "weekdays"]
+    assert main(["backfill", "--tickers", tickers, *span, "--dry-run"]) == 0
+    out = capsys.readouterr()
+    lines = out.err.splitlines()
+    assert lines[0] == "dry run: reading 12,840 items (107 sessions x 120 tickers) from Redis"
+    assert lines[1].startswith("dry run: about ") and lines[1].endswith(
+        " s more at the rate so far"
+    )
+    assert "12840 to do; nothing published" in out.out
+    assert main(["backfill", "--tickers", tickers, *span, "--dry-run", "--max-items", "100"]) == 1
+    assert "over the limit of 100" in capsys.readouterr().err
+    assert main(["backfill", "--tickers", "T1", *span, "--max-items", "100"]) == 1
+    assert "with --dry-run" in capsys.readouterr().err
