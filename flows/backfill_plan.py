@@ -26,6 +26,7 @@ from ti_core.transport.connection import connect
 
 __all__ = [
     "DRY_RUN_MAX_ITEMS",
+    "ESTIMATE_AFTER",
     "DryRunPlan",
     "check_plan_size",
     "dry_run_plan",
@@ -36,7 +37,7 @@ __all__ = [
 _PLAN_CHUNK = 2000
 # About 4 years of sessions x 1,000 tickers; its plan holds at most that many items to do.
 DRY_RUN_MAX_ITEMS = 1_000_000
-_ESTIMATE_AFTER = 5 * _PLAN_CHUNK  # items read before the time left is estimated
+ESTIMATE_AFTER = 5 * _PLAN_CHUNK  # items read before the time left is estimated
 
 
 @dataclass
@@ -87,7 +88,7 @@ async def dry_run_plan(
         for chunk in batched(plan_items(names, plan.sessions), _PLAN_CHUNK):
             found = await classify(client, chunk, stream_name=s.stream_name)
             done += len(chunk)
-            if on_estimate is not None and done == _ESTIMATE_AFTER and done < total:
+            if on_estimate is not None and done == ESTIMATE_AFTER and done < total:
                 on_estimate((time.monotonic() - started) / done * (total - done))
             for item, f in zip(chunk, found, strict=True):
                 result.published += f.published

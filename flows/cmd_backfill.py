@@ -134,19 +134,26 @@ def _backfill(args: argparse.Namespace) -> int:
 def _dry_run(
     args: argparse.Namespace, names: list[str], calendar: str, settings: TiSettings
 ) -> int:
-    """The plan, straight from Redis: nothing to run, so no Prefect. Its size is printed
-    (stderr) before anything is read, and a plan over ``--max-items`` is refused."""
-    from flows.backfill_plan import DRY_RUN_MAX_ITEMS, check_plan_size, dry_run_plan
+    """The plan, straight from Redis: nothing to run, so no Prefect. A plan over
+    ``--max-items`` is refused; a large one (that takes seconds) prints its size (stderr)
+    before anything is read, then an estimate of the time left."""
+    from flows.backfill_plan import (
+        DRY_RUN_MAX_ITEMS,
+        ESTIMATE_AFTER,
+        check_plan_size,
+        dry_run_plan,
+    )
     from ti_core.backfill.calendar import sessions
 
     plan = sessions(args.start, args.end, calendar)
     limit = DRY_RUN_MAX_ITEMS if args.max_items is None else args.max_items
     total = check_plan_size(names, plan, limit)
-    print(
-        f"dry run: reading {total:,} items ({len(plan.sessions):,} sessions x "
-        f"{len(names):,} tickers) from Redis",
-        file=sys.stderr,
-    )
+    if total > ESTIMATE_AFTER:
+        print(
+            f"dry run: reading {total:,} items ({len(plan.sessions):,} sessions x "
+            f"{len(names):,} tickers) from Redis",
+            file=sys.stderr,
+        )
 
     def estimate(seconds: float) -> None:
         print(f"dry run: about {seconds:.0f} s more at the rate so far", file=sys.stderr)
