@@ -86,10 +86,13 @@ class BackfillSummary:
     published: int = 0
     unchanged: int = 0
     failed: list[DecisionOutcome] = field(default_factory=list)
+    # Of ``skipped``: not published either (``only="failed"`` with no failure record).
+    skipped_unpublished: int = 0
 
     def add(self, report: BatchReport) -> None:
         self.planned += report.planned
         self.skipped += report.skipped
+        self.skipped_unpublished += report.skipped_unpublished
         self.published += report.count("published")
         self.unchanged += report.count("unchanged")
         self.failed.extend(o for o in report.outcomes if o.failed)
@@ -116,21 +119,19 @@ async def backfill_batch_task(
     s = run_settings()
     runner = load_arena(arena, settings=s)
     items = [Item(t, d) for t, d in pairs]
-    async with connect(settings=s) as client:
-        report = await backfill_batch(
-            client,
-            runner,
-            items,
-            only=only,
-            stream_name=s.stream_name,
-            concurrency=concurrency or s.arena_concurrency,
-            trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
-            idempotency_ttl=s.idempotency_ttl_seconds,
-            publish_degraded=publish_degraded,
-            retry=task_policy(s),
-            redis=redis_policy(DEFAULT_REDIS_WAIT, s),
-        )
-    return report
+    return await backfill_batch(
+        lambda: connect(settings=s),  # opened to read, then to write: never across arenas
+        runner,
+        items,
+        only=only,
+        stream_name=s.stream_name,
+        concurrency=concurrency or s.arena_concurrency,
+        trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
+        idempotency_ttl=s.idempotency_ttl_seconds,
+        publish_degraded=publish_degraded,
+        retry=task_policy(s),
+        redis=redis_policy(DEFAULT_REDIS_WAIT, s),
+    )
 
 
 def _batch_row(outcome: DecisionOutcome) -> dict[str, Any]:
@@ -166,7 +167,13 @@ class _ApiWrites:
                 acreate_table_artifact(
                     table=[_batch_row(o) for o in report.outcomes],
                     description=f"backfill batch {number}: {len(report.outcomes)} items run, "
-                    f"{report.skipped} already done",
+                    f"{report.skipped - report.skipped_unpublished} already published"
+                    + (
+                        f", {report.skipped_unpublished} not published and not run (no "
+                        "failure record)"
+                        if report.skipped_unpublished
+                        else ""
+                    ),
                 )
             )
         if self.progress_write is None or self.progress_write.done():
@@ -196,7 +203,8 @@ async def _summary_artifacts(summary: BackfillSummary, title: str) -> None:
             "ticker": "(all)",
             "trade_date": "",
             "status": "summary",
-            "reason": f"{summary.planned} planned, {summary.skipped} skipped, "
+            "reason": f"{summary.planned} planned, {summary.skipped} skipped "
+            f"({summary.skipped_unpublished} of them not published), "
             f"{summary.published} published, {summary.unchanged} unchanged, "
             f"{len(summary.failed)} failed",
         }

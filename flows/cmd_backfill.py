@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, publish nothing")
     p.add_argument(
+        "--max-items",
+        type=int,
+        default=None,
+        help="largest dry run, in items (sessions x tickers; default 1,000,000; 0: no limit)",
+    )
+    p.add_argument(
         "--concurrency",
         type=int,
         default=None,
@@ -92,6 +98,8 @@ def _prepare(args: argparse.Namespace, settings: TiSettings) -> tuple[list[str],
 
     if args.concurrency is not None and args.concurrency < 1:
         raise TiError("--concurrency must be at least 1")
+    if args.max_items is not None and (args.max_items < 0 or not args.dry_run):
+        raise TiError("--max-items takes a number >= 0, with --dry-run")
     names = _tickers(args.tickers)
     calendar = args.calendar or settings.calendar
     sessions(args.start, args.end, calendar)
@@ -126,14 +134,36 @@ def _backfill(args: argparse.Namespace) -> int:
 def _dry_run(
     args: argparse.Namespace, names: list[str], calendar: str, settings: TiSettings
 ) -> int:
-    """The plan, straight from Redis: nothing to run, so no Prefect."""
-    from flows.backfill_plan import dry_run_plan
+    """The plan, straight from Redis: nothing to run, so no Prefect. A plan over
+    ``--max-items`` is refused; a large one (that takes seconds) prints its size (stderr)
+    before anything is read, then an estimate of the time left."""
+    from flows.backfill_plan import (
+        DRY_RUN_MAX_ITEMS,
+        ESTIMATE_AFTER,
+        check_plan_size,
+        dry_run_plan,
+    )
     from ti_core.backfill.calendar import sessions
 
     plan = sessions(args.start, args.end, calendar)
-    return _print_plan(
-        asyncio.run(dry_run_plan(names, plan, args.only, settings, record=False)), args.only
+    limit = DRY_RUN_MAX_ITEMS if args.max_items is None else args.max_items
+    total = check_plan_size(names, plan, limit)
+    if total > ESTIMATE_AFTER:
+        print(
+            f"dry run: reading {total:,} items ({len(plan.sessions):,} sessions x "
+            f"{len(names):,} tickers) from Redis",
+            file=sys.stderr,
+        )
+
+    def estimate(seconds: float) -> None:
+        print(f"dry run: about {seconds:.0f} s more at the rate so far", file=sys.stderr)
+
+    found = asyncio.run(
+        dry_run_plan(
+            names, plan, args.only, settings, record=False, max_items=limit, on_estimate=estimate
+        )
     )
+    return _print_plan(found, args.only)
 
 
 def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:
@@ -191,18 +221,34 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
         return _print_plan(result, args.only)
     if isinstance(result, BackfillSummary):
         print(_summary_line(result))
+        if result.skipped_unpublished:
+            raise TiError(
+                f"{result.skipped_unpublished} items of the range are not published and have "
+                "no failure record (their failure could not be recorded, e.g. Redis out of "
+                "memory), so --only failed did not run them; re-run with --only missing"
+            )
         return 0
     for o in failed:
         print(f"FAILED {o.ticker} {o.trade_date}: {o.error}", file=sys.stderr)
-    hint = "; re-run with --only failed to retry them" if failed else ""
+    # --only missing, not --only failed: a failure Redis refused to record (out of memory,
+    # connection lost) leaves no record for --only failed to find.
+    hint = "; re-run with --only missing to retry every item not published" if failed else ""
     raise TiError(f"{one_line(result, None)}{hint}") from result
 
 
 def _summary_line(summary: Any) -> str:
+    """What Redis holds for the range: skipped items are named as published or not."""
+    not_run = (
+        f", {summary.skipped_unpublished} not published and not run (no failure record)"
+        if summary.skipped_unpublished
+        else ""
+    )
     return (
         f"backfill done: {summary.planned} items over {summary.sessions} sessions "
         f"({len(summary.skipped_days)} days skipped): {summary.published} published, "
-        f"{summary.unchanged} unchanged, {summary.skipped} already done, 0 failed"
+        f"{summary.unchanged} unchanged, "
+        f"{summary.skipped - summary.skipped_unpublished} already published{not_run}, "
+        f"{len(summary.failed)} failed"
     )
 
 

@@ -77,7 +77,12 @@ def _prepare(args: argparse.Namespace, settings: TiSettings) -> None:
 
 
 def _fail(what: str, exc: BaseException, hint: str = "") -> TiError:
-    """The one-line error ``cli.main`` prints: what failed, why, and how to retry."""
+    """The one-line error ``cli.main`` prints: what failed, why, and how to retry. A replica
+    shortfall is not "not published": the decision is on the primary, its error says so."""
+    from ti_core.errors import ReplicaAckError
+
+    if isinstance(exc, ReplicaAckError):
+        what = what.removesuffix(" not published")
     return TiError(f"{what}: {one_line(exc, None)}{hint}")
 
 

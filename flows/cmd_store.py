@@ -33,7 +33,9 @@ command refuses to use it; then:
                           (loses only what the last save added); --force if store.dat loads
   ti store reset --yes    move store.dat aside and start with an empty store
 
-Moved-aside files are named store.dat.damaged-<UTC time> and never deleted by ti."""
+Moved-aside files are named store.dat.damaged-<UTC time> (-2, -3, ... within one second)
+and never deleted or overwritten by ti. A symlinked store.dat is followed: its target is
+replaced and the link kept."""
 
 
 def register(subparsers: Any) -> None:

@@ -193,5 +193,5 @@ def test_backfill_process_killed_mid_run_then_rerun(
     out, err = again.communicate(timeout=90)
     assert again.returncode == 0, err.decode()[-2000:]
     # Every entry the killed run wrote has its hash (one script each): all of them are skipped.
-    assert f"{done} already done" in out.decode()
+    assert f"{done} already published" in out.decode()
     assert_exactly_once(redis_url, PAIRS)

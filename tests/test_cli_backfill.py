@@ -59,7 +59,7 @@ def test_backfill_names_failures_then_only_failed_finishes(
     assert main(["backfill", *RANGE, *arena, "--concurrency", "2"]) == 1
     captured = capsys.readouterr()
     assert f"FAILED {HOLE[0]} {HOLE[1]}: StateNotFoundError" in captured.err
-    assert "--only failed" in captured.err and "Traceback" not in captured.err
+    assert "--only missing" in captured.err and "Traceback" not in captured.err
 
     assert main(["status", *RANGE]) == 0
     grid = capsys.readouterr().out
@@ -68,10 +68,44 @@ def test_backfill_names_failures_then_only_failed_finishes(
     hole.write_text(saved)
     assert main(["backfill", *RANGE, *arena, "--only", "failed"]) == 0
     out = capsys.readouterr().out
-    assert "1 published" in out and "17 already done" in out and "0 failed" in out
+    assert "1 published" in out and "17 already published" in out and "0 failed" in out
     assert_exactly_once(
         redis_url, [(i.ticker, i.trade_date) for i in plan_items(TICKERS, PLAN.sessions)]
     )
+
+
+@pytest.mark.prefect
+@PREFECT_SOCKETS
+@pytest.mark.usefixtures("prefect_sockets_collected")
+def test_only_failed_over_unrecorded_failures_says_they_are_not_published(
+    prefect_harness: None, cli_env: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state an out-of-memory run leaves (tests/test_truthful_reports.py makes it for
+    real): BRK.B never published, and no failure record, Redis having refused it too."""
+    import asyncio
+
+    from ti_core.arenas.registry import load_arena
+    from ti_core.backfill.runner import run_items
+    from ti_core.transport.connection import open_redis
+
+    async def publish_nvda() -> None:
+        async with open_redis(redis_url) as client:
+            await run_items(
+                client,
+                load_arena(f"replay:{cli_env}"),
+                list(plan_items(["NVDA"], PLAN.sessions)),
+            )
+
+    asyncio.run(publish_nvda())
+    arena = ["--arena", f"replay:{cli_env}"]
+    assert main(["backfill", *RANGE, *arena, "--only", "failed"]) == 1
+    captured = capsys.readouterr()
+    assert "9 already published, 9 not published and not run" in captured.out
+    assert "already done" not in captured.out
+    assert "9 items of the range are not published" in captured.err
+    assert "re-run with --only missing" in captured.err
+    assert main(["backfill", *RANGE, *arena]) == 0
+    assert "9 published" in capsys.readouterr().out
 
 
 def test_status_json_grid(

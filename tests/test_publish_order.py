@@ -106,3 +106,61 @@ async def test_verify_names_a_hash_hiding_a_later_decision(r: Any) -> None:
     await publish_many(r, [later])
     assert await _verdict(r) == "SELL"
     assert (await verify_store(r)).ok
+
+
+# Finding 7 of issue 22: a decision built within the millisecond another's entry was written.
+# The stamps are set from that entry's millisecond M (read from its id), so every case is
+# deterministic whatever the machine's speed; the correlation ids are chosen so that the old
+# tie-break (greater correlation id) would pick the wrong decision.
+LOW_CID, HIGH_CID = "0" * 32, "f" * 32
+
+
+def _at_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC) + timedelta(microseconds=us % 1_000_000)
+
+
+def _entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-")[0])
+
+
+# (case, microseconds after the start of M the correct host stamps, or None for "published
+# first", the verdict the hash must hold)
+CLOCK_CASES = [
+    ("built-at-the-start-of-the-fast-entrys-ms", 0, "SELL"),
+    ("built-at-the-end-of-the-fast-entrys-ms", 999, "SELL"),
+    ("built-just-before-the-fast-entrys-ms", -1, "BUY"),
+    ("correct-published-first", None, "BUY"),
+]
+
+
+@pytest.mark.parametrize(
+    ("offset_us", "wins"), [c[1:] for c in CLOCK_CASES], ids=[c[0] for c in CLOCK_CASES]
+)
+async def test_within_one_millisecond_a_decision_built_after_an_entry_was_written_wins(
+    r: Any, offset_us: int | None, wins: str
+) -> None:
+    """A fast host (a day ahead: its order is the end of its entry's millisecond M) and a
+    correct one, through ``publish_many``: the correct decision built in M (after the fast
+    entry, or at least not provably before it) wins; one built before M does not; a fast
+    entry written after a correct decision wins. Retrying either changes nothing."""
+    ahead = datetime.now(UTC) + timedelta(days=1)
+    fast = envelope(verdict="BUY", published_at=ahead, correlation_id=HIGH_CID)
+    if offset_us is None:
+        correct = envelope(verdict="SELL", confidence=0.61, correlation_id=LOW_CID)
+        first, second = correct, fast
+    else:
+        first = fast
+    (held,) = await publish_many(r, [first])
+    if offset_us is not None:
+        stamp = _at_us(_entry_ms(held.entry_id) * 1000 + offset_us)
+        correct = envelope(
+            verdict="SELL", confidence=0.61, published_at=stamp, correlation_id=LOW_CID
+        )
+        second = correct
+    await publish_many(r, [second])
+    assert await _verdict(r) == wins
+    await publish_many(r, [first])  # a retry of either publish changes nothing
+    await publish_many(r, [second])
+    assert await _verdict(r) == wins
+    report = await verify_store(r)
+    assert report.ok and report.counts.get("superseded") == 1, report.to_dict()

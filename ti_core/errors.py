@@ -87,8 +87,9 @@ class RedisUnavailableError(PublishError):
 class ReplicaAckError(RedisUnavailableError):
     """A write reached the primary but not ``TI_MIN_REPLICAS`` replicas in time.
 
-    It may vanish if the primary dies now, so it does not count as published; retrying is
-    safe (the scripts find their own correlation-id record and never append twice).
+    Consumers may already see it, yet it may vanish if the primary dies now: the message says
+    both, never "not published". Retrying is safe (the scripts find their own correlation-id
+    record and never append twice).
     """
 
 

@@ -19,7 +19,7 @@ from ti_core import defaults
 from ti_core.contract.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.contract.keys import DEFAULT_STREAM_NAME, validate_stream_name
 
-__all__ = ["TiSettings", "default_data_dir", "redact_url"]
+__all__ = ["TiSettings", "default_data_dir", "redact_sentinels", "redact_url"]
 
 
 # redis-py reads credentials from the query string too (``?password=``, ``?ssl_password=``),
@@ -53,6 +53,19 @@ def _redacted_query(query: str) -> str:
             else ("***" if not eq and _secret_key(key) else pair)
         )
     return "&".join(pairs)
+
+
+def redact_sentinels(listed: str) -> str:
+    """``TI_REDIS_SENTINELS`` safe to print: in each ``host:port`` entry, anything up to an
+    ``@`` (credentials someone wrote there, ``:pw@host:port``) becomes ``***@``. Such an
+    entry is refused by ``connect``; this keeps it out of every line and event meanwhile."""
+    entries = []
+    for entry in listed.split(","):
+        head, at, tail = entry.rpartition("@")
+        if not at and "%40" in entry.lower():  # an encoded @ hides credentials the same way
+            head, at, tail = entry.lower().rpartition("%40")
+        entries.append(f"***@{tail}" if at else entry)
+    return ",".join(entries)
 
 
 def redact_url(url: str | SecretStr | None) -> str:
@@ -277,5 +290,6 @@ class TiSettings(BaseSettings):
     def redis_url_redacted(self) -> str:
         """The configured URL without its credentials, or a note that the embedded store is used."""
         if self.redis_sentinels is not None and self.redis_url is None:
-            return f"sentinel:{self.redis_sentinel_master or '?'}@{self.redis_sentinels}"
+            listed = redact_sentinels(self.redis_sentinels)
+            return f"sentinel:{self.redis_sentinel_master or '?'}@{listed}"
         return redact_url(self.redis_url)

@@ -37,7 +37,7 @@ from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.contract.wire import content_digest
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, TiError
-from ti_core.publish.scripts import publish_order
+from ti_core.publish.scripts import outranks, publish_order
 from ti_core.transport.boundary import is_wrong_type, raise_error_replies, redis_boundary
 from ti_core.transport.client import RedisClient, RedisPipeline
 from ti_core.transport.replies import entries, fields, pipeline, stream_info_of, text, value_of
@@ -265,7 +265,7 @@ async def _audit_entry_page(
             report.add("orphan_entry", f"{entry_id}: no hash {key} (publish again to heal)")
         elif linked is not None and text(linked) != entry_id:
             held = _order_of(held_ts, held_cid, text(linked))
-            if held is not None and (order, cid) > held:
+            if held is not None and outranks(order, cid, entry_id, *held, text(linked)):
                 report.add(
                     "stale_hash",
                     f"{key} -> {text(linked)} hides the later-ordered entry {entry_id}",

@@ -7,6 +7,12 @@ selected items run through the arena concurrently (bounded), are built, publishe
 ``publish_many`` (idempotent and content-aware, so a re-run adds nothing), and the outcome of
 each is recorded: a failure as a failure record (:mod:`ti_core.failures`), a success by
 deleting it. One bad item fails only itself.
+
+Redis is reached through a :data:`ClientSource`: a client held for the whole batch, or a
+function opening one (``connect``), which a batch opens twice, to classify and then to
+publish and record, and never across the arena runs between: with the embedded store an open
+client holds the writers' lock, and an arena run can take minutes (an LLM arena: hours for a
+batch), during which every other ``ti`` command would wait for the lock and give up.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeVar
@@ -50,6 +57,7 @@ from ti_core.transport.retry import RetryPolicy, redis_policy, retrying
 
 __all__ = [
     "ONLY_MODES",
+    "ClientSource",
     "BatchReport",
     "backfill_batch",
     "batched",
@@ -66,16 +74,31 @@ DEFAULT_REDIS_WAIT = 15.0  # seconds a batch waits for Redis to come back before
 REDIS_WAIT = redis_policy(DEFAULT_REDIS_WAIT)
 TASK_RETRY = RetryPolicy()  # the TI_TASK_RETRY* defaults; flows pass task_policy(settings)
 
+# A client used as is (kept open by its owner), or a function opening one for each step that
+# reads or writes (``lambda: connect(settings=s)``), closed before any arena runs.
+ClientSource = RedisClient | Callable[[], AbstractAsyncContextManager[RedisClient]]
+
+
+def _session(source: ClientSource) -> AbstractAsyncContextManager[RedisClient]:
+    """A client for one step: the given one (left open), or a fresh one from the opener."""
+    if callable(source):
+        return source()
+    return nullcontext(source)
+
 
 @dataclass(slots=True)
 class BatchReport:
-    """A batch's skipped items (already published, or not failed with ``only="failed"``) and
+    """A batch's skipped items (already published, or not recorded as failed with
+    ``only="failed"``, of which ``skipped_unpublished`` are not published either) and
     the outcome of each item it ran, in plan order (``published``, ``unchanged`` and
     ``failed`` as :mod:`ti_core.publish.outcome` defines them, like ``ti run``'s)."""
 
     planned: int = 0
     skipped: int = 0
     outcomes: list[DecisionOutcome] = field(default_factory=list)
+    # Skipped yet not published: ``only="failed"`` passes over a missing item that has no
+    # failure record (one an out-of-memory or lost Redis kept from being recorded).
+    skipped_unpublished: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -201,7 +224,7 @@ async def _publish(
 
 
 async def run_items(
-    client: RedisClient,
+    source: ClientSource,
     runner: ArenaRunner,
     items: Sequence[Item],
     *,
@@ -220,8 +243,24 @@ async def run_items(
     failure is retried as ``retry`` says. Raises ``RedisUnavailableError`` only when Redis
     stays unreachable past the deadline of ``redis`` (``redis_policy``):
     nothing else can be recorded then, and a re-run resumes where this one stopped.
+    A client opened from ``source`` only after every arena run (see :data:`ClientSource`).
     """
     built = await _build_all(runner, items, concurrency, retry, publish_degraded)
+    async with _session(source) as client:
+        return await _publish_and_record(
+            client, items, built, stream_name, trim, idempotency_ttl, redis
+        )
+
+
+async def _publish_and_record(
+    client: RedisClient,
+    items: Sequence[Item],
+    built: list[TradingIntelligenceEnvelope | BaseException],
+    stream_name: str,
+    trim: TrimPolicy | None,
+    idempotency_ttl: int,
+    redis: RetryPolicy,
+) -> list[DecisionOutcome]:
     envelopes = [b for b in built if isinstance(b, TradingIntelligenceEnvelope)]
     publish = {"stream_name": stream_name, "trim": trim, "idempotency_ttl": idempotency_ttl}
     results = iter(await _publish(client, envelopes, publish, redis) if envelopes else [])
@@ -281,7 +320,7 @@ async def _record(
 
 
 async def backfill_batch(
-    client: RedisClient,
+    source: ClientSource,
     runner: ArenaRunner,
     items: Sequence[Item],
     *,
@@ -290,17 +329,22 @@ async def backfill_batch(
     on_classified: Callable[[int], None] | None = None,
     **run_options: Any,
 ) -> BatchReport:
-    """Classify ``items``, run those ``only`` selects (see :func:`run_items`), report all."""
+    """Classify ``items``, run those ``only`` selects (see :func:`run_items`), report all.
+
+    A client from ``source`` is open while classifying and while publishing, not between.
+    """
     redis = run_options.get("redis", REDIS_WAIT)
-    found = await _patiently(
-        lambda: classify(client, items, stream_name=stream_name), redis, "classifying"
-    )
+    async with _session(source) as client:
+        found = await _patiently(
+            lambda: classify(client, items, stream_name=stream_name), redis, "classifying"
+        )
     todo = [item for item, f in zip(items, found, strict=True) if selected(f, only)]
     report = BatchReport(planned=len(items), skipped=len(items) - len(todo))
+    report.skipped_unpublished = sum(1 for f in found if not f.published and not selected(f, only))
     if on_classified is not None:
         on_classified(report.skipped)
     if todo:
         report.outcomes = await run_items(
-            client, runner, todo, stream_name=stream_name, **run_options
+            source, runner, todo, stream_name=stream_name, **run_options
         )
     return report

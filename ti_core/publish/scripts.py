@@ -14,7 +14,7 @@ import hashlib
 
 from ti_core.contract.hash_fields import FIELDS, FLAT_FIELDS, flat_values, published_ts
 from ti_core.contract.models import TradingIntelligenceEnvelope
-from ti_core.contract.stream_ids import end_of_ms_us
+from ti_core.contract.stream_ids import end_of_ms_us, parse
 
 __all__ = [
     "BATCH_SCRIPT",
@@ -24,6 +24,7 @@ __all__ = [
     "SCRIPT_SHAS",
     "STREAM_SCRIPT",
     "argv",
+    "outranks",
     "publish_order",
 ]
 
@@ -90,6 +91,25 @@ _HASH_VALUES = {"entry_id": "entry", "json": _ARG["payload"], "published_ts": "t
 _HSET = "redis.call('HSET', kh, {})".format(
     ", ".join(f"'{name}', {_HASH_VALUES.get(name) or _ARG[name]}" for name in FIELDS)
 )
+# Within one millisecond the orders cannot tell which came first: a capped order (a clock
+# running ahead) is the end of its entry's millisecond, and a decision a correct clock built
+# in that millisecond is stamped earlier, yet may have been built after that entry was
+# written. So when both orders fall inside the millisecond of the earlier of the two entries,
+# the later entry wins (the server's order); otherwise the later order, then the greater
+# correlation id. :func:`outranks` is the same rule in Python (``ti verify``).
+_SAME_MS = """
+local later = nil
+local nm, ns = string.match(entry, '^(%d+)-(%d+)$')
+local hm, hs = string.match(cur_entry or '', '^(%d+)-(%d+)$')
+if nm and hm and entry ~= cur_entry then
+  nm, ns, hm, hs = tonumber(nm), tonumber(ns), tonumber(hm), tonumber(hs)
+  later = nm > hm or (nm == hm and ns > hs)
+  local first = hm
+  if not later then first = nm end
+  local lo, hi = first * 1000, first * 1000 + 999
+  if not (ts >= lo and ts <= hi and cur_ts >= lo and cur_ts <= hi) then later = nil end
+end
+"""
 _HASH_WRITE = (
     _ORDER
     + """
@@ -97,10 +117,15 @@ local keep = false
 if {force} == '0' then
   if created ~= 1 and cur_entry == entry then
     keep = true
-  elseif cur_ts and cur_ts > ts then
-    keep = true
-  elseif cur_ts == ts and (redis.call('HGET', kh, 'correlation_id') or '') > {correlation_id} then
-    keep = true
+  elseif cur_ts then
+{same_ms}
+    if later ~= nil then
+      keep = not later
+    elseif cur_ts > ts then
+      keep = true
+    elseif cur_ts == ts and (redis.call('HGET', kh, 'correlation_id') or '') > {correlation_id} then
+      keep = true
+    end
   end
 end
 local written = 0
@@ -108,7 +133,7 @@ if not keep then
   {hset}
   written = 1
 end
-""".format(hset=_HSET, **_ARG)
+""".format(hset=_HSET, same_ms=_SAME_MS.strip("\n"), **_ARG)
 )
 # KEYS: stream, cid, latest; ARGV 1-4. Returns {entry id, created}.
 STREAM_SCRIPT = (
@@ -153,6 +178,21 @@ def publish_order(envelope: TradingIntelligenceEnvelope, entry_id: str) -> int:
     stamp = int(published_ts(envelope))
     cap = end_of_ms_us(entry_id)
     return stamp if cap is None else min(stamp, cap)
+
+
+def outranks(
+    order: int, cid: str, entry_id: str, held_order: int, held_cid: str, held_entry: str
+) -> bool:
+    """Whether a decision (its :func:`publish_order`, correlation id and entry) replaces the
+    held one in the lookup hash, as the scripts decide: inside the millisecond of the earlier
+    entry the later entry wins, otherwise the later order, then the greater correlation id."""
+    new, held = parse(entry_id), parse(held_entry)
+    if new is not None and held is not None and new != held:
+        first_ms = min(new, held)[0]
+        lo, hi = first_ms * 1000, first_ms * 1000 + 999
+        if lo <= order <= hi and lo <= held_order <= hi:
+            return new > held
+    return (order, cid) > (held_order, held_cid)
 
 
 def argv(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ti_core.errors import StoreBusyError
+from ti_core.errors import StoreBusyError, StoreError, one_line
 from ti_core.settings import TiSettings
 from ti_core.store.embedded_client import EmbeddedClient
 from ti_core.store.file import (
@@ -62,8 +62,24 @@ _LOCK_WAIT_SECONDS = 30.0
 
 
 def embedded_store_path(settings: TiSettings | None = None) -> Path:
-    """The embedded store's file: ``{data_dir}/store.dat``."""
-    return (settings or TiSettings()).data_dir / EMBEDDED_FILE
+    """The embedded store's file: ``{data_dir}/store.dat``, or the file it points to when it
+    is a symbolic link.
+
+    A save renames a new file over the store: renamed over the link, it would replace the
+    link by a file, silently leaving the link's target behind. Following the link, saves
+    (and their lock, ``.prev`` and private files) happen beside the target, and the link
+    stays.
+    """
+    path = (settings or TiSettings()).data_dir / EMBEDDED_FILE
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # a loop of links
+        raise StoreError(
+            f"embedded store {path} is a symbolic link that cannot be followed "
+            f"({one_line(exc, 200)}); point it at a file, or set TI_DATA_DIR"
+        ) from None
 
 
 @dataclass

@@ -210,15 +210,33 @@ def replace_keeping_previous(new: Path, path: Path) -> None:
 
 
 def move_aside(path: Path) -> Path | None:
-    """Rename ``path`` to ``path.damaged-YYYYMMDDTHHMMSSZ`` (kept, never deleted); the new name."""
+    """Rename ``path`` to ``path.damaged-YYYYMMDDTHHMMSSZ`` (kept, never deleted); the new name.
+
+    Never over another moved-aside file: a name already taken in the same second gets
+    ``-2``, ``-3``, ... (a restore then a reset within one second keep both files). The new
+    name is made with a hard link, which fails rather than replace an existing file; where
+    hard links are not available, a rename to a name checked free (callers hold the lock).
+    """
     from datetime import UTC, datetime
 
     if not os.path.lexists(path):
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside = path.with_name(f"{path.name}.damaged-{stamp}")
     try:
-        os.rename(path, aside)
+        for number in itertools.count(1):
+            suffix = "" if number == 1 else f"-{number}"
+            aside = path.with_name(f"{path.name}.damaged-{stamp}{suffix}")
+            try:
+                os.link(path, aside, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError:  # no hard links on this file system
+                if os.path.lexists(aside):
+                    continue
+                os.rename(path, aside)
+            else:
+                os.unlink(path)
+            break
         _fsync_dir(path.parent)
     except OSError as exc:
         raise store_failure(exc, "move aside", path) from exc

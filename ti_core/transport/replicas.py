@@ -4,9 +4,11 @@ Redis replicates asynchronously: an entry the primary acknowledged can vanish if
 dies before a replica received it, and the replica is then promoted without it. With
 ``TI_MIN_REPLICAS`` = n > 0, every publish round trip ends with ``WAIT n timeout`` on the
 same connection as its writes (so it waits for exactly those writes), and a reply below n
-is a :class:`~ti_core.errors.ReplicaAckError`: retryable, and the retry is idempotent (each
-entry's correlation-id record is written by the same script as the entry, so a retry after
-a failover finds the entry if it was replicated, and writes it once if it was lost).
+is a :class:`~ti_core.errors.ReplicaAckError`, which says what Redis holds (written to the
+primary, so consumers may see it, but not yet safe from a failover): retryable, and the
+retry is idempotent (each entry's correlation-id record is written by the same script as
+the entry, so a retry after a failover finds the entry if it was replicated, and writes it
+once if it was lost).
 
 A consumer group's reads and acknowledgements change the group (its position, the pending
 list); :func:`replicated` sends them with the same ``WAIT``, so that a reader never handles
@@ -104,9 +106,10 @@ def check_replicas(policy: ReplicaPolicy, reply: Any, results: Sequence[Any], wh
     acked = int(reply)
     if acked < policy.replicas:
         raise ReplicaAckError(
-            f"Redis at {where}: the write reached {acked} of the {policy.replicas} replicas "
-            f"required (TI_MIN_REPLICAS) within {policy.timeout_ms} ms; not counted as "
-            "published, retry (it is idempotent)"
+            f"Redis at {where}: written to the primary; consumers may see it; not acknowledged "
+            f"by {policy.replicas} replicas (TI_MIN_REPLICAS; {acked} acknowledged within "
+            f"{policy.timeout_ms} ms), so a failover now could lose it; retry (it is "
+            "idempotent: the same entry, waited for again)"
         )
 
 

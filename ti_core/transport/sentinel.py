@@ -8,12 +8,19 @@ the promotion every attempt fails (connection refused, ``MasterNotFoundError``):
 keeps retrying with backoff for ``TI_REDIS_FAILOVER_WAIT`` seconds (at least ``TI_RETRIES``
 times), which rides out a failover without the caller seeing it. Retrying writes is safe:
 every publish script is idempotent.
+
+A misconfiguration is not an outage, and no failover heals it: when no Sentinel answers and
+those that were reached refused the Sentinel password (missing or wrong), or TLS is set for
+Sentinels that speak plain text, the first attempt raises ``ConfigError`` naming each
+Sentinel and what to fix; a CA bundle that cannot be read is refused before any connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,11 +30,11 @@ import redis.asyncio as redis_asyncio
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
 from redis.backoff import AbstractBackoff
 
-from ti_core.errors import ConfigError
-from ti_core.settings import TiSettings
+from ti_core.errors import ConfigError, one_line
+from ti_core.settings import TiSettings, redact_sentinels
 from ti_core.transport.boundary import CLIENT_RETRIES, REFUSED
 
 __all__ = ["FailoverRetry", "SentinelTarget", "open_sentinel", "sentinel_target"]
@@ -82,7 +89,22 @@ def sentinel_target(settings: TiSettings) -> SentinelTarget | None:
     nodes = tuple(_host_port(part) for part in listed.split(",") if part.strip())
     if not nodes:
         raise ConfigError("TI_REDIS_SENTINELS lists no Sentinel: give host:port,host:port")
+    _check_ca(settings)
     return SentinelTarget(nodes, service.strip())
+
+
+def _check_ca(settings: TiSettings) -> None:
+    """A CA bundle that cannot be read fails every TLS connection: refuse it now."""
+    ca = settings.redis_tls_ca_certs
+    if ca is None:
+        return
+    try:
+        ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"TI_REDIS_TLS_CA_CERTS {ca} cannot be used as a CA bundle "
+            f"({one_line(exc, 160, typed=True)})"
+        ) from None
 
 
 def _sentinel_only_settings(settings: TiSettings) -> list[str]:
@@ -98,10 +120,16 @@ def _sentinel_only_settings(settings: TiSettings) -> list[str]:
 
 def _host_port(part: str) -> tuple[str, int]:
     text = part.strip()
+    redacted = redact_sentinels(text)
+    shown = redacted if len(redacted) <= 60 else redacted[:57] + "..."
+    if redacted != text:
+        raise ConfigError(
+            f"TI_REDIS_SENTINELS entry {shown!r} carries credentials: list host:port only, "
+            "and give the Sentinels' password as TI_REDIS_SENTINEL_PASSWORD"
+        )
     host, sep, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        shown = text if len(text) <= 60 else text[:57] + "..."
         raise ConfigError(
             f"TI_REDIS_SENTINELS entry {shown!r} is not host:port "
             "(e.g. 10.0.0.5:26379 or [::1]:26379)"
@@ -183,10 +211,117 @@ def open_sentinel(target: SentinelTarget, settings: TiSettings, **connection: An
     if s.redis_sentinel_password is not None:
         sentinel_side["password"] = s.redis_sentinel_password.get_secret_value()
     kind = _FollowingSSLConnection if s.redis_tls else _FollowingConnection
-    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls)
+    manager = _CheckedSentinel(list(target.sentinels), sentinel_kwargs=sentinel_side, **data, **tls)
+    manager.settings = s
     client = manager.master_for(target.service, redis_class=_SentinelRedis, connection_class=kind)
     client.sentinel_manager = manager
     return client
+
+
+class _CheckedSentinel(Sentinel):
+    """redis-py's Sentinel manager, telling a misconfiguration from an outage when no
+    Sentinel names the primary. redis-py keeps only the text of each Sentinel's error, so
+    each Sentinel client's ``SENTINEL MASTERS`` call records its last error here."""
+
+    settings: TiSettings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures: dict[int, BaseException] = {}
+        for sentinel in self.sentinels:
+            self._record(sentinel)
+
+    def _record(self, sentinel: Any) -> None:
+        ask = sentinel.sentinel_masters
+        failures = self.failures
+
+        async def recorded() -> Any:
+            try:
+                masters = await ask()
+            except BaseException as exc:
+                failures[id(sentinel)] = exc
+                raise
+            failures.pop(id(sentinel), None)
+            return masters
+
+        setattr(sentinel, "sentinel_masters", recorded)  # noqa: B010  (an instance's method)
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        except MasterNotFoundError:
+            problem = await _misconfiguration(self.sentinels, self.failures, self.settings)
+            if problem is not None:
+                raise ConfigError(problem) from None
+            raise
+
+
+async def _misconfiguration(
+    sentinels: list[Any], failures: dict[int, BaseException], settings: TiSettings
+) -> str | None:
+    """Why the Sentinels cannot be used whatever a failover does, or None: one of them
+    answered (the primary is down or unknown), or those that failed are merely unreachable."""
+    problems: list[str] = []
+    for sentinel in sentinels:
+        failure = failures.get(id(sentinel))
+        if failure is None:
+            return None  # it answered: no primary yet, a failover perhaps
+        kwargs = sentinel.connection_pool.connection_kwargs
+        host, port = str(kwargs.get("host")), int(kwargs.get("port") or 0)
+        where = f"{host}:{port}"
+        if isinstance(failure, redis_errors.AuthenticationError):
+            if settings.redis_sentinel_password is None:
+                problems.append(
+                    f"Sentinel {where} requires a password: set TI_REDIS_SENTINEL_PASSWORD"
+                )
+            else:
+                problems.append(f"Sentinel {where} refused TI_REDIS_SENTINEL_PASSWORD: check it")
+        elif _untrusted(failure):
+            problems.append(
+                f"the TLS certificate of Sentinel {where} is not trusted "
+                f"({one_line(failure, 160, typed=True)}): set TI_REDIS_TLS_CA_CERTS to its CA"
+            )
+        elif settings.redis_tls and await _speaks_plain_text(host, port, settings.connect_timeout):
+            problems.append(
+                f"Sentinel {where} speaks plain text, not TLS: unset TI_REDIS_TLS, or "
+                "enable TLS on the Sentinels (tls-port)"
+            )
+        # else unreachable: an outage (a failover, perhaps) that retrying can ride out
+    if not problems:
+        return None
+    return "cannot use the Sentinels (a configuration error, not retried): " + "; ".join(problems)
+
+
+def _untrusted(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):  # redis-py wraps the ssl error once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def _speaks_plain_text(host: str, port: int, timeout: float) -> bool:
+    """Whether ``host:port`` answers a plain-text PING as Redis does (+PONG or -ERROR); a
+    TLS port closes the connection instead. Waits at most 1 s (or ``timeout``) per step."""
+    timeout = min(timeout, 1.0)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"*1\r\n$4\r\nPING\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.read(1), timeout)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return first in (b"+", b"-")
 
 
 class _SentinelRedis(redis_asyncio.Redis):
