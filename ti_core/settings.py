@@ -207,6 +207,13 @@ class TiSettings(BaseSettings):
     arena_concurrency: int = Field(
         default=4, ge=1, description="Arena runs in flight at once in daily and backfill runs."
     )
+    arena_timeout: float = Field(
+        default=900.0,
+        ge=0,
+        description="Seconds one arena run may take before its item fails with 'did not "
+        "return within N s' (0: no limit). A sync arena's thread cannot be stopped: it is "
+        "left running, its result ignored, and the command exits without waiting for it.",
+    )
     batch_size: int = Field(
         default=500, ge=1, description="Decisions per publish batch in backfills."
     )
