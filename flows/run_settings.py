@@ -6,8 +6,9 @@
   ``arena_timeout``: JSON values, so a deployment's run, a retried run and ``ti retry`` carry
   them), builds its settings once with :func:`flow_settings` from the environment of the
   process it runs in (a worker's, for a deployment) plus those parameters, and its tasks read
-  the same object through :func:`run_settings`. A task run the flow's context does not reach (another process,
-  a distributed task runner) builds its own from its environment, as the flow would.
+  the same object through :func:`run_settings`. A task run the flow's context does not reach
+  (another process, a distributed task runner) builds its own from its environment, as the
+  flow would.
 
 Prefect is imported only when a flow or task calls these, so the ``ti`` command can use
 :func:`with_flags` before Prefect starts.

@@ -253,6 +253,13 @@ class TiSettings(BaseSettings):
         description="Seconds the shared local Prefect server stays up with nothing to do "
         "(0: until 'ti server stop'). Used only when PREFECT_API_URL is not set.",
     )
+    prefect_lost_after: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds of refused connections (six times this for accepted but "
+        "unanswered ones) after which ti run, daily and backfill call their Prefect API lost: "
+        "they stop, print each decision's outcome as read back from Redis, and exit 1.",
+    )
     server_start_timeout: float = Field(
         default=180.0,
         gt=0,
