@@ -196,9 +196,15 @@ def _one_line(exc: BaseException) -> str:
 def _command_hint(exc: BaseException) -> str:
     """What the command line offers for an error the core words in its own terms (its
     settings, never our flags): the first hint along ``exc``'s causes, or ''."""
-    from ti_core.errors import DemoRefusedError, NoVerdictError, StoreDamagedError
+    from ti_core.errors import (
+        ArenaTimeoutError,
+        DemoRefusedError,
+        NoVerdictError,
+        StoreDamagedError,
+    )
 
     hints: dict[type[BaseException], str] = {
+        ArenaTimeoutError: " (on the command line: --arena-timeout SECONDS)",
         DemoRefusedError: " (on the command line: --arena SPEC, or --allow-demo)",
         NoVerdictError: " (on the command line: --publish-degraded)",
         StoreDamagedError: ". Run `ti store check`, then `ti store restore` (the previous good "

@@ -78,7 +78,7 @@ async def run_bounded(
             raise  # the arena's own TimeoutError, not ours
         raise ArenaTimeoutError(
             f"arena {runner.spec} did not return within {timeout:g} s for {ticker} {trade_date}"
-            " (TI_ARENA_TIMEOUT, --arena-timeout)"
+            " (TI_ARENA_TIMEOUT)"
         ) from None
 
 
