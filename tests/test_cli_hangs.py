@@ -18,6 +18,7 @@ import redis
 from flows.server import LocalServer
 from tests.backfill_replay import write_replay_dir
 from tests.test_cli_run import TI, clean_env
+from ti_core.backfill.calendar import sessions
 from ti_core.contract.keys import decision_hash_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(420)]
@@ -34,10 +35,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     LocalServer(path).stop()  # whatever a test left running
 
 
-def _env(tmp_path: Path, data: Path, redis_url: str, **extra: str) -> dict[str, str]:
+def _env(
+    tmp_path: Path, data: Path, redis_url: str, days: tuple[str, ...] = (DAY,), **extra: str
+) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    replay = write_replay_dir(tmp_path / "replay", TWENTY, [DAY])
+    replay = write_replay_dir(tmp_path / "replay", TWENTY, days)
     return clean_env(
         home,
         TI_DATA_DIR=str(data),
@@ -62,7 +65,7 @@ def _finish(proc: subprocess.Popen[str], within: float) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"ti daily still running after {within} s: {out} {err}") from None
+        raise AssertionError(f"ti still running after {within} s: {out} {err}") from None
     return proc.returncode, out, err
 
 
@@ -116,3 +119,44 @@ def test_the_prefect_server_killed_mid_daily_is_reported_from_redis_within_a_min
         assert ("in Redis (hash" in line) == (ticker in held), line
     assert f"{len(held)} of 20 decisions in redis://" in out
     assert 2 <= len(held) < 20
+
+
+def test_the_prefect_server_killed_mid_backfill_is_reported_from_redis(
+    tmp_path: Path, data: Path, redis_url: str
+) -> None:
+    days = tuple(sessions("2026-04-01", "2026-04-08").sessions)  # 5 sessions
+    tickers = TWENTY[:4]
+    env = _env(
+        tmp_path,
+        data,
+        redis_url,
+        days,
+        TI_TEST_ARENA_DELAY="1.5",  # a batch of 4, two at a time: 3 s
+        TI_ARENA_CONCURRENCY="2",
+        TI_BATCH_SIZE="4",
+        TI_PREFECT_LOST_AFTER="3",
+    )
+    argv = [TI, "backfill", "--tickers", ",".join(tickers), "--start", days[0], "--end", days[-1]]
+    proc = subprocess.Popen(
+        [*argv, "--arena", ARENA],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    keys = [decision_hash_key(t, d) for d in days for t in tickers]
+    with redis.Redis.from_url(redis_url) as client:
+        deadline = time.monotonic() + 300
+        while sum(map(client.exists, keys)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        _kill_server(data)
+        code, out, err = _finish(proc, 60)
+        held = sum(map(client.exists, keys))
+    assert code == 1, (out, err)
+    assert err.count("ti: lost the Prefect server at http://127.0.0.1:") == 1, err
+    assert "ConnectError" not in out + err
+    assert (
+        f"read back from Redis: {held} of 20 items published, 0 failed, {20 - held} missing" in out
+    )
+    assert err.count("MISSING ") == 20 - held and held < 20

@@ -254,7 +254,7 @@ class TiSettings(BaseSettings):
         "(0: until 'ti server stop'). Used only when PREFECT_API_URL is not set.",
     )
     prefect_lost_after: float = Field(
-        default=10.0,
+        default=5.0,
         gt=0,
         description="Seconds of refused connections (six times this for accepted but "
         "unanswered ones) after which ti run, daily and backfill call their Prefect API lost: "
