@@ -114,6 +114,7 @@ async def backfill_batch_task(
     only: str = "missing",
     concurrency: int | None = None,
     publish_degraded: bool = False,
+    arena_timeout: float | None = None,
 ) -> BatchReport:
     """Classify, run, publish and record one batch; the report has each item's outcome."""
     s = run_settings()
@@ -129,6 +130,7 @@ async def backfill_batch_task(
         trim=TrimPolicy(s.stream_maxlen, s.stream_trim_approximate),
         idempotency_ttl=s.idempotency_ttl_seconds,
         publish_degraded=publish_degraded,
+        arena_timeout=s.arena_timeout if arena_timeout is None else arena_timeout,
         retry=task_policy(s),
         redis=redis_policy(DEFAULT_REDIS_WAIT, s),
     )
@@ -236,6 +238,7 @@ async def _run_batches(
     summary: BackfillSummary,
     writes: _ApiWrites,
     degraded: bool = False,
+    arena_timeout: float = 0.0,
 ) -> None:
     """Two batch tasks in flight (one's Redis and API round trips overlap the other's arena and
     build work); reports are taken in plan order."""
@@ -258,7 +261,7 @@ async def _run_batches(
             pairs = [(i.ticker, i.trade_date) for i in chunk]
             if distributed:  # Dask and the like: the runner places the batch on a worker
                 submitted = backfill_batch_task.submit(
-                    pairs, number, arena, only, concurrency, degraded
+                    pairs, number, arena, only, concurrency, degraded, arena_timeout
                 )
                 result = cast("Callable[[], BatchReport]", submitted.result)  # sync on a worker
                 pending: asyncio.Future[BatchReport] = asyncio.ensure_future(
@@ -267,7 +270,9 @@ async def _run_batches(
             else:  # in process: run on the flow's own loop, the cheapest path
                 quoted = cast("list[tuple[str, str]]", quote(pairs))  # Prefect need not walk
                 pending = asyncio.ensure_future(
-                    backfill_batch_task(quoted, number, arena, only, concurrency, degraded)
+                    backfill_batch_task(
+                        quoted, number, arena, only, concurrency, degraded, arena_timeout
+                    )
                 )
             in_flight.append((number, pending))
             if len(in_flight) >= _BATCHES_IN_FLIGHT:
@@ -292,6 +297,7 @@ async def backfill(
     concurrency: int | None = None,
     publish_degraded: bool | None = None,
     allow_demo: bool | None = None,
+    arena_timeout: float | None = None,
 ) -> BackfillSummary | DryRunPlan:
     """Publish every (ticker, session) from ``start`` to ``end`` (inclusive) that ``only`` selects.
 
@@ -299,11 +305,15 @@ async def backfill(
     ``all``. ``dry_run`` returns the plan and publishes nothing. ``publish_degraded`` (default
     ``TI_PUBLISH_DEGRADED``) publishes states with no verdict as HOLD marked degraded;
     ``allow_demo`` (default ``TI_ALLOW_DEMO_PUBLISH``) lets the demo arena publish to a
-    configured Redis server. Ends Failed, naming each failed item, if any item failed.
+    configured Redis server; ``arena_timeout`` (default ``TI_ARENA_TIMEOUT``) fails an arena
+    run that has not returned after that many seconds. Ends Failed, naming each failed item,
+    if any item failed.
     """
     if only not in ONLY_MODES:
         raise InvalidStateError(f"only must be one of {', '.join(ONLY_MODES)}, got {shorten(only)}")
-    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
+    s = flow_settings(
+        allow_demo=allow_demo, publish_degraded=publish_degraded, arena_timeout=arena_timeout
+    )
     names = parse_tickers(tickers)
     plan = sessions(start, end, calendar)
     runner = load_arena(arena, settings=s)
@@ -335,6 +345,7 @@ async def backfill(
             summary,
             writes,
             s.publish_degraded,
+            s.arena_timeout,
         )
     finally:
         await writes.close(summary.planned)

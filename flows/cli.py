@@ -97,7 +97,12 @@ def prepare_prefect(debug: bool, settings: TiSettings | None = None) -> Any:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
+        # Prefect's services (EventsWorker...) log every item they fail to send here: with
+        # the API gone, one block per event, until flows.api_watch says it is lost.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
         logging.getLogger("prefect").propagate = False
+        logging.getLogger("prefect").addHandler(logging.NullHandler())  # not logging.lastResort
+        logging.raiseExceptions = False  # its API log worker writes its failures to stderr
     return use_local_server(settings or TiSettings(), say=lambda line: print(line, file=sys.stderr))
 
 
@@ -191,9 +196,15 @@ def _one_line(exc: BaseException) -> str:
 def _command_hint(exc: BaseException) -> str:
     """What the command line offers for an error the core words in its own terms (its
     settings, never our flags): the first hint along ``exc``'s causes, or ''."""
-    from ti_core.errors import DemoRefusedError, NoVerdictError, StoreDamagedError
+    from ti_core.errors import (
+        ArenaTimeoutError,
+        DemoRefusedError,
+        NoVerdictError,
+        StoreDamagedError,
+    )
 
     hints: dict[type[BaseException], str] = {
+        ArenaTimeoutError: " (on the command line: --arena-timeout SECONDS)",
         DemoRefusedError: " (on the command line: --arena SPEC, or --allow-demo)",
         NoVerdictError: " (on the command line: --publish-degraded)",
         StoreDamagedError: ". Run `ti store check`, then `ti store restore` (the previous good "

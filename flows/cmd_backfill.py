@@ -22,7 +22,7 @@ from ti_core.errors import TiError, one_line
 if TYPE_CHECKING:
     from ti_core.settings import TiSettings
 
-__all__ = ["register"]
+__all__ = ["register", "report_range_from_redis"]
 
 MARKS = {"published": "#", "orphan_entry": "o", "failed": "x", "missing": "."}
 STYLES = {
@@ -128,7 +128,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from flows.backfill import backfill  # imports Prefect while the local server starts
 
     wait_for_prefect(local)
-    return _run_flow(args, backfill, names, calendar)
+    return _run_flow(args, backfill, names, calendar, settings)
 
 
 def _dry_run(
@@ -166,10 +166,17 @@ def _dry_run(
     return _print_plan(found, args.only)
 
 
-def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calendar: str) -> int:
+def _run_flow(
+    args: argparse.Namespace,
+    backfill: Any,
+    names: list[str],
+    calendar: str,
+    settings: TiSettings,
+) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from flows.api_watch import watch_api
     from flows.backfill import ON_PROGRESS, BackfillSummary
     from flows.backfill_plan import DryRunPlan
     from ti_core.backfill.calendar import sessions
@@ -196,21 +203,29 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
             failed.extend(o for o in report.outcomes if o.failed)
             bar.update(job, advance=report.planned, note=f"{len(failed)} failed")
 
+        def lost() -> int:
+            bar.stop()  # give the terminal back before the report
+            return report_range_from_redis(settings, names, args.start, args.end, calendar)
+
         token = ON_PROGRESS.set(on_batch)
+        watch = watch_api(settings, lost)
         try:
-            result = asyncio.run(
-                backfill(
-                    names,
-                    args.start,
-                    args.end,
-                    args.arena,
-                    calendar,
-                    args.only,
-                    args.dry_run,
-                    args.concurrency,
-                    **setting_flags(args),
+            with watch:
+                result = asyncio.run(
+                    watch.guard(
+                        backfill(
+                            names,
+                            args.start,
+                            args.end,
+                            args.arena,
+                            calendar,
+                            args.only,
+                            args.dry_run,
+                            args.concurrency,
+                            **setting_flags(args),
+                        )
+                    )
                 )
-            )
         except Exception as exc:  # one line, not a traceback; the run's logs have the rest
             if args.debug:
                 raise
@@ -234,6 +249,48 @@ def _run_flow(args: argparse.Namespace, backfill: Any, names: list[str], calenda
     # connection lost) leaves no record for --only failed to find.
     hint = "; re-run with --only missing to retry every item not published" if failed else ""
     raise TiError(f"{one_line(result, None)}{hint}") from result
+
+
+_LISTED = 20  # items of each kind named after a lost Prefect API; `ti status` shows them all
+
+
+def report_range_from_redis(
+    settings: TiSettings, names: list[str], start: str, end: str, calendar: str
+) -> int:
+    """After the Prefect API was lost: the range as Redis holds it (published, failed with its
+    recorded reason, missing), the first few items of each kind named, and the exit code (1)."""
+    from ti_core.backfill.calendar import sessions
+    from ti_core.backfill.runner import batched, plan_items
+    from ti_core.backfill.status import classify
+    from ti_core.transport.connection import connect
+
+    plan = sessions(start, end, calendar)
+    named: dict[str, list[str]] = {"failed": [], "missing": [], "orphan_entry": []}
+    counts = dict.fromkeys(("published", *named), 0)
+
+    async def read() -> None:
+        async with connect(settings=settings, readonly=True) as client:
+            for chunk in batched(plan_items(names, plan.sessions), 2000):
+                found = await classify(client, chunk, stream_name=settings.stream_name)
+                for item, f in zip(chunk, found, strict=True):
+                    counts[f.state] += 1
+                    if f.state in named and len(named[f.state]) < _LISTED:
+                        why = f": {f.failure}" if f.failure else ""
+                        named[f.state].append(f"{item.ticker} {item.trade_date}{why}")
+
+    asyncio.run(asyncio.wait_for(read(), 120))
+    for state, items in named.items():
+        for text in items:
+            print(f"{state.upper()} {text}", file=sys.stderr)
+    total = sum(counts.values())
+    print(
+        f"backfill stopped (the Prefect server was lost); read back from Redis: "
+        f"{counts['published']} of {total} items published, {counts['failed']} failed, "
+        f"{counts['missing']} missing, {counts['orphan_entry']} entries without their hash; "
+        f"once Prefect is back, `ti backfill` with the same range resumes (`ti status` "
+        f"shows the grid)"
+    )
+    return 1
 
 
 def _summary_line(summary: Any) -> str:

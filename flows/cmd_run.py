@@ -14,8 +14,10 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+from flows.api_watch import watch_api
 from flows.cli import prepare_prefect, wait_for_prefect
 from flows.options import add_arena_options, add_calendar, add_tickers, setting_flags
 from flows.run_settings import with_flags
@@ -26,7 +28,7 @@ from ti_core.publish.outcome import DecisionOutcome
 from ti_core.settings import TiSettings
 from ti_core.transport.connection import connect
 
-__all__ = ["format_outcome", "register"]
+__all__ = ["format_outcome", "register", "report_from_redis"]
 
 SERVER_HINT = "set TI_REDIS_URL=redis://HOST:6379/0 to publish to a Redis server"
 DEGRADED_MARK = " [DEGRADED: no verdict in the arena state]"
@@ -106,19 +108,26 @@ def _run(args: argparse.Namespace) -> int:
 
     wait_for_prefect(local)
     what = f"{ticker} {trade_date} not published"
+    started = datetime.now(UTC)
+    watch = watch_api(
+        settings, lambda: report_from_redis(settings, [(ticker, trade_date)], started)
+    )
     try:
-        run_id, row = asyncio.run(
-            _outcome(
-                publish_decision(
-                    ticker,
-                    trade_date,
-                    args.arena,
-                    args.force,
-                    **setting_flags(args),
-                    return_state=True,
+        with watch:
+            run_id, row = asyncio.run(
+                watch.guard(
+                    _outcome(
+                        publish_decision(
+                            ticker,
+                            trade_date,
+                            args.arena,
+                            args.force,
+                            **setting_flags(args),
+                            return_state=True,
+                        )
+                    )
                 )
             )
-        )
     except Exception as exc:
         raise _fail(what, exc) from exc
     if isinstance(row, BaseException):
@@ -132,9 +141,20 @@ def _run_daily(
 ) -> tuple[str, Any]:
     from flows.pipeline import ON_DECISION, daily
 
+    known: dict[tuple[str, str], DecisionOutcome] = {}
+    started = datetime.now(UTC)
+
     def on_decision(outcome: DecisionOutcome) -> None:
+        known[(outcome.ticker, outcome.trade_date)] = outcome
         lines.append(format_outcome(outcome, settings))
         progress.update(bar, advance=1, description=f"{outcome.ticker} {outcome.status}")
+
+    def lost() -> int:
+        progress.stop()  # give the terminal back before the report
+        pairs = [
+            (normalize_ticker(t), args.date) for t in dict.fromkeys(split_tickers(args.tickers))
+        ]
+        return report_from_redis(settings, pairs, started, known)
 
     async def go() -> tuple[str, Any]:
         ON_DECISION.set(on_decision)
@@ -149,7 +169,59 @@ def _run_daily(
             )
         )
 
-    return asyncio.run(go())
+    watch = watch_api(settings, lost)
+    with watch:
+        return asyncio.run(watch.guard(go()))
+
+
+async def _read_back(settings: TiSettings, pairs: list[tuple[str, str]]) -> list[Lookup]:
+    async with connect(settings=settings, readonly=True) as client:
+        return [await read_decision(client, ticker, day) for ticker, day in pairs]
+
+
+def _as_read_back(
+    ticker: str,
+    day: str,
+    found: Lookup,
+    started: datetime,
+    known: DecisionOutcome | None,
+) -> str:
+    """One decision's line, from its lookup hash (what consumers see)."""
+    if found.envelope is not None:
+        f = found.fields
+        earlier = found.envelope.published_at.replace(tzinfo=UTC) < started
+        return (
+            f"{ticker} {day}: {f['verdict']} confidence {float(f['confidence']):.2f} in Redis "
+            f"(hash {found.key}, correlation {f['correlation_id']}, published "
+            f"{f['published_at']}{', before this run' if earlier else ''})"
+        )
+    if found.problem:
+        return f"{ticker} {day}: hash {found.key} is unreadable: {found.problem}"
+    if known is not None and known.failed:
+        return f"{ticker} {day}: FAILED {known.error} (not in Redis)"
+    return f"{ticker} {day}: NOT published (not in Redis; the run stopped when Prefect was lost)"
+
+
+def report_from_redis(
+    settings: TiSettings,
+    pairs: list[tuple[str, str]],
+    started: datetime,
+    known: dict[tuple[str, str], DecisionOutcome] | None = None,
+) -> int:
+    """After the Prefect API was lost: each decision as its lookup hash in Redis has it (the
+    run's own record in Prefect is incomplete), a count, and the exit code (1)."""
+    lookups = asyncio.run(asyncio.wait_for(_read_back(settings, pairs), 60))
+    held = 0
+    for (ticker, day), found in zip(pairs, lookups, strict=True):
+        held += found.envelope is not None
+        print(_as_read_back(ticker, day, found, started, (known or {}).get((ticker, day))))
+    missing = len(pairs) - held
+    print(
+        f"{held} of {len(pairs)} decisions in {_where(settings)} (read back after the Prefect "
+        f"server was lost)"
+        + (f"; {missing} not published: run them again once Prefect is back" if missing else "")
+    )
+    return 1
 
 
 def _print_result(result: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "add_allow_demo",
     "add_arena_options",
     "add_arena",
+    "add_arena_timeout",
     "add_calendar",
     "add_publish_degraded",
     "add_tickers",
@@ -44,10 +45,32 @@ def add_publish_degraded(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be 0 or more")
+    return value
+
+
+def add_arena_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--arena-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="fail an arena run that has not returned after SECONDS (0: no limit; default "
+        "TI_ARENA_TIMEOUT, else 900); not retried",
+    )
+
+
 def add_arena_options(parser: argparse.ArgumentParser) -> None:
     """What every command that runs the arena and publishes takes: ``--arena``,
-    ``--publish-degraded`` and ``--allow-demo``."""
+    ``--arena-timeout``, ``--publish-degraded`` and ``--allow-demo``."""
     add_arena(parser)
+    add_arena_timeout(parser)
     add_publish_degraded(parser)
     add_allow_demo(parser)
 
@@ -72,10 +95,12 @@ def add_tickers(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
     )
 
 
-def setting_flags(args: argparse.Namespace) -> dict[str, bool | None]:
-    """``--allow-demo`` and ``--publish-degraded`` as the flows' parameters (and the keywords
-    of ``flows.run_settings.with_flags``): True when given, None to leave them to ``TI_*``."""
+def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``--allow-demo``, ``--publish-degraded`` and ``--arena-timeout`` as the flows'
+    parameters (and the keywords of ``flows.run_settings.with_flags``): the value when given,
+    None to leave them to ``TI_*``."""
     return {
         "allow_demo": True if getattr(args, "allow_demo", False) else None,
         "publish_degraded": True if getattr(args, "publish_degraded", False) else None,
+        "arena_timeout": getattr(args, "arena_timeout", None),
     }

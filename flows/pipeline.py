@@ -112,7 +112,7 @@ class _Decision:
         try:
             async with self.limit:
                 state = await configured(run_arena, s)(
-                    self.ticker, self.trade_date, self.runner.spec
+                    self.ticker, self.trade_date, self.runner.spec, s.arena_timeout
                 )
             stage = "build-envelope"
             cid = decision_correlation_id(_this_run(), self.ticker, self.trade_date)
@@ -179,6 +179,7 @@ async def publish_decision(
     force: bool = False,
     publish_degraded: bool | None = None,
     allow_demo: bool | None = None,
+    arena_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Run the arena for one (ticker, date) and publish its decision; the flow fails if it does.
 
@@ -186,9 +187,12 @@ async def publish_decision(
     identical decision and overwrites a newer lookup hash; ``publish_degraded`` (default
     ``TI_PUBLISH_DEGRADED``) publishes a state with no verdict as HOLD marked degraded
     instead of failing; ``allow_demo`` (default ``TI_ALLOW_DEMO_PUBLISH``) lets the demo
-    arena publish to a configured Redis server.
+    arena publish to a configured Redis server; ``arena_timeout`` (default
+    ``TI_ARENA_TIMEOUT``) fails an arena run that has not returned after that many seconds.
     """
-    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
+    s = flow_settings(
+        allow_demo=allow_demo, publish_degraded=publish_degraded, arena_timeout=arena_timeout
+    )
     ticker, trade_date = normalize_ticker(ticker), normalize_trade_date(trade_date)
     runner = load_arena(arena, settings=s)
     ensure_demo_allowed(runner, s)
@@ -236,15 +240,19 @@ async def daily(
     calendar: str = CALENDAR,
     publish_degraded: bool | None = None,
     allow_demo: bool | None = None,
+    arena_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Publish one decision per ticker for ``trade_date`` (default: today's session).
 
     With no date on a weekend or holiday it does nothing and says why. Arena runs are limited
     to ``TI_ARENA_CONCURRENCY`` at once. Returns ``{"trade_date", "skipped", "rows"}``; if any
-    ticker fails, the flow run fails after the others have published. ``publish_degraded``
-    and ``allow_demo`` as in :func:`publish_decision`.
+    ticker fails (a hung arena too, after ``arena_timeout``), the flow run fails after the
+    others have published. ``publish_degraded``, ``allow_demo`` and ``arena_timeout`` as in
+    :func:`publish_decision`.
     """
-    s = flow_settings(allow_demo=allow_demo, publish_degraded=publish_degraded)
+    s = flow_settings(
+        allow_demo=allow_demo, publish_degraded=publish_degraded, arena_timeout=arena_timeout
+    )
     logger = get_run_logger()
     if trade_date is None:  # the session this run was scheduled for, even if it starts late
         session, reason = current_session(calendar, now=scheduled_moment())

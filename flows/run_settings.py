@@ -2,12 +2,13 @@
 
 - :func:`with_flags` is how a command's flags override ``TI_*`` settings: keyword arguments to
   :class:`TiSettings` (which win over the environment), never writes to ``os.environ``.
-- A flow takes the flags as plain parameters (``allow_demo``, ``publish_degraded``: JSON
-  values, so a deployment's run, a retried run and ``ti retry`` carry them), builds its
-  settings once with :func:`flow_settings` from the environment of the process it runs in (a
-  worker's, for a deployment) plus those parameters, and its tasks read the same object
-  through :func:`run_settings`. A task run the flow's context does not reach (another process,
-  a distributed task runner) builds its own from its environment, as the flow would.
+- A flow takes the flags as plain parameters (``allow_demo``, ``publish_degraded``,
+  ``arena_timeout``: JSON values, so a deployment's run, a retried run and ``ti retry`` carry
+  them), builds its settings once with :func:`flow_settings` from the environment of the
+  process it runs in (a worker's, for a deployment) plus those parameters, and its tasks read
+  the same object through :func:`run_settings`. A task run the flow's context does not reach
+  (another process, a distributed task runner) builds its own from its environment, as the
+  flow would.
 
 Prefect is imported only when a flow or task calls these, so the ``ti`` command can use
 :func:`with_flags` before Prefect starts.
@@ -29,10 +30,17 @@ _FLOW_SETTINGS: ContextVar[tuple[str, TiSettings] | None] = ContextVar(
 
 
 def with_flags(
-    *, allow_demo: bool | None = None, publish_degraded: bool | None = None
+    *,
+    allow_demo: bool | None = None,
+    publish_degraded: bool | None = None,
+    arena_timeout: float | None = None,
 ) -> TiSettings:
     """``TiSettings()`` from the environment, with each flag that is not None overriding it."""
-    flags: dict[str, Any] = {"allow_demo_publish": allow_demo, "publish_degraded": publish_degraded}
+    flags: dict[str, Any] = {
+        "allow_demo_publish": allow_demo,
+        "publish_degraded": publish_degraded,
+        "arena_timeout": arena_timeout,
+    }
     return TiSettings(**{name: value for name, value in flags.items() if value is not None})
 
 
@@ -49,10 +57,15 @@ def flow_run_id() -> str | None:
 
 
 def flow_settings(
-    *, allow_demo: bool | None = None, publish_degraded: bool | None = None
+    *,
+    allow_demo: bool | None = None,
+    publish_degraded: bool | None = None,
+    arena_timeout: float | None = None,
 ) -> TiSettings:
     """This flow run's settings, built once (see :func:`with_flags`) and shared with its tasks."""
-    settings = with_flags(allow_demo=allow_demo, publish_degraded=publish_degraded)
+    settings = with_flags(
+        allow_demo=allow_demo, publish_degraded=publish_degraded, arena_timeout=arena_timeout
+    )
     run = flow_run_id()
     if run is not None:
         _FLOW_SETTINGS.set((run, settings))

@@ -29,6 +29,7 @@ from flows.run_settings import run_settings
 from flows.run_story import one_line_task_failures, run_logger
 from ti_core.arenas.demo import DEMO_META
 from ti_core.arenas.registry import load_arena
+from ti_core.arenas.runner import run_bounded
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta
 from ti_core.contract.wire import Serialised, serialise
@@ -72,10 +73,13 @@ def retry_worthy(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
     persist_result=True,
     retry_condition_fn=retry_worthy,
 )
-async def run_arena(ticker: str, trade_date: str, arena: str | None = None) -> dict[str, Any]:
-    """The arena's post-run state for (ticker, date), from the runner ``arena`` names."""
+async def run_arena(
+    ticker: str, trade_date: str, arena: str | None = None, timeout: float = 0.0
+) -> dict[str, Any]:
+    """The arena's post-run state for (ticker, date), from the runner ``arena`` names;
+    ``ArenaTimeoutError`` (not retried) after ``timeout`` seconds (0: no limit)."""
     runner = load_arena(arena, settings=run_settings())
-    state = await runner.run(ticker, trade_date)
+    state = await run_bounded(runner, ticker, trade_date, timeout)
     run_logger(__name__).info(
         "%s %s: arena %s returned its state (%d keys)", ticker, trade_date, runner.spec, len(state)
     )

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 # browser), a Sentinel cluster, or kills processes mid-run: none belongs in the fast tier.
 SLOW_THROUGHOUT = {
     "test_backfill_crash.py",
+    "test_cli_hangs.py",
     "test_e2e_server.py",
     "test_failover.py",
     "test_publish_faults.py",

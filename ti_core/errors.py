@@ -14,6 +14,7 @@ Hierarchy::
     │   └── NotPublishedError                 a hash write for an envelope with no stream entry
     ├── ArenaError                            an arena runner failed
     │   ├── ArenaTransientError               a runner's failure that is worth retrying
+    │   ├── ArenaTimeoutError                 a run past TI_ARENA_TIMEOUT (not retried)
     │   └── StateNotFoundError                a replayed state file is missing or unreadable
     └── StoreError                            the embedded store's file or directory is unusable
         └── StoreDamagedError                 the store file does not load (left untouched)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArenaError",
+    "ArenaTimeoutError",
     "ArenaTransientError",
     "ConfigError",
     "DemoRefusedError",
@@ -107,6 +109,15 @@ class ArenaError(TiError):
 
 class ArenaTransientError(ArenaError):
     """An arena failure the runner declares temporary (rate limit, timeout): worth retrying."""
+
+
+class ArenaTimeoutError(ArenaError):
+    """An arena run did not return within its time limit (``TI_ARENA_TIMEOUT``).
+
+    Not retried: an arena that hung once usually hangs again, and each attempt at a sync
+    arena leaves a thread behind that nothing can stop; the item fails with this message and
+    ``ti retry`` / ``ti backfill --only failed`` runs it again when asked.
+    """
 
 
 class StateNotFoundError(ArenaError):

@@ -220,6 +220,13 @@ class TiSettings(BaseSettings):
     arena_concurrency: int = Field(
         default=4, ge=1, description="Arena runs in flight at once in daily and backfill runs."
     )
+    arena_timeout: float = Field(
+        default=900.0,
+        ge=0,
+        description="Seconds one arena run may take before its item fails with 'did not "
+        "return within N s' (0: no limit). A sync arena's thread cannot be stopped: it is "
+        "left running, its result ignored, and the command exits without waiting for it.",
+    )
     batch_size: int = Field(
         default=500, ge=1, description="Decisions per publish batch in backfills."
     )
@@ -258,6 +265,13 @@ class TiSettings(BaseSettings):
         ge=0,
         description="Seconds the shared local Prefect server stays up with nothing to do "
         "(0: until 'ti server stop'). Used only when PREFECT_API_URL is not set.",
+    )
+    prefect_lost_after: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds of refused connections (six times this for accepted but "
+        "unanswered ones) after which ti run, daily and backfill call their Prefect API lost: "
+        "they stop, print each decision's outcome as read back from Redis, and exit 1.",
     )
     server_start_timeout: float = Field(
         default=180.0,

@@ -11,18 +11,19 @@ leaves the state without a verdict (``meta.no_verdict`` says why), which the pip
 unless told to publish it degraded.
 
 Calls to one framework object run one at a time: a TradingAgents graph keeps the run's ticker
-and state on itself, and ai-hedge-fund drives one progress display per process.
+and state on itself, and ai-hedge-fund drives one progress display per process. A call past
+``TI_ARENA_TIMEOUT`` keeps its object's lock until the framework returns (its thread cannot be
+stopped), so the next calls on that object wait and time out too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import threading
 from typing import Any
 
-from ti_core.arenas.runner import CallableArena
+from ti_core.arenas.runner import CallableArena, in_daemon_thread
 
 __all__ = ["REASONING_CHARS", "SUMMARY_CHARS", "WORD_CHARS", "FrameworkArena", "clip", "word"]
 
@@ -52,7 +53,7 @@ class FrameworkArena(CallableArena):
             return self._invoke(ticker, trade_date)
 
     async def _call(self, ticker: str, trade_date: str) -> Any:
-        result = await asyncio.to_thread(self._locked, ticker, trade_date)
+        result = await in_daemon_thread(self._locked, ticker, trade_date)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -6,6 +6,14 @@ A runner turns (ticker, trade date) into the arena's post-run state dict. It rai
 ``ConnectionError`` from a callable are mapped to it), any other :class:`ArenaError` (or
 ``InvalidStateError`` for a refused state) for failures that are not.
 
+Every run has a time limit (``TI_ARENA_TIMEOUT``, ``--arena-timeout``): :func:`run_bounded`
+is how the pipeline and the backfill call a runner. An async arena is cancelled at the limit.
+A sync one runs in a daemon thread of its own (:func:`in_daemon_thread`), which Python cannot
+stop: at the limit the item fails, the thread is abandoned (it runs on until the callable
+returns, and its result is dropped), and a command exits without waiting for it. (A thread of
+``asyncio.to_thread``'s pool would instead be joined when the event loop closes: one hung
+arena would hang the command at exit.)
+
 Every state a runner returns is bounded and plain: it has passed
 :func:`ti_core.contract.bounds.check_state` (size, depth, JSON types), or is the demo's (small
 by construction), so Prefect only ever hashes, caches and persists bounded, plain states.
@@ -14,16 +22,18 @@ by construction), so Prefect only ever hashes, caches and persists bounded, plai
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import inspect
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self, runtime_checkable
 
 from ti_core.contract.bounds import DEFAULT_MAX_STATE_BYTES, check_state
 from ti_core.contract.keys import normalize_ticker, normalize_trade_date
-from ti_core.errors import ArenaError, ArenaTransientError, ConfigError, one_line
+from ti_core.errors import ArenaError, ArenaTimeoutError, ArenaTransientError, ConfigError, one_line
 
-__all__ = ["ArenaRunner", "CallableArena", "resolve"]
+__all__ = ["ArenaRunner", "CallableArena", "in_daemon_thread", "resolve", "run_bounded"]
 
 
 @runtime_checkable
@@ -53,6 +63,58 @@ def resolve(spec: str, path: str | None = None, *, need_callable: bool = True) -
     return target
 
 
+async def run_bounded(
+    runner: ArenaRunner, ticker: str, trade_date: str, timeout: float
+) -> dict[str, Any]:
+    """``runner.run(ticker, trade_date)``, or ``ArenaTimeoutError`` once ``timeout`` seconds
+    have passed (0: no limit). The run is cancelled; a sync arena's thread is left behind."""
+    if timeout <= 0:
+        return await runner.run(ticker, trade_date)
+    try:
+        async with asyncio.timeout(timeout) as limit:
+            return await runner.run(ticker, trade_date)
+    except TimeoutError:
+        if not limit.expired():
+            raise  # the arena's own TimeoutError, not ours
+        raise ArenaTimeoutError(
+            f"arena {runner.spec} did not return within {timeout:g} s for {ticker} {trade_date}"
+            " (TI_ARENA_TIMEOUT)"
+        ) from None
+
+
+async def in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a new daemon thread (with this context's variables), awaited.
+
+    Cancelling the await abandons the thread (see the module docstring): nothing joins it, so
+    neither the event loop's shutdown nor the interpreter's exit waits for a hung arena.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if done.done():  # cancelled (timed out): the result is dropped
+            return
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+
+    def work() -> None:
+        try:
+            result: tuple[bool, Any] = (True, context.run(function, *args))
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            result = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *result)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    name = getattr(function, "__qualname__", "arena")
+    threading.Thread(target=work, name=f"arena-{name}", daemon=True).start()
+    return await done
+
+
 class CallableArena:
     """``package.module:function`` (or ``package.module:object.method``): calls an imported
     ``(ticker, trade_date) -> mapping``; sync ones run in a worker thread. How an in-house
@@ -79,7 +141,7 @@ class CallableArena:
     async def _call(self, ticker: str, trade_date: str) -> Any:
         if inspect.iscoroutinefunction(self.function):
             return await self.function(ticker, trade_date)
-        result = await asyncio.to_thread(self.function, ticker, trade_date)
+        result = await in_daemon_thread(self.function, ticker, trade_date)
         if inspect.isawaitable(result):
             result = await result
         return result

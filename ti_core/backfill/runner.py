@@ -26,7 +26,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from ti_core.arenas.demo import DEMO_META
-from ti_core.arenas.runner import ArenaRunner
+from ti_core.arenas.runner import ArenaRunner, run_bounded
 from ti_core.backfill.status import Found, Item, classify
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta
@@ -139,13 +139,20 @@ def selected(found: Found, only: str) -> bool:
 
 
 async def _state_of(
-    runner: ArenaRunner, item: Item, retry: RetryPolicy, publish_degraded: bool = False
+    runner: ArenaRunner,
+    item: Item,
+    retry: RetryPolicy,
+    publish_degraded: bool = False,
+    arena_timeout: float = 0.0,
 ) -> TradingIntelligenceEnvelope | BaseException:
-    """Run the arena (retrying what ``is_retryable`` as ``retry`` says) and build the
-    envelope, or the error (``NoVerdictError`` for a state with no verdict, unless
+    """Run the arena (retrying what ``is_retryable`` as ``retry`` says; a run past
+    ``arena_timeout`` seconds is ``ArenaTimeoutError``, not retried) and build the envelope,
+    or the error (``NoVerdictError`` for a state with no verdict, unless
     ``publish_degraded``)."""
     try:
-        state = await retrying(lambda: runner.run(item.ticker, item.trade_date), retry)
+        state = await retrying(
+            lambda: run_bounded(runner, item.ticker, item.trade_date, arena_timeout), retry
+        )
         meta = decision_meta(
             state,
             publish_degraded=publish_degraded,
@@ -164,6 +171,7 @@ async def _build_all(
     concurrency: int,
     retry: RetryPolicy,
     publish_degraded: bool = False,
+    arena_timeout: float = 0.0,
 ) -> list[TradingIntelligenceEnvelope | BaseException]:
     """Envelopes (or errors) in item order, with at most ``concurrency`` arena runs at once:
     that many workers share one iterator (not a task per item)."""
@@ -174,7 +182,7 @@ async def _build_all(
 
     async def worker() -> None:
         for index, item in todo:
-            built[index] = await _state_of(runner, item, retry, publish_degraded)
+            built[index] = await _state_of(runner, item, retry, publish_degraded, arena_timeout)
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
     return built
@@ -235,17 +243,20 @@ async def run_items(
     retry: RetryPolicy = TASK_RETRY,
     redis: RetryPolicy = REDIS_WAIT,
     publish_degraded: bool = False,
+    arena_timeout: float = 0.0,
 ) -> list[DecisionOutcome]:
     """Arena + build concurrently (up to ``concurrency``), one ``publish_many``, outcomes recorded.
 
     A state with no verdict fails its item unless ``publish_degraded``; then it is published
     as HOLD marked ``meta.degraded`` and its outcome's note says so. A transient arena
-    failure is retried as ``retry`` says. Raises ``RedisUnavailableError`` only when Redis
-    stays unreachable past the deadline of ``redis`` (``redis_policy``):
+    failure is retried as ``retry`` says; an arena run past ``arena_timeout`` seconds (0: no
+    limit) fails its item with ``ArenaTimeoutError``, not retried. Raises
+    ``RedisUnavailableError`` only when Redis stays unreachable past the deadline of ``redis``
+    (``redis_policy``):
     nothing else can be recorded then, and a re-run resumes where this one stopped.
     A client opened from ``source`` only after every arena run (see :data:`ClientSource`).
     """
-    built = await _build_all(runner, items, concurrency, retry, publish_degraded)
+    built = await _build_all(runner, items, concurrency, retry, publish_degraded, arena_timeout)
     async with _session(source) as client:
         return await _publish_and_record(
             client, items, built, stream_name, trim, idempotency_ttl, redis
