@@ -84,13 +84,7 @@ def test_the_ui_shows_a_published_and_a_failed_run(tmp_path: Path, data: Path) -
         # The server asks for its credentials once: the line in api-auth (docs/operations.md).
         browser.open(record.ui_url)
         browser.wait_for_text("Login")
-        browser.script(
-            "const field = document.querySelector('input[type=password]');"
-            "field.value = arguments[0];"
-            "field.dispatchEvent(new Event('input', {bubbles: true}));"
-            "field.form.requestSubmit();",
-            auth,
-        )
+        browser.type_into("input[type=password]", auth + "\ue007")  # then Enter
         # The published run: its name, Completed, each step's task run by name, the summary.
         browser.open(f"{record.ui_url}/runs/flow-run/{published['id']}")
         page = browser.wait_for_text(
