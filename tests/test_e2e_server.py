@@ -86,24 +86,6 @@ def test_daily_publish_through_a_worker_lands_in_redis(stack: Stack) -> None:
     assert verify.returncode == 0 and json.loads(verify.stdout)["hashes"] == 2, verify.stderr
 
 
-def test_a_run_naming_other_code_or_forcing_is_refused_by_the_worker(
-    stack: Stack, tmp_path: Path
-) -> None:
-    """Anyone who may create runs on the shared server chooses their parameters: the worker's
-    settings decide which arenas run, and force is not theirs to give."""
-    with stack.redis.sync_client() as client:
-        client.flushall()
-    attacker = tmp_path / "NVDA"  # a replay directory of the attacker's own states
-    attacker.mkdir()
-    (attacker / f"{DAY}.json").write_text((stack.states / "NVDA" / f"{DAY}.json").read_text())
-    for arena in ("shutil:rmtree", f"replay:{tmp_path}"):
-        parameters = _daily_params(stack) | {"arena": arena}
-        run = stack.wait(stack.run("daily", "daily-publish", parameters))
-        assert run["state"]["type"] == "FAILED", stack.log("worker.log")
-        assert f"arena {arena!r} is not allowed for a deployment's run" in run["state"]["message"]
-    assert not _published(stack)
-
-
 def test_redis_down_fails_the_run_then_retry_publishes_once(stack: Stack) -> None:
     with stack.redis.sync_client() as client:
         client.flushall()
@@ -144,6 +126,28 @@ def test_redis_down_fails_the_run_then_retry_publishes_once(stack: Stack) -> Non
     message = Webhook.received[0]
     assert "is Failed" in message["subject"] and "2 of 2 decisions failed" in message["body"]
     assert f"http://127.0.0.1:{stack.port}/runs/flow-run/{run_id}" in message["body"]
+
+
+def test_a_run_naming_other_code_or_forcing_is_refused_by_the_worker(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Anyone who may create runs on the shared server chooses their parameters: the worker's
+    settings decide which arenas run. (After the notification test: these runs fail too.)"""
+    with stack.redis.sync_client() as client:
+        client.flushall()
+    attacker = tmp_path / "NVDA"  # a replay directory of the attacker's own states
+    attacker.mkdir()
+    (attacker / f"{DAY}.json").write_text((stack.states / "NVDA" / f"{DAY}.json").read_text())
+    for arena in ("shutil:rmtree", f"replay:{tmp_path}"):
+        parameters = _daily_params(stack) | {"arena": arena}
+        run = stack.wait(stack.run("daily", "daily-publish", parameters))
+        assert run["state"]["type"] == "FAILED", stack.log("worker.log")
+        assert f"arena {arena!r} is not allowed for a deployment's run" in run["state"]["message"]
+    forced = {"ticker": "NVDA", "trade_date": DAY, "arena": f"replay:{stack.states}", "force": True}
+    run = stack.wait(stack.run("publish-decision", "publish-on-arena-complete", forced))
+    assert run["state"]["type"] == "FAILED", stack.log("worker.log")
+    assert "may not force over newer decisions" in run["state"]["message"]
+    assert not _published(stack)
 
 
 def test_arena_completed_event_triggers_the_deployment(stack: Stack) -> None:
