@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -65,12 +66,16 @@ def _serve(args: argparse.Namespace) -> int:
     if local is not None:
         print(
             f"ti serve: on the local Prefect server, UI {local[1].ui_url} "
-            f"(to emit events to it: export PREFECT_API_URL={local[1].url})",
+            f"(to emit events to it: export PREFECT_API_URL={local[1].url} "
+            f'PREFECT_API_AUTH_STRING="$(cat {local[0].auth_file})")',
             file=sys.stderr,
         )
-    deployments = runner_deployments(
-        args.tickers, arena=args.arena, cron=args.cron, timezone=args.timezone
-    )
+    if args.arena is not None:
+        # The flow runs are processes this one starts: they read TI_ARENA from the environment
+        # they inherit, as a worker's runs read the worker's. A run parameter could not be
+        # trusted (see flows.run_settings), so the arena is not a deployment parameter.
+        os.environ["TI_ARENA"] = args.arena
+    deployments = runner_deployments(args.tickers, cron=args.cron, timezone=args.timezone)
     # Serving over a `prefect deploy` deployment would keep its pull steps and break its runs.
     taken = asyncio.run(_deployed_by_prefect_deploy(deployments))
     if taken:
@@ -138,7 +143,7 @@ def register(subparsers: Any) -> None:
         "publish-on-arena-complete (event ti.arena.completed) without workers.",
     )
     add_tickers(serve, type=_ticker_list)
-    add_arena(serve, " of the daily runs")
+    add_arena(serve, " of the runs it serves (their TI_ARENA)")
     serve.add_argument(
         "--cron", default=DAILY_CRON, help=f"daily schedule (default {DAILY_CRON!r})"
     )

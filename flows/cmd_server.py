@@ -34,7 +34,8 @@ def _describe(record: Record, server: LocalServer) -> str:
     )
     return (
         f"UI {record.ui_url}  API {record.url}  (pid {record.pid}, {idle}, "
-        f"database {server.dir / 'prefect.db'}, log {server.log_file})"
+        f"database {server.database}, log {server.log_file}; UI login: the line in "
+        f"{server.auth_file})"
     )
 
 
@@ -66,7 +67,7 @@ def _start(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     server = _server()
-    record = server.stop()
+    record = server.stop(force=args.force)
     print("stopped" if record is not None else "not running")
     return 0
 
@@ -96,7 +97,18 @@ def register(subparsers: Any) -> None:
     actions.add_parser("start", help="start it now (or say where it runs)").set_defaults(
         func=_start
     )
-    actions.add_parser("stop", help="stop it now").set_defaults(func=_stop)
+    stop = actions.add_parser(
+        "stop",
+        help="stop it now (refused while a ti command uses it)",
+        description="Stop the local Prefect server now. Refused, with the commands named, while "
+        "a ti command (run, daily, backfill, serve...) holds a lease on it.",
+    )
+    stop.add_argument(
+        "--force",
+        action="store_true",
+        help="stop it even under running ti commands (their runs fail; check with ti get)",
+    )
+    stop.set_defaults(func=_stop)
     actions.add_parser(
         "status", help="say whether it runs and print its UI address (exit 3 if not running)"
     ).set_defaults(func=_status)

@@ -97,12 +97,15 @@ def _flow(deployment: Deployment) -> Any:
 def runner_deployments(
     tickers: list[str],
     *,
-    arena: str | None = None,
     cron: str = DAILY_CRON,
     timezone: str = DAILY_TIMEZONE,
 ) -> list[Any]:
     """:data:`DEPLOYMENTS` as Prefect ``RunnerDeployment`` objects for ``serve``: the daily
-    runs publish ``tickers`` (with ``arena``, if given) on ``cron`` in ``timezone``."""
+    runs publish ``tickers`` on ``cron`` in ``timezone``.
+
+    No arena here: a deployment's parameters are the server's to change (anyone who may
+    update a deployment), so the arena comes from the settings of the process that runs the
+    flows (``TI_ARENA``, ``TI_ARENA_ALLOWED``; see :mod:`flows.run_settings`)."""
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
@@ -112,8 +115,6 @@ def runner_deployments(
         options: dict[str, Any] = {}
         if d.scheduled:
             parameters["tickers"] = list(tickers)
-            if arena is not None:
-                parameters["arena"] = arena
             options["schedules"] = [Cron(cron, timezone=timezone)]
         if d.triggered:
             options["triggers"] = [

@@ -66,10 +66,43 @@ def flow_settings(
     settings = with_flags(
         allow_demo=allow_demo, publish_degraded=publish_degraded, arena_timeout=arena_timeout
     )
+    _check_deployed_run(settings)
     run = flow_run_id()
     if run is not None:
         _FLOW_SETTINGS.set((run, settings))
     return settings
+
+
+def _check_deployed_run(settings: TiSettings) -> None:
+    """Refuse a deployment's flow run whose parameters name an arena its worker's settings do
+    not allow, or ask to ``force``: anyone who may create a run (an API call, an event)
+    chooses them, and an arena spec names code to import and a state to publish.
+
+    Runs the ``ti`` command starts itself (no deployment) take what its user typed.
+    """
+    from prefect.context import FlowRunContext
+
+    from ti_core.arenas.registry import arena_allowed
+    from ti_core.contract.keys import shorten
+    from ti_core.errors import ConfigError
+
+    context = FlowRunContext.get()
+    flow_run = getattr(context, "flow_run", None)
+    if flow_run is None or flow_run.deployment_id is None:
+        return
+    parameters = getattr(context, "parameters", None) or {}
+    if parameters.get("force"):
+        raise ConfigError(
+            "a deployment's run may not force over newer decisions (parameter force): "
+            "use 'ti run --force' on the machine that publishes"
+        )
+    arena = parameters.get("arena")
+    if not arena_allowed(arena, settings):
+        raise ConfigError(
+            f"arena {shorten(arena, 200)} is not allowed for a "
+            "deployment's run: set it as TI_ARENA or list it in TI_ARENA_ALLOWED where the "
+            "runs execute (the worker's or ti serve's environment)"
+        )
 
 
 def run_settings() -> TiSettings:

@@ -13,6 +13,12 @@ port) under a small detached supervisor, and later commands reuse it:
 - Each command holds a lease (``leases/PID``) while it uses the server. The supervisor stops
   the server once no lease's process is alive and nothing happened for
   ``TI_SERVER_IDLE_TIMEOUT`` seconds (0: never), like a build tool's daemon.
+- The server requires HTTP basic auth (Prefect's own ``PREFECT_SERVER_API_AUTH_STRING``): a
+  random secret made once per data directory, kept in ``api-auth`` (0600), and sent by the
+  ``ti`` commands (``PREFECT_API_AUTH_STRING``, which the flow runs they start inherit). Other
+  local users can reach 127.0.0.1 but not read the secret: the data directory is 0700, its
+  files 0600, whatever the umask. The server's environment holds none of the caller's
+  secrets (:func:`_server_env` passes an allow-list).
 - The supervisor runs in its own session (a killed or interrupted ``ti`` does not take it
   along), and the server dies with the supervisor (``PR_SET_PDEATHSIG`` on Linux), so
   ``ti server stop`` (or the idle timeout) always finds and stops both.
@@ -26,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,11 +46,25 @@ from pathlib import Path
 from typing import Any
 
 from ti_core.errors import TiError
+from ti_core.store.file import keep_private, private_dir
 
-__all__ = ["LocalServer", "configured_api_url", "use_local_server"]
+__all__ = ["AUTH_USER", "LocalServer", "ServerInUseError", "configured_api_url", "use_local_server"]
 
 _API_ENV = "PREFECT_API_URL"
+_AUTH_ENV = "PREFECT_API_AUTH_STRING"  # Prefect's client setting: basic auth "user:password"
+_SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"  # the server's: what it requires
+AUTH_USER = "ti"
+# What the server may inherit: its own settings and the system's. Nothing else (TI_*
+# passwords and URLs, cloud keys...) reaches it: it runs for 15 min after the command.
+_SERVER_ENV_NAMES = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV"}
+_SERVER_ENV_PREFIXES = ("PREFECT_", "LC_", "PYTHON")
+# Prefect client settings: the caller's API, key and auth are not the server's.
+_CLIENT_ONLY = {_API_ENV, _AUTH_ENV, "PREFECT_API_KEY"}
 _POLL = 0.5
+
+
+class ServerInUseError(TiError):
+    """``ti server stop`` refused: a ``ti`` command holds a lease on the server."""
 
 
 def configured_api_url() -> str | None:
@@ -128,6 +149,38 @@ class LocalServer:
         self.state_file = self.dir / "server.json"
         self.leases = self.dir / "leases"
         self.log_file = self.dir / "server.log"
+        self.auth_file = self.dir / "api-auth"
+        self.database = self.dir / "prefect.db"
+
+    def make_private(self) -> None:
+        """The data directory and this server's files: this user's only (0700, 0600)."""
+        private_dir(self.dir.parent)
+        private_dir(self.dir)
+        private_dir(self.leases)
+        keep_private(
+            self.state_file,
+            self.log_file,
+            self.auth_file,
+            self.dir / "server.lock",
+            *(self.dir / f"prefect.db{suffix}" for suffix in ("", "-wal", "-shm", "-journal")),
+        )
+
+    def auth_string(self) -> str:
+        """``ti:SECRET``, the server's basic-auth credentials, made once per data directory."""
+        try:
+            text = self.auth_file.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        if not text:  # made under the lock by acquire(), before any server reads it
+            self.make_private()
+            text = f"{AUTH_USER}:{secrets.token_urlsafe(32)}"
+            tmp = self.auth_file.with_name(f".api-auth.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text + "\n")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.auth_file)
+        return text
 
     @contextlib.contextmanager
     def locked(self, *, wait: bool = True) -> Iterator[None]:
@@ -135,8 +188,9 @@ class LocalServer:
 
         With ``wait=False``, raises BlockingIOError at once if another process holds it.
         """
-        self.leases.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "server.lock", "a+b") as handle:
+        self.make_private()
+        fd = os.open(self.dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with open(fd, "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             try:
                 yield
@@ -158,7 +212,10 @@ class LocalServer:
 
     def _write(self, record: Record) -> None:
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record.__dict__))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(record.__dict__))
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.state_file)
 
     def _usable(self, record: Record | None) -> bool:
@@ -191,8 +248,9 @@ class LocalServer:
                 record = self._spawn()
                 started = True
             assert record is not None
+            self.auth_string()  # a data dir from before the server required it: made now
             if lease:
-                (self.leases / str(os.getpid())).touch()
+                (self.leases / str(os.getpid())).touch(mode=0o600)
             self._touch_activity()
         return record, started
 
@@ -218,14 +276,23 @@ class LocalServer:
                 )
             time.sleep(_POLL)
 
-    def stop(self, timeout: float = 30.0) -> Record | None:
+    def stop(self, timeout: float = 30.0, *, force: bool = False) -> Record | None:
         """Stop the recorded server; returns it, or None if none was running.
 
-        A stale record (its supervisor gone) is removed too.
+        A stale record (its supervisor gone) is removed too. While another process holds a
+        lease (a ``ti`` command using the server: stopping would fail its run half way, with
+        its decisions' outcomes unknown to it), raises ``ServerInUseError`` unless ``force``.
         """
         with self.locked():
             record = self.read()
             running = record is not None and _alive(record.pid)
+            users = [pid for pid in _live_leases(self.leases) if pid != os.getpid()]
+            if running and users and not force:
+                raise ServerInUseError(
+                    f"the local Prefect server is in use by {_commands(users)}; stopping it "
+                    "now would fail their runs: wait for them to finish, or "
+                    "'ti server stop --force'"
+                )
             if record is not None:
                 self._kill(record, timeout)
         return record if running else None
@@ -234,7 +301,7 @@ class LocalServer:
 
     def _touch_activity(self) -> None:
         with contextlib.suppress(OSError):
-            (self.dir / "activity").touch()
+            (self.dir / "activity").touch(mode=0o600)
 
     def _kill(self, record: Record, timeout: float = 30.0) -> None:
         """Stop the supervisor's whole process group (the server with it), drop the record."""
@@ -261,7 +328,9 @@ class LocalServer:
             str(port),
             str(self.idle_timeout),
         ]
-        with open(self.log_file, "ab") as log:
+        self.auth_string()  # made before the server needs it
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "ab") as log:
             proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -298,8 +367,19 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _server_env(state_dir: Path) -> dict[str, str]:
-    """The server's environment: its own SQLite database; no client settings of the caller."""
-    env = {k: v for k, v in os.environ.items() if k != _API_ENV}
+    """The server's environment: its own SQLite database, and of the caller's environment only
+    what a Prefect server needs (an allow-list): no ``TI_*`` credentials, no client settings.
+
+    The auth secret is not here either: the supervisor reads it from its file and hands it to
+    the Prefect server alone.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k in _SERVER_ENV_NAMES or k.startswith(_SERVER_ENV_PREFIXES))
+        and k not in _CLIENT_ONLY
+        and k != _SERVER_AUTH_ENV
+    }
     env.update(
         {
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{state_dir}/prefect.db",
@@ -336,9 +416,11 @@ def use_local_server(settings: Any, *, say: Any = None) -> tuple[LocalServer, Re
             f"ti: starting the local Prefect server at {record.ui_url} (once; it stops after "
             f"{_idle_text(server.idle_timeout)} idle; 'ti server stop' stops it now)"
         )
-    # PREFECT_API_URL is Prefect's own configuration, read from the environment by Prefect
-    # (and by the flow runs it starts): the one environment write ti makes on purpose.
+    # PREFECT_API_URL and PREFECT_API_AUTH_STRING are Prefect's own configuration, read from
+    # the environment by Prefect (and by the flow runs it starts): the environment writes ti
+    # makes on purpose.
     os.environ[_API_ENV] = record.url
+    os.environ[_AUTH_ENV] = server.auth_string()
     return server, record
 
 
@@ -359,25 +441,49 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _busy(leases: Path) -> bool:
-    """Whether a live process holds a lease; leases of dead processes are removed."""
-    busy = False
+def _live_leases(leases: Path) -> list[int]:
+    """The PIDs of live processes holding a lease; leases of dead processes are removed."""
+    live = []
     for lease in leases.glob("*"):
         try:
             pid = int(lease.name)
         except ValueError:
             continue
         if _alive(pid):
-            busy = True
+            live.append(pid)
         else:
             with contextlib.suppress(OSError):
                 lease.unlink()
-    return busy
+    return sorted(live)
+
+
+def _busy(leases: Path) -> bool:
+    """Whether a live process holds a lease; leases of dead processes are removed."""
+    return bool(_live_leases(leases))
+
+
+def _commands(pids: list[int]) -> str:
+    """``2 commands (pid 12: ti run NVDA; pid 13: ti serve)``: what holds the leases."""
+
+    def line(pid: int) -> str:
+        try:
+            argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+            if Path(argv[0]).name.startswith("python") and argv[1:2] != ["-c"]:
+                argv = argv[1:]  # the ti script under its interpreter: "ti run NVDA"
+            words = [Path(argv[0]).name] + [a for a in argv[1:4] if a]
+            return f"pid {pid}: {' '.join(words)}"
+        except (OSError, IndexError, UnicodeDecodeError):
+            return f"pid {pid}"
+
+    shown = "; ".join(line(pid) for pid in pids[:3]) + ("; ..." if len(pids) > 3 else "")
+    return f"{len(pids)} command{'s' if len(pids) > 1 else ''} ({shown})"
 
 
 def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
     """Run the server until it is idle for ``idle_timeout`` s, told to stop, or it exits."""
+    os.umask(0o077)  # the database, its journal and the log: this user's only
     server = LocalServer(state_dir.parent, idle_timeout=idle_timeout)
+    auth = server.auth_string()
     child = subprocess.Popen(
         [
             sys.executable,
@@ -400,6 +506,8 @@ def supervise(state_dir: Path, port: int, idle_timeout: float) -> int:
             # The API address the UI's pages call: Prefect derives it from its port *setting*
             # (4200), not from ``--port``, so without this the UI says it cannot connect.
             "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
+            # Every API call but the health check needs these credentials; the UI asks once.
+            _SERVER_AUTH_ENV: auth,
         },
     )
     stopping = False

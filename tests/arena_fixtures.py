@@ -10,7 +10,7 @@ import asyncio
 import os
 from typing import Any
 
-__all__ = ["GRAPH", "async_arena", "counting_arena", "sync_arena"]
+__all__ = ["GRAPH", "async_arena", "counting_arena", "gated_arena", "sync_arena"]
 
 VALUE = 42
 
@@ -85,6 +85,18 @@ def counting_arena(ticker: str, trade_date: str) -> dict[str, Any]:
     if ticker == "BAD":
         state["synthesis_confidence"] = 7.5
     return state
+
+
+def gated_arena(ticker: str, trade_date: str) -> dict[str, Any]:
+    """Returns once the file ``$TI_TEST_ARENA_GATE`` exists (at most 300 s): a run that a test
+    holds in flight while it does something else."""
+    import time
+
+    gate = os.environ["TI_TEST_ARENA_GATE"]
+    deadline = time.monotonic() + 300
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _state(ticker, trade_date)
 
 
 IN_FLIGHT = {"now": 0, "max": 0}

@@ -168,6 +168,14 @@ class Browser:
                 raise AssertionError(f"nothing labelled {label!r} to click")
             time.sleep(0.5)
 
+    def type_into(self, css: str, text: str) -> None:
+        """Type ``text`` into the first element matching ``css``, as a user does (key events)."""
+        found = self._call(
+            "POST", self._session("/element"), {"using": "css selector", "value": css}
+        )
+        element = next(iter(found.values()))  # the W3C element reference
+        self._call("POST", self._session(f"/element/{element}/value"), {"text": text})
+
     def screenshot(self, path: Path) -> Path:
         path.write_bytes(base64.b64decode(self._call("GET", self._session("/screenshot"))))
         return path

@@ -193,6 +193,9 @@ class Stack:
     def start_worker(self) -> None:
         env = self.env | {
             "TI_REDIS_URL": self.redis.url,
+            # The replay states a run may name (the daily runs' and the event's): the worker's
+            # settings decide, never a run's parameters.
+            "TI_ARENA_ALLOWED": f"replay:{self.states}",
             "TI_TASK_RETRIES": "1",
             "TI_TASK_RETRY_DELAY": "0.1",
             "TI_RETRIES": "0",

@@ -6,18 +6,23 @@ temporary data directory, with a short idle timeout, and stop them before they e
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,10 +206,11 @@ def test_debug_is_accepted_anywhere(tmp_path: Path, data: Path) -> None:
 @pytest.mark.usefixtures("idle_server")  # its server boots beside this test's
 def test_one_server_shared_found_after_a_kill_and_stopped(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
-    # A ti killed while the server starts: the server is recorded and keeps starting.
+    # A ti killed while the server starts: the server is recorded and keeps starting. It
+    # carries Redis secrets, which the server must not inherit.
     killed = subprocess.Popen(
         [TI, "run", "NVDA", "--date", "2026-05-11"],
-        env=env,
+        env=env | SECRETS,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -229,9 +235,77 @@ def test_one_server_shared_found_after_a_kill_and_stopped(tmp_path: Path, data: 
     with urllib.request.urlopen(f"{record.ui_url}/ui-settings", timeout=60) as reply:
         assert json.loads(reply.read())["api_url"] == record.url  # the UI's pages call this API
 
+    _only_the_users_ti_commands_may_use_it(record, data, pids)
+    _stop_waits_for_a_running_command(tmp_path, data, env)
+
     assert ti("server", "stop", env=env).stdout == "stopped\n"
     assert all(_gone(pid) for pid in pids), pids
     assert not (data / "prefect" / "server.json").exists()
+
+
+SECRETS = {"TI_REDIS_PASSWORD": "hunter2-redis", "TI_REDIS_SENTINEL_PASSWORD": "hunter2-sentinel"}
+
+
+def _post(url: str, auth: str | None = None) -> int:
+    """The HTTP status of an empty JSON POST to ``url``, with basic auth ``user:password``."""
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    request.add_header("Content-Type", "application/json")
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _only_the_users_ti_commands_may_use_it(record: Any, data: Path, pids: list[int]) -> None:
+    """Another local user reaches 127.0.0.1 but has no credentials, and cannot read them."""
+    deployment = uuid.uuid4()
+    create_run = f"{record.url}/deployments/{deployment}/create_flow_run"
+    assert _post(create_run) == 401  # unauthenticated: refused before anything runs
+    assert _post(create_run, "ti:guessed") == 401
+    secret = (data / "prefect" / "api-auth").read_text().strip()
+    assert _post(create_run, secret) == 404  # authenticated: only the deployment is unknown
+    assert _post(f"{record.url}/deployments/filter", secret) == 200
+    for path in (data, data / "prefect"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for name in ("store.dat", "prefect/server.json", "prefect/api-auth", "prefect/prefect.db"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    for pid in pids:  # the supervisor and the server: no Redis secret, no client credentials
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert not any(value.encode() in environ for value in SECRETS.values()), pid
+        names = {item.split(b"=", 1)[0] for item in environ.split(b"\0")}
+        assert not {n for n in names if n.startswith(b"TI_")}, (pid, names)
+        assert b"PREFECT_API_AUTH_STRING" not in names, pid
+
+
+def _stop_waits_for_a_running_command(tmp_path: Path, data: Path, env: dict[str, str]) -> None:
+    """``ti server stop`` under a running ``ti run`` is refused, naming it; the run publishes."""
+    gate = tmp_path / "gate"
+    running = subprocess.Popen(
+        [TI, "run", "MSFT", "--date", "2026-05-11", "--arena", "tests.arena_fixtures:gated_arena"],
+        env=env | {"TI_TEST_ARENA_GATE": str(gate)},
+        cwd=MAIN,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lease = data / "prefect" / "leases" / str(running.pid)
+        deadline = time.monotonic() + 120
+        while not lease.exists():
+            assert running.poll() is None and time.monotonic() < deadline, running.communicate()
+            time.sleep(0.05)
+        refused = ti("server", "stop", env=env)
+        assert refused.returncode == 1 and refused.stdout == "", refused
+        assert refused.stderr.startswith("ti: the local Prefect server is in use by 1 command")
+        assert f"pid {running.pid}: ti run MSFT" in refused.stderr
+        assert "'ti server stop --force'" in refused.stderr
+    finally:
+        gate.touch()
+        out, err = running.communicate(timeout=300)
+    assert running.returncode == 0 and out.startswith("MSFT 2026-05-11: BUY"), err
 
 
 @pytest.mark.slow

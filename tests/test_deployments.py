@@ -131,7 +131,7 @@ def test_arena_trigger_renders_to_valid_parameters(tmp_path: Path) -> None:
 
 
 def test_ti_serve_builds_the_same_deployments() -> None:
-    served = {d.name: d for d in runner_deployments(["NVDA", "AAPL"], arena="replay:/states")}
+    served = {d.name: d for d in runner_deployments(["NVDA", "AAPL"])}
     assert set(served) == set(DEPLOYMENTS)
     for name, deployment in served.items():
         assert deployment.entrypoint.endswith(DEPLOYMENTS[name]["entrypoint"].split("/")[-1])
@@ -148,8 +148,7 @@ def test_ti_serve_builds_the_same_deployments() -> None:
     assert daily.parameters == {
         "tickers": ["NVDA", "AAPL"],  # --tickers replaces the example list
         "calendar": DEPLOYMENTS["daily-publish"]["parameters"]["calendar"],
-        "arena": "replay:/states",
-    }
+    }  # no arena: the settings where the runs execute choose it (TI_ARENA, TI_ARENA_ALLOWED)
     assert served["backfill"].parameters == DEPLOYMENTS["backfill"]["parameters"]
     (trigger,) = served["publish-on-arena-complete"].triggers
     (yaml_trigger,) = DEPLOYMENTS["publish-on-arena-complete"]["triggers"]

@@ -5,8 +5,9 @@ background from the start of the session (tests/conftest.py, tests/prefect_stack
 tests then: publish two tickers through ``daily-publish``; fail the same run with Redis
 stopped (the flow run is Failed, its table names both tickers, the notify automation calls
 its webhook) and retry it with ``prefect flow-run retry`` once Redis is back (published once,
-twice retried still once); and emit ``ti.arena.completed`` so the triggered deployment
-publishes.
+twice retried still once); emit ``ti.arena.completed`` so the triggered deployment
+publishes; and create runs naming other code, an attacker's replay directory or ``force``,
+which the worker refuses.
 
 Needs PostgreSQL on 127.0.0.1:5432 (``TI_TEST_POSTGRES_URL`` to change it): skipped without
 it, failed instead when ``TI_REQUIRE_REDIS_SERVER=1`` (CI).
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,6 +169,29 @@ def test_arena_completed_event_triggers_the_deployment(stack: Stack) -> None:
         "arena": f"replay:{stack.states.resolve()}",
     }
     assert set(_published(stack)) == {"BRK.B"}
+
+
+def test_a_run_naming_other_code_or_forcing_is_refused_by_the_worker(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Anyone who may create runs on the shared server chooses their parameters: the worker's
+    settings decide which arenas run, and force is not theirs to give. (After the notification
+    and trigger tests: these runs fail, and one is a run of the triggered deployment.)"""
+    with stack.redis.sync_client() as client:
+        client.flushall()
+    attacker = tmp_path / "NVDA"  # a replay directory of the attacker's own states
+    attacker.mkdir()
+    (attacker / f"{DAY}.json").write_text((stack.states / "NVDA" / f"{DAY}.json").read_text())
+    for arena in ("shutil:rmtree", f"replay:{tmp_path}"):
+        parameters = _daily_params(stack) | {"arena": arena}
+        run = stack.wait(stack.run("daily", "daily-publish", parameters))
+        assert run["state"]["type"] == "FAILED", stack.log("worker.log")
+        assert f"arena {arena!r} is not allowed for a deployment's run" in run["state"]["message"]
+    forced = {"ticker": "NVDA", "trade_date": DAY, "arena": f"replay:{stack.states}", "force": True}
+    run = stack.wait(stack.run("publish-decision", "publish-on-arena-complete", forced))
+    assert run["state"]["type"] == "FAILED", stack.log("worker.log")
+    assert "may not force over newer decisions" in run["state"]["message"]
+    assert not _published(stack)
 
 
 def test_ti_serve_runs_the_same_deployments_without_a_worker(stack: Stack) -> None:

@@ -3,14 +3,17 @@
 Two real ``ti run`` commands against their own shared local server (a temporary data
 directory, as in test_cli_server.py): one publishes NVDA to the embedded store, one fails
 to reach Redis (a closed port) for AAPL. Their flow run pages are then opened in Chromium,
-through chromedriver, and the test waits until the rendered page shows what a reader needs:
-the run named after ticker and date, its task runs named the same way, its steps in the Logs
-at INFO, and, for the failed run, a state message that starts with the one-line cause and
-says how to retry. Screenshots of both pages are kept in the test's temporary directory.
+through chromedriver, after logging in with the server's credentials (the line in its
+``api-auth`` file, as docs/operations.md says), and the test waits until the rendered page
+shows what a reader needs: the run named after ticker and date, its task runs named the same
+way, its steps in the Logs at INFO, and, for the failed run, a state message that starts with
+the one-line cause and says how to retry. Screenshots of both pages are kept in the test's
+temporary directory.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import urllib.request
@@ -29,11 +32,14 @@ CLOSED = "redis://127.0.0.1:1/0"  # nothing listens on port 1: Redis is unavaila
 STEPS = ("run-arena", "build-envelope", "publish-stream", "publish-hash")
 
 
-def _flow_run(api: str, name: str) -> dict[str, Any]:
-    """The one flow run called ``name``, as the UI's API returns it."""
+def _flow_run(api: str, name: str, auth: str) -> dict[str, Any]:
+    """The one flow run called ``name``, as the UI's API returns it (basic auth ``auth``)."""
     body = json.dumps({"flow_runs": {"name": {"any_": [name]}}}).encode()
+    token = base64.b64encode(auth.encode()).decode()
     request = urllib.request.Request(
-        f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"}
+        f"{api}/flow_runs/filter",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
     )
     with urllib.request.urlopen(request, timeout=60) as reply:
         (run,) = json.loads(reply.read())
@@ -68,12 +74,17 @@ def test_the_ui_shows_a_published_and_a_failed_run(tmp_path: Path, data: Path) -
 
     record = LocalServer(data).read()
     assert record is not None
-    published = _flow_run(record.url, f"NVDA-{DATE}")
-    failed = _flow_run(record.url, f"AAPL-{DATE}")
+    auth = LocalServer(data).auth_file.read_text().strip()
+    published = _flow_run(record.url, f"NVDA-{DATE}", auth)
+    failed = _flow_run(record.url, f"AAPL-{DATE}", auth)
     assert (published["state_type"], failed["state_type"]) == ("COMPLETED", "FAILED")
     retry = f"`ti retry {failed['id']}`"
 
     with Browser(tmp_path / "browser", width=1400, height=1600) as browser:
+        # The server asks for its credentials once: the line in api-auth (docs/operations.md).
+        browser.open(record.ui_url)
+        browser.wait_for_text("Login")
+        browser.type_into("input[type=password]", auth + "\ue007")  # then Enter
         # The published run: its name, Completed, each step's task run by name, the summary.
         browser.open(f"{record.ui_url}/runs/flow-run/{published['id']}")
         page = browser.wait_for_text(

@@ -194,6 +194,13 @@ class TiSettings(BaseSettings):
         description="Arena runner spec: 'replay:DIR', 'package.module:function', "
         "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'.",
     )
+    arena_allowed: str | None = Field(
+        default=None,
+        description="Comma-separated arena specs a deployment's flow run may name in its "
+        "'arena' parameter, besides TI_ARENA ('replay:DIR' admits DIR and the directories "
+        "under it). Any other spec in a run's parameters is refused: run parameters come from "
+        "whoever may create runs, and a spec names code to import.",
+    )
     allow_demo_publish: bool = Field(
         default=False,
         description="Let the demo arena publish to a configured (non-embedded) Redis.",

@@ -18,6 +18,7 @@ and its name in pyproject's import contract that keeps the runner modules indepe
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ti_core.contract.keys import shorten
 from ti_core.errors import ConfigError
 from ti_core.settings import TiSettings
 
-__all__ = ["FORMS", "IMPORT_SPEC", "SpecForm", "load_arena"]
+__all__ = ["FORMS", "IMPORT_SPEC", "SpecForm", "arena_allowed", "load_arena"]
 
 IMPORT_SPEC = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -80,3 +81,35 @@ def load_arena(spec: str | None = None, *, settings: TiSettings | None = None) -
     raise ConfigError(
         f"arena spec {shorten(text)} is not one of {', '.join(shapes[:-1])} or {shapes[-1]}"
     )
+
+
+def _replay_dir(spec: str) -> str | None:
+    """The resolved directory of a ``replay:DIR`` spec (symlinks followed), else None."""
+    if not spec.startswith("replay:"):
+        return None
+    return os.path.realpath(spec.removeprefix("replay:").strip() or ".")
+
+
+def arena_allowed(spec: str | None, settings: TiSettings) -> bool:
+    """Whether a run whose parameters come from others (a deployment's) may use ``spec``.
+
+    Allowed: none (``TI_ARENA`` then decides), ``TI_ARENA`` itself, an entry of
+    ``TI_ARENA_ALLOWED``, or ``replay:`` of a directory at or under an allowed ``replay:DIR``
+    (both resolved, so ``..`` and symlinks cannot leave it). Nothing is imported to decide.
+    """
+    if spec is None:
+        return True
+    text = spec.strip()
+    entries = [e.strip() for e in (settings.arena_allowed or "").split(",") if e.strip()]
+    if settings.arena:
+        entries.append(settings.arena.strip())
+    if text in entries:
+        return True
+    wanted = _replay_dir(text)
+    if wanted is None:
+        return False
+    for entry in entries:
+        root = _replay_dir(entry)
+        if root is not None and (wanted == root or wanted.startswith(root.rstrip(os.sep) + os.sep)):
+            return True
+    return False

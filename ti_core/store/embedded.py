@@ -34,9 +34,12 @@ from ti_core.errors import StoreBusyError, StoreError, one_line
 from ti_core.settings import TiSettings
 from ti_core.store.embedded_client import EmbeddedClient
 from ti_core.store.file import (
+    PREVIOUS_SUFFIX,
     check_file,
     clean_leftovers,
     damaged,
+    keep_private,
+    private_dir,
     private_path,
     replace_keeping_previous,
     seal,
@@ -134,10 +137,9 @@ def _unlock(fd: int) -> None:
 
 
 def _make_data_dir(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise store_failure(exc, "create the data directory", path.parent) from exc
+    """The data directory and the store's files in it, private to this user (decisions)."""
+    private_dir(path.parent)
+    keep_private(path, path.with_name(path.name + PREVIOUS_SUFFIX))
 
 
 def check_store(settings: TiSettings, *, write: bool = True) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ti_core.errors import StoreDamagedError, StoreError, one_line
+from ti_core.errors import ConfigError, StoreDamagedError, StoreError, one_line
 
 __all__ = [
     "PREVIOUS_SUFFIX",
@@ -35,7 +35,9 @@ __all__ = [
     "check_file",
     "clean_leftovers",
     "damaged",
+    "keep_private",
     "move_aside",
+    "private_dir",
     "private_path",
     "replace_keeping_previous",
     "restore_previous",
@@ -75,6 +77,50 @@ def store_failure(exc: BaseException, doing: str, where: Path) -> StoreError:
         "unchanged (free space or fix the directory, or set TI_DATA_DIR or "
         "TI_REDIS_URL)"
     )
+
+
+def _refuse_foreign(path: Path, st: os.stat_result) -> None:
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): ti keeps its "
+            "data private to its user; set TI_DATA_DIR to a directory of your own"
+        )
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` (created if missing) readable by this user only: 0700, whatever the umask.
+
+    The data directory holds decisions (the store, Prefect's database) and the local
+    server's credentials: a wider directory of ours is tightened, one of another user
+    refused.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path)
+        _refuse_foreign(path, st)
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise store_failure(exc, "create the data directory", path) from exc
+    return path
+
+
+def keep_private(*paths: Path) -> None:
+    """Make existing files of ours 0600 or narrower (missing ones stay missing); refuse another
+    user's."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise store_failure(exc, "read", path) from exc
+        _refuse_foreign(path, st)
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            try:
+                os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+            except OSError as exc:
+                raise store_failure(exc, "make private", path) from exc
 
 
 def damaged(path: Path, problem: str) -> StoreDamagedError:
@@ -204,7 +250,9 @@ def replace_keeping_previous(new: Path, path: Path) -> None:
             os.link(path, link)
         except OSError:  # no hard links here: a copy (the old file stays in place meanwhile)
             shutil.copyfile(path, link)
+            os.chmod(link, 0o600)
         os.replace(link, previous)
+    os.chmod(new, 0o600)  # burner-redis wrote it with the umask's mode: only its user reads it
     os.replace(new, path)
     _fsync_dir(path.parent)
 
@@ -252,6 +300,7 @@ def restore_previous(path: Path) -> Path | None:
     copy = private_path(path, "restore")
     try:
         shutil.copyfile(previous, copy)
+        os.chmod(copy, 0o600)
         with open(copy, "rb+") as f:
             os.fsync(f.fileno())
         aside = move_aside(path)
