@@ -37,6 +37,26 @@ most ``max_attempts + 1`` times on it before it is dead-lettered, and the others
 - ``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``: shutdown. Not counted,
   left pending, propagated.
 
+**Bounded handlers.** A handler that has not returned after ``handler_timeout`` seconds is
+left behind: the entry counts as an attempt (``handler did not return within N s``; it is
+retried after ``claim_idle_ms`` and dead-lettered after ``max_attempts``) and the reader goes
+on with the next entry. An ``async def`` handler is cancelled; a plain function runs in the
+reader's worker thread (one call at a time, in order: the event loop stays free to keep time),
+and a thread cannot be stopped, so a timed-out call runs on in the background while a fresh
+worker thread takes the next entries (a daemon: it does not keep the process alive). The
+``stop`` event of :meth:`GroupReader.run` is honoured within ``block_ms``, also while a handler
+hangs: the entry is left pending, uncharged.
+
+**Nobody steals an entry a live consumer is about to handle.** Entries wait in a batch (up to
+``count`` of them) while the ones before them are handled, and idle time is what makes an entry
+reclaimable. So whenever ``claim_idle_ms / 4`` has passed since the batch was read or last
+refreshed (before an entry's turn, and while a slow handler runs), the reader acknowledges
+what it has handled and resets the idle time of the entries it still holds
+(``touch_mine``: ``XCLAIM ... JUSTID`` of each id still pending with this consumer, no delivery
+counted); an entry found pending with another consumer meanwhile is left to it. A live
+consumer's entries therefore never reach ``claim_idle_ms`` of idle time, however long its
+batch or its handler takes; a dead consumer's do, and are reclaimed.
+
 Only undecodable entries and entries whose handler failed ``max_attempts`` times are
 dead-lettered (:func:`ti_core.contract.keys.dead_letter_key`, with the original id, raw data and
 reason),
@@ -50,7 +70,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import queue
+import threading
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -58,7 +81,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 
 from ti_core import defaults
-from ti_core.consume.group_scripts import CREATE_GROUP, GAP_CHECK
+from ti_core.consume.group_calls import GroupFunctions, load_group_library
 from ti_core.consume.reader import entry_payload, safe_block_ms
 from ti_core.consume.reconnect import Outage
 from ti_core.contract.decoder import explain_payload
@@ -74,9 +97,11 @@ from ti_core.errors import InvalidStateError, RedisUnavailableError, TiError, on
 from ti_core.failures import DeadLetter
 from ti_core.transport.boundary import (
     connection_lost,
+    is_function_missing,
     is_no_group,
     raise_mapped,
     redis_boundary,
+    redis_calls,
 )
 from ti_core.transport.client import RedisClient
 from ti_core.transport.replicas import queue_wait, replica_policy, replicated
@@ -135,8 +160,80 @@ class GroupStats:
         return self.handled + self.dead_lettered + self.failed
 
 
-def _script(client: RedisClient, source: str) -> Any:
-    return client.register_script(source)
+class _Stopped(Exception):
+    """The reader's stop event was set while a handler ran: the entry stays pending, uncharged."""
+
+
+class _Worker:
+    """One daemon thread that runs a reader's plain-function handler calls, one at a time.
+
+    A call that times out cannot be stopped (Python has no way to kill a thread): the reader
+    abandons this worker (:meth:`close`) and starts a new one; the old thread ends when the
+    call returns, if ever, and being a daemon it never keeps the process alive.
+    """
+
+    _IDLE_SECONDS = 10.0  # an idle worker ends; the next call starts another
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._alive = False
+
+    def submit(self, handler: Handler, *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._calls.put((handler, args, loop, future))
+            if not self._alive:
+                self._alive = True
+                threading.Thread(target=self._work, name="ti-group-handler", daemon=True).start()
+        return future
+
+    def close(self) -> None:
+        self._calls.put(None)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                call = self._calls.get(timeout=self._IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._calls.empty():
+                        self._alive = False
+                        return
+                continue
+            if call is None:
+                return
+            handler, args, loop, future = call
+            try:
+                outcome: tuple[bool, Any] = (True, handler(*args))
+            except BaseException as exc:  # handed to the reader, which decides
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # timed out or stopped meanwhile
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _is_async(handler: Handler) -> bool:
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - ``async def __call__``
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 @redis_boundary("no group was created")
@@ -147,8 +244,12 @@ async def ensure_group(client: RedisClient, stream_name: str, group: str, start:
     group starts with no attempt records, and (Redis 7) a known position, so entries trimmed
     before it reads them can be counted.
     """
-    created = await _script(client, CREATE_GROUP)(
-        keys=[stream_name, attempts_key(stream_name, group)], args=[group, start]
+    return await _create_group(GroupFunctions(client), stream_name, group, start)
+
+
+async def _create_group(lua: GroupFunctions, stream_name: str, group: str, start: str) -> bool:
+    created = await lua.call(
+        "create_group", [stream_name, attempts_key(stream_name, group)], [group, start]
     )
     return bool(created)
 
@@ -172,11 +273,14 @@ class GroupReader:
         dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN,
         give_up_after: float = defaults.RECONNECT_GIVE_UP_SECONDS,
         retry: RetryPolicy | None = None,
+        handler_timeout: float = defaults.HANDLER_TIMEOUT_SECONDS,
     ) -> None:
         if not group or not consumer:
             raise InvalidStateError("a consumer group and a consumer name are required")
         if max_attempts < 1 or claim_idle_ms < 1 or count < 1:
             raise InvalidStateError("max_attempts, claim_idle_ms and count must be >= 1")
+        if not handler_timeout > 0:
+            raise InvalidStateError("handler_timeout must be > 0 seconds")
         self.client = client
         self.group = group
         self.consumer = consumer
@@ -193,6 +297,14 @@ class GroupReader:
         self.dead_letter_maxlen = dead_letter_maxlen
         self.give_up_after = give_up_after
         self.retry = retry  # pauses while Redis is lost (default: ``redis_policy``)
+        self.handler_timeout = handler_timeout
+        self._lua = GroupFunctions(client)
+        self._touch_every = claim_idle_ms / 4000  # seconds between idle-time resets
+        self._holding: list[str] = []  # this batch's entries from the current one on
+        self._touched = 0.0  # when they were last read or refreshed
+        self._taken: set[str] = set()  # of this batch, found pending with another consumer
+        self._stop: asyncio.Event | None = None
+        self._worker: _Worker | None = None
         self._group_ready = False
         self._pending_cursor: str | None = "0"  # own pending entries first, after a restart
         self._claim_cursor = "0-0"
@@ -215,18 +327,27 @@ class GroupReader:
         outage = Outage(
             f"group {self.group} consumer {self.consumer}", self.give_up_after, self.retry
         )
-        while stop is None or not stop.is_set():
-            try:
-                stats = await self.step()
-            except Exception as exc:
-                if not connection_lost(exc):
-                    raise
-                self._acks.clear()  # unsent: those entries stay pending and come back
-                self._pending_cursor = "0"
-                await outage.wait(exc)
-                continue
-            outage.recovered()
-            total.add(stats)
+        self._stop = stop
+        try:
+            while stop is None or not stop.is_set():
+                try:
+                    stats = await self.step()
+                except _Stopped:
+                    break
+                except Exception as exc:
+                    if not connection_lost(exc):
+                        raise
+                    self._acks.clear()  # unsent: those entries stay pending and come back
+                    self._pending_cursor = "0"
+                    await outage.wait(exc)
+                    continue
+                outage.recovered()
+                total.add(stats)
+        finally:
+            self._stop = None
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
         return total
 
     async def drain(self) -> GroupStats:
@@ -271,7 +392,9 @@ class GroupReader:
         await self._ensure_group()
 
     async def _ensure_group(self) -> None:
-        await ensure_group(self.client, self.stream_name, self.group, self.start)
+        """Create the group if needed; this also finds (or loads) the group functions."""
+        with redis_calls(self.client, "no group was created"):
+            await _create_group(self._lua, self.stream_name, self.group, self.start)
         self._group_ready = True
 
     async def _step(self, block: bool) -> GroupStats:
@@ -303,11 +426,25 @@ class GroupReader:
         # does not block inside MULTI, so then the three go as a plain pipeline: back to back,
         # though another client's trim could fall between the check and the read.
         pipe = self.client.pipeline(transaction=replica_policy(self.client) is None)
-        pipe.eval(GAP_CHECK, 2, self.stream_name, self.lost_key, self.group)
+        self._lua.queue(pipe, "gap_check", [self.stream_name, self.lost_key], [self.group])
         pipe.xreadgroup(self.group, self.consumer, {self.stream_name: ">"}, count=self.count)
         policy = queue_wait(pipe, self.client)
-        results = await pipe.execute()
-        (lost, top), reply = results[0], results[1]
+        results = await pipe.execute(raise_on_error=False)
+        gap = results[0]
+        if isinstance(gap, Exception) and is_function_missing(gap):
+            # Flushed since the group was made (FUNCTION FLUSH, a fresh failover primary):
+            # this one read went unchecked. Load them again for the next.
+            logger.warning(
+                "the group functions were missing on the server; a trim gap passed by this "
+                "read of group %s was not recorded",
+                self.group,
+            )
+            await load_group_library(self.client)
+            gap = [0, None]
+        for result in (gap, *results[1:]):
+            if isinstance(result, Exception):
+                raise result
+        (lost, top), reply = gap, results[1]
         if policy is not None and int(results[2]) < policy.replicas:
             logger.warning(
                 "a group read reached %s of %d replicas in %d ms: a failover now "
@@ -316,7 +453,7 @@ class GroupReader:
                 policy.replicas,
                 policy.timeout_ms,
             )
-        self._top = text(top)
+        self._top = text(top) if top is not None else None
         if lost:
             how_many = "an unknown number of" if int(lost) < 0 else str(lost)
             logger.warning(
@@ -398,8 +535,11 @@ class GroupReader:
     async def _process_new(self, entries: Entries) -> GroupStats:
         """First deliveries: no write before each call; one XACK for the batch (fast path)."""
         stats = GroupStats()
+        self._hold(entries)
         try:
-            for entry_id, entry_fields in entries:
+            for index, (entry_id, entry_fields) in enumerate(entries):
+                if not await self._turn(entries, index):
+                    continue
                 envelope, payload, reason = _decode(entry_fields)
                 if envelope is None:
                     await self._dead_letter(entry_id, payload, reason, 0)
@@ -420,7 +560,10 @@ class GroupReader:
     async def _process_redelivered(self, entries: Entries) -> GroupStats:
         """Entries delivered before: one at a time, the attempt counted before the call."""
         stats = GroupStats()
-        for entry_id, entry_fields in entries:
+        self._hold(entries)
+        for index, (entry_id, entry_fields) in enumerate(entries):
+            if not await self._turn(entries, index):
+                continue
             envelope, payload, reason = _decode(entry_fields)
             if envelope is None:
                 await self._dead_letter(entry_id, payload, reason, 0)
@@ -453,20 +596,120 @@ class GroupReader:
             setattr(stats, outcome, getattr(stats, outcome) + 1)
         return stats
 
-    async def _call(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> str | None:
-        """Run the handler: None if it returned, the reason if the entry made it fail.
+    # -- holding a batch: nobody reclaims what a live consumer is about to handle -------------
 
-        A failure that is the consumer's (see the module docstring) propagates instead.
+    def _hold(self, entries: Entries) -> None:
+        """A batch was just delivered (its idle times are 0): its entries are this reader's."""
+        self._holding = [entry_id for entry_id, _ in entries]
+        self._touched = self._now()
+        self._taken = set()
+
+    async def _turn(self, entries: Entries, index: int) -> bool:
+        """Entry ``index``'s turn: refresh the batch if due; False if another consumer has it."""
+        self._holding = [entry_id for entry_id, _ in entries[index:]]
+        if self._now() - self._touched >= self._touch_every:
+            await self._touch()
+        entry_id = entries[index][0]
+        if entry_id in self._taken:
+            logger.warning(
+                "%s: entry %s was reclaimed by another consumer while it waited in this "
+                "batch; left to it",
+                self.consumer,
+                entry_id,
+            )
+            return False
+        return True
+
+    async def _touch(self) -> None:
+        """Acknowledge what is handled, and reset the idle time of the entries still held."""
+        await self._flush_acks()
+        if self._holding:
+            mine = await self._lua.call(
+                "touch_mine", [self.stream_name], [self.group, self.consumer, *self._holding]
+            )
+            kept = {text(entry_id) for entry_id in mine}
+            self._taken.update(i for i in self._holding if i not in kept)
+        self._touched = self._now()
+
+    # -- calling the handler: bounded in time, stoppable --------------------------------------
+
+    async def _call(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> str | None:
+        """Run the handler: None if it returned, the reason if the entry made it fail
+        (it raised, or did not return within ``handler_timeout``).
+
+        A failure that is the consumer's (see the module docstring) propagates instead, and so
+        does a stop requested meanwhile (:class:`_Stopped`).
         """
         try:
-            result = self.handler(entry_id, envelope)
-            if inspect.isawaitable(result):
-                await result
+            finished = await self._run_handler(entry_id, envelope)
+        except _Stopped:
+            raise
         except Exception as exc:
             if _is_consumer_fault(exc):
                 raise
             return one_line(exc, 340, typed=True)
-        return None
+        if finished:
+            return None
+        runs_on = (
+            "" if _is_async(self.handler) else "; its thread runs on (threads cannot be killed)"
+        )
+        logger.warning(
+            "handler timed out on %s after %g s%s", entry_id, self.handler_timeout, runs_on
+        )
+        return f"handler did not return within {self.handler_timeout:g} s (timed out{runs_on})"
+
+    async def _run_handler(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> bool:
+        """True once the handler returned; False if it timed out (and was left behind)."""
+        call = self._start(entry_id, envelope)
+        deadline = self._now() + self.handler_timeout
+        stopping = asyncio.ensure_future(self._stop.wait()) if self._stop is not None else None
+        stop_by: float | None = None  # set: give the handler until then, then leave it
+        try:
+            while True:
+                now = self._now()
+                wait = min(deadline, self._touched + self._touch_every, stop_by or deadline) - now
+                waiters = {call} if stopping is None or stopping.done() else {call, stopping}
+                await asyncio.wait(waiters, timeout=max(wait, 0), return_when=FIRST_COMPLETED)
+                if call.done():
+                    result = call.result()  # the handler's own error, if it raised
+                    if not inspect.isawaitable(result):
+                        return True
+                    call = asyncio.ensure_future(_awaited(result))  # a function returning one
+                    continue
+                now = self._now()
+                if stopping is not None and stopping.done() and stop_by is None:
+                    stop_by = now + self.block_ms / 1000
+                if stop_by is not None and now >= stop_by:
+                    self._abandon(call)
+                    raise _Stopped
+                if now >= deadline:
+                    self._abandon(call)
+                    return False
+                if now - self._touched >= self._touch_every:
+                    await self._touch()  # a slow handler: keep its entry (and the batch) ours
+        except BaseException:
+            if not call.done():  # cancelled from outside, or a Redis failure in a touch
+                self._abandon(call)
+            raise
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+
+    def _start(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> asyncio.Future[Any]:
+        """The handler's call, running: a task (``async def``), or in the worker thread."""
+        if _is_async(self.handler):
+            return asyncio.ensure_future(_awaited(self.handler(entry_id, envelope)))
+        if self._worker is None:
+            self._worker = _Worker()
+        return self._worker.submit(self.handler, entry_id, envelope)
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        """Leave a handler call behind: cancel a coroutine; a thread runs on, so retire it."""
+        call.add_done_callback(_forget)
+        call.cancel()
+        if not _is_async(self.handler) and self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
     async def _failed(self, entry_id: str, payload: Any, attempts: int, why: str) -> str:
         if attempts >= self.max_attempts:
@@ -517,6 +760,10 @@ class GroupReader:
     @staticmethod
     def _now() -> float:
         return time.monotonic()
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
 
 
 def _decode(entry_fields: Any) -> tuple[TradingIntelligenceEnvelope | None, Any, str]:
