@@ -23,7 +23,9 @@ them in the group's lost hash
 (:func:`ti_core.contract.keys.group_lost_key`: ``entries``, ``events``, ``first_at_ms``,
 ``last_at_ms``,
 ``last_gap``; ``unknown`` counts gaps whose size Redis could not tell), then sets the group's
-counter past the gap, so Redis's own ``lag`` stays "not yet delivered". The read itself stays a
+counter past the gap, so Redis's own ``lag`` stays "not yet delivered" (a per-team user
+without ``XGROUP SETID`` cannot: the hash's ``lag_excess`` says by how much that lag is too
+high, and :func:`~ti_core.consume.group_lag.group_lag` takes it off). The read itself stays a
 plain XREADGROUP: returning 100 entries through Lua would triple its cost on the server.
 """
 
@@ -119,7 +121,12 @@ elseif last == '0-0' then
 end
 if lost == 0 then return {0, top} end
 if lost > 0 then
-  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', removed)
+  -- A per-team user has no XGROUP SETID (it could rewind other teams' groups): then Redis's
+  -- lag for this group stays too high by the loss, recorded as lag_excess.
+  local set = redis.pcall('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', removed)
+  if type(set) == 'table' and set.err then
+    redis.call('HINCRBY', KEYS[2], 'lag_excess', lost)
+  end
   redis.call('HINCRBY', KEYS[2], 'entries', lost)
 else
   redis.call('HINCRBY', KEYS[2], 'unknown', 1)
