@@ -651,7 +651,7 @@ class GroupReader:
         if finished:
             return None
         runs_on = (
-            "" if _is_async(self.handler) else "; its thread runs on (threads cannot be killed)"
+            "" if _is_async(self.handler) else "; its thread runs on: threads cannot be killed"
         )
         logger.warning(
             "handler timed out on %s after %g s%s", entry_id, self.handler_timeout, runs_on
