@@ -68,13 +68,14 @@ Needs a Redis server 6.2+ (XAUTOCLAIM), not the embedded store; trim-loss counti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import queue
 import threading
 import time
 from asyncio import FIRST_COMPLETED
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -116,9 +117,17 @@ from ti_core.transport.retry import RetryPolicy
 
 __all__ = ["ConsumerBrokenError", "GroupReader", "GroupStats", "Handler", "ensure_group"]
 
+THREAD_RUNS_ON = "; its thread runs on: threads cannot be killed"
+
 logger = logging.getLogger("ti_core.groups")  # its name before the move
 
 Handler = Callable[[str, TradingIntelligenceEnvelope], Awaitable[object] | object]
+_Decoded = tuple[TradingIntelligenceEnvelope | None, Any, str]  # envelope, raw payload, reason
+# An entry to handle: its id, its fields, and its decoding if done already (else done when its
+# turn comes: a batch's envelopes are not all kept alive at once, which costs the GC dearly).
+_Call = tuple[str, Any, _Decoded | None]
+# What became of it: id, raw payload, None (handled) or why not, and whether it was undecodable.
+_Outcome = tuple[str, Any, str | None, bool]
 
 
 class ConsumerBrokenError(TiError):
@@ -164,76 +173,113 @@ class _Stopped(Exception):
     """The reader's stop event was set while a handler ran: the entry stays pending, uncharged."""
 
 
-class _Worker:
-    """One daemon thread that runs a reader's plain-function handler calls, one at a time.
+class _ThreadRun:
+    """A plain-function handler's calls on a run of entries, in order, in one daemon thread.
 
-    A call that times out cannot be stopped (Python has no way to kill a thread): the reader
-    abandons this worker (:meth:`close`) and starts a new one; the old thread ends when the
-    call returns, if ever, and being a daemon it never keeps the process alive.
+    One thread per run (a batch, or the rest of it after a timeout), not a hop per entry: the
+    loop wakes once for the whole run, unless a call times out or the reader is stopped. A
+    thread cannot be stopped: an abandoned run's current call runs on, and the thread ends
+    when it returns (if ever) without starting another; as a daemon it never keeps the
+    process alive.
     """
 
-    _IDLE_SECONDS = 10.0  # an idle worker ends; the next call starts another
+    def __init__(self, handler: Handler, calls: list[_Call], taken: set[str]) -> None:
+        self.handler, self.calls, self.taken = handler, calls, taken
+        self.lock = threading.Lock()
+        self.outcomes: list[_Outcome] = []
+        self.current: tuple[int, float] | None = None  # (index, started) of a running call
+        self.error: BaseException | None = None
+        self.abandoned = False  # the reader moved on: record nothing more
+        self.stopping = False  # the reader is stopping: start no new call
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+
+    def work(self) -> None:
+        """Run the calls (in the worker thread)."""
+        try:
+            for index, (entry_id, entry_fields, decoded) in enumerate(self.calls):
+                with self.lock:
+                    if self.abandoned or self.stopping:
+                        return
+                    if entry_id in self.taken:
+                        continue
+                envelope, payload, reason = decoded or _decode(entry_fields)
+                if envelope is None:
+                    with self.lock:
+                        self.outcomes.append((entry_id, payload, reason, True))
+                    continue
+                with self.lock:
+                    self.current = (index, time.monotonic())
+                failure = None
+                try:
+                    result = self.handler(entry_id, envelope)
+                    if inspect.isawaitable(result):  # a plain function returning a coroutine
+                        asyncio.run_coroutine_threadsafe(_awaited(result), self.loop).result()
+                except BaseException as exc:
+                    if _is_consumer_fault(exc):
+                        with self.lock:
+                            if not self.abandoned:
+                                self.error = exc
+                        return
+                    failure = one_line(exc, 340, typed=True)
+                with self.lock:
+                    if self.abandoned:
+                        return
+                    self.outcomes.append((entry_id, payload, failure, False))
+                    self.current = None
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self.loop.call_soon_threadsafe(_settle, self.done)
+
+
+class _Worker:
+    """The daemon thread that runs a reader's :class:`_ThreadRun` s, one after the other.
+
+    Starting a thread costs milliseconds on a busy machine, so one is kept while runs come; it
+    ends after idling ``_IDLE_SECONDS``. A worker whose call timed out is retired (its thread
+    ends when that call returns, if ever) and the next run gets a new one.
+    """
+
+    _IDLE_SECONDS = 10.0
 
     def __init__(self) -> None:
-        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._runs: queue.SimpleQueue[_ThreadRun | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._alive = False
 
-    def submit(self, handler: Handler, *args: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+    def submit(self, run: _ThreadRun) -> None:
         with self._lock:
-            self._calls.put((handler, args, loop, future))
+            self._runs.put(run)
             if not self._alive:
                 self._alive = True
-                threading.Thread(target=self._work, name="ti-group-handler", daemon=True).start()
-        return future
+                threading.Thread(target=self._serve, name="ti-group-handler", daemon=True).start()
 
-    def close(self) -> None:
-        self._calls.put(None)
+    def retire(self) -> None:
+        self._runs.put(None)
 
-    def _work(self) -> None:
+    def _serve(self) -> None:
         while True:
             try:
-                call = self._calls.get(timeout=self._IDLE_SECONDS)
+                run = self._runs.get(timeout=self._IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
-                    if self._calls.empty():
+                    if self._runs.empty():
                         self._alive = False
                         return
                 continue
-            if call is None:
+            if run is None:
                 return
-            handler, args, loop, future = call
-            try:
-                outcome: tuple[bool, Any] = (True, handler(*args))
-            except BaseException as exc:  # handed to the reader, which decides
-                outcome = (False, exc)
-            try:
-                loop.call_soon_threadsafe(_settle, future, outcome)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                return
+            run.work()
 
 
-def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
-    if future.done():  # timed out or stopped meanwhile
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
 
 
 def _is_async(handler: Handler) -> bool:
     call = getattr(type(handler), "__call__", None)  # noqa: B004 - ``async def __call__``
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned call's outcome, so asyncio does not log it as never retrieved."""
-    if not task.cancelled():
-        task.exception()
 
 
 @redis_boundary("no group was created")
@@ -300,11 +346,12 @@ class GroupReader:
         self.handler_timeout = handler_timeout
         self._lua = GroupFunctions(client)
         self._touch_every = claim_idle_ms / 4000  # seconds between idle-time resets
-        self._holding: list[str] = []  # this batch's entries from the current one on
-        self._touched = 0.0  # when they were last read or refreshed
-        self._taken: set[str] = set()  # of this batch, found pending with another consumer
-        self._stop: asyncio.Event | None = None
-        self._worker: _Worker | None = None
+        self._touched = 0.0  # when the batch in hand was read or last refreshed
+        self._taken: set[str] = set()  # of that batch, found pending with another consumer
+        self._stopping = False  # run()'s stop event is set: give a handler block_ms, no more
+        self._scope: asyncio.Timeout | None = None  # the running async handler's time limit
+        self._stop_event: asyncio.Event | None = None
+        self._worker: _Worker | None = None  # runs a plain-function handler's calls
         self._group_ready = False
         self._pending_cursor: str | None = "0"  # own pending entries first, after a restart
         self._claim_cursor = "0-0"
@@ -327,7 +374,9 @@ class GroupReader:
         outage = Outage(
             f"group {self.group} consumer {self.consumer}", self.give_up_after, self.retry
         )
-        self._stop = stop
+        self._stopping = False
+        self._stop_event = stop
+        watcher = asyncio.create_task(self._watch(stop)) if stop is not None else None
         try:
             while stop is None or not stop.is_set():
                 try:
@@ -344,11 +393,24 @@ class GroupReader:
                 outage.recovered()
                 total.add(stats)
         finally:
-            self._stop = None
+            if watcher is not None:
+                watcher.cancel()
+            self._stopping = False
+            self._stop_event = None
             if self._worker is not None:
-                self._worker.close()
+                self._worker.retire()
                 self._worker = None
         return total
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Once ``stop`` is set, cut a running async handler's time to ``block_ms``."""
+        await stop.wait()
+        self._stopping = True
+        scope = self._scope
+        if scope is not None:
+            by = asyncio.get_running_loop().time() + self.block_ms / 1000
+            when = scope.when()
+            scope.reschedule(by if when is None else min(when, by))
 
     async def drain(self) -> GroupStats:
         """Step until nothing is new and the group has nothing pending (tests, batch jobs)."""
@@ -535,181 +597,252 @@ class GroupReader:
     async def _process_new(self, entries: Entries) -> GroupStats:
         """First deliveries: no write before each call; one XACK for the batch (fast path)."""
         stats = GroupStats()
-        self._hold(entries)
-        try:
-            for index, (entry_id, entry_fields) in enumerate(entries):
-                if not await self._turn(entries, index):
+        async with self._holding(entries):
+            try:
+                calls: list[_Call] = [(entry_id, fields, None) for entry_id, fields in entries]
+                async for entry_id, payload, failure, undecodable in self._handle(calls):
+                    if undecodable:
+                        await self._dead_letter(entry_id, payload, failure or "undecodable", 0)
+                        stats.dead_lettered += 1
+                        continue
+                    if failure is None:
+                        self._acks.append(entry_id)
+                        stats.handled += 1
+                        continue
+                    attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+                    outcome = await self._failed(entry_id, payload, attempts, failure)
+                    setattr(stats, outcome, getattr(stats, outcome) + 1)
+            finally:
+                await self._flush_acks()
+        return stats
+
+    async def _process_redelivered(self, entries: Entries) -> GroupStats:
+        """Entries delivered before: one at a time, the attempt counted before the call."""
+        stats = GroupStats()
+        async with self._holding(entries):
+            for entry_id, entry_fields in entries:
+                if self._was_taken(entry_id):
                     continue
                 envelope, payload, reason = _decode(entry_fields)
                 if envelope is None:
                     await self._dead_letter(entry_id, payload, reason, 0)
                     stats.dead_lettered += 1
                     continue
-                failure = await self._call(entry_id, envelope)
+                attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+                if attempts > self.max_attempts:
+                    await self._dead_letter(
+                        entry_id,
+                        payload,
+                        f"handler failed or crashed {attempts - 1} times without "
+                        f"an acknowledgement (limit {self.max_attempts})",
+                        attempts - 1,
+                    )
+                    stats.dead_lettered += 1
+                    continue
+                try:
+                    decoded = (envelope, payload, reason)
+                    outcomes = [o async for o in self._handle([(entry_id, entry_fields, decoded)])]
+                except BaseException:
+                    await self._uncharge(entry_id)
+                    raise
+                if not outcomes:  # taken by another consumer meanwhile
+                    await self._uncharge(entry_id)
+                    continue
+                failure = outcomes[0][2]
                 if failure is None:
-                    self._acks.append(entry_id)
+                    pipe = self.client.pipeline(transaction=True)
+                    pipe.xack(self.stream_name, self.group, entry_id)
+                    pipe.hdel(self.attempts_key, entry_id)
+                    await pipe.execute()
                     stats.handled += 1
                     continue
-                attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
                 outcome = await self._failed(entry_id, payload, attempts, failure)
                 setattr(stats, outcome, getattr(stats, outcome) + 1)
-        finally:
-            await self._flush_acks()
-        return stats
-
-    async def _process_redelivered(self, entries: Entries) -> GroupStats:
-        """Entries delivered before: one at a time, the attempt counted before the call."""
-        stats = GroupStats()
-        self._hold(entries)
-        for index, (entry_id, entry_fields) in enumerate(entries):
-            if not await self._turn(entries, index):
-                continue
-            envelope, payload, reason = _decode(entry_fields)
-            if envelope is None:
-                await self._dead_letter(entry_id, payload, reason, 0)
-                stats.dead_lettered += 1
-                continue
-            attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
-            if attempts > self.max_attempts:
-                await self._dead_letter(
-                    entry_id,
-                    payload,
-                    f"handler failed or crashed {attempts - 1} times without "
-                    f"an acknowledgement (limit {self.max_attempts})",
-                    attempts - 1,
-                )
-                stats.dead_lettered += 1
-                continue
-            try:
-                failure = await self._call(entry_id, envelope)
-            except BaseException:
-                await self._uncharge(entry_id)
-                raise
-            if failure is None:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.xack(self.stream_name, self.group, entry_id)
-                pipe.hdel(self.attempts_key, entry_id)
-                await pipe.execute()
-                stats.handled += 1
-                continue
-            outcome = await self._failed(entry_id, payload, attempts, failure)
-            setattr(stats, outcome, getattr(stats, outcome) + 1)
         return stats
 
     # -- holding a batch: nobody reclaims what a live consumer is about to handle -------------
 
-    def _hold(self, entries: Entries) -> None:
-        """A batch was just delivered (its idle times are 0): its entries are this reader's."""
-        self._holding = [entry_id for entry_id, _ in entries]
+    @contextlib.asynccontextmanager
+    async def _holding(self, entries: Entries) -> AsyncIterator[None]:
+        """While a batch is in hand, a keeper resets its entries' idle time every
+        ``claim_idle_ms / 4`` (nothing for a batch handled faster than that)."""
+        ids = [entry_id for entry_id, _ in entries]
         self._touched = self._now()
         self._taken = set()
+        keeper = asyncio.create_task(self._keep(ids)) if ids else None
+        try:
+            yield
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
 
-    async def _turn(self, entries: Entries, index: int) -> bool:
-        """Entry ``index``'s turn: refresh the batch if due; False if another consumer has it."""
-        self._holding = [entry_id for entry_id, _ in entries[index:]]
-        if self._now() - self._touched >= self._touch_every:
-            await self._touch()
-        entry_id = entries[index][0]
-        if entry_id in self._taken:
-            logger.warning(
-                "%s: entry %s was reclaimed by another consumer while it waited in this "
-                "batch; left to it",
-                self.consumer,
-                entry_id,
-            )
-            return False
-        return True
+    async def _keep(self, ids: list[str]) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self._touched + self._touch_every - self._now()))
+            if self._now() - self._touched < self._touch_every:
+                continue
+            try:
+                await self._touch(ids)
+            except Exception as exc:  # the reader's own calls will meet the same failure
+                logger.warning(
+                    "%s could not refresh its batch (%s); another consumer may reclaim it",
+                    self.consumer,
+                    one_line(exc, 200),
+                )
+                self._touched = self._now()
 
-    async def _touch(self) -> None:
-        """Acknowledge what is handled, and reset the idle time of the entries still held."""
+    async def _touch(self, ids: list[str]) -> None:
+        """Acknowledge what is handled, reset the idle time of the batch's entries still
+        pending with this consumer, and note those another consumer has taken meanwhile."""
         await self._flush_acks()
-        if self._holding:
-            mine = await self._lua.call(
-                "touch_mine", [self.stream_name], [self.group, self.consumer, *self._holding]
-            )
-            kept = {text(entry_id) for entry_id in mine}
-            self._taken.update(i for i in self._holding if i not in kept)
+        mine = await self._lua.call(
+            "touch_mine", [self.stream_name], [self.group, self.consumer, *ids]
+        )
+        kept = {text(entry_id) for entry_id in mine}
+        self._taken.update(i for i in ids if i not in kept)
         self._touched = self._now()
+
+    def _was_taken(self, entry_id: str) -> bool:
+        if entry_id not in self._taken:
+            return False
+        logger.warning(
+            "%s: entry %s was reclaimed by another consumer while it waited in this batch; "
+            "left to it",
+            self.consumer,
+            entry_id,
+        )
+        return True
 
     # -- calling the handler: bounded in time, stoppable --------------------------------------
 
-    async def _call(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> str | None:
-        """Run the handler: None if it returned, the reason if the entry made it fail
-        (it raised, or did not return within ``handler_timeout``).
+    async def _handle(self, calls: list[_Call]) -> AsyncIterator[_Outcome]:
+        """Run the handler on each entry still this consumer's, in order; yield (entry id,
+        payload, None if it returned or the reason the entry failed: it raised, or did not
+        return within ``handler_timeout``; or, for an undecodable entry, why, and True).
 
-        A failure that is the consumer's (see the module docstring) propagates instead, and so
-        does a stop requested meanwhile (:class:`_Stopped`).
+        A failure that is the consumer's (see the module docstring) is raised after the
+        outcomes before it, and so is a stop requested meanwhile (:class:`_Stopped`).
         """
+        if not calls:
+            return
+        if _is_async(self.handler):
+            for entry_id, entry_fields, decoded in calls:
+                if self._stopping:
+                    raise _Stopped
+                if self._was_taken(entry_id):
+                    continue
+                envelope, payload, reason = decoded or _decode(entry_fields)
+                if envelope is None:
+                    yield entry_id, payload, reason, True
+                else:
+                    yield entry_id, payload, await self._call_async(entry_id, envelope), False
+            return
+        async for outcome in self._call_in_thread(calls):
+            yield outcome
+
+    async def _call_async(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> str | None:
+        limit = self.block_ms / 1000 if self._stopping else self.handler_timeout
+        scope = asyncio.timeout(limit)
         try:
-            finished = await self._run_handler(entry_id, envelope)
-        except _Stopped:
-            raise
+            async with scope:
+                self._scope = scope
+                result = self.handler(entry_id, envelope)
+                if inspect.isawaitable(result):
+                    await result
+        except TimeoutError:
+            if not scope.expired():  # the handler's own
+                raise
+            if self._stopping:
+                raise _Stopped from None
+            return self._timed_out(entry_id, "")
         except Exception as exc:
             if _is_consumer_fault(exc):
                 raise
             return one_line(exc, 340, typed=True)
-        if finished:
-            return None
-        runs_on = (
-            "" if _is_async(self.handler) else "; its thread runs on: threads cannot be killed"
-        )
-        logger.warning(
-            "handler timed out on %s after %g s%s", entry_id, self.handler_timeout, runs_on
-        )
-        return f"handler did not return within {self.handler_timeout:g} s (timed out{runs_on})"
+        finally:
+            self._scope = None
+        return None
 
-    async def _run_handler(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> bool:
-        """True once the handler returned; False if it timed out (and was left behind)."""
-        call = self._start(entry_id, envelope)
-        deadline = self._now() + self.handler_timeout
-        stopping = asyncio.ensure_future(self._stop.wait()) if self._stop is not None else None
-        stop_by: float | None = None  # set: give the handler until then, then leave it
+    async def _call_in_thread(self, calls: list[_Call]) -> AsyncIterator[_Outcome]:
+        start = 0
+        while start < len(calls):
+            run = _ThreadRun(self.handler, calls[start:], self._taken)
+            timed_out, stopped = await self._wait_for(run)
+            with run.lock:
+                outcomes, error = list(run.outcomes), run.error
+            for outcome in outcomes:
+                yield outcome
+            if error is not None:
+                raise error
+            if stopped:
+                raise _Stopped
+            if timed_out is None:
+                return
+            entry_id, entry_fields, decoded = calls[start + timed_out]
+            payload = decoded[1] if decoded else entry_payload(entry_fields)[0]
+            yield entry_id, payload, self._timed_out(entry_id, THREAD_RUNS_ON), False
+            start += timed_out + 1
+
+    async def _wait_for(self, run: _ThreadRun) -> tuple[int | None, bool]:
+        """Until ``run`` is done: (None, False); or the index of the call that timed out; or
+        (None, True) when stopped. A run left behind records nothing more."""
+        if self._worker is None:
+            self._worker = _Worker()
+        self._worker.submit(run)
+        stop_by: float | None = None
+        stop = self._stop_event
+        stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
-            while True:
+            while not run.done.done():
                 now = self._now()
-                wait = min(deadline, self._touched + self._touch_every, stop_by or deadline) - now
-                waiters = {call} if stopping is None or stopping.done() else {call, stopping}
-                await asyncio.wait(waiters, timeout=max(wait, 0), return_when=FIRST_COMPLETED)
-                if call.done():
-                    result = call.result()  # the handler's own error, if it raised
-                    if not inspect.isawaitable(result):
-                        return True
-                    call = asyncio.ensure_future(_awaited(result))  # a function returning one
-                    continue
-                now = self._now()
-                if stopping is not None and stopping.done() and stop_by is None:
+                with run.lock:
+                    current = run.current
+                deadline = current[1] + self.handler_timeout if current else now + 1.0
+                if self._stopping and stop_by is None:
                     stop_by = now + self.block_ms / 1000
-                if stop_by is not None and now >= stop_by:
-                    self._abandon(call)
-                    raise _Stopped
-                if now >= deadline:
-                    self._abandon(call)
-                    return False
-                if now - self._touched >= self._touch_every:
-                    await self._touch()  # a slow handler: keep its entry (and the batch) ours
+                    with run.lock:
+                        run.stopping = True  # no new call; the current one gets block_ms
+                wait = min(deadline, stop_by or deadline) - now
+                waiters: set[asyncio.Future[Any]] = {run.done}
+                if stopping is not None and not stopping.done():
+                    waiters.add(stopping)
+                await asyncio.wait(waiters, timeout=max(wait, 0.0), return_when=FIRST_COMPLETED)
+                if stopping is not None and stopping.done():
+                    self._stopping = True
+                if run.done.done():
+                    break
+                now = self._now()
+                with run.lock:  # decided under the lock: the call cannot finish meanwhile
+                    current = run.current
+                    stopped = stop_by is not None and now >= stop_by
+                    late = current is not None and now >= current[1] + self.handler_timeout
+                    run.abandoned = stopped or late
+                if stopped or late:
+                    self._retire_if_busy(current)
+                    return (None, True) if stopped or current is None else (current[0], False)
         except BaseException:
-            if not call.done():  # cancelled from outside, or a Redis failure in a touch
-                self._abandon(call)
+            with run.lock:
+                run.abandoned, current = True, run.current
+            self._retire_if_busy(current)
             raise
         finally:
             if stopping is not None:
                 stopping.cancel()
+        return None, stop_by is not None
 
-    def _start(self, entry_id: str, envelope: TradingIntelligenceEnvelope) -> asyncio.Future[Any]:
-        """The handler's call, running: a task (``async def``), or in the worker thread."""
-        if _is_async(self.handler):
-            return asyncio.ensure_future(_awaited(self.handler(entry_id, envelope)))
-        if self._worker is None:
-            self._worker = _Worker()
-        return self._worker.submit(self.handler, entry_id, envelope)
-
-    def _abandon(self, call: asyncio.Future[Any]) -> None:
-        """Leave a handler call behind: cancel a coroutine; a thread runs on, so retire it."""
-        call.add_done_callback(_forget)
-        call.cancel()
-        if not _is_async(self.handler) and self._worker is not None:
-            self._worker.close()
+    def _retire_if_busy(self, current: tuple[int, float] | None) -> None:
+        """A run left behind mid-call: its worker thread is stuck in it; retire the worker."""
+        if current is not None and self._worker is not None:
+            self._worker.retire()
             self._worker = None
+
+    def _timed_out(self, entry_id: str, runs_on: str) -> str:
+        logger.warning(
+            "handler timed out on %s after %g s%s", entry_id, self.handler_timeout, runs_on
+        )
+        return f"handler did not return within {self.handler_timeout:g} s (timed out{runs_on})"
 
     async def _failed(self, entry_id: str, payload: Any, attempts: int, why: str) -> str:
         if attempts >= self.max_attempts:
