@@ -49,9 +49,8 @@ hangs: the entry is left pending, uncharged.
 
 **Nobody steals an entry a live consumer is about to handle.** Entries wait in a batch (up to
 ``count`` of them) while the ones before them are handled, and idle time is what makes an entry
-reclaimable. So whenever ``claim_idle_ms / 4`` has passed since the batch was read or last
-refreshed (before an entry's turn, and while a slow handler runs), the reader acknowledges
-what it has handled and resets the idle time of the entries it still holds
+reclaimable. So while a batch is in hand, a keeper task, every ``claim_idle_ms / 4``,
+acknowledges what has been handled and resets the idle time of the batch's entries
 (``touch_mine``: ``XCLAIM ... JUSTID`` of each id still pending with this consumer, no delivery
 counted); an entry found pending with another consumer meanwhile is left to it. A live
 consumer's entries therefore never reach ``claim_idle_ms`` of idle time, however long its
@@ -63,6 +62,8 @@ reason),
 then acknowledged. A missing group (``NOGROUP``: destroyed, or the stream deleted) is recreated
 at the configured ``start`` with a warning: ``"$"`` means only entries added from then on.
 Needs a Redis server 6.2+ (XAUTOCLAIM), not the embedded store; trim-loss counting needs 7.0.
+Its Lua runs as Redis 7 functions (``FCALL``; :mod:`ti_core.consume.group_calls`), so the
+consumer's ACL user needs no ``EVAL``.
 """
 
 from __future__ import annotations
