@@ -31,6 +31,8 @@ import socket
 import sys
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from ti_core.consume.groups import ConsumerBrokenError, GroupReader
 from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.errors import TiError
@@ -39,13 +41,8 @@ from ti_core.transport.connection import connect
 
 log = logging.getLogger("example-consumer")
 
-# The effect (a position) and the record that this entry id was applied, atomically.
-APPLY = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[1], 2592000)
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
+# How long the record of applied entry ids is kept (longer than any redelivery takes).
+APPLIED_TTL_SECONDS = 30 * 24 * 3600
 
 
 class Engine:
@@ -67,15 +64,32 @@ class Engine:
         position = {"BUY": 1, "SELL": -1, "HOLD": 0}[s.verdict]
         if s.confidence < self.min_confidence:
             position = 0
-        applied = await self.client.eval(
-            APPLY, 2, self.applied_key, self.positions_key, entry_id, d.target.ticker, position
-        )
+        applied = await self.apply(entry_id, d.target.ticker, position)
         word = "applied" if applied else "already applied"
         print(
             f"{word} {d.target.ticker} {d.target.trade_date} {s.verdict} "
             f"confidence {s.confidence:.2f} -> position {position:+d} ({entry_id})",
             flush=True,
         )
+
+    async def apply(self, entry_id: str, ticker: str, position: int) -> bool:
+        """The effect (a position) and the record that ``entry_id`` was applied, atomically;
+        False if it was applied before. Optimistic ``WATCH``/``MULTI``, not a Lua script: a
+        consumer's Redis user needs no ``EVAL`` (docs/publishing.md)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.applied_key)
+                    if await pipe.sismember(self.applied_key, entry_id):
+                        return False
+                    pipe.multi()
+                    pipe.sadd(self.applied_key, entry_id)
+                    pipe.expire(self.applied_key, APPLIED_TTL_SECONDS)
+                    pipe.hset(self.positions_key, ticker, position)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue  # another consumer applied something meanwhile: look again
 
 
 async def consume(args: argparse.Namespace, stop: asyncio.Event) -> int:

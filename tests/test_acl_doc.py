@@ -1,16 +1,23 @@
-"""The two ACL lines of docs/publishing.md (its least-privilege section, their one home), read
-from that file at test time and pasted onto a real server.
+"""The ACL lines of docs/publishing.md (its least-privilege section, their one home), read
+from that file at test time and pasted onto a real server, with the group functions loaded by
+the command that page gives.
 
 Each role runs every command it is meant for; outside its role, each command fails in one
 line naming the user and the missing right, and a wrong password is refused once (no retry).
+A consumer cannot run Lua of its own (no ``EVAL`` loop freezing the producers), a team's user
+cannot move another team's group, and a server busy with a script is waited out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shlex
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +29,17 @@ from tests.publish_workload import envelope, many_envelopes
 from tests.redisproc import RedisProcess
 from tests.test_cli_tail import Running
 from ti_core import ConfigError, publish_many
-from ti_core.acl import consumer_acl_rule, producer_acl_rule, setuser_line
+from ti_core.acl import (
+    consumer_acl_rule,
+    producer_acl_rule,
+    setuser_line,
+    team_consumer_acl_rule,
+)
+from ti_core.consume.group_lag import group_lag
+from ti_core.consume.group_scripts import LIBRARY_NAME
 from ti_core.consume.groups import GroupReader
-from ti_core.contract.keys import DEFAULT_STREAM_NAME, dead_letter_key
+from ti_core.contract.keys import DEFAULT_STREAM_NAME, dead_letter_key, group_lost_key
+from ti_core.errors import RedisUnavailableError, is_retryable
 from ti_core.transport.connection import open_redis
 
 pytestmark = pytest.mark.redis_server
@@ -35,6 +50,17 @@ PASSWORD = "Acl-pw-9Tq-SECRET"
 S = DEFAULT_STREAM_NAME
 RANGE = ["--start", "2026-05-11", "--end", "2026-05-12", "--calendar", "weekdays"]
 TI = str(Path(sys.executable).with_name("ti"))
+USERS = ("ti-producer", "ti-consumer", "ti-team-a")
+# docs/publishing.md: an admin loads the group functions once (run here as written, on the
+# test server's port).
+LOAD_FUNCTIONS = "python -m ti_core.consume.group_scripts | redis-cli -x FUNCTION LOAD"
+
+
+def load_functions(port: int) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    command = LOAD_FUNCTIONS.replace("redis-cli", f"redis-cli -p {port}")
+    done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == LIBRARY_NAME, done
 
 
 def doc_line(user: str) -> str:
@@ -52,9 +78,12 @@ def doc_line(user: str) -> str:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     proc = RedisProcess(tmp_path_factory.mktemp("redis-acl-doc")).start()
     with proc.sync_client() as admin:
-        for user in ("ti-producer", "ti-consumer"):
+        for user in USERS:
             # as redis-cli would send it: split like a shell, quotes keep the selector whole
             admin.execute_command(*shlex.split(doc_line(user).replace("PASSWORD", PASSWORD)))
+        team_b = setuser_line("ti-team-b", team_consumer_acl_rule("team-b"))  # a second team
+        admin.execute_command(*shlex.split(team_b.replace("PASSWORD", PASSWORD)))
+    load_functions(proc.port)
     yield proc
     proc.stop()
 
@@ -100,6 +129,8 @@ def one_line(err: str, *parts: str) -> None:
 def test_the_documented_lines_are_the_code_rules() -> None:
     assert doc_line("ti-producer") == setuser_line("ti-producer", producer_acl_rule())
     assert doc_line("ti-consumer") == setuser_line("ti-consumer", consumer_acl_rule())
+    assert doc_line("ti-team-a") == setuser_line("ti-team-a", team_consumer_acl_rule("team-a"))
+    assert "+eval" not in doc_line("ti-consumer") and "+script" not in doc_line("ti-consumer")
     assert doc_line("ti-producer").split()[3:5] == ["reset", "on"]  # reset before on
 
 
@@ -196,13 +227,157 @@ def test_consumer_from_the_docs(
         tail.proc.send_signal(signal.SIGINT)
         assert tail.proc.wait(30) == 0
 
-    # It runs the group scripts (EVALSHA), but the publish script's keys are not its to write.
-    with pytest.raises(ConfigError, match=r"user 'ti-consumer' .* lacks the right access to a key"):
+    # It calls the group functions (FCALL) but runs no script of its own: not the publish one.
+    with pytest.raises(ConfigError, match=r"user 'ti-consumer' .* lacks the right \+evalsha"):
         _publish(consumer, [envelope("AMD")])
     consumer_client = redis.Redis.from_url(consumer)
     with consumer_client, pytest.raises(redis.exceptions.NoPermissionError):
         consumer_client.xadd(S, {"data": "{}"})  # XADD only on the dead-letter stream
     assert admin.xlen(S) == 22
+
+
+def test_the_consumer_runs_no_lua_of_its_own(server: RedisProcess, admin: redis.Redis) -> None:
+    """Issue 22: ``EVAL "while true do end"`` as the consumer froze Redis for every producer.
+    Now it, and every other way to run code of its own, is refused at once."""
+    consumer = redis.Redis.from_url(url(server, "ti-consumer"), socket_timeout=3)
+    try:
+        with consumer:
+            for attempt in (
+                lambda: consumer.eval("while true do end", 0),
+                lambda: consumer.script_load("while true do end"),
+                lambda: consumer.function_load(
+                    "#!lua name=x\nredis.register_function('x', function() while true do end end)"
+                ),
+            ):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    attempt()
+    finally:
+        with server.sync_client() as killer, contextlib.suppress(redis.exceptions.RedisError):
+            killer.script_kill()  # only if the refusal failed: keep the other tests' server
+    results = _publish(url(server, "ti-producer"), [envelope("NVDA")])
+    assert results[0].created
+
+
+def test_a_missing_function_library_is_one_line_naming_the_load(
+    server: RedisProcess, admin: redis.Redis
+) -> None:
+    admin.function_delete(LIBRARY_NAME)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            asyncio.run(_drain(url(server, "ti-consumer"), "engines"))
+        line = str(refused.value)
+        assert "user 'ti-consumer' may not load them" in line
+        assert "redis-cli -x FUNCTION LOAD" in line
+        assert "\n" not in line and PASSWORD not in line
+        asyncio.run(_drain(server.url, "engines"))  # a user allowed to load it does so itself
+        (library,) = admin.function_list()
+        assert library[library.index(b"library_name") + 1] == LIBRARY_NAME.encode()
+    finally:
+        if not admin.function_list():
+            load_functions(server.port)
+
+
+async def _drain(redis_url: str, group: str, start: str = "0") -> Any:
+    client = open_redis(redis_url)
+    try:
+        return await GroupReader(client, group, "c1", lambda i, e: None, start=start).drain()
+    finally:
+        await client.aclose()
+
+
+def test_a_teams_user_cannot_move_another_teams_group(
+    server: RedisProcess, admin: redis.Redis
+) -> None:
+    """What the team rule confines (and, as docs/publishing.md says, what it cannot)."""
+    _publish(url(server, "ti-producer"), many_envelopes(4))
+    assert asyncio.run(_drain(url(server, "ti-team-b"), "team-b")).handled == 4
+    assert asyncio.run(_drain(url(server, "ti-team-a"), "team-a")).handled == 4
+    team_a = redis.Redis.from_url(url(server, "ti-team-a"))
+    with team_a:
+        for refused in (
+            lambda: team_a.execute_command("XGROUP", "SETID", S, "team-b", "0"),
+            lambda: team_a.execute_command("XGROUP", "SETID", S, "team-a", "0"),
+            lambda: team_a.hset(group_lost_key(S, "team-b"), "entries", 0),
+            lambda: team_a.hdel(f"{S}:attempts:team-b", "x"),
+        ):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                refused()
+        # Group names are not keys: this it can do (the documented limit).
+        first = admin.xrange(S, "-", "+", count=1)[0][0]
+        assert team_a.xack(S, "team-b", first) == 0  # allowed; nothing pending to ack
+    rows = {row["name"]: row for row in asyncio.run(_lag(url(server, "ti-team-a")))["groups"]}
+    assert rows["team-b"]["lag"] == 0 and rows["team-b"]["entries_read"] == 4
+
+
+async def _lag(redis_url: str) -> Any:
+    client = open_redis(redis_url)
+    try:
+        return await group_lag(client)
+    finally:
+        await client.aclose()
+
+
+def test_a_teams_reader_records_a_trim_gap_without_xgroup_setid(
+    server: RedisProcess, admin: redis.Redis
+) -> None:
+    """It cannot fix the group's counter past the gap; the loss is recorded and ``ti lag``
+    takes it off Redis's lag."""
+    _publish(url(server, "ti-producer"), many_envelopes(2))
+    asyncio.run(_drain(url(server, "ti-team-a"), "team-a"))  # the group exists, caught up
+    _publish(url(server, "ti-producer"), many_envelopes(6)[2:])
+    admin.xtrim(S, maxlen=2, approximate=False)  # 2 of the 4 unread trimmed away
+    assert asyncio.run(_drain(url(server, "ti-team-a"), "team-a")).handled == 2
+    lost = admin.hgetall(group_lost_key(S, "team-a"))
+    assert lost[b"entries"] == b"2" and lost[b"lag_excess"] == b"2"
+    (row,) = asyncio.run(_lag(url(server, "ti-team-a")))["groups"]
+    assert row["lag"] == 0 and row["lost"] == 2
+
+
+def test_a_server_busy_with_a_script_is_waited_out(server: RedisProcess, admin: redis.Redis):
+    """Anyone's long script (an admin's here: the consumer can no longer run one) makes Redis
+    answer BUSY: retryable, and the backfill core rides it out with backoff."""
+    from ti_core.arenas.registry import load_arena
+    from ti_core.backfill.runner import backfill_batch, plan_items
+
+    admin.config_set("busy-reply-threshold", 50)
+    looping = threading.Thread(target=_loop_a_script, args=(server,), daemon=True)
+    looping.start()
+    try:
+        with server.sync_client() as probe:
+            for _ in range(200):
+                try:
+                    probe.ping()
+                except redis.exceptions.ResponseError:
+                    break  # BUSY: the script is past the threshold
+                looping.join(0.05)
+            with pytest.raises(RedisUnavailableError, match="busy running a script") as busy:
+                _publish(url(server, "ti-producer"), [envelope("NVDA")])
+            assert is_retryable(busy.value)
+
+            async def go() -> Any:
+                client = open_redis(url(server, "ti-producer"))
+                try:
+                    items = list(plan_items(["NVDA"], ["2026-05-11", "2026-05-12"]))
+                    batch = asyncio.create_task(backfill_batch(client, load_arena("demo"), items))
+                    await asyncio.sleep(0.5)  # it is being refused meanwhile
+                    probe.script_kill()
+                    return await batch
+                finally:
+                    await client.aclose()
+
+            result = asyncio.run(go())
+    finally:
+        with server.sync_client() as killer, contextlib.suppress(redis.exceptions.RedisError):
+            killer.script_kill()
+        looping.join(10)
+        admin.config_set("busy-reply-threshold", 5000)
+    assert result.count("published") == 2
+    assert admin.xlen(S) == 2
+
+
+def _loop_a_script(server: RedisProcess) -> None:
+    with server.sync_client() as admin, contextlib.suppress(redis.exceptions.RedisError):
+        admin.eval("while true do end", 0)
 
 
 def _clean_env() -> dict[str, str]:
@@ -259,7 +434,7 @@ def test_ti_run_with_each_user_from_the_docs(
     argv = ["run", "NVDA", "--date", "2026-05-11", "--arena", "tests.arena_fixtures:sync_arena"]
     code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-consumer"))
     assert code == 1 and out == ""
-    one_line(err, "user 'ti-consumer'", "lacks the right access to a key")
+    one_line(err, "user 'ti-consumer'", "lacks the right +evalsha")
     assert admin.xlen(S) == 0
     code, out, err = ti(argv, monkeypatch, capsys, url(server, "ti-producer"))
     assert code == 0 and out.startswith("NVDA 2026-05-11: BUY"), err

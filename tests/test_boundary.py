@@ -30,9 +30,12 @@ from ti_core.settings import TiSettings
 from ti_core.transport.boundary import (
     Refusal,
     connection_lost,
+    is_function_missing,
+    is_library_loaded,
     is_missing_key,
     is_no_group,
     is_noscript,
+    is_unknown_command,
     is_wrong_type,
     raise_mapped,
     redis_calls,
@@ -134,6 +137,13 @@ CASES: list[tuple[BaseException, type[TiError], str]] = [
         PublishError,
         "refused a command: DataError",
     ),
+    (  # another client's looping script: busy for now, retried (issue 22)
+        redis_errors.ResponseError(
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        ),
+        RedisUnavailableError,
+        "is busy running a script",
+    ),
 ]
 
 
@@ -175,6 +185,8 @@ def test_what_is_not_a_redis_failure_passes_unmapped(ours_or_foreign: BaseExcept
         (redis_errors.TimeoutError("slow"), True),
         (redis_errors.BusyLoadingError("loading"), True),
         (redis_errors.ReadOnlyError("replica"), True),
+        (redis_errors.ResponseError("BUSY Redis is busy running a script."), True),  # for now
+        (redis_errors.ResponseError("BUSYGROUP Consumer Group name already exists"), False),
         (ConnectionResetError(104, "reset"), True),
         (TimeoutError("slow"), True),
         (RedisUnavailableError("ours"), True),
@@ -309,7 +321,18 @@ REFUSALS: list[tuple[BaseException, Refusal | None]] = [
         redis_errors.ResponseError("ERR The user executing the script can't run this command"),
         Refusal.NO_PERMISSION,
     ),
-    (redis_errors.ResponseError("ERR unknown command 'XAUTOCLAIM'"), None),
+    (redis_errors.ResponseError("ERR unknown command 'XAUTOCLAIM'"), Refusal.UNKNOWN_COMMAND),
+    (
+        redis_errors.ResponseError(
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        ),
+        Refusal.BUSY,
+    ),
+    (redis_errors.ResponseError("ERR Function not found"), Refusal.NO_FUNCTION),
+    (
+        redis_errors.ResponseError("ERR Library 'ti_groups_0a' already exists"),
+        Refusal.LIBRARY_EXISTS,
+    ),
     (redis_errors.ConnectionError("Connection reset by peer"), None),
     (ValueError("WRONGTYPE"), None),  # a handler's own error, not a reply
 ]
@@ -325,6 +348,9 @@ def test_each_error_reply_is_read_as_one_refusal(
         Refusal.WRONG_TYPE: is_wrong_type,
         Refusal.NO_GROUP: is_no_group,
         Refusal.NO_SCRIPT: is_noscript,
+        Refusal.NO_FUNCTION: is_function_missing,
+        Refusal.LIBRARY_EXISTS: is_library_loaded,
+        Refusal.UNKNOWN_COMMAND: is_unknown_command,
     }
     assert {kind for kind, asks in predicates.items() if asks(reply)} == (
         {refusal} & set(predicates)

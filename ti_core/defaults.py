@@ -12,6 +12,7 @@ __all__ = [
     "CALENDAR",
     "CLAIM_IDLE_MS",
     "DEAD_LETTER_MAXLEN",
+    "HANDLER_TIMEOUT_SECONDS",
     "RECONNECT_GIVE_UP_SECONDS",
     "STREAM_MAXLEN",
 ]
@@ -27,6 +28,9 @@ CALENDAR = "XNYS"
 
 CLAIM_IDLE_MS = 60_000
 """How long an entry stays pending with one consumer before another may reclaim it."""
+
+HANDLER_TIMEOUT_SECONDS = 60.0
+"""How long a consumer-group handler may run on one entry before the entry counts as failed."""
 
 BLOCK_MS = 5000
 """How long one blocking stream read waits for new entries."""

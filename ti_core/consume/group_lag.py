@@ -103,13 +103,14 @@ async def group_lag(client: RedisClient, stream_name: str = DEFAULT_STREAM_NAME)
         pipe.hgetall(group_lost_key(stream_name, row.name))
     recorded = await pipe.execute() if rows else []
     for row, losses in zip(rows, recorded, strict=True):
+        excess = int(text(fields(losses).get("lag_excess", 0)))
         group: dict[str, Any] = {
             "name": row.name,
             "consumers": row.consumers,
             "pending": row.pending,
             "last_delivered_id": row.last_delivered_id,
             "entries_read": row.entries_read,
-            "lag": row.lag,
+            "lag": None if row.lag is None else max(0, row.lag - excess),
         }
         group.update(_recorded_loss(losses))
         unread = _unread_trimmed(group, removed, first_id, last_id)

@@ -40,8 +40,11 @@ __all__ = [
     "connection_lost",
     "describe_client",
     "is_missing_key",
+    "is_function_missing",
+    "is_library_loaded",
     "is_no_group",
     "is_noscript",
+    "is_unknown_command",
     "is_wrong_type",
     "raise_error_replies",
     "raise_mapped",
@@ -123,6 +126,10 @@ class Refusal(Enum):
     NO_GROUP = "NOGROUP"  # the consumer group (or its stream) does not exist
     WRONG_TYPE = "WRONGTYPE"  # a key holding another type of value
     MISSING_KEY = "no such key"  # XINFO (and the like) of a key that does not exist
+    BUSY = "BUSY"  # a script or function has run past busy-reply-threshold: busy for now
+    NO_FUNCTION = "Function not found"  # FCALL of a function the server does not hold (yet)
+    LIBRARY_EXISTS = "already exists"  # FUNCTION LOAD of a library the server holds
+    UNKNOWN_COMMAND = "unknown command"  # a server too old for the command (FCALL before 7.0)
 
 
 # redis-py's classes for some codes (its parser picks them; fakeredis and the embedded store
@@ -142,6 +149,10 @@ _BY_TEXT: tuple[tuple[Refusal, re.Pattern[str]], ...] = (
     (Refusal.NO_REPLICAS, re.compile(r"^NOREPLICAS")),
     (Refusal.NO_SCRIPT, re.compile(r"^NOSCRIPT")),
     (Refusal.BUSY_GROUP, re.compile(r"^BUSYGROUP")),
+    (Refusal.BUSY, re.compile(r"^BUSY\b")),
+    (Refusal.NO_FUNCTION, re.compile(r"function not found", re.IGNORECASE)),
+    (Refusal.LIBRARY_EXISTS, re.compile(r"library '[^']*' already exists", re.IGNORECASE)),
+    (Refusal.UNKNOWN_COMMAND, re.compile(r"unknown command", re.IGNORECASE)),
     (Refusal.NO_GROUP, re.compile(r"NOGROUP ")),  # before MISSING_KEY: it says "No such key"
     (Refusal.WRONG_TYPE, re.compile(r"WRONGTYPE")),
     (Refusal.MISSING_KEY, re.compile(r"no such key", re.IGNORECASE)),
@@ -181,6 +192,21 @@ def is_noscript(exc: BaseException) -> bool:
     return refusal_of(exc) is Refusal.NO_SCRIPT
 
 
+def is_function_missing(exc: BaseException) -> bool:
+    """An FCALL named a function the server does not hold: load its library and call again."""
+    return refusal_of(exc) is Refusal.NO_FUNCTION
+
+
+def is_library_loaded(exc: BaseException) -> bool:
+    """A FUNCTION LOAD found the library already there (another client loaded it first)."""
+    return refusal_of(exc) is Refusal.LIBRARY_EXISTS
+
+
+def is_unknown_command(exc: BaseException) -> bool:
+    """The server does not know the command (FCALL on Redis before 7.0)."""
+    return refusal_of(exc) is Refusal.UNKNOWN_COMMAND
+
+
 def redis_failure(
     exc: BaseException,
     where: str,
@@ -194,9 +220,11 @@ def redis_failure(
     The one place redis-py's errors are translated, by cause: refused credentials, a missing
     ACL right or an untrusted TLS certificate are ``ConfigError`` (never retried; the message
     names the user and the right); unreachable, timed out or a read-only replica mid-failover
-    are ``RedisUnavailableError`` (retryable); out of memory, a key of the wrong type or any
-    other refusal is ``PublishError``. ``written`` says what the failed call did and did not
-    write. Messages carry the redacted location, never the password.
+    are ``RedisUnavailableError`` (retryable), and so is a server busy running a script
+    (``BUSY``: a long or looping script, until it ends or an admin's ``SCRIPT KILL``); out of
+    memory, a key of the wrong type or any other refusal is ``PublishError``. ``written`` says
+    what the failed call did and did not write. Messages carry the redacted location, never
+    the password.
     """
     if isinstance(exc, TiError):
         return None  # ours already: it says what it means
@@ -223,6 +251,12 @@ def redis_failure(
             f"Redis at {where} is a read-only replica "
             f"({_said(exc)}); {written}; retry once a primary "
             "is back"
+        )
+    if refusal is Refusal.BUSY:
+        return RedisUnavailableError(
+            f"Redis at {where} is busy running a script ({_said(exc)}); {written}; "
+            "retrying: it answers again when the script ends or an admin runs SCRIPT KILL "
+            "(FUNCTION KILL)"
         )
     if isinstance(exc, OSError) or connection_lost(exc):
         return RedisUnavailableError(f"Redis at {where} unavailable: {_said(exc)}")
@@ -299,8 +333,13 @@ def connection_lost(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (*REFUSED, BrokenPipeError)):
         return False
-    # A replica refusing writes, or too few replicas (min-replicas-to-write): back soon.
-    return isinstance(exc, _LOST) or refusal_of(exc) in (Refusal.READ_ONLY, Refusal.NO_REPLICAS)
+    # A replica refusing writes, too few replicas (min-replicas-to-write), or a server busy
+    # running a script: back soon.
+    return isinstance(exc, _LOST) or refusal_of(exc) in (
+        Refusal.READ_ONLY,
+        Refusal.NO_REPLICAS,
+        Refusal.BUSY,
+    )
 
 
 def redis_boundary(
