@@ -3,9 +3,9 @@
 Supported: TauricResearch/TradingAgents v0.3.0 (tag ``v0.3.0``, commit
 85946c2f60768ab2dae23a5a36cd927662feef94), whose ``OBJECT.propagate(ticker, trade_date)``
 returns ``(final_state, rating)``: ``rating`` is ``parse_rating(final_trade_decision,
-default="Hold")``. Older versions (v0.1-v0.2.4) return the same pair with the rating an LLM
-extracted (``"BUY"``, ``"**SELL**."``). :func:`tradingagents_state` maps it (the rules all
-adapters keep are in :mod:`ti_core.arenas.framework`).
+default="Hold")`` (as in v0.2.4 and v0.2.5). Older versions (v0.1.0-v0.2.3) return the same
+pair with the rating an LLM extracted (``"BUY"``, ``"**SELL**."``). :func:`tradingagents_state`
+maps it (the rules all adapters keep are in :mod:`ti_core.arenas.framework`).
 
 ===========================================  =======  ==================================
 rating (any case, markup ``*._`'"`` ignored)  verdict  also
