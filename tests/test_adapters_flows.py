@@ -363,3 +363,24 @@ def test_ti_run_subprocess_refuses_a_deep_state_in_one_line(
     assert "RecursionError" not in line
     sizes = [p.stat().st_size for p in storage.rglob("*") if p.is_file()]
     assert all(size < SMALL for size in sizes), sizes
+
+
+@pytest.mark.slow  # a flow run with a task retry
+async def test_a_rate_limited_first_call_is_retried_then_published(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import publish_decision
+    from tests.test_provider_errors import rate_limited
+    from tests.test_run_story import _story
+
+    monkeypatch.setenv("TI_TASK_RETRIES", "1")
+    monkeypatch.setenv("TI_TASK_RETRY_DELAY", "0.1")
+    graph = tradingagents_standin.GRAPH
+    graph.failures = [rate_limited({"retry-after": "0.1"})]
+    state = await publish_decision("UW", DAY, TA, return_state=True)
+    assert state.is_completed(), state.message
+    assert not graph.failures
+    assert_tradingagents(stream(env)[("UW", DAY)], "UW")
+    messages, _ = await _story(state.state_details.flow_run_id, {"run-arena-UW-2026-05-11"})
+    retry = [m for m in messages if "Retry 1/1 will start" in m]
+    assert retry and "openai.RateLimitError (HTTP 429, retry after 0.1 s)" in retry[0], messages
