@@ -265,3 +265,15 @@ async def test_a_retry_after_longer_than_the_largest_delay_waits_the_largest_del
         assert await retrying(call, retry, what="busy call") == "done"
     (logged,) = [r.getMessage() for r in caplog.records if r.name == "ti_core.retry"]
     assert logged == "busy call failed (busy); retrying in 0.02s"
+
+
+def test_an_http_status_is_read_from_any_error_but_codes_only_from_a_providers() -> None:
+    class GatewayError(Exception):
+        status_code = 502
+
+    class AppError(Exception):
+        code = 500  # an application's own code, not an HTTP status
+
+    found = provider_failure(GatewayError("upstream"))
+    assert found is not None and found.transient and found.name == "GatewayError"
+    assert provider_failure(AppError("no")) is None

@@ -207,16 +207,14 @@ def _provider_class(exc: BaseException) -> type | None:
     return next((cls for cls in type(exc).__mro__ if _is_provider(cls)), None)
 
 
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status an error carries (``status_code``, aiohttp's ``status``, google's
-    ``code``, or its ``response.status_code``), if any."""
+def _http_status(exc: BaseException, provider: bool) -> int | None:
+    """The HTTP status an error carries: ``status_code`` or its ``response.status_code``, and
+    for a provider's own error also aiohttp's ``status`` and google's ``code``."""
     response = getattr(exc, "response", None)
-    for value in (
-        getattr(exc, "status_code", None),
-        getattr(exc, "status", None),
-        getattr(exc, "code", None),
-        getattr(response, "status_code", None),
-    ):
+    values = [getattr(exc, "status_code", None), getattr(response, "status_code", None)]
+    if provider:
+        values += [getattr(exc, "status", None), getattr(exc, "code", None)]
+    for value in values:
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
     return None
@@ -264,7 +262,7 @@ def _retry_after(exc: BaseException) -> float | None:
 
 def _classify(link: BaseException) -> ProviderFailure | None:
     cls = _provider_class(link)
-    status = _http_status(link)
+    status = _http_status(link, cls is not None)
     if cls is None and status is None:
         return None
     names = {c.__name__ for c in type(link).__mro__ if _is_provider(c)}
