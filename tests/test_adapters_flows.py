@@ -376,11 +376,14 @@ async def test_a_rate_limited_first_call_is_retried_then_published(
     monkeypatch.setenv("TI_TASK_RETRIES", "1")
     monkeypatch.setenv("TI_TASK_RETRY_DELAY", "0.1")
     graph = tradingagents_standin.GRAPH
-    graph.failures = [rate_limited({"retry-after": "0.1"})]
+    graph.failures = [rate_limited({"retry-after": "0.3"})]
     state = await publish_decision("UW", DAY, TA, return_state=True)
     assert state.is_completed(), state.message
     assert not graph.failures
     assert_tradingagents(stream(env)[("UW", DAY)], "UW")
     messages, _ = await _story(state.state_details.flow_run_id, {"run-arena-UW-2026-05-11"})
     retry = [m for m in messages if "Retry 1/1 will start" in m]
-    assert retry and "openai.RateLimitError (HTTP 429, retry after 0.1 s)" in retry[0], messages
+    assert retry and "openai.RateLimitError (HTTP 429, retry after 0.3 s)" in retry[0], messages
+    # Prefect waits 0.1 s (TI_TASK_RETRY_DELAY), the task the rest the provider asked for
+    wait = f"UW {DAY}: waiting 0.20 s more before the retry, as the provider asked (Retry-After)"
+    assert wait in messages, messages
