@@ -16,7 +16,8 @@ HTTP status, along its ``__cause__``/``__context__`` chain) so that a rate limit
 the provider's ``Retry-After``), a timeout, a lost connection or a 5xx becomes
 :class:`ArenaTransientError` (retried by the task policy), while authentication, bad-request
 and context-length errors fail the item at once; either way the one-line error names the
-provider's error (``openai.RateLimitError (HTTP 429)``).
+provider's error (``openai.RateLimitError (HTTP 429)``). :meth:`FrameworkArena.failure` applies it
+to every adapter's call.
 
 Calls to one framework object run one at a time: a TradingAgents graph keeps the run's ticker
 and state on itself, and ai-hedge-fund drives one progress display per process. A call past
