@@ -18,12 +18,14 @@ is, with the digest read from it (``Serialised.read``): never serialised again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.runtime import task_run as prefect_task_run
 
 from flows.run_settings import run_settings
 from flows.run_story import one_line_task_failures, run_logger
@@ -33,7 +35,7 @@ from ti_core.arenas.runner import run_bounded
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta
 from ti_core.contract.wire import Serialised, serialise
-from ti_core.errors import InvalidStateError, is_retryable, one_line
+from ti_core.errors import ArenaTransientError, InvalidStateError, is_retryable, one_line
 from ti_core.failures import clear_failures, field_of, record_failures
 from ti_core.publish.publisher import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.settings import TiSettings
@@ -78,12 +80,40 @@ async def run_arena(
 ) -> dict[str, Any]:
     """The arena's post-run state for (ticker, date), from the runner ``arena`` names;
     ``ArenaTimeoutError`` (not retried) after ``timeout`` seconds (0: no limit)."""
-    runner = load_arena(arena, settings=run_settings())
-    state = await run_bounded(runner, ticker, trade_date, timeout)
+    settings = run_settings()
+    runner = load_arena(arena, settings=settings)
+    try:
+        state = await run_bounded(runner, ticker, trade_date, timeout)
+    except ArenaTransientError as exc:
+        await _rest_of_retry_after(exc, settings, ticker, trade_date)
+        raise
     run_logger(__name__).info(
         "%s %s: arena %s returned its state (%d keys)", ticker, trade_date, runner.spec, len(state)
     )
     return state
+
+
+async def _rest_of_retry_after(
+    exc: ArenaTransientError, settings: TiSettings, ticker: str, trade_date: str
+) -> None:
+    """Prefect waits its own delay before a retry; when the provider asked for longer
+    (``Retry-After``), the rest of it (up to ``TI_TASK_RETRY_MAX_DELAY``) is waited here, unless
+    this was the last attempt."""
+    if exc.retry_after is None:
+        return
+    policy = task_policy(settings)
+    attempt = max(1, int(prefect_task_run.run_count))  # 1 on the first attempt
+    if attempt > policy.retries:
+        return
+    rest = min(exc.retry_after, policy.max_delay) - policy.base_delay(attempt - 1)
+    if rest > 0:
+        run_logger(__name__).info(
+            "%s %s: waiting %.2f s more before the retry, as the provider asked (Retry-After)",
+            ticker,
+            trade_date,
+            rest,
+        )
+        await asyncio.sleep(rest)
 
 
 @task(

@@ -16,7 +16,7 @@ from tests import hedgefund_standin, tradingagents_standin
 from ti_core.arenas.hedgefund import HedgeFundArena
 from ti_core.arenas.registry import load_arena
 from ti_core.arenas.replay import ReplayArena
-from ti_core.arenas.tradingagents import TradingAgentsArena
+from ti_core.arenas.tradingagents import TradingAgentsArena, tradingagents_state
 from ti_core.build.builder import build_envelope_from_state
 from ti_core.build.verdict import decision_meta, missing_verdict
 from ti_core.contract.bounds import MAX_STATE_DEPTH, check_state
@@ -34,6 +34,38 @@ TA_CASES = {
     "UW": ("Underweight", "SELL"),
     "SELL": ("Sell", "SELL"),
 }
+# ticker -> how the Portfolio Manager's reply reads in the no-verdict reason (the rating is
+# parse_rating's default "Hold" for each)
+TA_DEFAULTS = {
+    "EMPTY": "final_trade_decision is empty ('')",
+    "REFUSE": 'final_trade_decision states no rating ("I can\'t provide investment advice.")',
+    "CTXERR": 'final_trade_decision states no rating (\'{"error": "context length exceeded"}\')',
+}
+
+
+def ta_meta(ticker: str) -> dict[str, Any]:
+    """The envelope ``meta`` of the stand-in's published decision for ``ticker``."""
+    rating = TA_CASES[ticker][0]
+    meta: dict[str, Any] = {
+        "agents_count": 1,
+        "model_used": "gpt-5.2",
+        "framework": "tradingagents",
+        "rating": rating,
+        "confidence_source": "none",
+        "score_source": "none",
+        "reasoning_truncated": True,
+        "research_recommendation": rating,
+        "trader_action": {"Overweight": "Buy", "Underweight": "Sell"}.get(rating, rating),
+        "sentiment_band": "Mildly Bullish",
+        "sentiment_score": 6.2,
+        "sentiment_confidence": "medium",
+    }
+    meta["reasoning_chars"] = len(tradingagents_standin.pm_decision(ticker, DAY).strip())
+    if ticker != "HOLD":
+        meta.update(price_target=212.5, time_horizon="3-6 months")
+    return meta
+
+
 # ticker -> (action, confidence 0-100, quantity, verdict)
 HF_CASES = {
     "BUY": ("buy", 85.0, 40, "BUY"),
@@ -61,53 +93,94 @@ async def test_tradingagents_ratings_map_to_verdicts(ticker: str) -> None:
     json.dumps(state, allow_nan=False)  # plain JSON: the message objects stayed behind
     envelope = publish_form(state, ticker)
     synthesis = envelope.decision.synthesis
-    assert (synthesis.verdict, synthesis.confidence) == (verdict, 0.0)
-    assert envelope.meta == {
-        "agents_count": 0,
-        "model_used": "gpt-5.2",
-        "framework": "tradingagents",
-        "rating": rating,
-        "confidence_source": "none",
-    }
+    assert (synthesis.verdict, synthesis.confidence, synthesis.ensemble_score) == (
+        verdict,
+        0.0,
+        0.0,
+    )
+    assert envelope.meta == ta_meta(ticker)
     assert synthesis.reasoning.startswith(f"**Rating**: {rating}")
-    assert len(synthesis.reasoning) <= 4000 and envelope.decision.agent_signals == []
+    assert len(synthesis.reasoning) == 4000 and synthesis.reasoning.endswith("...")
+    (signal,) = envelope.decision.agent_signals
+    assert (signal.agent, signal.domain, signal.signal, signal.confidence) == (
+        "sentiment_analyst",
+        "sentiment",
+        "BULLISH",
+        0.0,
+    )
+    assert signal.summary == "Mildly Bullish (score 6.2/10), confidence medium"
     assert envelope.decision.target.ticker == ticker and envelope.arena_id == "tradingagents"
 
 
-async def test_tradingagents_review_is_no_verdict_unless_published_degraded() -> None:
-    state = await load_arena(TA).run("REVW", DAY)
+@pytest.mark.parametrize("ticker", sorted(TA_DEFAULTS))
+async def test_tradingagents_default_hold_is_no_verdict_unless_published_degraded(
+    ticker: str,
+) -> None:
+    graph = tradingagents_standin.TradingAgentsGraph()
+    final_state, rating = graph.propagate(ticker, DAY)
+    assert rating == "Hold"  # upstream's parse_rating default: what is published today
+    state = await TradingAgentsArena(TA, graph).run(ticker, DAY)
+    assert "synthesis_verdict" not in state
     with pytest.raises(NoVerdictError) as info:
-        publish_form(state, "REVW")
+        publish_form(state, ticker)
     message = str(info.value)
-    assert "no verdict: tradingagents rating 'REVIEW' is not one of Buy, Overweight" in message
-    assert "state keys: arena_id, llm_model, meta, synthesis_reasoning, target" in message
+    assert message.startswith(
+        "no verdict: tradingagents rating 'Hold' is its default: the Portfolio Manager's "
+        + TA_DEFAULTS[ticker]
+    )
     assert message.endswith("to publish it as HOLD marked degraded: TI_PUBLISH_DEGRADED=1")
-    envelope = publish_form(state, "REVW", degraded=True)
-    assert envelope.decision.synthesis.verdict == "HOLD"
-    assert envelope.meta["degraded"] is True and envelope.meta["rating"] == "REVIEW"
-    assert envelope.meta["degraded_reason"].startswith("no verdict: tradingagents rating")
+    envelope = publish_form(state, ticker, degraded=True)
+    assert (envelope.decision.synthesis.verdict, envelope.decision.synthesis.confidence) == (
+        "HOLD",
+        0.0,
+    )
+    assert envelope.meta["degraded"] is True and envelope.meta["rating"] == "Hold"
+    assert envelope.meta["degraded_reason"].startswith("no verdict: tradingagents rating 'Hold'")
+    assert "reasoning_truncated" not in envelope.meta
 
 
 @pytest.mark.parametrize(
-    ("rating", "verdict"),
+    ("rating", "decision", "verdict"),
     [
-        ("BUY", "BUY"),
-        ("**SELL**", "SELL"),
-        (" hold.\n", "HOLD"),
-        ("Strong Buy", None),
-        ("", None),
-        (None, None),
-        (3, None),
+        ("BUY", "FINAL TRANSACTION PROPOSAL: **BUY**", "BUY"),
+        ("**SELL**", "We sell.", "SELL"),
+        (" hold.\n", "Rating - **Hold**", "HOLD"),
+        ("Overweight", "**Rating**: Overweight", "BUY"),
+        ("BUY", "I cannot help with that.", None),  # the extractor's word, not the PM's
+        ("Hold", "", None),
+        ("Strong Buy", "Strong Buy", None),
+        ("REVIEW", "REVIEW", None),
+        ("", "Buy", None),
+        (None, "Buy", None),
+        (3, "Buy", None),
     ],
 )
-def test_older_tradingagents_replies_map_only_when_unambiguous(
-    rating: Any, verdict: str | None
+def test_a_rating_counts_only_when_the_decision_states_it(
+    rating: Any, decision: str, verdict: str | None
 ) -> None:
-    from ti_core.arenas.tradingagents import tradingagents_state
-
-    state = tradingagents_state({"final_trade_decision": "x"}, rating, "NVDA", DAY)
+    state = tradingagents_state({"final_trade_decision": decision}, rating, "NVDA", DAY)
     assert state.get("synthesis_verdict") == verdict
     assert ("no_verdict" in state["meta"]) is (verdict is None)
+
+
+def test_standin_parse_rating_keeps_upstreams_passes_and_default() -> None:
+    parse = tradingagents_standin.parse_rating
+    assert parse("**Rating**: Underweight\nwe would buy later") == "Underweight"
+    assert parse("Rating: strong\nWe would sell.") == "Sell"  # label no tier: first word
+    assert parse("rating-agency note: Buy") == "Buy"
+    assert [parse(t) for t in ("", "I can't provide investment advice.")] == ["Hold", "Hold"]
+    assert parse("", default="x") == "x"
+
+
+def test_missing_sub_decisions_leave_no_trace_and_a_short_reasoning_is_not_marked() -> None:
+    state = tradingagents_state({"final_trade_decision": "**Rating**: Sell"}, "Sell", "X", DAY)
+    assert state["meta"] == {
+        "framework": "tradingagents",
+        "rating": "Sell",
+        "confidence_source": "none",
+        "score_source": "none",
+    }
+    assert "agent_signals" not in state and state["synthesis_reasoning"] == "**Rating**: Sell"
 
 
 async def test_one_graph_runs_one_propagate_at_a_time() -> None:

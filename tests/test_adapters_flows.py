@@ -18,7 +18,7 @@ import redis
 from flows.cli import main
 from tests import tradingagents_standin
 from tests.backfill_replay import PREFECT_SOCKETS, prefect_sockets_collected  # noqa: F401
-from tests.test_adapters import HF, HF_CASES, TA, TA_CASES
+from tests.test_adapters import HF, HF_CASES, TA, TA_CASES, TA_DEFAULTS, ta_meta
 from tests.test_cli_run import TI, clean_env
 from ti_core.contract.keys import DEFAULT_STREAM_NAME
 
@@ -54,16 +54,10 @@ def stream(url: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def assert_tradingagents(envelope: dict[str, Any], ticker: str) -> None:
-    rating, verdict = TA_CASES[ticker]
+    verdict = TA_CASES[ticker][1]
     synthesis = envelope["decision"]["synthesis"]
     assert (synthesis["verdict"], synthesis["confidence"]) == (verdict, 0.0), ticker
-    assert envelope["meta"] == {
-        "agents_count": 0,
-        "model_used": "gpt-5.2",
-        "framework": "tradingagents",
-        "rating": rating,
-        "confidence_source": "none",
-    }
+    assert envelope["meta"] == ta_meta(ticker)
 
 
 def assert_hedge_fund(envelope: dict[str, Any], ticker: str) -> None:
@@ -103,14 +97,15 @@ def test_ti_run_publishes_every_rating_and_action_as_mapped(
     for ticker in HF_CASES:
         assert_hedge_fund(published[(ticker, DAY2)], ticker)
 
-    assert main(["run", "REVW", "--date", DAY, "--arena", TA]) == 1
-    captured = capsys.readouterr()
-    (line,) = captured.err.splitlines()
-    assert line.startswith(
-        f"ti: REVW {DAY} not published: no verdict: "
-        "tradingagents rating 'REVIEW' is not one of Buy, Overweight"
-    )
-    assert captured.out == "" and ("REVW", DAY) not in stream(env)
+    for ticker, why in TA_DEFAULTS.items():  # parse_rating's default "Hold" is no decision
+        assert main(["run", ticker, "--date", DAY, "--arena", TA]) == 1
+        captured = capsys.readouterr()
+        (line,) = captured.err.splitlines()
+        assert line.startswith(
+            f"ti: {ticker} {DAY} not published: no verdict: tradingagents rating 'Hold' is its "
+            f"default: the Portfolio Manager's {why}"
+        )
+        assert captured.out == "" and (ticker, DAY) not in stream(env)
 
 
 @pytest.mark.slow  # three daily runs, fourteen decisions
@@ -119,12 +114,15 @@ def test_ti_daily_maps_each_ticker_and_fails_only_those_without_a_verdict(
 ) -> None:
     graph = tradingagents_standin.GRAPH
     graph.max_in_flight = 0
-    tickers = [*TA_CASES, "REVW"]
+    tickers = [*TA_CASES, "REFUSE"]
     assert main(["daily", "--tickers", ",".join(tickers), "--date", DAY, "--arena", TA]) == 1
     captured = capsys.readouterr()
-    assert f"REVW {DAY}: FAILED build-envelope: no verdict: tradingagents rating" in captured.out
+    assert (
+        f"REFUSE {DAY}: FAILED build-envelope: no verdict: tradingagents rating 'Hold' is its "
+        "default" in captured.out
+    )
     (error,) = captured.err.splitlines()
-    assert error.startswith(f"ti: daily run failed: 1 of 6 decisions failed for {DAY}: REVW")
+    assert error.startswith(f"ti: daily run failed: 1 of 6 decisions failed for {DAY}: REFUSE")
     assert graph.max_in_flight == 1  # four arena runs in flight, one propagate at a time
 
     hf = [*HF_CASES, "PMERR", "NODEC"]
@@ -184,16 +182,20 @@ def test_ti_backfill_maps_each_rating_and_action(
         assert_hedge_fund(published[(ticker, DAY2)], ticker)
     capsys.readouterr()
 
-    assert main(["backfill", "--tickers", "REVW", *day, "--arena", TA]) == 1
+    defaults = ",".join(TA_DEFAULTS)
+    assert main(["backfill", "--tickers", defaults, *day, "--arena", TA]) == 1
     err = capsys.readouterr().err
-    assert f"REVW {DAY}: NoVerdictError: no verdict: tradingagents rating 'REVIEW'" in err
-    assert ("REVW", DAY) not in stream(env)
+    for ticker in TA_DEFAULTS:
+        assert (
+            f"{ticker} {DAY}: NoVerdictError: no verdict: tradingagents rating 'Hold' is its" in err
+        )
+        assert (ticker, DAY) not in stream(env)
     assert (
         main(
             [
                 "backfill",
                 "--tickers",
-                "REVW",
+                defaults,
                 *day,
                 "--arena",
                 TA,
@@ -204,8 +206,12 @@ def test_ti_backfill_maps_each_rating_and_action(
         )
         == 0
     )
-    meta = stream(env)[("REVW", DAY)]["meta"]
-    assert meta["degraded"] is True and meta["rating"] == "REVIEW"
+    for ticker in TA_DEFAULTS:
+        envelope = stream(env)[(ticker, DAY)]
+        assert envelope["decision"]["synthesis"]["verdict"] == "HOLD"
+        meta = envelope["meta"]
+        assert meta["degraded"] is True and meta["rating"] == "Hold"
+        assert meta["degraded_reason"].startswith("no verdict: tradingagents rating 'Hold' is its")
 
 
 @pytest.fixture
@@ -357,3 +363,27 @@ def test_ti_run_subprocess_refuses_a_deep_state_in_one_line(
     assert "RecursionError" not in line
     sizes = [p.stat().st_size for p in storage.rglob("*") if p.is_file()]
     assert all(size < SMALL for size in sizes), sizes
+
+
+@pytest.mark.slow  # a flow run with a task retry
+async def test_a_rate_limited_first_call_is_retried_then_published(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import publish_decision
+    from tests.test_provider_errors import rate_limited
+    from tests.test_run_story import _story
+
+    monkeypatch.setenv("TI_TASK_RETRIES", "1")
+    monkeypatch.setenv("TI_TASK_RETRY_DELAY", "0.1")
+    graph = tradingagents_standin.GRAPH
+    graph.failures = [rate_limited({"retry-after": "0.3"})]
+    state = await publish_decision("UW", DAY, TA, return_state=True)
+    assert state.is_completed(), state.message
+    assert not graph.failures
+    assert_tradingagents(stream(env)[("UW", DAY)], "UW")
+    messages, _ = await _story(state.state_details.flow_run_id, {"run-arena-UW-2026-05-11"})
+    retry = [m for m in messages if "Retry 1/1 will start" in m]
+    assert retry and "openai.RateLimitError (HTTP 429, retry after 0.3 s)" in retry[0], messages
+    # Prefect waits 0.1 s (TI_TASK_RETRY_DELAY), the task the rest the provider asked for
+    wait = f"UW {DAY}: waiting 0.20 s more before the retry, as the provider asked (Retry-After)"
+    assert wait in messages, messages

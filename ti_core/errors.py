@@ -108,7 +108,16 @@ class ArenaError(TiError):
 
 
 class ArenaTransientError(ArenaError):
-    """An arena failure the runner declares temporary (rate limit, timeout): worth retrying."""
+    """An arena failure the runner declares temporary (rate limit, timeout): worth retrying.
+
+    ``retry_after``: the seconds the provider asked to wait (its ``Retry-After``), if it said;
+    :func:`ti_core.transport.retry.retrying` waits at least that long (up to its policy's
+    largest delay).
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ArenaTimeoutError(ArenaError):

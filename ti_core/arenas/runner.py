@@ -152,20 +152,25 @@ class CallableArena:
             result = await self._call(ticker, trade_date)
         except ArenaError:
             raise
-        except (TimeoutError, ConnectionError) as exc:
-            raise ArenaTransientError(
-                f"arena {self.spec} {ticker} {trade_date}: {one_line(exc, 200, typed=True)}"
-            ) from exc
         except Exception as exc:
-            raise ArenaError(
-                f"arena {self.spec} failed for {ticker} {trade_date}: "
-                f"{one_line(exc, 200, typed=True)}"
-            ) from exc
+            raise self.failure(exc, ticker, trade_date) from exc
         state = self.to_state(result, ticker, trade_date)
         check_state(
             state, self.max_state_bytes, f"arena {self.spec} state for {ticker} {trade_date}"
         )
         return state
+
+    def failure(self, exc: Exception, ticker: str, trade_date: str) -> ArenaError:
+        """What the callable's exception becomes: built-in ``TimeoutError`` and
+        ``ConnectionError`` are transient (the framework adapters also recognise their LLM
+        and data clients' errors, :func:`ti_core.arenas.framework.provider_failure`)."""
+        if isinstance(exc, TimeoutError | ConnectionError):
+            return ArenaTransientError(
+                f"arena {self.spec} {ticker} {trade_date}: {one_line(exc, 200, typed=True)}"
+            )
+        return ArenaError(
+            f"arena {self.spec} failed for {ticker} {trade_date}: {one_line(exc, 200, typed=True)}"
+        )
 
     def to_state(self, result: Any, ticker: str, trade_date: str) -> dict[str, Any]:
         """The state from what the callable returned (adapters map their framework's shape)."""

@@ -151,7 +151,9 @@ async def _state_of(
     ``publish_degraded``)."""
     try:
         state = await retrying(
-            lambda: run_bounded(runner, item.ticker, item.trade_date, arena_timeout), retry
+            lambda: run_bounded(runner, item.ticker, item.trade_date, arena_timeout),
+            retry,
+            what=f"arena run {item.ticker} {item.trade_date}",
         )
         meta = decision_meta(
             state,

@@ -105,7 +105,9 @@ async def retrying(
     what: str = "",
 ) -> T:
     """``await call()``, again after a pause while it fails with an error ``retry_on``
-    accepts, as ``policy`` allows; the last error (or any other) propagates as it is."""
+    accepts, as ``policy`` allows; the last error (or any other) propagates as it is. An
+    error's ``retry_after`` (seconds a provider asked for) lengthens the pause to it, up to
+    the policy's largest delay."""
     loop = asyncio.get_running_loop()
     end = None if policy.deadline is None else loop.time() + policy.deadline
     retry = 0
@@ -116,6 +118,9 @@ async def retrying(
             if retry >= policy.retries or not retry_on(exc):
                 raise
             pause = policy.pause(retry)
+            asked = getattr(exc, "retry_after", None)  # a provider's Retry-After
+            if isinstance(asked, int | float) and asked > pause:
+                pause = min(float(asked), policy.max_delay)
             if end is not None:
                 left = end - loop.time()
                 if left <= 0:
