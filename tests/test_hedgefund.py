@@ -5,15 +5,17 @@ holds are no verdict, and the framework's prints reach the log, not the command'
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 from typing import Any
 
 import pytest
 
-from tests import hedgefund_standin
+from tests import hedgefund2_standin, hedgefund_standin
 from tests.test_adapters import DAY, HF, publish_form
 from ti_core.arenas.hedgefund import HEDGEFUND_V1_COMMIT, HedgeFundArena, StdoutToLog
+from ti_core.arenas.hedgefund2 import hedge_fund2_state
 from ti_core.arenas.registry import load_arena
 from ti_core.errors import ArenaError, ConfigError, NoVerdictError
 
@@ -135,3 +137,60 @@ def test_other_threads_keep_their_stdout_while_a_call_routes_its_own(
     assert capsys.readouterr().out == "the command's own line\n"
     logged = [r.getMessage() for r in caplog.records if r.name == "ti_core.hedgefund"]
     assert logged == ["progress, partly written", "unfinished"]
+
+
+HF2 = "hedgefund2:tests.hedgefund2_standin:assess"
+
+
+@pytest.mark.parametrize(
+    ("ticker", "verdict", "change"),
+    [
+        ("NVDA", "BUY", 0.08),
+        ("TSLA", "SELL", -0.05),
+        ("FLAT", "HOLD", 0.0),
+        ("HELD", "SELL", -0.02),
+    ],
+)
+async def test_a_v2_record_maps_its_weight_change_to_the_verdict(
+    ticker: str, verdict: str, change: float
+) -> None:
+    envelope = publish_form(await load_arena(HF2).run(ticker, DAY), ticker)
+    synthesis = envelope.decision.synthesis
+    assert (synthesis.verdict, synthesis.confidence) == (verdict, 0.0)
+    meta = envelope.meta
+    assert meta["framework"] == "ai-hedge-fund 2.x" and meta["confidence_source"] == "none"
+    assert math.isclose(meta["weight_change"], change, abs_tol=1e-12)
+    assert meta["final_weight"] == meta["target_weight"] == hedgefund2_standin.WEIGHTS[ticker]
+    signals = {s.agent: s for s in envelope.decision.agent_signals}
+    assert set(signals) == {"buffett", "pead"}
+    if ticker == "HELD":
+        assert math.isclose(meta["weight_before"], 0.05)
+        assert meta["orders"] == [{"side": "sell", "quantity": 40, "price": 50.0}]
+    else:
+        assert meta["weight_before"] == 0.0 and "orders" not in meta
+    if ticker == "FLAT":
+        assert meta["flat_reasons"] == {"quality": "no_eligible_positions"}
+        assert synthesis.reasoning == "buffett: Durable moat at a fair price"
+
+
+@pytest.mark.parametrize(
+    ("ticker", "why"),
+    [
+        ("HALT", "ai-hedge-fund 2.x skipped HALT: no close in the 7 days before 2026-05-11"),
+        ("OLD", f"ai-hedge-fund 2.x record is as of '2026-05-08', not {DAY}"),
+    ],
+)
+async def test_a_v2_record_without_a_decision_for_the_day_is_no_verdict(
+    ticker: str, why: str
+) -> None:
+    state = await load_arena(HF2).run(ticker, DAY)
+    with pytest.raises(NoVerdictError, match="no verdict: " + why.replace("(", r"\(")):
+        publish_form(state, ticker)
+
+
+async def test_a_v2_dump_maps_like_the_record_and_v1_output_is_refused() -> None:
+    record = hedgefund2_standin.assess("TSLA", DAY)
+    dumped = hedge_fund2_state(record.model_dump(), "TSLA", DAY)
+    assert dumped == hedge_fund2_state(record, "TSLA", DAY)
+    with pytest.raises(ArenaError, match="not an ai-hedge-fund 2.x DecisionRecord"):
+        hedge_fund2_state({"decisions": {}, "analyst_signals": {}}, "TSLA", DAY)
