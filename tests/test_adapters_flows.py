@@ -359,13 +359,14 @@ def test_ti_run_subprocess_refuses_a_deep_state_in_one_line(
     assert all(size < SMALL for size in sizes), sizes
 
 
-@pytest.mark.slow  # three flow runs
+@pytest.mark.slow  # four flow runs
 def test_ti_run_publishes_ai_hedge_fund_decisions_not_its_fallbacks(
     env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Upstream's shapes (tests/hedgefund_standin.py): short 85 is SELL 0.85; the portfolio
     manager's hold after three failed LLM calls, and its pre-filled hold when the market-data
-    API answered 500, are not published; the framework's prints stay off the output."""
+    API answered 500, are not published; the framework's prints stay off the output. A 2.x
+    cycle that trims a position is SELL."""
     assert main(["run", "SHORT", "--date", DAY, "--arena", HF]) == 0
     out = capsys.readouterr().out
     (line,) = out.splitlines()
@@ -382,6 +383,12 @@ def test_ti_run_publishes_ai_hedge_fund_decisions_not_its_fallbacks(
             f"decided nothing: {why}"
         ), error
         assert captured.out == ""
+    hf2 = "hedgefund2:tests.hedgefund2_standin:assess"
+    assert main(["run", "HELD", "--date", DAY, "--arena", hf2]) == 0
+    assert capsys.readouterr().out.startswith(f"HELD {DAY}: SELL confidence 0.00 -> stream")
     published = stream(env)
-    assert set(published) == {("SHORT", DAY)}
+    assert set(published) == {("SHORT", DAY), ("HELD", DAY)}
     assert published[("SHORT", DAY)]["meta"]["action"] == "short"
+    assert published[("HELD", DAY)]["meta"]["orders"] == [
+        {"side": "sell", "quantity": 40, "price": 50.0}
+    ]
