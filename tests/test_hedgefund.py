@@ -131,7 +131,9 @@ def test_other_threads_keep_their_stdout_while_a_call_routes_its_own(
     worker.start()
     inside.wait(10)
     print("the command's own line")
-    assert not sys.stdout.isatty()
+    router = sys.stdout
+    assert isinstance(router, StdoutToLog) and not router.isatty()
+    assert router.encoding == router.original.encoding and router.buffer is router.original.buffer
     done.set()
     worker.join(10)
     assert capsys.readouterr().out == "the command's own line\n"

@@ -296,6 +296,19 @@ class StdoutToLog(io.TextIOBase):
         self.pending: dict[int, str] = {}  # thread id -> its unfinished line
         self.callers: set[int] = set()
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest (``buffer``, ``errors``, ...) is the replaced stdout's."""
+        return getattr(self.original, name)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.original, "encoding", None) or "utf-8")
+
+    def fileno(self) -> int:
+        if threading.get_ident() in self.callers:
+            raise io.UnsupportedOperation("a framework call's stdout is the log, not a file")
+        return int(self.original.fileno())
+
     def writable(self) -> bool:
         return True
 
