@@ -23,7 +23,8 @@ def add_arena(parser: argparse.ArgumentParser, what: str = "") -> None:
         default=None,
         metavar="SPEC",
         help=f"arena runner{what}: 'replay:DIR', 'package.module:function', "
-        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo' "
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION', "
+        "'hedgefund2:MODULE:FUNCTION' or 'demo' "
         "(default: TI_ARENA, else the demo)",
     )
 

@@ -125,16 +125,16 @@ def test_ti_daily_maps_each_ticker_and_fails_only_those_without_a_verdict(
     assert error.startswith(f"ti: daily run failed: 1 of 6 decisions failed for {DAY}: REFUSE")
     assert graph.max_in_flight == 1  # four arena runs in flight, one propagate at a time
 
-    hf = [*HF_CASES, "PMERR", "NODEC"]
+    hf = [*HF_CASES, "LLMFAIL", "OMIT"]
     assert main(["daily", "--tickers", ",".join(hf), "--date", DAY2, "--arena", HF]) == 1
     out = capsys.readouterr().out
     assert (
-        f"PMERR {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund's portfolio "
-        "manager failed" in out
+        f"LLMFAIL {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund's portfolio "
+        "manager decided nothing: its LLM call failed" in out
     )
     assert (
-        f"NODEC {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund returned no "
-        "decisions" in out
+        f"OMIT {DAY2}: FAILED build-envelope: no verdict: ai-hedge-fund decided nothing "
+        "for OMIT" in out
     )
     published = stream(env)
     assert set(published) == {(t, DAY) for t in TA_CASES} | {(t, DAY2) for t in HF_CASES}
@@ -144,12 +144,12 @@ def test_ti_daily_maps_each_ticker_and_fails_only_those_without_a_verdict(
         assert_hedge_fund(published[(ticker, DAY2)], ticker)
 
     assert (
-        main(["daily", "--tickers", "PMERR", "--date", DAY, "--arena", HF, "--publish-degraded"])
+        main(["daily", "--tickers", "LLMFAIL", "--date", DAY, "--arena", HF, "--publish-degraded"])
         == 0
     )
     out = capsys.readouterr().out
-    assert f"PMERR {DAY}: HOLD confidence 0.00 [DEGRADED: no verdict in the arena state]" in out
-    meta = stream(env)[("PMERR", DAY)]["meta"]
+    assert f"LLMFAIL {DAY}: HOLD confidence 0.00 [DEGRADED: no verdict in the arena state]" in out
+    meta = stream(env)[("LLMFAIL", DAY)]["meta"]
     assert meta["degraded"] is True and meta["action"] == "hold"
     assert meta["degraded_reason"].startswith("no verdict: ai-hedge-fund's portfolio manager")
 
@@ -387,3 +387,38 @@ async def test_a_rate_limited_first_call_is_retried_then_published(
     # Prefect waits 0.1 s (TI_TASK_RETRY_DELAY), the task the rest the provider asked for
     wait = f"UW {DAY}: waiting 0.20 s more before the retry, as the provider asked (Retry-After)"
     assert wait in messages, messages
+
+
+@pytest.mark.slow  # four flow runs
+def test_ti_run_publishes_ai_hedge_fund_decisions_not_its_fallbacks(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Upstream's shapes (tests/hedgefund_standin.py): short 85 is SELL 0.85; the portfolio
+    manager's hold after three failed LLM calls, and its pre-filled hold when the market-data
+    API answered 500, are not published; the framework's prints stay off the output. A 2.x
+    cycle that trims a position is SELL."""
+    assert main(["run", "SHORT", "--date", DAY, "--arena", HF]) == 0
+    out = capsys.readouterr().out
+    (line,) = out.splitlines()
+    assert line.startswith(f"SHORT {DAY}: SELL confidence 0.85 -> stream"), out
+    for ticker, why in (
+        ("LLMFAIL", "its LLM call failed, it fell back to hold ('Default decision: hold')"),
+        ("HTTP500", "no trade possible (no price), it pre-filled hold ('No valid trade"),
+    ):
+        assert main(["run", ticker, "--date", DAY, "--arena", HF]) == 1
+        captured = capsys.readouterr()
+        (error,) = captured.err.splitlines()
+        assert error.startswith(
+            f"ti: {ticker} {DAY} not published: no verdict: ai-hedge-fund's portfolio manager "
+            f"decided nothing: {why}"
+        ), error
+        assert captured.out == ""
+    hf2 = "hedgefund2:tests.hedgefund2_standin:assess"
+    assert main(["run", "HELD", "--date", DAY, "--arena", hf2]) == 0
+    assert capsys.readouterr().out.startswith(f"HELD {DAY}: SELL confidence 0.00 -> stream")
+    published = stream(env)
+    assert set(published) == {("SHORT", DAY), ("HELD", DAY)}
+    assert published[("SHORT", DAY)]["meta"]["action"] == "short"
+    assert published[("HELD", DAY)]["meta"]["orders"] == [
+        {"side": "sell", "quantity": 40, "price": 50.0}
+    ]

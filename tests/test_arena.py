@@ -133,7 +133,8 @@ def test_a_spec_of_no_form_is_refused_naming_every_form_the_docs_list() -> None:
         load_arena(" http://x ")
     assert str(info.value) == (
         "arena spec 'http://x' is not one of 'replay:DIR', 'package.module:function', "
-        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'"
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION', "
+        "'hedgefund2:MODULE:FUNCTION' or 'demo'"
     )
     runners = PIPELINE_DOC.read_text().split("## Arena runners", 1)[1].split("\n#", 1)[0]
     documented = re.findall(r"^\| `([^`]+)` \|", runners, re.MULTILINE)

@@ -36,6 +36,7 @@ LOGGERS = {
     "ti_core.decoder",
     "ti_core.embedded",
     "ti_core.groups",
+    "ti_core.hedgefund",  # new: what ai-hedge-fund prints during a call
     "ti_core.publish",
     "ti_core.reconnect",
     "ti_core.replicas",

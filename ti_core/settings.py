@@ -192,7 +192,8 @@ class TiSettings(BaseSettings):
     arena: str | None = Field(
         default=None,
         description="Arena runner spec: 'replay:DIR', 'package.module:function', "
-        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION' or 'demo'.",
+        "'tradingagents:MODULE:OBJECT', 'hedgefund:MODULE:FUNCTION', "
+        "'hedgefund2:MODULE:FUNCTION' or 'demo'.",
     )
     arena_allowed: str | None = Field(
         default=None,

@@ -18,16 +18,36 @@ sell, short   SELL
 
 confidence: ``decisions[ticker].confidence`` (0-100) / 100; each analyst's signal
 (bullish/bearish/neutral, confidence / 100, reasoning as summary) except the risk manager's
-(it gives limits, not a signal); ``meta`` keeps ``action`` and ``quantity``. No decision for
-the ticker, an unknown action, or the portfolio manager's own fallback ("Error in portfolio
-management, defaulting to hold", confidence 0) is no verdict.
+(it gives limits, not a signal); ``meta`` keeps ``action`` and ``quantity``.
+
+No verdict (:data:`PM_FALLBACKS`, recognised by the exact hold upstream writes): the portfolio
+manager's fallback when its LLM call failed three times (``"Default decision: hold"``,
+confidence 0; ``"Error in portfolio management, defaulting to hold"`` from January to
+August 2025), its pre-filled hold when no trade was possible, which with the adapter's flat,
+all-cash portfolio means the ticker had no price (market-data API down or refusing the key:
+``"No valid trade available"``, confidence 100, the LLM never asked), no decision for the
+ticker, no decisions at all, or an unknown action.
+
+Supported: ai-hedge-fund v1, ``src/main.py: run_hedge_fund`` as of commit
+:data:`HEDGEFUND_V1_COMMIT` (the last before "Make 2.0.0 the default"). ai-hedge-fund 2.x (the
+``aihf``/``hedge-fund`` package, module ``hedge_fund``) has no ``run_hedge_fund``: a spec
+naming a ``hedge_fund`` function is refused, saying which commit to check out, and so is a
+result shaped like its ``CycleRecord``/``DecisionRecord`` (``hedgefund2:`` maps those).
+
+The framework's stdout (its progress table, its ``print`` of LLM errors) written by the calling
+thread during the call goes to the logger ``ti_core.hedgefund`` at INFO, line by line,
+not to the command's output.
 """
 
 from __future__ import annotations
 
 import calendar
 import inspect
+import io
+import logging
 import math
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
@@ -43,10 +63,15 @@ from ti_core.arenas.framework import (
 from ti_core.arenas.runner import resolve
 from ti_core.contract.bounds import DEFAULT_MAX_STATE_BYTES
 from ti_core.contract.keys import shorten
-from ti_core.errors import ArenaError, InvalidStateError
+from ti_core.errors import ArenaError, ConfigError, InvalidStateError
+
+logger = logging.getLogger("ti_core.hedgefund")
 
 __all__ = [
     "HEDGEFUND_ACTIONS",
+    "HEDGEFUND_V1_COMMIT",
+    "PM_FALLBACKS",
+    "StdoutToLog",
     "HedgeFundArena",
     "flat_portfolio",
     "hedge_fund_state",
@@ -62,9 +87,24 @@ HEDGEFUND_ACTIONS: dict[str, str] = {
 }
 HEDGEFUND_CASH = 100_000.0
 HEDGEFUND_LOOKBACK_MONTHS = 3  # ai-hedge-fund's own default window
+HEDGEFUND_V1_COMMIT = "6c41ae8cf5fb4e30eb8cdb6a816eb56ff234989d"
 MAX_SIGNALS = 50
-_PM_FALLBACK = "error in portfolio management"  # its portfolio manager's default-to-hold
+PM_FALLBACKS: dict[str, str] = {
+    "default decision: hold": (
+        "ai-hedge-fund's portfolio manager decided nothing: its LLM call failed, it fell back "
+        "to hold"
+    ),
+    "no valid trade available": (
+        "ai-hedge-fund's portfolio manager decided nothing: no trade possible (no price), "
+        "it pre-filled hold"
+    ),
+    "error in portfolio management, defaulting to hold": (
+        "ai-hedge-fund's portfolio manager decided nothing: it failed, it fell back to hold"
+    ),
+}
+"""A hold whose reasoning is one of these (lower case) is upstream's fallback, not a decision."""
 _RISK_AGENT = "risk_management_agent"
+_V2_FIELDS = ("final_weights", "target_weights")
 
 
 def _percent(value: Any, field: str) -> float:
@@ -108,6 +148,16 @@ def _hedge_fund_signals(signals: Any, ticker: str) -> list[dict[str, Any]]:
     return out
 
 
+def _risk_error(result: Mapping[str, Any], ticker: str) -> str:
+    """``; risk manager: <its error>`` when it gave one for ``ticker``, else empty."""
+    signals = result.get("analyst_signals")
+    risk = signals.get(_RISK_AGENT) if isinstance(signals, Mapping) else None
+    entry = risk.get(ticker) if isinstance(risk, Mapping) else None
+    reasoning = entry.get("reasoning") if isinstance(entry, Mapping) else None
+    error = reasoning.get("error") if isinstance(reasoning, Mapping) else None
+    return f"; risk manager: {clip(error, WORD_CHARS)}" if word(error) else ""
+
+
 def _decision_for(decisions: Any, ticker: str) -> tuple[Any, str | None]:
     """(the ticker's decision, None) or (None, why there is none)."""
     if decisions is None:
@@ -130,6 +180,12 @@ def hedge_fund_state(
     result: Any, ticker: str, trade_date: str, model: str | None = None
 ) -> dict[str, Any]:
     """The builder's state from ``run_hedge_fund``'s ``{"decisions", "analyst_signals"}``."""
+    if any(hasattr(result, f) or (isinstance(result, Mapping) and f in result) for f in _V2_FIELDS):
+        raise ArenaError(
+            f"hedgefund returned an ai-hedge-fund 2.x cycle for {ticker} {trade_date}; the "
+            f"hedgefund: adapter runs v1's run_hedge_fund (commit {HEDGEFUND_V1_COMMIT[:12]}), "
+            "use hedgefund2:MODULE:FUNCTION for a cycle"
+        )
     if not isinstance(result, Mapping) or "decisions" not in result:
         raise ArenaError(
             f"hedgefund returned {shorten(result)} for {ticker} {trade_date}, "
@@ -147,8 +203,9 @@ def hedge_fund_state(
             f"ai-hedge-fund action {shorten(decision.get('action'))} is not one of "
             "buy, cover, hold, sell, short"
         )
-    if verdict == "HOLD" and (reasoning or "").lower().startswith(_PM_FALLBACK):
-        verdict, why = None, f"ai-hedge-fund's portfolio manager failed: {reasoning}"
+    fallback = PM_FALLBACKS.get((reasoning or "").strip().lower())
+    if verdict == "HOLD" and fallback is not None:
+        verdict, why = None, f"{fallback} ({reasoning!r}{_risk_error(result, ticker)})"
     meta: dict[str, Any] = {"framework": "ai-hedge-fund", "action": clip(action, WORD_CHARS)}
     quantity = decision.get("quantity")
     if (
@@ -219,6 +276,91 @@ def _default(function: Callable[..., Any], name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+class StdoutToLog(io.TextIOBase):
+    """``sys.stdout`` while a framework call runs: what a thread inside a call writes goes to
+    :data:`logger` line by line, every other thread's writes go to the stdout it replaced.
+
+    Installed while at least one call runs (nested and overlapping calls share it), so the
+    command's own lines printed meanwhile stay on its output. It says it is no terminal, so
+    a rich live display (ai-hedge-fund's progress) draws nothing until its final table, which
+    it writes from the calling thread.
+    """
+
+    _guard = threading.Lock()
+    _installed: StdoutToLog | None = None
+    _users = 0
+
+    def __init__(self, original: Any) -> None:
+        super().__init__()
+        self.original = original
+        self.pending: dict[int, str] = {}  # thread id -> its unfinished line
+        self.callers: set[int] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        """The rest (``buffer``, ``errors``, ...) is the replaced stdout's."""
+        return getattr(self.original, name)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.original, "encoding", None) or "utf-8")
+
+    def fileno(self) -> int:
+        if threading.get_ident() in self.callers:
+            raise io.UnsupportedOperation("a framework call's stdout is the log, not a file")
+        return int(self.original.fileno())
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        me = threading.get_ident()
+        if me not in self.callers:
+            return int(self.original.write(text) or 0)
+        lines = (self.pending.pop(me, "") + text).split("\n")
+        if lines[-1]:
+            self.pending[me] = lines[-1]
+        for line in lines[:-1]:
+            if line.strip():
+                logger.info("%s", line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        if threading.get_ident() not in self.callers:
+            self.original.flush()
+
+    @classmethod
+    def enter(cls) -> StdoutToLog:
+        """Route the calling thread's stdout to the log (installing the router if needed)."""
+        with cls._guard:
+            if cls._installed is None:
+                cls._installed = cls(sys.stdout)
+                sys.stdout = cls._installed
+            cls._users += 1
+            cls._installed.callers.add(threading.get_ident())
+            return cls._installed
+
+    @classmethod
+    def leave(cls) -> None:
+        """Stop routing the calling thread (restoring stdout once no call routes)."""
+        with cls._guard:
+            router = cls._installed
+            if router is None:
+                return
+            me = threading.get_ident()
+            rest = router.pending.pop(me, "")
+            if rest.strip():
+                logger.info("%s", rest.rstrip())
+            router.callers.discard(me)
+            cls._users -= 1
+            if cls._users == 0:
+                if sys.stdout is router:
+                    sys.stdout = router.original
+                cls._installed = None
+
+
 class HedgeFundArena(FrameworkArena):
     """``hedgefund:MODULE:FUNCTION``: ``run_hedge_fund`` for one ticker and date -> state."""
 
@@ -229,18 +371,30 @@ class HedgeFundArena(FrameworkArena):
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
     ) -> None:
         target = function if function is not None else resolve(spec, spec.partition(":")[2])
+        module = str(getattr(target, "__module__", "") or "")
+        if module == "hedge_fund" or module.startswith("hedge_fund."):
+            raise ConfigError(
+                f"arena {spec}: {module} is ai-hedge-fund 2.x, which has no run_hedge_fund; "
+                f"the hedgefund: adapter needs ai-hedge-fund v1 (commit "
+                f"{HEDGEFUND_V1_COMMIT[:12]}, src/main.py: run_hedge_fund), or use "
+                "hedgefund2:MODULE:FUNCTION for a 2.x cycle"
+            )
         super().__init__(spec, target, max_state_bytes)
         self.owner = target
         self.model = _default(target, "model_name")
 
     def _invoke(self, ticker: str, trade_date: str) -> Any:
-        return self.function(
-            tickers=[ticker],
-            start_date=months_before(trade_date, HEDGEFUND_LOOKBACK_MONTHS),
-            end_date=trade_date,
-            portfolio=flat_portfolio(ticker),
-            show_reasoning=False,
-        )
+        StdoutToLog.enter()
+        try:
+            return self.function(
+                tickers=[ticker],
+                start_date=months_before(trade_date, HEDGEFUND_LOOKBACK_MONTHS),
+                end_date=trade_date,
+                portfolio=flat_portfolio(ticker),
+                show_reasoning=False,
+            )
+        finally:
+            StdoutToLog.leave()
 
     def to_state(self, result: Any, ticker: str, trade_date: str) -> dict[str, Any]:
         return hedge_fund_state(result, ticker, trade_date, self.model)

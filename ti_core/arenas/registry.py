@@ -7,7 +7,8 @@ spec                               runner
 ``replay:DIR``                     :class:`~ti_core.arenas.replay.ReplayArena`
 ``package.module:function``        :class:`~ti_core.arenas.runner.CallableArena`
 ``tradingagents:MODULE:OBJECT``    :class:`~ti_core.arenas.tradingagents.TradingAgentsArena`
-``hedgefund:MODULE:FUNCTION``      :class:`~ti_core.arenas.hedgefund.HedgeFundArena`
+``hedgefund:MODULE:FUNCTION``      :class:`~ti_core.arenas.hedgefund.HedgeFundArena` (v1)
+``hedgefund2:MODULE:FUNCTION``     :class:`~ti_core.arenas.hedgefund2.HedgeFund2Arena` (2.x)
 ``demo``                           :class:`~ti_core.arenas.demo.DemoArena`
 =================================  ========================================================
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from ti_core.arenas.demo import DemoArena
 from ti_core.arenas.hedgefund import HedgeFundArena
+from ti_core.arenas.hedgefund2 import HedgeFund2Arena
 from ti_core.arenas.replay import ReplayArena
 from ti_core.arenas.runner import ArenaRunner, CallableArena
 from ti_core.arenas.tradingagents import TradingAgentsArena
@@ -64,6 +66,7 @@ FORMS: tuple[SpecForm, ...] = (
         TradingAgentsArena.from_spec,
     ),
     SpecForm("hedgefund:MODULE:FUNCTION", "hedgefund:", IMPORT_SPEC, HedgeFundArena.from_spec),
+    SpecForm("hedgefund2:MODULE:FUNCTION", "hedgefund2:", IMPORT_SPEC, HedgeFund2Arena.from_spec),
     SpecForm("demo", "demo", re.compile(""), DemoArena.from_spec),
 )
 
