@@ -678,6 +678,9 @@ class GroupReader:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keeper
+                # The keeper may have been stopped while acknowledging: what it took is back
+                # in the list, and goes now, before anything can reclaim it.
+                await self._flush_acks()
 
     async def _keep(self, ids: list[str]) -> None:
         while True:
@@ -870,7 +873,14 @@ class GroupReader:
     async def _flush_acks(self) -> None:
         if self._acks:
             ids, self._acks = self._acks, []
-            await replicated(self.client, lambda c: c.xack(self.stream_name, self.group, *ids))
+            try:
+                await replicated(self.client, lambda c: c.xack(self.stream_name, self.group, *ids))
+            except BaseException:
+                # Not known to be acknowledged (a failure, or the keeper cancelled mid-call):
+                # the next flush sends them again (XACK is idempotent). Dropping them here
+                # left entries pending, reclaimed and handled twice.
+                self._acks[:0] = ids
+                raise
 
     async def _dead_letter(
         self, entry_id: str, payload: Any, reason: str, attempts: int, *, ack: bool = True
