@@ -5,6 +5,10 @@ bytes that are not UTF-8, a JSON array, a huge or deeply nested document, a non-
 The valid path is one Rust-side parse and validation; only a payload that fails it is
 parsed again to say why, checking ``schema_version`` before the body as the contract asks
 (a payload without one is not v1, although the model would default it).
+
+It accepts exactly what the published JSON Schema accepts (``ti_core.contract.schema``):
+strict types (no numbers as strings), every field present, the documented formats
+(:data:`ti_core.contract.models.WIRE`); timestamps come out timezone-aware, in UTC.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from ti_core.contract.keys import shorten
-from ti_core.contract.models import SCHEMA_VERSION, TradingIntelligenceEnvelope
+from ti_core.contract.models import SCHEMA_VERSION, WIRE, TradingIntelligenceEnvelope
 from ti_core.errors import one_line
 
 __all__ = ["MAX_PAYLOAD_BYTES", "decode_envelope", "explain_payload"]
@@ -73,7 +77,9 @@ def _diagnose(payload: Any) -> tuple[TradingIntelligenceEnvelope | None, str]:
         if len(payload) > MAX_PAYLOAD_BYTES:
             return None, f"payload is {len(payload)} long, over the {MAX_PAYLOAD_BYTES} cap"
         try:
-            envelope = TradingIntelligenceEnvelope.model_validate_json(payload)
+            envelope = TradingIntelligenceEnvelope.model_validate_json(
+                payload, strict=True, context=WIRE
+            )
         except ValidationError as exc:
             first_failure = exc
         else:  # the model defaults schema_version, but a payload without one is not v1
