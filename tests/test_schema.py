@@ -27,6 +27,7 @@ from ti_core import build_envelope_from_state, decode_envelope
 from ti_core.arenas.demo import DEMO_META, DemoArena
 from ti_core.build.builder import MAX_ENVELOPE_BYTES
 from ti_core.contract.decoder import explain_payload
+from ti_core.contract.hash_fields import hash_fields
 from ti_core.contract.schema import ENVELOPE_MAX_BYTES, envelope_schema, envelope_schema_json
 from ti_core.contract.wire import Serialised
 from ti_core.errors import InvalidStateError
@@ -412,3 +413,30 @@ def test_mutations_reach_both_answers() -> None:
 
     collect()
     assert seen == {True, False}
+
+
+def test_what_the_schema_cannot_say_is_as_documented() -> None:
+    """docs/core.md's table of surprises for other languages, as the publisher writes today."""
+    states = {"target": {"ticker": "X", "trade_date": "2026-05-11"}, "synthesis_verdict": "BUY"}
+    envelope = build_envelope_from_state(
+        {**states, "synthesis_confidence": 1e-07, "synthesis_score": -0.0},
+        published_at=datetime(2026, 5, 11, 21, 30, tzinfo=UTC),
+        extra_meta={"ns": 1_778_535_000_123_456_789},
+    )
+    payload = Serialised.of(envelope).payload
+    fields = hash_fields(envelope, payload)
+    assert '"published_at":"2026-05-11T21:30:00Z"' in payload
+    assert fields["published_at"] == "2026-05-11T21:30:00+00:00"
+    assert '"confidence":1e-7' in payload and fields["confidence"] == "1e-07"
+    assert '"ensemble_score":-0.0' in payload and fields["ensemble_score"] == "-0.0"
+    assert '"ns":1778535000123456789' in payload and 1_778_535_000_123_456_789 > 2**53
+    fraction = build_envelope_from_state(
+        {**states, "synthesis_confidence": 0.30000000000000004},
+        published_at=datetime(2026, 5, 11, 21, 30, 0, 120000, tzinfo=UTC),
+    )
+    payload = Serialised.of(fraction).payload
+    fields = hash_fields(fraction, payload)
+    assert '"published_at":"2026-05-11T21:30:00.120000Z"' in payload
+    assert fields["published_at"] == "2026-05-11T21:30:00.120000+00:00"
+    assert fields["confidence"] == "0.30000000000000004"
+    assert schema_errors(payload) == []

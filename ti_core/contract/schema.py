@@ -3,9 +3,9 @@
 Generated from the wire models (:mod:`ti_core.contract.models`), then made as strict as the
 publisher is: the models give every field a default (so a Python caller may leave it out),
 but the publisher always writes every field, so the schema requires them all; and it adds the
-formats the models check only on the wire (:data:`~ti_core.contract.models.WIRE`): the
-ticker allow-list, ``YYYY-MM-DD`` trade dates, UTC timestamps, 32-hex correlation ids. The
-decoder accepts exactly what this schema accepts (a property test holds both to it).
+formats that only the builder and the decoder check (the models take what a Python caller
+gives): the ticker allow-list, ``YYYY-MM-DD`` trade dates, UTC timestamps, 32-hex correlation
+ids. The decoder accepts exactly what this schema accepts (a property test holds both to it).
 
 The published copy is ``schema/envelope-v1.schema.json``; regenerate it with::
 
