@@ -440,3 +440,20 @@ def test_what_the_schema_cannot_say_is_as_documented() -> None:
     assert fields["published_at"] == "2026-05-11T21:30:00.120000+00:00"
     assert fields["confidence"] == "0.30000000000000004"
     assert schema_errors(payload) == []
+
+
+@pytest.mark.parametrize(
+    "where,value,named",
+    [
+        ("meta", {"x": math.nan}, "meta.x: Input should be a finite number"),
+        ("phase_timings", [{"s": math.inf}], "phase_timings.0.s: Input should be a finite"),
+        ("published_at", "2026-05-11T21:30:00", "published_at: Value error, must be an ISO"),
+        ("correlation_id", "not-hex", "correlation_id: 'not-hex' is not 32 lowercase hex"),
+        ("ticker", "nv:da*", "ticker: 'nv:da*' is not on the allow-list"),
+        ("trade_date", "2026-02-30", "trade_date: '2026-02-30' is not a real date"),
+        ("exchange", _MISSING, "decision.target: missing field(s) exchange"),
+    ],
+)
+def test_the_decoders_reason_names_the_rule(where: str, value: Any, named: str) -> None:
+    _, reason = explain_payload(changed(where, value))
+    assert reason.startswith("validation failed: ") and named in reason, reason

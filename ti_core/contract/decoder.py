@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import pydantic_core
 from pydantic import BeforeValidator, Field, ValidationError
+from typing_extensions import TypeAliasType
 
 from ti_core.contract.keys import CORRELATION_ID_PATTERN, TICKER_PATTERN, shorten
 from ti_core.contract.models import (
@@ -46,6 +47,9 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         errors = exc.errors()
+        if any(err["type"] == "finite_number" for err in errors):  # NaN in meta: not a union
+            errors = [err for err in errors if err["type"] == "finite_number"]  # of 6 errors
+            errors[0]["loc"] = tuple(p for p in errors[0]["loc"] if p != "float")
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
         where = ".".join(str(p) for p in first["loc"]) or "body"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -72,24 +76,56 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def _counts(value: Any) -> Any:
-    """``3.0`` is the integer 3, as JSON Schema counts it (strict mode would refuse it)."""
-    if type(value) is not dict:
-        return value
-    counts = {key: _integral(item) for key, item in value.items()}
-    by_source = counts.get("by_source")
+def _integral_counts_only(exc: ValidationError) -> bool:
+    """Every error is a source-metric count written as ``3.0``: an integer to JSON Schema,
+    though strict validation refuses it (rare: the publisher writes ``3``)."""
+    errors = exc.errors()
+    return bool(errors) and all(
+        err["type"] == "int_type"
+        and err["loc"][:2] == ("decision", "source_metrics")
+        and type(err["input"]) is float
+        and err["input"].is_integer()
+        for err in errors
+    )
+
+
+def _with_integral_counts(payload: str | bytes) -> _WireEnvelope:
+    """``payload`` validated again with its integral float counts made integers."""
+    document = pydantic_core.from_json(payload)
+    metrics = document["decision"]["source_metrics"]
+    for key, value in metrics.items():
+        metrics[key] = _integral(value)
+    by_source = metrics.get("by_source")
     if type(by_source) is dict:
-        counts["by_source"] = {key: _integral(item) for key, item in by_source.items()}
-    return counts
+        for key, value in by_source.items():
+            by_source[key] = _integral(value)
+    return _WireEnvelope.model_validate(document, strict=True)
+
+
+# JSON values without NaN or infinity (RFC 8259 has none; a schema-checking consumer's parser
+# refuses them, pydantic's and Python's accept them): ``meta`` and ``phase_timings`` on the wire.
+if TYPE_CHECKING:  # mypy cannot follow the recursive alias; pydantic needs it at run time
+    _JsonValue = Any
+else:
+    _JsonValue = TypeAliasType(
+        "_JsonValue",
+        Union[  # noqa: UP007 - the recursive alias needs the Union form
+            None,
+            bool,
+            int,
+            Annotated[float, Field(allow_inf_nan=False)],
+            str,
+            list["_JsonValue"],
+            dict[str, "_JsonValue"],
+        ],
+    )
 
 
 class _WireDecision(MarketMindDecision):
     """The decision as the decoder validates it; it leaves as a ``MarketMindDecision``."""
 
     __slots__ = ()
-    source_metrics: Annotated[SourceMetricsSummary, BeforeValidator(_counts)] = Field(
-        default_factory=SourceMetricsSummary
-    )
+    phase_timings: list[dict[str, _JsonValue]] = Field(default_factory=list)
 
 
 class _WireEnvelope(TradingIntelligenceEnvelope):
@@ -100,6 +136,7 @@ class _WireEnvelope(TradingIntelligenceEnvelope):
 
     __slots__ = ()
     decision: _WireDecision
+    meta: dict[str, _JsonValue] = Field(default_factory=dict)
     published_at: Annotated[datetime, BeforeValidator(_utc_timestamp)] = Field(
         default_factory=lambda: datetime.now(UTC)
     )
@@ -109,23 +146,6 @@ def _as_public(wire: _WireEnvelope) -> TradingIntelligenceEnvelope:
     object.__setattr__(wire.decision, "__class__", MarketMindDecision)
     object.__setattr__(wire, "__class__", TradingIntelligenceEnvelope)
     return wire
-
-
-def _all_finite(value: Any) -> bool:
-    """No NaN or infinity in ``value``: JSON has none (RFC 8259) and a schema-checking
-    consumer's parser refuses them, though pydantic's accepts them in ``meta``."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if item - item != 0.0:  # NaN and +-inf
-                return False
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-    return True
 
 
 _FIELD_COUNTS = {
@@ -167,7 +187,7 @@ def _first_missing(envelope: TradingIntelligenceEnvelope) -> str:
 
 def _wire_problem(envelope: TradingIntelligenceEnvelope) -> str:
     """What the JSON Schema refuses in an envelope pydantic accepted (``_WireEnvelope``), or
-    ``""``: a field left to its default, the formats of the ids and dates, NaN in ``meta``."""
+    ``""``: a field left to its default, the formats of the ids and dates."""
     decision = envelope.decision
     target = decision.target
     if not (
@@ -189,8 +209,6 @@ def _wire_problem(envelope: TradingIntelligenceEnvelope) -> str:
         date.fromisoformat(target.trade_date)
     except ValueError:
         return f"decision.target.trade_date: {target.trade_date!r} is not a real date"
-    if not _all_finite(envelope.meta) or not _all_finite(decision.phase_timings):
-        return "meta or decision.phase_timings holds NaN or infinity, which JSON has not"
     return ""
 
 
@@ -233,6 +251,19 @@ def _accepted(
     return envelope, ""
 
 
+def _validated(payload: str | bytes) -> tuple[Any, ValidationError | None]:
+    """The wire envelope in ``payload`` as the public model, or the validation's failure."""
+    try:
+        return _as_public(_WireEnvelope.model_validate_json(payload, strict=True)), None
+    except ValidationError as exc:
+        if not _integral_counts_only(exc):
+            return None, exc
+    try:
+        return _as_public(_with_integral_counts(payload)), None
+    except ValidationError as exc:
+        return None, exc
+
+
 def _diagnose(payload: Any) -> tuple[TradingIntelligenceEnvelope | None, str]:
     try:
         if isinstance(payload, memoryview | bytearray):
@@ -241,11 +272,8 @@ def _diagnose(payload: Any) -> tuple[TradingIntelligenceEnvelope | None, str]:
             return None, f"payload is a {type(payload).__name__}, not str or bytes"
         if len(payload) > MAX_PAYLOAD_BYTES:
             return None, f"payload is {len(payload)} long, over the {MAX_PAYLOAD_BYTES} cap"
-        try:
-            envelope = _as_public(_WireEnvelope.model_validate_json(payload, strict=True))
-        except ValidationError as exc:
-            first_failure = exc
-        else:
+        envelope, first_failure = _validated(payload)
+        if first_failure is None:
             return _accepted(envelope)
         if isinstance(payload, bytes):
             try:
