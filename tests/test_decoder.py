@@ -138,7 +138,7 @@ def test_version_is_checked_before_the_body(caplog: pytest.LogCaptureFixture) ->
 @pytest.mark.parametrize(
     ("changes", "where"),
     [
-        ({"decision": {"target": {"ticker": "NVDA"}}}, "decision.synthesis"),
+        ({"decision": {"target": json.loads(PAYLOAD)["decision"]["target"]}}, "decision.synthesis"),
         ({"arena": "other"}, "arena"),
         ({"published_at": "yesterday"}, "published_at"),
     ],

@@ -19,7 +19,9 @@ __all__ = [
     "DECISION_HASH_PREFIX",
     "DEFAULT_STREAM_NAME",
     "KEY_PREFIX",
+    "CORRELATION_ID_PATTERN",
     "TICKER_MAX_LEN",
+    "TICKER_PATTERN",
     "attempts_key",
     "correlation_key",
     "dead_letter_key",
@@ -44,9 +46,15 @@ TICKER_MAX_LEN = 20
 # ASCII letters and digits, plus the punctuation real symbols use: BRK.B, BF-B, ^GSPC, ES=F,
 # EURUSD=X, 7203.T, BTC_USD. At least one letter or digit. Nothing that can break a key
 # (':' separates parts, '*', '?', '[', '{' and '}' are glob or hash-slot syntax).
-_TICKER_RE = re.compile(rf"^(?=.*[A-Z0-9])[A-Z0-9.\-=^_]{{1,{TICKER_MAX_LEN}}}$")
+# The patterns are portable (ECMA-262 and Python ``re``): the JSON Schema publishes them. The
+# ``(?!\n)`` keeps ``re.search`` from matching before a trailing newline, as ``$`` alone would.
+TICKER_PATTERN = rf"^(?=.*[A-Z0-9])[A-Z0-9.\-=^_]{{1,{TICKER_MAX_LEN}}}$(?!\n)"
+"""A normalised ticker (what the envelope carries): the allow-list, after trim and upper-case."""
+CORRELATION_ID_PATTERN = r"^[0-9a-f]{32}$(?!\n)"
+"""A correlation id: 32 lowercase hex characters."""
+_TICKER_RE = re.compile(TICKER_PATTERN)
 _STREAM_RE = re.compile(r"^[A-Za-z0-9:._\-]{1,200}$")
-_CID_RE = re.compile(r"^[0-9a-f]{32}$")
+_CID_RE = re.compile(CORRELATION_ID_PATTERN)
 
 
 def shorten(value: Any, limit: int = 60) -> str:

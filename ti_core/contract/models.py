@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TRADE_DATE_PATTERN",
+    "UTC_TIMESTAMP_PATTERN",
     "SUMMARY_MAX_CHARS",
     "KEY_FACTORS_MAX",
     "AgentSignalView",
@@ -37,6 +39,19 @@ Direction = Literal["BULLISH", "BEARISH", "NEUTRAL"]
 Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Signed = Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
+
+
+# The wire's formats the models do not check (a Python caller may give a naive time or a
+# blank date): the decoder checks them on what it reads, and the JSON Schema states them
+# (ti_core.contract.schema). Portable patterns: see keys.TICKER_PATTERN.
+TRADE_DATE_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$(?!\n)"
+"""``YYYY-MM-DD`` (and a real date: the schema adds ``format: date``)."""
+UTC_TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|\+00:00)$(?!\n)"
+)
+"""An ISO-8601 UTC timestamp as the publisher writes it (``...T21:30:00Z``, a fraction of up
+to six digits when there is one); ``+00:00`` is accepted too, nothing else."""
 
 
 def _utcnow() -> datetime:
