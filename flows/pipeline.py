@@ -47,7 +47,7 @@ from ti_core.contract.keys import (
 )
 from ti_core.contract.wire import parse
 from ti_core.defaults import CALENDAR
-from ti_core.errors import NotPublishedError, TiError, one_line
+from ti_core.errors import NotPublishedError, ReplicaAckError, TiError, one_line
 from ti_core.publish.outcome import DecisionOutcome
 from ti_core.publish.scripts import HeldDecision
 from ti_core.settings import TiSettings
@@ -179,9 +179,11 @@ class _Decision:
     async def _failed(self, stage: str, exc: BaseException) -> DecisionOutcome:
         self.error = exc
         error = _reason(stage, exc)
-        self.outcome = replace(self.outcome, error=error)
+        unacked = isinstance(exc, ReplicaAckError)
+        self.outcome = replace(self.outcome, error=error, unacked=unacked)
         get_run_logger().warning("%s %s failed at %s", self.ticker, self.trade_date, error)
-        await record_failure(self.ticker, self.trade_date, error)
+        if not unacked:  # consumers may see an unacked decision: not a failure to re-run
+            await record_failure(self.ticker, self.trade_date, error)
         emit_decision_event(self.outcome)
         return self.outcome
 

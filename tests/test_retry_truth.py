@@ -84,13 +84,14 @@ async def test_a_retry_after_cache_loss_reports_the_decision_on_the_stream(
     async with get_client() as client:
         tables = await client.read_artifacts(limit=50)
     run_id = flow_run.id
-    table = [a for a in tables if a.flow_run_id == run_id and a.type == "table"][0]
+    ours = sorted((a for a in tables if a.flow_run_id == run_id), key=lambda a: a.created)
+    table = [a for a in ours if a.type == "table"][-1]  # the retry's (same flow run id)
     rows = {row["ticker"]: row for row in _table_rows(table.data)}
     assert (rows["NVDA"]["status"], rows["NVDA"]["verdict"]) == ("failed", "BUY")
     assert rows["NVDA"]["entry_id"] == held_entry
-    cards = [a for a in tables if a.key == "decision-nvda-2026-05-13" and a.flow_run_id == run_id]
+    cards = [a for a in ours if a.key == "decision-nvda-2026-05-13"]
     assert cards, "no NVDA card for the retry"
-    card = str(cards[0].data)
+    card = str(cards[-1].data)  # the retry's
     assert card.startswith("# NVDA 2026-05-13: BUY (on the stream)"), card
     assert "the new SELL 0.70 was not published" in card
 
@@ -101,3 +102,31 @@ def _table_rows(data: object) -> list[dict[str, object]]:
     rows = json.loads(data) if isinstance(data, str) else data
     assert isinstance(rows, list)
     return rows
+
+
+@pytest.mark.prefect
+@pytest.mark.redis_server
+async def test_a_replica_shortfall_is_labelled_unacked_and_not_recorded_as_a_failure(
+    prefect_harness: None, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone server has no replica: the decision is on the primary (consumers see it), the
+    outcome says UNACKED, and no failure record invites ``--only failed`` to re-run it."""
+    from flows.cmd_run import format_outcome
+    from flows.pipeline import ON_DECISION, daily
+    from ti_core.contract.keys import failure_key
+    from ti_core.publish.outcome import DecisionOutcome
+    from ti_core.settings import TiSettings
+
+    for name, value in (("MIN_REPLICAS", "1"), ("REPLICA_TIMEOUT", "0.1"), ("TASK_RETRIES", "0")):
+        monkeypatch.setenv(f"TI_{name}", value)
+    seen: list[DecisionOutcome] = []
+    ON_DECISION.set(seen.append)
+    state = await daily(["NVDA"], DAY, arena=ARENA, return_state=True)
+    assert state.is_failed()  # not durable yet: the run says so
+    (outcome,) = seen
+    assert outcome.failed and outcome.unacked
+    line = format_outcome(outcome, TiSettings())
+    assert line.startswith(f"NVDA {DAY}: UNACKED publish-stream: "), line
+    assert "consumers may see it; not acknowledged by 1 replicas" in line
+    assert server.hget(decision_hash_key("NVDA", DAY), "verdict") == "BUY"
+    assert not server.hexists(failure_key(DEFAULT_STREAM_NAME), f"NVDA:{DAY}")

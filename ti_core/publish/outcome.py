@@ -21,6 +21,12 @@ What the words mean, here and in every ``ti`` output (:func:`publish_status` dec
   (its cached arena result lost, the arena answering otherwise) is ``failed`` too: its
   ``verdict``, ``confidence`` and ``entry_id`` are that entry's, which consumers see, and
   ``error`` says the new decision was not published.
+- ``unacked`` (a flag on a ``failed`` outcome): the write reached the primary but not
+  ``TI_MIN_REPLICAS`` replicas (``ReplicaAckError``): consumers may already see the decision,
+  so every output labels it ``UNACKED``, not ``FAILED``, and no failure record is written
+  (``--only failed`` would re-run a decision consumers see; ``ti verify`` and the next run
+  of the pair confirm it once the replicas are back). The run still fails: the decision is
+  not durable yet.
 - ``appended`` (a flag beside the status; ``PublishResult.created`` in ``publish_many``'s
   results): this attempt itself added the entry. A ``published`` outcome that is not
   ``appended`` was appended by an earlier attempt of the same run.
@@ -96,6 +102,7 @@ class DecisionOutcome:
     correlation_id: str | None = None
     stream: str | None = None
     appended: bool = False
+    unacked: bool = False
 
     @classmethod
     def of_publish(
@@ -154,6 +161,12 @@ class DecisionOutcome:
     def failed(self) -> bool:
         return self.status == "failed"
 
+    @property
+    def label(self) -> str:
+        """How a ``ti`` line names a decision that did not succeed: ``UNACKED`` (written to
+        the primary, consumers may see it) or ``FAILED``."""
+        return "UNACKED" if self.unacked else "FAILED"
+
     def as_row(self) -> dict[str, Any]:
         """Plain data (a flow run's result): every field, in declaration order."""
         return asdict(self)
@@ -181,6 +194,7 @@ class DecisionOutcome:
         values["demo"] = values.get("demo") is True
         values["degraded"] = values.get("degraded") is True
         values["appended"] = values.get("appended") is True
+        values["unacked"] = values.get("unacked") is True
         return cls(**values)
 
     def event_payload(self) -> dict[str, Any]:
