@@ -34,11 +34,26 @@ def _cell(value: Any) -> str:
 
 
 def decision_card(envelope: TradingIntelligenceEnvelope, outcome: DecisionOutcome) -> str:
-    """Markdown for one decision: verdict, confidence, score, the agents' signals, where."""
+    """Markdown for one decision: verdict, confidence, score, the agents' signals, where.
+
+    For a retry whose new decision was not published because its correlation id's entry
+    holds another (a failed outcome with that entry's verdict), the card shows that entry,
+    what consumers see, and says the new decision was not published."""
     decision = envelope.decision
     synthesis, target, meta = decision.synthesis, decision.target, envelope.meta
     demo = " (DEMO: not a real analysis)" if meta.get("demo") else ""
     degraded = " (DEGRADED: no verdict in the arena state)" if meta.get("degraded") else ""
+    if outcome.failed and outcome.verdict is not None:  # a retry that decided otherwise
+        return "\n".join(
+            [
+                f"# {target.ticker} {target.trade_date}: {outcome.verdict} (on the stream)",
+                "",
+                f"- consumers see **{outcome.verdict}** confidence "
+                f"**{outcome.confidence or 0:.2f}**: stream entry `{outcome.entry_id or ''}` in "
+                f"{outcome.where or ''}, correlation id `{envelope.correlation_id}`",
+                f"- **not published**: {_cell(outcome.error)}",
+            ]
+        )
     lines = [
         f"# {target.ticker} {target.trade_date}: {synthesis.verdict}{demo}{degraded}",
         "",

@@ -244,7 +244,7 @@ def _run_flow(
             )
         return 0
     for o in failed:
-        print(f"FAILED {o.ticker} {o.trade_date}: {o.error}", file=sys.stderr)
+        print(f"{o.label} {o.ticker} {o.trade_date}: {o.error}", file=sys.stderr)
     # --only missing, not --only failed: a failure Redis refused to record (out of memory,
     # connection lost) leaves no record for --only failed to find.
     hint = "; re-run with --only missing to retry every item not published" if failed else ""

@@ -47,7 +47,7 @@ def format_outcome(outcome: DecisionOutcome, settings: TiSettings) -> str:
     entry this attempt did not append says who did (``ti_core.publish.outcome``'s words)."""
     o = outcome
     if o.failed:
-        return f"{o.ticker} {o.trade_date}: FAILED {o.error}"
+        return f"{o.ticker} {o.trade_date}: {o.label} {o.error}"
     demo = " [DEMO arena: not a real analysis]" if o.demo else ""
     demo += DEGRADED_MARK if o.degraded else ""
     again = ""
@@ -198,7 +198,7 @@ def _as_read_back(
     if found.problem:
         return f"{ticker} {day}: hash {found.key} is unreadable: {found.problem}"
     if known is not None and known.failed:
-        return f"{ticker} {day}: FAILED {known.error} (not in Redis)"
+        return f"{ticker} {day}: {known.label} {known.error} (not in Redis)"
     return f"{ticker} {day}: NOT published (not in Redis; the run stopped when Prefect was lost)"
 
 
@@ -285,8 +285,23 @@ def _daily(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _retry_flow_run(ident: str) -> tuple[str, Any]:
-    """What ``prefect flow-run retry`` does for a run with no deployment, awaiting async flows."""
+def _pairs_of(flow_name: str, parameters: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (ticker, date) pairs a publish-decision or daily run publishes, from its
+    parameters (none for a daily run that picked today's session itself)."""
+    day = parameters.get("trade_date")
+    if not day:
+        return []
+    if flow_name == "publish-decision":
+        return [(normalize_ticker(parameters["ticker"]), normalize_trade_date(day))]
+    tickers = dict.fromkeys(normalize_ticker(t) for t in split_tickers(parameters["tickers"]))
+    return [(t, normalize_trade_date(day)) for t in tickers]
+
+
+async def _retry_flow_run(
+    ident: str, pairs: list[tuple[str, str]] | None = None
+) -> tuple[str, Any]:
+    """What ``prefect flow-run retry`` does for a run with no deployment, awaiting async flows.
+    ``pairs`` gets the run's (ticker, date) pairs once it is read (for a lost API's report)."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
@@ -318,6 +333,8 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
             run.id, Scheduled(message="Retried by ti retry"), force=True
         )
         run = await client.read_flow_run(run.id)
+    if pairs is not None:
+        pairs.extend(_pairs_of(flow_name, run.parameters))
     state: Any = await run_flow_async(
         flows[flow_name], flow_run=run, parameters=run.parameters, return_type="state"
     )
@@ -327,8 +344,14 @@ async def _retry_flow_run(ident: str) -> tuple[str, Any]:
 def _retry(args: argparse.Namespace) -> int:
     settings = TiSettings()
     wait_for_prefect(prepare_prefect(args.debug, settings))
+    pairs: list[tuple[str, str]] = []
+    started = datetime.now(UTC)
+    # Like ti run/daily: a lost Prefect API is noticed in seconds and each decision's
+    # outcome is read back from Redis (flows.api_watch).
+    watch = watch_api(settings, lambda: report_from_redis(settings, pairs, started))
     try:
-        run_id, result = asyncio.run(_retry_flow_run(args.flow_run))
+        with watch:
+            run_id, result = asyncio.run(watch.guard(_retry_flow_run(args.flow_run, pairs)))
     except TiError:
         raise  # one line from cli.main
     except Exception as exc:  # e.g. an unknown id: Prefect's 404

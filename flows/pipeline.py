@@ -47,8 +47,9 @@ from ti_core.contract.keys import (
 )
 from ti_core.contract.wire import parse
 from ti_core.defaults import CALENDAR
-from ti_core.errors import TiError, one_line
+from ti_core.errors import NotPublishedError, ReplicaAckError, TiError, one_line
 from ti_core.publish.outcome import DecisionOutcome
+from ti_core.publish.scripts import HeldDecision
 from ti_core.settings import TiSettings
 from ti_core.store.embedded import embedded_store_path
 
@@ -125,6 +126,8 @@ class _Decision:
             )
         except Exception as exc:
             return await self._failed(stage, exc)
+        if stream.get("held"):
+            return await self._held(envelope_json, HeldDecision(**stream["held"]))
         note = None
         try:  # confirms (or heals) the hash publish-stream already wrote with the entry
             hash_key = await configured(publish_hash, s)(
@@ -149,12 +152,38 @@ class _Decision:
         emit_decision_event(self.outcome)
         return self.outcome
 
+    async def _held(self, envelope_json: str, held: HeldDecision) -> DecisionOutcome:
+        """A retry that decided otherwise: its correlation id's entry holds another decision
+        (the cached arena result was lost and the arena answered anew). The outcome, card and
+        event report that entry, which consumers see; the new decision was not published, so
+        the item fails (and is recorded as failed: this run's latest decision is not out)."""
+        envelope = parse(envelope_json)
+        self.outcome = DecisionOutcome.of_publish(
+            envelope,
+            own_entry=True,
+            appended=False,
+            entry_id=held.entry_id,
+            hash_key=decision_hash_key(self.ticker, self.trade_date),
+            stream=self.settings.stream_name,
+            where=self.outcome.where,
+            held=held,
+        )
+        error = self.outcome.error or "publish-stream: another decision is on the stream"
+        self.error = NotPublishedError(error)
+        get_run_logger().warning("%s %s: %s", self.ticker, self.trade_date, error)
+        await record_failure(self.ticker, self.trade_date, f"publish-stream: {error}")
+        await write_decision_card(envelope, self.outcome)
+        emit_decision_event(self.outcome)
+        return self.outcome
+
     async def _failed(self, stage: str, exc: BaseException) -> DecisionOutcome:
         self.error = exc
         error = _reason(stage, exc)
-        self.outcome = replace(self.outcome, error=error)
+        unacked = isinstance(exc, ReplicaAckError)
+        self.outcome = replace(self.outcome, error=error, unacked=unacked)
         get_run_logger().warning("%s %s failed at %s", self.ticker, self.trade_date, error)
-        await record_failure(self.ticker, self.trade_date, error)
+        if not unacked:  # consumers may see an unacked decision: not a failure to re-run
+            await record_failure(self.ticker, self.trade_date, error)
         emit_decision_event(self.outcome)
         return self.outcome
 

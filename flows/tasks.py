@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from prefect import Task, task
@@ -37,6 +38,7 @@ from ti_core.build.verdict import decision_meta
 from ti_core.contract.wire import Serialised, serialise
 from ti_core.errors import ArenaTransientError, InvalidStateError, is_retryable, one_line
 from ti_core.failures import clear_failures, field_of, record_failures
+from ti_core.publish.outcome import conflict_message
 from ti_core.publish.publisher import TrimPolicy, publish_decision_hash, publish_many
 from ti_core.settings import TiSettings
 from ti_core.transport.connection import connect
@@ -183,9 +185,11 @@ async def publish_stream(
     """Write the entry AND its lookup hash in one script (``publish_many``): no failure after
     this task can leave the entry without its hash. A retry gets the same entry id.
 
-    Returns ``{"entry_id", "created", "own", "hash_written"}``: ``created`` is True when this
-    call appended; ``own`` when the entry is this envelope's (this call or an earlier attempt
-    of it), False when an identical decision already on the stream was returned instead.
+    Returns ``{"entry_id", "created", "own", "hash_written", "held"}``: ``created`` is True
+    when this call appended; ``own`` when the entry is this envelope's (this call or an
+    earlier attempt of it), False when an identical decision already on the stream was
+    returned instead; ``held`` (a ``HeldDecision`` as a dict) when the correlation id's entry
+    holds another decision (a retry that decided otherwise: nothing of it was written).
     """
     s = run_settings()
     wire = _read(envelope_json, ticker, trade_date)
@@ -200,7 +204,9 @@ async def publish_stream(
             idempotency_ttl=s.idempotency_ttl_seconds,
         )
     target = envelope.decision.target
-    if result.created:
+    if result.held is not None:
+        done = conflict_message(result.held, envelope)
+    elif result.created:
         done = f"appended entry {result.entry_id} to {s.stream_name}" + (
             ", with its lookup hash" if result.hash_written else ""
         )
@@ -214,6 +220,7 @@ async def publish_stream(
         "created": result.created,
         "own": result.own_entry,
         "hash_written": result.hash_written,
+        "held": None if result.held is None else asdict(result.held),
     }
 
 

@@ -1,7 +1,8 @@
 """Import-spec arenas used by the tests (``tests.arena_fixtures:NAME``).
 
 ``counting_arena`` appends one line per call to ``$TI_TEST_ARENA_LOG`` so a test in another
-process or flow run can count arena runs; ``$TI_TEST_ARENA_FAIL`` lists tickers to fail.
+process or flow run can count arena runs; ``$TI_TEST_ARENA_FAIL`` lists tickers to fail;
+``$TI_TEST_ARENA_VERDICT`` is its verdict (default BUY: an LLM arena that answers anew).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def counting_arena(ticker: str, trade_date: str) -> dict[str, Any]:
             handle.write(f"{ticker} {trade_date}\n")
     if ticker in os.environ.get("TI_TEST_ARENA_FAIL", "").split(","):
         raise RuntimeError(f"arena crashed on {ticker}")
-    state = _state(ticker, trade_date)
+    state = _state(ticker, trade_date, os.environ.get("TI_TEST_ARENA_VERDICT") or "BUY")
     if ticker == "BAD":
         state["synthesis_confidence"] = 7.5
     return state

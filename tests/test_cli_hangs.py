@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -119,6 +120,39 @@ def test_the_prefect_server_killed_mid_daily_is_reported_from_redis_within_a_min
         assert ("in Redis (hash" in line) == (ticker in held), line
     assert f"{len(held)} of 20 decisions in redis://" in out
     assert 2 <= len(held) < 20
+
+
+def test_the_prefect_server_killed_mid_retry_is_reported_from_redis(
+    tmp_path: Path, data: Path, redis_url: str
+) -> None:
+    """``ti retry`` watches the API like ``ti run``: the retried run's decisions are read back."""
+    pair = TWENTY[10:12]  # QCA publishes; QCB hangs (2 s arena timeout on the first attempt)
+    env = _env(tmp_path, data, redis_url, TI_TEST_HANG_TICKERS=pair[1], TI_ARENA_TIMEOUT="2")
+    code, _, err = _finish(_daily(pair, env), 300)
+    assert code == 1, err
+    run_id = re.search(r"ti retry ([0-9a-f-]{36})", err)
+    assert run_id, err
+    mark = tmp_path / "hanging"
+    env = {k: v for k, v in env.items() if k != "TI_ARENA_TIMEOUT"}  # now it hangs for good
+    env.update(TI_TEST_HANG_MARK=str(mark), TI_PREFECT_LOST_AFTER="3")
+    proc = subprocess.Popen(
+        [TI, "retry", run_id.group(1)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not mark.exists():  # the retry is running QCB's arena again
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    _kill_server(data)
+    code, out, err = _finish(proc, 60)
+    assert code == 1, (out, err)
+    assert err.count("ti: lost the Prefect server at http://127.0.0.1:") == 1, err
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("Q")}
+    assert "in Redis (hash" in lines[pair[0]] and "in Redis (hash" not in lines[pair[1]], out
+    assert "1 of 2 decisions in redis://" in out
 
 
 def test_the_prefect_server_killed_mid_backfill_is_reported_from_redis(

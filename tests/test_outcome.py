@@ -70,6 +70,7 @@ def test_the_event_payload_is_the_row_without_empty_values() -> None:
         "demo": True,
         "degraded": False,
         "appended": False,
+        "unacked": False,
     }
     payload = PUBLISHED.event_payload()
     assert "note" not in payload and "error" not in payload

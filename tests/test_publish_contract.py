@@ -27,6 +27,7 @@ from ti_core import (
 )
 from ti_core.contract.hash_fields import hash_fields
 from ti_core.contract.keys import correlation_key, latest_key
+from ti_core.contract.wire import Serialised
 from ti_core.publish.publisher import (
     DEFAULT_IDEMPOTENCY_TTL,
     TrimPolicy,
@@ -35,6 +36,7 @@ from ti_core.publish.publisher import (
     publish_envelope,
     publish_many,
 )
+from ti_core.publish.scripts import HeldDecision
 
 S = DEFAULT_STREAM_NAME
 CONTRACT_FIELDS = {
@@ -196,7 +198,14 @@ async def test_records_written_with_the_entry(r: Any) -> None:
     env = envelope()
     entry_id = await publish_envelope(r, S, env, idempotency_ttl=3600)
     cid_key = correlation_key(S, env.correlation_id)
-    assert (await r.get(cid_key)).decode() == entry_id
+    record = (await r.get(cid_key)).decode().split(" ")
+    synthesis = env.decision.synthesis
+    assert record == [
+        entry_id,
+        Serialised.of(env).digest,
+        synthesis.verdict,
+        str(synthesis.confidence),
+    ]
     assert 3500 < await r.ttl(cid_key) <= 3600
     t = env.decision.target
     latest = await r.hgetall(latest_key(S, t.ticker, t.trade_date))
@@ -266,3 +275,29 @@ def test_default_trim_policy_and_settings(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TI_STREAM_MAXLEN", "500")
     monkeypatch.setenv("TI_STREAM_TRIM_APPROXIMATE", "false")
     assert TrimPolicy.from_settings() == TrimPolicy(500, approximate=False)
+
+
+def _decided_otherwise(env: Any) -> Any:
+    """The same run (correlation id) deciding otherwise: a retry whose arena answered anew."""
+    synthesis = env.decision.synthesis.model_copy(update={"verdict": "SELL", "confidence": 0.4})
+    decision = env.decision.model_copy(update={"synthesis": synthesis})
+    return env.model_copy(update={"decision": decision})
+
+
+async def test_a_retry_that_decided_otherwise_reports_the_entry_consumers_see(r: Any) -> None:
+    env = envelope()
+    (first,) = await publish_many(r, [env])
+    retry = _decided_otherwise(env)
+    (again,) = await publish_many(r, [retry])
+    assert again.entry_id == first.entry_id and not again.created
+    assert again.held == HeldDecision(first.entry_id, "BUY", env.decision.synthesis.confidence)
+    assert await r.xlen(S) == 1
+    t = env.decision.target
+    held_hash = await r.hgetall(decision_hash_key(t.ticker, t.trade_date))
+    assert held_hash[b"verdict"] == b"BUY"  # the hash never names the new decision
+    with pytest.raises(NotPublishedError, match="already holds BUY .* the new SELL 0.40 was not"):
+        await publish_envelope(r, S, retry)
+    with pytest.raises(NotPublishedError, match="the new SELL 0.40 was not published"):
+        await publish_decision_hash(r, retry, stream_name=S)
+    (same,) = await publish_many(r, [env])  # the original decision again: no clash
+    assert same.held is None and same.entry_id == first.entry_id

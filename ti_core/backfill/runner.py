@@ -296,6 +296,7 @@ async def _publish_and_record(
                     hash_key=got.hash_key,
                     stream=stream_name,
                     note=note,
+                    held=got.held,
                 )
             )
         else:

@@ -17,7 +17,16 @@ What the words mean, here and in every ``ti`` output (:func:`publish_status` dec
   appended was already the last on the stream for the pair; its entry is reported, nothing
   was appended.
 - ``failed``: nothing of this decision is known to be written; ``error`` says at which stage
-  and why.
+  and why. A retry whose new decision differs from the entry its correlation id already has
+  (its cached arena result lost, the arena answering otherwise) is ``failed`` too: its
+  ``verdict``, ``confidence`` and ``entry_id`` are that entry's, which consumers see, and
+  ``error`` says the new decision was not published.
+- ``unacked`` (a flag on a ``failed`` outcome): the write reached the primary but not
+  ``TI_MIN_REPLICAS`` replicas (``ReplicaAckError``): consumers may already see the decision,
+  so every output labels it ``UNACKED``, not ``FAILED``, and no failure record is written
+  (``--only failed`` would re-run a decision consumers see; ``ti verify`` and the next run
+  of the pair confirm it once the replicas are back). The run still fails: the decision is
+  not durable yet.
 - ``appended`` (a flag beside the status; ``PublishResult.created`` in ``publish_many``'s
   results): this attempt itself added the entry. A ``published`` outcome that is not
   ``appended`` was appended by an earlier attempt of the same run.
@@ -31,8 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ti_core.contract.models import TradingIntelligenceEnvelope
+    from ti_core.publish.scripts import HeldDecision
 
-__all__ = ["TABLE_COLUMNS", "DecisionOutcome", "Status", "publish_status"]
+__all__ = ["TABLE_COLUMNS", "DecisionOutcome", "Status", "conflict_message", "publish_status"]
 
 Status = Literal["published", "unchanged", "failed"]
 
@@ -54,6 +64,16 @@ def publish_status(own_entry: bool) -> Status:
     returned is this envelope's own (this attempt or an earlier one with its correlation id),
     ``unchanged`` when it is another run's identical decision."""
     return "published" if own_entry else "unchanged"
+
+
+def conflict_message(held: HeldDecision, envelope: TradingIntelligenceEnvelope) -> str:
+    """Why a retry's new decision was not published: the entry its correlation id names."""
+    new = envelope.decision.synthesis
+    return (
+        f"the stream already holds {held.verdict} {held.confidence:.2f} (entry {held.entry_id}) "
+        f"for this run's correlation id; the new {new.verdict} {new.confidence:.2f} was not "
+        "published"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +102,7 @@ class DecisionOutcome:
     correlation_id: str | None = None
     stream: str | None = None
     appended: bool = False
+    unacked: bool = False
 
     @classmethod
     def of_publish(
@@ -95,10 +116,29 @@ class DecisionOutcome:
         stream: str,
         where: str | None = None,
         note: str | None = None,
+        held: HeldDecision | None = None,
     ) -> DecisionOutcome:
         """The outcome of an envelope the publish scripts accepted (``publish_many``'s
-        ``own_entry`` and ``created``), with the decision's verdict, scores and marks."""
+        ``own_entry`` and ``created``), with the decision's verdict, scores and marks.
+
+        With ``held`` (``PublishResult.held``: the correlation id's entry holds another
+        decision), the outcome is ``failed`` and reports the entry consumers see: its verdict,
+        confidence and id, and the error says the new decision was not published."""
         target, synthesis = envelope.decision.target, envelope.decision.synthesis
+        if held is not None:
+            return cls(
+                target.ticker,
+                target.trade_date,
+                verdict=held.verdict,
+                confidence=held.confidence,
+                entry_id=held.entry_id,
+                hash_key=hash_key,
+                error=conflict_message(held, envelope),
+                where=where,
+                demo=envelope.meta.get("demo") is True,
+                correlation_id=envelope.correlation_id,
+                stream=stream,
+            )
         return cls(
             target.ticker,
             target.trade_date,
@@ -120,6 +160,12 @@ class DecisionOutcome:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def label(self) -> str:
+        """How a ``ti`` line names a decision that did not succeed: ``UNACKED`` (written to
+        the primary, consumers may see it) or ``FAILED``."""
+        return "UNACKED" if self.unacked else "FAILED"
 
     def as_row(self) -> dict[str, Any]:
         """Plain data (a flow run's result): every field, in declaration order."""
@@ -148,6 +194,7 @@ class DecisionOutcome:
         values["demo"] = values.get("demo") is True
         values["degraded"] = values.get("degraded") is True
         values["appended"] = values.get("appended") is True
+        values["unacked"] = values.get("unacked") is True
         return cls(**values)
 
     def event_payload(self) -> dict[str, Any]:

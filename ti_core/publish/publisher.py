@@ -46,8 +46,15 @@ from ti_core.contract.models import TradingIntelligenceEnvelope
 from ti_core.contract.wire import Serialised
 from ti_core.defaults import STREAM_MAXLEN
 from ti_core.errors import InvalidStateError, NotPublishedError, PublishError
-from ti_core.publish.outcome import Status, publish_status
-from ti_core.publish.scripts import SCRIPT_SHAS, SCRIPTS, argv
+from ti_core.publish.outcome import Status, conflict_message, publish_status
+from ti_core.publish.scripts import (
+    BATCH_STRIDE,
+    SCRIPT_SHAS,
+    SCRIPTS,
+    HeldDecision,
+    argv,
+    held_decision,
+)
 from ti_core.settings import TiSettings
 from ti_core.transport.boundary import describe_client, is_noscript, raise_mapped
 from ti_core.transport.client import RedisClient
@@ -111,6 +118,10 @@ class PublishResult:
     """True when the entry is this envelope's own (appended by this call, or by an earlier
     attempt with the same correlation id); False when an identical decision already there
     (another envelope's) was returned instead. What "this run published" counts."""
+    held: HeldDecision | None = None
+    """Set when the entry of this correlation id holds another decision than this envelope's
+    (a retry that decided otherwise): what consumers see. Nothing of this envelope was
+    written, not even the hash; ``own_entry`` is True (the entry is this run's)."""
 
     @property
     def status(self) -> Status:
@@ -203,11 +214,14 @@ async def append_envelope(
     trim: TrimPolicy | None = None,
     idempotency_ttl: int = DEFAULT_IDEMPOTENCY_TTL,
 ) -> tuple[str, bool]:
-    """Like :func:`publish_envelope`, also saying whether this call appended the entry."""
+    """Like :func:`publish_envelope`, also saying whether this call appended the entry.
+
+    Raises ``NotPublishedError`` when the correlation id's entry holds another decision (a
+    retry that decided otherwise): that entry is what consumers see, not this envelope."""
     _check(stream_name, idempotency_ttl)
     wire = _serialised(envelope)
     args = argv(wire.envelope, wire.payload, wire.digest, idempotency_ttl, force)
-    call = _call("stream", _stream_keys(wire.envelope, stream_name), args[:4])
+    call = _call("stream", _stream_keys(wire.envelope, stream_name), args)
     t = wire.envelope.decision.target
     (result,) = await _run(
         client,
@@ -216,6 +230,11 @@ async def append_envelope(
         stream_name,
         f"no entry was written for {t.ticker} {t.trade_date}",
     )
+    held = held_decision(text(result[2]))
+    if held is not None:
+        raise NotPublishedError(
+            f"{t.ticker} {t.trade_date}: {conflict_message(held, wire.envelope)}"
+        )
     return text(result[0]), int(result[1]) == 1
 
 
@@ -258,7 +277,7 @@ async def publish_decision_hash(
     t = envelope.decision.target
     key = decision_hash_key(t.ticker, t.trade_date)
     keys = [key, correlation_key(stream_name, envelope.correlation_id)]
-    args = argv(envelope, wire.payload, "", 0, force)
+    args = argv(envelope, wire.payload, wire.digest, 0, force)
     (result,) = await _run(
         client,
         [_call("hash", keys, args)],
@@ -271,6 +290,9 @@ async def publish_decision_hash(
             f"{t.ticker} {t.trade_date}: correlation id {envelope.correlation_id} has no entry on "
             f"{stream_name}; publish the envelope to the stream first"
         )
+    held = held_decision(text(result[3]))
+    if held is not None:
+        raise NotPublishedError(f"{t.ticker} {t.trade_date}: {conflict_message(held, envelope)}")
     return key
 
 
@@ -375,16 +397,18 @@ async def _send(
 ) -> list[PublishResult]:
     replies = await _run(client, prepared.calls, trim, stream_name, _BATCH_WRITTEN)
     flat = [value for result in replies for value in result]
+    n = BATCH_STRIDE
     return [
         PublishResult(
             ticker=env.decision.target.ticker,
             trade_date=env.decision.target.trade_date,
             correlation_id=env.correlation_id,
-            entry_id=text(flat[3 * i]),
-            created=int(flat[3 * i + 1]) == 1,
-            hash_written=bool(int(flat[3 * i + 2])),
+            entry_id=text(flat[n * i]),
+            created=int(flat[n * i + 1]) == 1,
+            hash_written=bool(int(flat[n * i + 2])),
             hash_key=hash_key,
-            own_entry=int(flat[3 * i + 1]) != 0,
+            own_entry=int(flat[n * i + 1]) != 0,
+            held=held_decision(text(flat[n * i + 3])),
         )
         for i, (env, hash_key) in enumerate(
             zip(prepared.envelopes, prepared.hash_keys, strict=True)

@@ -11,6 +11,7 @@ of a producer) needs.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from ti_core.contract.hash_fields import FIELDS, FLAT_FIELDS, flat_values, published_ts
 from ti_core.contract.models import TradingIntelligenceEnvelope
@@ -18,12 +19,15 @@ from ti_core.contract.stream_ids import end_of_ms_us, parse
 
 __all__ = [
     "BATCH_SCRIPT",
+    "BATCH_STRIDE",
     "HASH_SCRIPT",
     "SCRIPTS",
     "ARGV_FIELDS",
     "SCRIPT_SHAS",
     "STREAM_SCRIPT",
+    "HeldDecision",
     "argv",
+    "held_decision",
     "outranks",
     "publish_order",
 ]
@@ -38,22 +42,44 @@ _ARG = {name: f"ARGV[a + {i}]" for i, name in enumerate(ARGV_FIELDS, start=1)}
 # Every envelope's part reads each key it will write before its first write: a key of the
 # wrong type fails it before anything of that envelope is written, so no entry is ever left
 # without its records. Reads that only some paths need come later, on keys already checked.
-_STREAM_READ = """
-local entry = redis.call('GET', kc)
+# The correlation record is "<entry id> <digest> <verdict> <confidence>" of the decision the
+# entry holds (a record an older version wrote is the entry id alone): a retry whose new
+# decision differs (a lost arena cache, an LLM answering otherwise) learns what the entry
+# holds without reading the stream, which a producer may not.
+_HELD = """
+local entry, held_digest = nil, nil
+local held = redis.call('GET', kc)
+if held then
+  entry, held_digest = string.match(held, '^([^ ]+) ([^ ]+) [^ ]+ [^ ]+$')
+  if not entry then entry = held end
+end
+"""
+_STREAM_READ = (
+    _HELD
+    + """
 local last_digest = redis.call('HGET', kl, 'digest')
 """
+)
 # ``created``: 1 appended now; 2 this envelope's own entry, appended by an earlier attempt
 # (its correlation id was recorded); 0 another envelope's identical decision (not appended).
+# ``clash``: the correlation record when the entry it names holds another decision than this
+# envelope's (a retry that decided otherwise: nothing of it is written, not even the hash),
+# else ''.
 _STREAM_WRITE = """
 local created = 0
-if entry then created = 2 end
+local clash = ''
+local record = ' ' .. {digest} .. ' ' .. {verdict} .. ' ' .. {confidence}
+if entry then
+  created = 2
+  if held_digest and held_digest ~= {digest} then clash = held end
+end
 if not entry and {force} == '0' and last_digest == {digest} then
   entry = redis.call('HGET', kl, 'entry_id')
-  if entry then redis.call('SET', kc, entry, 'EX', {ttl}) end
+  if entry then redis.call('SET', kc, entry .. record, 'EX', {ttl}) end
 end
 if not entry then
   entry = redis.call('XADD', ks, '*', 'data', {payload})
-  redis.call('SET', kc, entry, 'EX', {ttl})
+  redis.call('SET', kc, entry .. record, 'EX', {ttl})
   redis.call('HSET', kl, 'digest', {digest}, 'entry_id', entry)
   created = 1
 end
@@ -114,7 +140,9 @@ _HASH_WRITE = (
     _ORDER
     + """
 local keep = false
-if {force} == '0' then
+if clash ~= '' then
+  keep = true
+elseif {force} == '0' then
   if created ~= 1 and cur_entry == entry then
     keep = true
   elseif cur_ts then
@@ -135,26 +163,28 @@ if not keep then
 end
 """.format(hset=_HSET, same_ms=_SAME_MS.strip("\n"), **_ARG)
 )
-# KEYS: stream, cid, latest; ARGV 1-4. Returns {entry id, created}.
+# KEYS: stream, cid, latest; ARGV_FIELDS. Returns {entry id, created, clash}.
 STREAM_SCRIPT = (
     "local ks, kc, kl, a = KEYS[1], KEYS[2], KEYS[3], 0\n"
     + _STREAM_READ
     + _STREAM_WRITE
-    + "return {entry, created}\n"
+    + "return {entry, created, clash}\n"
 )
-# KEYS: hash, cid. Returns {entry id or '' if not on the stream, 2, written}: confirms the
-# hash of an envelope whose entry is written, or writes it (heals an entry left without it).
+# KEYS: hash, cid. Returns {entry id or '' if not on the stream, 2, written, clash}: confirms
+# the hash of an envelope whose entry is written, or writes it (heals an entry left without
+# it); never for an envelope whose entry holds another decision (``clash``).
 HASH_SCRIPT = (
     "local kh, kc, a = KEYS[1], KEYS[2], 0\n"
-    "local entry = redis.call('GET', kc)\n"
+    + _HELD
     + _HASH_READ
-    + "if not entry then return {'', 0, 0} end\nlocal created = 2\n"
+    + "if not entry then return {'', 0, 0, ''} end\nlocal created = 2\nlocal clash = ''\n"
+    + f"if held_digest and held_digest ~= {_ARG['digest']} then clash = held end\n"
     + _HASH_WRITE
-    + "return {entry, 2, written}\n"
+    + "return {entry, 2, written, clash}\n"
 )
 # Any number of envelopes, each: KEYS stream, cid, latest, hash; ARGV_FIELDS. Each envelope's
-# entry, records and hash are written together, in order. Returns {entry, created, written}
-# per envelope, flat.
+# entry, records and hash are written together, in order. Returns {entry, created, written,
+# clash} per envelope, flat (:data:`BATCH_STRIDE` values each).
 BATCH_SCRIPT = (
     "local out = {}\n"
     "for i = 0, #KEYS / 4 - 1 do\n"
@@ -164,10 +194,12 @@ BATCH_SCRIPT = (
     + _HASH_READ
     + _STREAM_WRITE
     + _HASH_WRITE
-    + "out[i * 3 + 1], out[i * 3 + 2], out[i * 3 + 3] = entry, created, written\n"
+    + "out[i * 4 + 1], out[i * 4 + 2], out[i * 4 + 3], out[i * 4 + 4] = entry, created, "
+    "written, clash\n"
     "end\n"
     "return out\n"
 )
+BATCH_STRIDE = 4
 SCRIPTS = {"stream": STREAM_SCRIPT, "hash": HASH_SCRIPT, "batch": BATCH_SCRIPT}
 SCRIPT_SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in SCRIPTS.items()}
 
@@ -201,3 +233,22 @@ def argv(
     """One envelope's ARGV values, in :data:`ARGV_FIELDS` order (the layout every script reads)."""
     head = [payload, digest, str(ttl), "1" if force else "0", published_ts(envelope)]
     return [*head, *flat_values(envelope).values()]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldDecision:
+    """What an entry holds, from its correlation record (a script's ``clash``): the decision
+    consumers see for a correlation id whose retry decided otherwise."""
+
+    entry_id: str
+    verdict: str
+    confidence: float
+
+
+def held_decision(clash: str) -> HeldDecision | None:
+    """The ``clash`` a script returned, parsed; None for '' (no clash)."""
+    parts = clash.split(" ")
+    if len(parts) != 4:
+        return None
+    entry_id, _, verdict, confidence = parts
+    return HeldDecision(entry_id, verdict, float(confidence))
