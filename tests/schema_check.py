@@ -15,6 +15,10 @@ __all__ = ["VALIDATOR", "schema_accepts", "schema_errors"]
 VALIDATOR = Draft202012Validator(
     envelope_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER
 )
+# jsonschema checks a format only when its checker's package is installed (date-time needs
+# rfc3339-validator, a test dependency): a format it cannot check would pass silently.
+_CHECKED = Draft202012Validator.FORMAT_CHECKER.checkers
+assert {"date", "date-time"} <= set(_CHECKED), "install the test extra: rfc3339-validator"
 
 
 def _not_json(token: str) -> Any:
