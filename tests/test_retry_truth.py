@@ -47,6 +47,7 @@ async def test_a_retry_after_cache_loss_reports_the_decision_on_the_stream(
     prefect_harness: None, server: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.flow_engine import run_flow
     from prefect.states import Scheduled
 
@@ -82,9 +83,11 @@ async def test_a_retry_after_cache_loss_reports_the_decision_on_the_stream(
     ) == 1
     assert server.hget(decision_hash_key("AMD", DAY), "verdict") == "SELL"
     async with get_client() as client:
-        tables = await client.read_artifacts(limit=50)
-    run_id = flow_run.id
-    ours = sorted((a for a in tables if a.flow_run_id == run_id), key=lambda a: a.created)
+        # This flow run's artifacts only: the session's harness holds every test's.
+        tables = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+    ours = sorted(tables, key=lambda a: a.created)
     table = [a for a in ours if a.type == "table"][-1]  # the retry's (same flow run id)
     rows = {row["ticker"]: row for row in _table_rows(table.data)}
     assert (rows["NVDA"]["status"], rows["NVDA"]["verdict"]) == ("failed", "BUY")
