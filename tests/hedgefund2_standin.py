@@ -4,6 +4,15 @@ models.py``: ``TickerSkip``, ``StrategyRecord``, ``DecisionRecord``, ``CycleReco
 ``hedge_fund/brokers/models.py``: ``Order``, ``Fill``): the same fields and types, except that
 ``spec`` (a ``FundSpec``, the whole mandate) is a plain mapping here.
 
+Upstream: github.com/virattt/ai-hedge-fund, released to the package index as ``aihf``.
+``hedge_fund/models.py`` (git blob 5a7e0966) and ``hedge_fund/brokers/models.py`` (blob
+8f004544) are byte for byte those of commit eff8a7320fcf0b473b135690fa1a5b0d9b022a83 ("Bump
+version to 2.2.0", 2026-08-07, the newest commit of the repository snapshot read here).
+``hedge_fund/pipeline/models.py`` is reproduced from the ``aihf`` 2.6.1 wheel (sha256
+9e91613b3079d012e393ce448e06f2503682e292b01451d658e5116d9a6ddbe7), where its git blob is
+2a0cd636b1293d461b4d69881f2a2c13e744bbbc: the commit that holds that blob is later than the
+snapshot, which has no ``DecisionRecord`` yet.
+
 :func:`assess` is the ``FUNCTION(ticker, trade_date)`` a user writes around
 ``assess_fund(fund, trade_date, data_client, [ticker])`` (or, for ``HELD``, around
 ``execute_decision``): per ticker, NVDA is bought to 8%, TSLA shorted to -5%, FLAT stays flat
