@@ -74,7 +74,7 @@ def test_each_command_block_is_run_or_illustrative(
         if words[:2] == ["pip", "install"]:
             assert words[2:5] == ["-c", "constraints.txt", "-e"], f"{where}: install from the lock"
             ci = (ROOT / ".ci" / "run").read_text()
-            assert 'pip install -c constraints.txt -e ".[test]"' in ci
+            assert '-c constraints.txt --build-constraint constraints.txt -e ".[test]"' in ci
         elif words[0] == "ti":
             call = ", ".join(f'"{w}"' for w in words[1:])
             assert call in source, f"{where}: {runner.name} never runs `{command}`"

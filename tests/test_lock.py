@@ -71,10 +71,16 @@ def test_each_range_admits_its_pin_and_starts_at_its_minor(requirement: Requirem
     )
 
 
-def test_the_build_backend_is_pinned() -> None:
+def test_the_build_backend_is_pinned_and_locked_with_its_dependencies() -> None:
     for line in PYPROJECT["build-system"]["requires"]:
-        specifiers = list(Requirement(line).specifier)
+        backend = Requirement(line)
+        specifiers = list(backend.specifier)
         assert [s.operator for s in specifiers] == ["=="], f"{line}: pin the build backend"
+        pinned = PINS.get(canonicalize_name(backend.name))
+        assert pinned == Version(specifiers[0].version), f"{line}: lock it too (bash .ci/lock)"
+    # hatchling's own requirements, so that CI's --build-constraint pins the whole build.
+    for name in ("packaging", "pathspec", "pluggy", "trove-classifiers"):
+        assert name in PINS, f"the build backend's {name} is not pinned: run bash .ci/lock"
 
 
 @pytest.mark.parametrize("requirement", declared(), ids=str)
@@ -92,6 +98,9 @@ def test_the_suite_runs_on_the_locked_versions(requirement: Requirement) -> None
 
 def test_ci_installs_pip_and_the_project_from_the_lock() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "grep '^pip==' constraints.txt" in ci
-    assert re.search(r'^pip install -c constraints\.txt -e "\.\[test\]"$', ci, re.M)
+    assert re.search(r"^python -m pip install -q -c constraints\.txt pip$", ci, re.M)
+    install = (
+        r'^pip install -c constraints\.txt --build-constraint constraints\.txt -e "\.\[test\]"$'
+    )
+    assert re.search(install, ci, re.M)
     assert "pip" in PINS
