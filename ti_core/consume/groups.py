@@ -387,7 +387,8 @@ class GroupReader:
                 except Exception as exc:
                     if not connection_lost(exc):
                         raise
-                    self._acks.clear()  # unsent: those entries stay pending and come back
+                    # Unsent acknowledgements are kept: the next step sends them before it
+                    # re-reads this consumer's pending entries, so none is handled twice.
                     self._pending_cursor = "0"
                     await outage.wait(exc)
                     continue
@@ -463,6 +464,7 @@ class GroupReader:
     async def _step(self, block: bool) -> GroupStats:
         if not self._group_ready:
             await self._ensure_group()
+        await self._flush_acks()  # any left by a lost connection, before pending is re-read
         if self._pending_cursor is not None:
             stats = await self._own_pending()
             if stats.total:
@@ -598,23 +600,20 @@ class GroupReader:
     async def _process_new(self, entries: Entries) -> GroupStats:
         """First deliveries: no write before each call; one XACK for the batch (fast path)."""
         stats = GroupStats()
-        async with self._holding(entries):
-            try:
-                calls: list[_Call] = [(entry_id, fields, None) for entry_id, fields in entries]
-                async for entry_id, payload, failure, undecodable in self._handle(calls):
-                    if undecodable:
-                        await self._dead_letter(entry_id, payload, failure or "undecodable", 0)
-                        stats.dead_lettered += 1
-                        continue
-                    if failure is None:
-                        self._acks.append(entry_id)
-                        stats.handled += 1
-                        continue
-                    attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
-                    outcome = await self._failed(entry_id, payload, attempts, failure)
-                    setattr(stats, outcome, getattr(stats, outcome) + 1)
-            finally:
-                await self._flush_acks()
+        async with self._holding(entries):  # which acknowledges the batch when it ends
+            calls: list[_Call] = [(entry_id, fields, None) for entry_id, fields in entries]
+            async for entry_id, payload, failure, undecodable in self._handle(calls):
+                if undecodable:
+                    await self._dead_letter(entry_id, payload, failure or "undecodable", 0)
+                    stats.dead_lettered += 1
+                    continue
+                if failure is None:
+                    self._acks.append(entry_id)
+                    stats.handled += 1
+                    continue
+                attempts = int(await self.client.hincrby(self.attempts_key, entry_id, 1))
+                outcome = await self._failed(entry_id, payload, attempts, failure)
+                setattr(stats, outcome, getattr(stats, outcome) + 1)
         return stats
 
     async def _process_redelivered(self, entries: Entries) -> GroupStats:
@@ -867,7 +866,7 @@ class GroupReader:
         """Take back an attempt that failed for the consumer's reasons (best effort)."""
         try:
             await asyncio.shield(self.client.hincrby(self.attempts_key, entry_id, -1))
-        except BaseException:  # noqa: S110 - Redis gone or shutting down: an extra attempt
+        except Exception:  # noqa: S110 - Redis gone: an extra attempt (a cancellation goes on)
             pass
 
     async def _flush_acks(self) -> None:

@@ -241,7 +241,7 @@ def redis_failure(
             f"{_missing_right(str(exc))} ({_said(exc)}); {written}; "
             "grant it (see the ACL rules in docs/publishing.md)"
         )
-    if _untrusted_certificate(exc):
+    if untrusted_certificate(exc):
         return ConfigError(
             f"the TLS certificate of {where} is not trusted "
             f"({_said(exc)}); give its CA as ?ssl_ca_certs=/path/ca.pem"
@@ -307,7 +307,7 @@ def raise_error_replies(
             raise_mapped(reply, client, written)
 
 
-def _untrusted_certificate(exc: BaseException) -> bool:
+def untrusted_certificate(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     for _ in range(5):  # redis-py wraps the ssl error once or twice
         if seen is None:

@@ -35,7 +35,7 @@ from redis.backoff import AbstractBackoff
 
 from ti_core.errors import ConfigError, one_line
 from ti_core.settings import TiSettings, redact_sentinels
-from ti_core.transport.boundary import CLIENT_RETRIES, REFUSED
+from ti_core.transport.boundary import CLIENT_RETRIES, REFUSED, untrusted_certificate
 
 __all__ = ["FailoverRetry", "SentinelTarget", "open_sentinel", "sentinel_target"]
 
@@ -276,7 +276,7 @@ async def _misconfiguration(
                 )
             else:
                 problems.append(f"Sentinel {where} refused TI_REDIS_SENTINEL_PASSWORD: check it")
-        elif _untrusted(failure):
+        elif untrusted_certificate(failure):
             problems.append(
                 f"the TLS certificate of Sentinel {where} is not trusted "
                 f"({one_line(failure, 160, typed=True)}): set TI_REDIS_TLS_CA_CERTS to its CA"
@@ -290,17 +290,6 @@ async def _misconfiguration(
     if not problems:
         return None
     return "cannot use the Sentinels (a configuration error, not retried): " + "; ".join(problems)
-
-
-def _untrusted(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(5):  # redis-py wraps the ssl error once or twice
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 async def _speaks_plain_text(host: str, port: int, timeout: float) -> bool:
