@@ -85,6 +85,9 @@ class PrefectWatch:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._main_left = threading.Event()
+        # Taken to decide "lost" (the thread) or "stopped" (the command ended): never both, so a
+        # run that finished while a probe was in flight is not reported lost.
+        self._decide = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="ti-prefect-watch", daemon=True)
         self._main: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
 
@@ -97,10 +100,9 @@ class PrefectWatch:
         self._main_left.set()
         if not self.url:
             return
-        if self.lost.is_set():  # the watching thread reports and ends the process
-            self._thread.join()
-            return
-        self._stop.set()
+        with self._decide:
+            if not self.lost.is_set():  # else the watching thread reports and ends the process
+                self._stop.set()
         self._thread.join()
 
     async def guard(self, work: Awaitable[T]) -> T:
@@ -125,6 +127,10 @@ class PrefectWatch:
             refused = refused and why == "refused"
             limit = self.lost_after if refused else self.lost_after * SILENT_FACTOR
             if now - down_since >= limit:
+                with self._decide:
+                    if self._stop.is_set():  # the command ended meanwhile: nothing was lost
+                        return
+                    self.lost.set()
                 self._lost(now - down_since, "connection refused" if refused else "no answer")
                 return
 

@@ -96,6 +96,16 @@ def _check_deployed_run(settings: TiSettings) -> None:
             "a deployment's run may not force over newer decisions (parameter force): "
             "use 'ti run --force' on the machine that publishes"
         )
+    worker = TiSettings()  # where the run executes, without the run's own parameters
+    for parameter, field, variable in (
+        ("allow_demo", "allow_demo_publish", "TI_ALLOW_DEMO_PUBLISH"),
+        ("publish_degraded", "publish_degraded", "TI_PUBLISH_DEGRADED"),
+    ):
+        if parameters.get(parameter) and not getattr(worker, field):
+            raise ConfigError(
+                f"a deployment's run may not set {parameter} (whoever creates runs chooses "
+                f"it): set {variable}=1 where the runs execute to allow it"
+            )
     arena = parameters.get("arena")
     if not arena_allowed(arena, settings):
         raise ConfigError(

@@ -137,6 +137,14 @@ def test_a_run_parameter_cannot_replay_or_force_an_attackers_state(
     forced = _deployed_run(publish_decision, base | {"arena": f"replay:{ours}", "force": True})
     assert forced.is_failed() and "may not force over newer decisions" in forced.message
     assert _verdict() is None  # nothing published by either
+    for flag, variable in (
+        ("allow_demo", "TI_ALLOW_DEMO_PUBLISH"),
+        ("publish_degraded", "TI_PUBLISH_DEGRADED"),
+    ):
+        run = _deployed_run(publish_decision, base | {"arena": f"replay:{ours}", flag: True})
+        assert run.is_failed(), run
+        assert f"may not set {flag}" in run.message and variable in run.message
+    assert _verdict() is None  # nothing published by any of them
     allowed = _deployed_run(publish_decision, base | {"arena": f"replay:{ours}"})
     assert allowed.is_completed(), allowed.message
     assert _verdict() == "BUY"
